@@ -1,0 +1,46 @@
+# The two commands a newcomer needs: `make run` and `make test`. Each creates .venv and installs what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MEDIA ?= $(HOME)/Pictures
+LIBRARY ?= $(CURDIR)/.clipsearch-library
+MODEL ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+MODEL_ARG := $(if $(MODEL),--model $(MODEL),)
+
+.PHONY: run test install install-dev lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch/torchvision first, pinned: they install from local disk on the project's machines.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[all]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(BIN)/clipsearch --library "$(LIBRARY)" index "$(MEDIA)" $(MODEL_ARG)
+	$(BIN)/clipsearch --library "$(LIBRARY)" serve --host $(HOST) --port $(PORT)
+
+test: install-dev
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check clipsearch tests benchmarks
+	$(BIN)/ruff format --check clipsearch tests benchmarks
+
+bench: install-dev
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

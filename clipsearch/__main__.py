@@ -1,0 +1,3 @@
+from clipsearch.cli.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Rich rendering for the CLI: progress bars, result tables, status. Only the CLI prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from clipsearch.ingest import BatchWritten, FileDone, IndexEvent, IndexReport, ScanDone, ScanProgress
+from clipsearch.search.hits import Hit
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """Plain JSON on stdout (no colour codes) for scripts."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def error_line(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(round(seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class IndexProgress:
+    """Renders indexing events: a scan spinner, then a bar with files/s, ETA and errors."""
+
+    def __init__(self, *, quiet: bool = False, console: Console = err) -> None:
+        self.quiet = quiet
+        self.errors = 0
+        self.frames = 0
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("[red]{task.fields[errors]}"),
+            console=console,
+            transient=False,
+            disable=quiet,
+        )
+        self.task: TaskID | None = None
+        self._start: float | None = None
+
+    def __enter__(self) -> IndexProgress:
+        self.progress.start()
+        self.task = self.progress.add_task("scanning", total=None, rate="", errors="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: IndexEvent) -> None:
+        assert self.task is not None
+        p = self.progress
+        if isinstance(event, ScanProgress):
+            p.update(self.task, description=f"scanning {event.root}: {event.found} files")
+        elif isinstance(event, ScanDone):
+            p.update(self.task, description="indexing", total=event.to_encode, completed=0)
+            p.reset(self.task, total=event.to_encode, description="indexing")
+        elif isinstance(event, FileDone):
+            if not event.ok:
+                self.errors += 1
+            self.frames += event.frames
+            task = p.tasks[0]
+            elapsed = task.elapsed or 0.0
+            rate = f"{(task.completed + 1) / elapsed:.1f} files/s" if elapsed > 0 else ""
+            p.update(
+                self.task,
+                advance=1 if task.total is not None else 0,
+                rate=rate,
+                errors=f"{self.errors} errors" if self.errors else "",
+            )
+        elif isinstance(event, BatchWritten):
+            pass
+
+
+def index_summary(report: IndexReport, console: Console = err) -> None:
+    parts = [
+        f"{report.scanned} files seen",
+        f"{report.encoded} encoded",
+        f"{report.unchanged} unchanged",
+    ]
+    if report.reused:
+        parts.append(f"{report.reused} moved/copied (vectors reused)")
+    if report.deleted:
+        parts.append(f"{report.deleted} removed")
+    if report.frames:
+        parts.append(f"{report.frames} video frames")
+    if report.failed:
+        parts.append(f"[red]{report.failed} failed[/] (see `clipsearch status`)")
+    rate = report.encoded / report.elapsed_s if report.elapsed_s > 0 else 0.0
+    console.print(", ".join(parts) + f" in {report.elapsed_s:.1f} s ({rate:.1f} files/s)")
+    for path, why in report.scan_errors[:10]:
+        console.print(f"[yellow]skipped[/] {path}: {why}")
+    if len(report.scan_errors) > 10:
+        console.print(f"[yellow]... and {len(report.scan_errors) - 10} more scan problems[/]")
+    if report.interrupted:
+        console.print("[yellow]Interrupted.[/] Run the same command again to resume.")
+
+
+def hits_table(hits: Sequence[Hit], *, title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=False, expand=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("score", justify="right")
+    table.add_column("kind")
+    table.add_column("moment")
+    table.add_column("path", overflow="fold")
+    for h in hits:
+        moment = ""
+        if h.moment is not None:
+            moment = f"{fmt_time(h.moment.start)}–{fmt_time(h.moment.end)}"
+        table.add_row(str(h.rank), f"{h.score:.4f}", h.kind, moment, h.path)
+    return table
+
+
+def status_tables(status: dict[str, Any]) -> list[Table]:
+    head = Table(show_header=False, box=None)
+    head.add_column(style="bold")
+    head.add_column()
+    for key in ("library", "model", "dim", "fingerprint"):
+        head.add_row(key, str(status.get(key) or "—"))
+    tables = [head]
+    counts = status.get("counts") or {}
+    if counts:
+        t = Table(title="items")
+        t.add_column("kind")
+        for col in ("ok", "failed"):
+            t.add_column(col, justify="right")
+        for kind, by_status in sorted(counts.items()):
+            t.add_row(kind, *(str(by_status.get(c, 0)) for c in ("ok", "failed")))
+        tables.append(t)
+    fails = status.get("failures") or []
+    if fails:
+        t = Table(title=f"failures (first {len(fails)})")
+        t.add_column("path", overflow="fold")
+        t.add_column("reason", overflow="fold")
+        for f in fails:
+            t.add_row(f["path"], f["error"])
+        tables.append(t)
+    return tables

@@ -1,0 +1,52 @@
+"""The `VectorIndex` protocol: nearest-neighbour search over catalog vectors.
+
+Ids are catalog vector-row ids (``vectors.id``), int64. Scores are inner products of
+L2-normalised vectors (cosine). An index is a derived cache of the catalog, never the
+source of truth (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Top-k results for a batch of queries, best first.
+
+    ids: (Q, k) int64, -1 where fewer than k vectors qualified.
+    scores: (Q, k) float32, -inf where ids is -1.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+
+
+class VectorIndex(Protocol):
+    """Search vectors by inner product. Exact and approximate backends share it."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed: np.ndarray | None = None,
+        exact: bool = False,
+    ) -> Matches:
+        """Top-``k`` rows for each query.
+
+        queries: (Q, dim) or (dim,) float32, L2-normalised.
+        k: any k >= 1; k larger than the index returns fewer (padded with -1).
+        allowed: optional int64 array of ids; only those may be returned (a filter).
+            An empty array returns no results, not an error.
+        exact: force exact scoring even on an approximate backend.
+        """
+        ...

@@ -1,0 +1,22 @@
+"""Orchestration: scan → decode → encode → store, pipelined and resumable, with events."""
+
+from clipsearch.ingest.events import (
+    BatchWritten,
+    FileDone,
+    IndexEvent,
+    IndexReport,
+    ScanDone,
+    ScanProgress,
+)
+from clipsearch.ingest.pipeline import IndexOptions, Indexer
+
+__all__ = [
+    "BatchWritten",
+    "FileDone",
+    "IndexEvent",
+    "IndexOptions",
+    "IndexReport",
+    "Indexer",
+    "ScanDone",
+    "ScanProgress",
+]

@@ -1,0 +1,87 @@
+"""Progress events emitted by the indexing pipeline. The library never prints: the CLI
+renders these with Rich, the server forwards them to the web page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    """The walk is under way: ``found`` media files so far under ``root``."""
+
+    root: str
+    found: int
+
+
+@dataclass(frozen=True)
+class ScanDone:
+    """The walk finished; ``to_encode`` files need decoding and encoding."""
+
+    total: int
+    unchanged: int
+    reused: int
+    to_encode: int
+    deleted: int
+
+
+@dataclass(frozen=True)
+class FileDone:
+    """One file finished (written to the catalog). ``error`` is set when it failed."""
+
+    path: str
+    kind: str
+    ok: bool
+    error: str | None = None
+    frames: int = 0
+
+
+@dataclass(frozen=True)
+class BatchWritten:
+    """A batch was committed: everything counted so far survives a crash."""
+
+    done: int
+    total: int
+    failed: int
+    frames: int
+
+
+@dataclass
+class IndexReport:
+    """What an `index` run did. ``interrupted`` is True when it stopped early (Ctrl-C);
+    running it again resumes."""
+
+    roots: list[str] = field(default_factory=list)
+    scanned: int = 0
+    unchanged: int = 0
+    added: int = 0  # newly encoded (new or changed files), including failed ones
+    reused: int = 0  # moved or copied files whose vectors were reused (no encoding)
+    failed: int = 0
+    deleted: int = 0
+    frames: int = 0  # video frames encoded
+    scan_errors: list[tuple[str, str]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    encode_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def encoded(self) -> int:
+        return self.added - self.failed
+
+    def to_dict(self) -> dict:
+        return {
+            "roots": self.roots,
+            "scanned": self.scanned,
+            "unchanged": self.unchanged,
+            "added": self.added,
+            "reused": self.reused,
+            "failed": self.failed,
+            "deleted": self.deleted,
+            "frames": self.frames,
+            "scan_errors": [{"path": p, "error": e} for p, e in self.scan_errors],
+            "elapsed_s": round(self.elapsed_s, 3),
+            "interrupted": self.interrupted,
+        }
+
+
+IndexEvent = ScanProgress | ScanDone | FileDone | BatchWritten

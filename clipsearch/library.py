@@ -1,0 +1,251 @@
+"""`Library`: the Python face of clipsearch. One directory, one catalog, one model.
+
+    >>> lib = Library("~/lib")                     # doctest: +SKIP
+    >>> lib.index(["~/Pictures"])                  # doctest: +SKIP
+    >>> for hit in lib.search("a dog on a beach", k=5):   # doctest: +SKIP
+    ...     print(hit.score, hit.path)
+
+Dependencies are injected (rclip style): pass ``encoder=`` to use any `Encoder`
+(tests pass a deterministic fake); otherwise the model named by ``model=``, or the one
+the library is bound to, or the default, is loaded on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsearch.errors import ModelMismatchError
+from clipsearch.index.base import VectorIndex
+from clipsearch.ingest import IndexEvent, IndexOptions, Indexer, IndexReport
+from clipsearch.models.base import Encoder
+from clipsearch.search.engine import SearchOptions, Searcher, encode_plan
+from clipsearch.search.hits import Hit
+from clipsearch.search.query import QueryPlan, plan_from_parts
+from clipsearch.store import Catalog, ItemFilter
+
+
+def default_library_path() -> Path:
+    """``$CLIPSEARCH_HOME``, else ``$XDG_DATA_HOME/clipsearch/default`` (~/.local/share)."""
+    env = os.environ.get("CLIPSEARCH_HOME")
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(data) / "clipsearch" / "default"
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    """What `clipsearch status` shows."""
+
+    path: str
+    model: str | None
+    fingerprint: str | None
+    dim: int | None
+    stats: dict[str, Any]
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "library": self.path,
+            "model": self.model,
+            "fingerprint": self.fingerprint,
+            "dim": self.dim,
+            **self.stats,
+            "failures": self.failures,
+        }
+
+
+class Library:
+    """A searchable media library.
+
+    path: the library directory (created on first index); default `default_library_path()`.
+    model: a model spec (see `clipsearch.models.parse_spec`); default: the model the library
+        is bound to, else `clipsearch.models.DEFAULT_MODEL`.
+    precision: "auto" | "fp32" | "bf16" | "fp16" for the model's weights.
+    encoder: an already-built `Encoder` (overrides ``model``).
+    """
+
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        model: str | None = None,
+        precision: str = "auto",
+        encoder: Encoder | None = None,
+        create: bool = True,
+        readonly: bool = False,
+    ) -> None:
+        self.path = Path(path).expanduser().absolute() if path else default_library_path()
+        self.catalog = Catalog.open(self.path, create=create, readonly=readonly)
+        self._model = model
+        self._precision = precision
+        self._encoder = encoder
+        self._index: VectorIndex | None = None
+        self._index_generation: int | None = None
+        self._lock = threading.RLock()
+        self._check_model_spec()
+
+    # -- model ----------------------------------------------------------------------------------
+    def _check_model_spec(self) -> None:
+        """Refuse early (before loading weights) a model spec that differs from the binding."""
+        binding = self.catalog.model_binding()
+        if binding is None or self._model is None or self._encoder is not None:
+            return
+        from clipsearch.models import parse_spec
+
+        if str(parse_spec(self._model)) != binding.spec:
+            raise ModelMismatchError(
+                f"library {self.path} is bound to model {binding.spec}, not {self._model}. "
+                "Leave out --model to use the library's model, or pick another --library."
+            )
+
+    @property
+    def model_spec(self) -> str:
+        """The spec of the model this library uses (without loading it)."""
+        if self._encoder is not None:
+            return self._encoder.spec
+        binding = self.catalog.model_binding()
+        if self._model is not None:
+            return self._model
+        if binding is not None:
+            return binding.spec
+        from clipsearch.models import DEFAULT_MODEL
+
+        return DEFAULT_MODEL
+
+    @property
+    def encoder(self) -> Encoder:
+        """The model, loaded on first use (thread-safe)."""
+        with self._lock:
+            if self._encoder is None:
+                from clipsearch.models import load_encoder
+
+                self._encoder = load_encoder(self.model_spec, precision=self._precision)
+                binding = self.catalog.model_binding()
+                if binding is not None and binding.fingerprint != self._encoder.fingerprint:
+                    raise ModelMismatchError(
+                        f"library {self.path} was built with other weights than {self._encoder.spec} "
+                        f"now has (fingerprint {binding.fingerprint[:12]} vs "
+                        f"{self._encoder.fingerprint[:12]}). Re-index into a new --library."
+                    )
+            return self._encoder
+
+    # -- indexing --------------------------------------------------------------------------------
+    def index(
+        self,
+        roots: Sequence[Path | str],
+        *,
+        options: IndexOptions = IndexOptions(),
+        on_event: Callable[[IndexEvent], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> IndexReport:
+        """Index (or incrementally re-index) folders. See `Indexer.run` for errors."""
+        indexer = Indexer(self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop)
+        report = indexer.run(roots)
+        return report
+
+    # -- search ----------------------------------------------------------------------------------
+    def vector_index(self) -> VectorIndex:
+        """The nearest-neighbour index over the catalog, refreshed when the catalog changed."""
+        with self._lock:
+            generation = self.catalog.generation()
+            if self._index is None or self._index_generation != generation:
+                from clipsearch.index import IndexCache
+
+                self._index = IndexCache(self.path / "ann").get(self.catalog)
+                self._index_generation = generation
+            return self._index
+
+    def searcher(self) -> Searcher:
+        return Searcher(self.catalog, self.vector_index)
+
+    def embed_query(
+        self,
+        query: str | None = None,
+        *,
+        image: str | Path | Sequence[str | Path] | None = None,
+        video: str | Path | Sequence[str | Path] | None = None,
+    ) -> np.ndarray:
+        """The query vector (D,) for a query string and/or example files."""
+        return encode_plan(self.plan(query, image=image, video=video), self.encoder)
+
+    @staticmethod
+    def plan(
+        query: str | None = None,
+        *,
+        image: str | Path | Sequence[str | Path] | None = None,
+        video: str | Path | Sequence[str | Path] | None = None,
+    ) -> QueryPlan:
+        return plan_from_parts(text=query, images=_paths(image), videos=_paths(video))
+
+    def search(
+        self,
+        query: str | None = None,
+        *,
+        image: str | Path | Sequence[str | Path] | None = None,
+        video: str | Path | Sequence[str | Path] | None = None,
+        vector: np.ndarray | None = None,
+        k: int = 20,
+        offset: int = 0,
+        kind: str | None = None,
+        where: Sequence[str] | ItemFilter = (),
+        pooling: str = "mean",
+        tau: float = 0.1,
+        exact: bool = False,
+        with_curve: bool = False,
+    ) -> list[Hit]:
+        """Search by text, example image(s)/video(s), or a ready query ``vector``.
+
+        kind: "image" or "video" to restrict results; where: filter clauses
+        (``path:/a/*``, ``after:2023-01-01``, ``size>1MB`` ...) or an ItemFilter.
+        Raises QueryError for empty/unreadable queries, UsageError for bad options.
+        """
+        q = vector if vector is not None else self.embed_query(query, image=image, video=video)
+        flt = where if isinstance(where, ItemFilter) else ItemFilter.parse(
+            [*where, *([f"kind:{kind}"] if kind else [])]
+        )
+        options = SearchOptions(
+            k=k, offset=offset, where=flt, pooling=pooling, tau=tau, exact=exact, with_curve=with_curve
+        )
+        with self._lock:
+            return self.searcher().search(q, options)
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self, *, failures: int | None = 50) -> LibraryStatus:
+        binding = self.catalog.model_binding()
+        fails = [
+            {"path": r.path, "kind": r.kind, "error": r.error or ""}
+            for r in self.catalog.failures(limit=failures)
+        ]
+        return LibraryStatus(
+            path=str(self.path),
+            model=binding.spec if binding else None,
+            fingerprint=binding.fingerprint if binding else None,
+            dim=binding.dim if binding else None,
+            stats=self.catalog.stats(),
+            failures=fails,
+        )
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _paths(x: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:
+    if x is None:
+        return ()
+    if isinstance(x, str | Path):
+        return (str(x),)
+    return tuple(str(p) for p in x)

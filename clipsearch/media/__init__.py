@@ -1,0 +1,34 @@
+"""clipsearch.media: find media files and decode them; knows nothing of models or storage.
+
+- ``scan`` walks roots into ``MediaFile`` records (path, kind, size, mtime);
+- ``partial_hash`` gives a file's content identity, to recognise moves and copies;
+- ``load_image`` decodes an image robustly and fast (draft mode, EXIF orientation, every
+  colour mode, a decompression-bomb guard, typed errors).
+
+Video decoding and frame sampling live in ``clipsearch.media.video`` and
+``clipsearch.media.sampling`` (imported on demand: they need PyAV).
+"""
+
+from clipsearch.media.identity import partial_hash
+from clipsearch.media.image import DEFAULT_MAX_PIXELS, DecodedImage, load_image
+from clipsearch.media.scan import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    MediaFile,
+    MediaKind,
+    kind_of,
+    scan,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "DecodedImage",
+    "MediaFile",
+    "MediaKind",
+    "kind_of",
+    "load_image",
+    "partial_hash",
+    "scan",
+]

@@ -1,0 +1,217 @@
+"""Two-stage search: nearest-neighbour recall over catalog vectors, then exact rescoring.
+
+Stage 1 asks the `VectorIndex` for the rows nearest to the query among item vectors
+(images, and each video's meanP vector) and video frame vectors. Stage 2 rescores every
+candidate item exactly: an image by its own vector, a video by pooling its frame
+similarities (mean / max / softmax, DESIGN.md §4) and localising the best moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clipsearch.errors import MediaError, QueryError, UsageError
+from clipsearch.index.base import VectorIndex
+from clipsearch.models.base import Encoder, l2_normalize
+from clipsearch.search.hits import FrameCurve, Hit
+from clipsearch.search.query import QueryPlan
+
+if TYPE_CHECKING:
+    from clipsearch.store import Catalog, ItemFilter
+
+POOLINGS = ("mean", "max", "softmax")
+MAX_K = 10_000
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search. All fields have sane defaults; see `Searcher.search`."""
+
+    k: int = 20  # results to return
+    offset: int = 0  # skip this many (paging)
+    where: ItemFilter | None = None  # metadata filter (path, kind, dates, size, roots)
+    pooling: str = "mean"  # video scoring: mean (CLIP4Clip meanP) | max | softmax
+    tau: float = 0.1  # softmax pooling temperature
+    exact: bool = False  # force exact stage 1 even on an ANN index
+    with_curve: bool = False  # attach each video's frame score curve
+
+    def validate(self) -> None:
+        if not 1 <= self.k <= MAX_K:
+            raise UsageError(f"k must be between 1 and {MAX_K}, got {self.k}")
+        if self.offset < 0:
+            raise UsageError(f"offset must be >= 0, got {self.offset}")
+        if self.pooling not in POOLINGS:
+            raise UsageError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if not self.tau > 0:
+            raise UsageError(f"tau must be > 0, got {self.tau}")
+
+
+def encode_plan(plan: QueryPlan, encoder: Encoder, *, video_sampler: str = "uniform:12") -> np.ndarray:
+    """Embed a query plan: q = normalise(Σ wᵢ eᵢ), shape (D,), float32.
+
+    Raises QueryError when a query file is not readable media, or the terms cancel out.
+    """
+    parts: list[np.ndarray] = []
+    weights: list[float] = []
+    texts = [t for t in plan.terms if t.kind == "text"]
+    if texts:
+        parts.extend(encoder.encode_texts([t.value for t in texts]))
+        weights.extend(t.weight for t in texts)
+    for term in plan.terms:
+        if term.kind == "image":
+            from clipsearch.media import load_image
+
+            try:
+                image = load_image(term.value).image
+            except MediaError as e:
+                raise QueryError(f"query image {term.value} cannot be used: {e}") from e
+            parts.append(encoder.encode_images([image])[0])
+            weights.append(term.weight)
+        elif term.kind == "video":
+            parts.append(_embed_video(term.value, encoder, video_sampler))
+            weights.append(term.weight)
+    q = np.sum([w * l2_normalize(p) for w, p in zip(weights, parts, strict=True)], axis=0)
+    if float(np.linalg.norm(q)) < 1e-6:
+        raise QueryError("the query's terms cancel out: nothing is left to search for")
+    return l2_normalize(q)
+
+
+def _embed_video(path: str, encoder: Encoder, sampler: str) -> np.ndarray:
+    from clipsearch.media.sampling import FrameSampler
+    from clipsearch.media.video import decode_frames
+    from clipsearch.search.video import meanp
+
+    try:
+        decoded = decode_frames(path, FrameSampler.parse(sampler))
+    except MediaError as e:
+        raise QueryError(f"query video {path} cannot be used: {e}") from e
+    frames = encoder.encode_images([f.image for f in decoded.frames])  # (F, D)
+    return meanp(frames)
+
+
+class Searcher:
+    """Runs searches against a catalog and an index. Holds no terminal or HTTP logic.
+
+    catalog: the source of truth (item metadata, frame vectors, filters).
+    index: a callable returning the current `VectorIndex` (so a caller can refresh a
+        stale cache between queries without rebuilding the Searcher).
+    """
+
+    def __init__(self, catalog: Catalog, index: Callable[[], VectorIndex]) -> None:
+        self.catalog = catalog
+        self._index = index
+
+    def search(self, q: np.ndarray, options: SearchOptions = SearchOptions()) -> list[Hit]:
+        """Rank items for one query vector (D,). Returns at most ``k`` hits after ``offset``."""
+        return self.search_many(np.asarray(q, dtype=np.float32)[None, :], options)[0]
+
+    def search_many(self, queries: np.ndarray, options: SearchOptions = SearchOptions()) -> list[list[Hit]]:
+        """Rank items for a batch of query vectors (Q, D): stage 1 is one matrix product."""
+        options.validate()
+        queries = l2_normalize(np.atleast_2d(queries))
+        index = self._index()
+        allowed = None
+        if options.where is not None and not options.where.is_empty:
+            allowed = self.catalog.vector_ids_where(options.where)
+            if len(allowed) == 0:
+                return [[] for _ in queries]
+        need = options.k + options.offset
+        candidates = self._recall(index, queries, need, allowed, options.exact)
+        return [
+            self._rescore(q, cands, options) for q, cands in zip(queries, candidates, strict=True)
+        ]
+
+    # -- stage 1 ------------------------------------------------------------------------------
+    def _recall(
+        self,
+        index: VectorIndex,
+        queries: np.ndarray,
+        need: int,
+        allowed: np.ndarray | None,
+        exact: bool,
+    ) -> list[dict[int, float]]:
+        """Candidate items per query: item id -> best row score, enough to fill ``need``.
+
+        Rows include video frames, so one long video can fill the first rows; widen the
+        search until ``need`` distinct items are found or the index is exhausted.
+        """
+        total = len(index) if allowed is None else len(allowed)
+        kc = min(max(4 * need, 64), max(total, 1))
+        pending = list(range(len(queries)))
+        out: list[dict[int, float]] = [{} for _ in queries]
+        while pending:
+            m = index.search(queries[pending], kc, allowed=allowed, exact=exact)
+            still = []
+            for row, qi in enumerate(pending):
+                ids = m.ids[row]
+                keep = ids >= 0
+                ids, scores = ids[keep], m.scores[row][keep]
+                item_ids, _ = self.catalog.items_for_vectors(ids)
+                best: dict[int, float] = {}
+                for item, s in zip(item_ids.tolist(), scores.tolist(), strict=True):
+                    if item >= 0 and item not in best:
+                        best[item] = s
+                out[qi] = best
+                if len(best) < need and len(ids) == kc and kc < total:
+                    still.append(qi)
+            pending = still
+            kc = min(kc * 4, total)
+        return out
+
+    # -- stage 2 ------------------------------------------------------------------------------
+    def _rescore(self, q: np.ndarray, cands: dict[int, float], options: SearchOptions) -> list[Hit]:
+        if not cands:
+            return []
+        records = self.catalog.items(list(cands))
+        scored: list[tuple[float, int]] = []
+        video_ids = [i for i, r in records.items() if r.kind == "video"]
+        # Cap how many videos are rescored: frames are fetched from the catalog.
+        video_ids = sorted(video_ids, key=lambda i: -cands[i])[: max(2 * (options.k + options.offset), 50)]
+        image_vectors = self.catalog.item_vectors([i for i, r in records.items() if r.kind == "image"])
+        for item_id, vec in image_vectors.items():
+            scored.append((float(vec @ q), item_id))
+        moments = {}
+        curves = {}
+        if video_ids:
+            from clipsearch.search.video import localize, pool_scores
+
+            frames = self.catalog.frames(video_ids)
+            for item_id in video_ids:
+                if item_id not in frames:
+                    continue
+                ts, fv = frames[item_id]  # (F,), (F, D)
+                if len(ts) == 0:
+                    continue
+                score = float(pool_scores(q[None, :], fv, options.pooling, tau=options.tau)[0])
+                sims = fv @ q  # (F,)
+                rec = records[item_id]
+                duration = float(rec.duration or (ts[-1] if len(ts) else 0.0))
+                moments[item_id] = localize(ts, sims, duration=duration)
+                if options.with_curve:
+                    curves[item_id] = FrameCurve(ts, sims.astype(np.float32))
+                scored.append((score, item_id))
+        scored.sort(key=lambda s: (-s[0], s[1]))
+        page = scored[options.offset : options.offset + options.k]
+        hits = []
+        for rank, (score, item_id) in enumerate(page, start=options.offset + 1):
+            r = records[item_id]
+            hits.append(
+                Hit(
+                    item_id=item_id,
+                    path=r.path,
+                    kind=r.kind,
+                    score=score,
+                    rank=rank,
+                    width=r.width,
+                    height=r.height,
+                    duration=r.duration,
+                    moment=moments.get(item_id),
+                    curve=curves.get(item_id),
+                )
+            )
+        return hits
+

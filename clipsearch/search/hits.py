@@ -1,0 +1,67 @@
+"""Search results as small frozen dataclasses (usearch `Matches` style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from clipsearch.search.video import Moment
+
+
+@dataclass(frozen=True)
+class FrameCurve:
+    """A video's per-frame similarity to the query: timestamps (F,) s and scores (F,)."""
+
+    timestamps: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked result.
+
+    score: cosine similarity (images) or the pooled video score (videos), in [-1, 1]
+        before reranking.
+    moment: for videos, the best-matching [start, end] (seconds) and best frame.
+    curve: for videos when requested (``with_curve=True``), the frame score curve.
+    """
+
+    item_id: int
+    path: str
+    kind: str
+    score: float
+    rank: int
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    moment: Moment | None = None
+    curve: FrameCurve | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (what `clipsearch search --json` and the HTTP API return)."""
+        out: dict[str, Any] = {
+            "rank": self.rank,
+            "item_id": self.item_id,
+            "path": self.path,
+            "kind": self.kind,
+            "score": round(float(self.score), 6),
+            "width": self.width,
+            "height": self.height,
+        }
+        if self.kind == "video":
+            out["duration"] = self.duration
+            if self.moment is not None:
+                out["moment"] = {
+                    "start": round(float(self.moment.start), 3),
+                    "end": round(float(self.moment.end), 3),
+                    "best_t": round(float(self.moment.best_t), 3),
+                }
+        if self.curve is not None:
+            out["curve"] = {
+                "t": [round(float(t), 3) for t in self.curve.timestamps],
+                "score": [round(float(s), 5) for s in self.curve.scores],
+            }
+        return out

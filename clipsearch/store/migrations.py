@@ -1,0 +1,144 @@
+"""Catalog schema and its numbered migrations.
+
+The schema version lives in ``PRAGMA user_version`` (a field of the database header,
+written in the same transaction as the schema change), and ``PRAGMA application_id``
+marks the file as a clipsearch catalog. Migration N is the function ``mNNN_<name>`` at
+position N-1 of ``MIGRATIONS``; adding one is: write the function, append it.
+
+All pending migrations run in ONE ``BEGIN IMMEDIATE`` transaction (SQLite DDL is
+transactional), so a failure or a crash half-way leaves the catalog at its old version,
+and two processes opening a fresh library at once cannot both create the schema.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from clipsearch.errors import LibraryError
+
+APPLICATION_ID = 0x436C5331  # "ClS1": marks a clipsearch catalog in the SQLite header
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def m001_initial(conn: sqlite3.Connection) -> None:
+    """Roots, items, vectors and meta (model binding, generation counter)."""
+    statements = (
+        # value is untyped on purpose: integers (generation, dim) stay integers.
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+        """CREATE TABLE roots (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            added_at REAL NOT NULL
+        )""",
+        """CREATE TABLE items (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            root_id INTEGER REFERENCES roots(id) ON DELETE SET NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('image', 'video')),
+            size INTEGER NOT NULL CHECK (size >= 0),
+            mtime_ns INTEGER NOT NULL,
+            content_hash TEXT,
+            status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+            error TEXT,
+            width INTEGER,
+            height INTEGER,
+            duration REAL,
+            frame_count INTEGER,
+            indexed_at REAL NOT NULL
+        )""",
+        # find_reusable looks items up by (content_hash, size).
+        "CREATE INDEX items_content ON items(content_hash, size)",
+        "CREATE INDEX items_root ON items(root_id)",
+        # AUTOINCREMENT: vector ids are never reused, even after deleting the newest rows,
+        # so a derived ANN cache can trust that an id it holds still means the same vector.
+        # t NULL = the item-level vector (image, or a video's meanP vector); t = a frame's
+        # timestamp in seconds.
+        """CREATE TABLE vectors (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            t REAL,
+            vector BLOB NOT NULL
+        )""",
+        # Covers (id, item_id, t): frame lookups, cascading deletes, and id-only scans
+        # (vector_ids, items_for_vectors) that never touch the 1 KiB blobs.
+        "CREATE INDEX vectors_item ON vectors(item_id, t)",
+    )
+    for sql in statements:
+        conn.execute(sql)
+    conn.executemany(
+        "INSERT INTO meta(key, value) VALUES (?, ?)",
+        [("generation", 0), ("created_at", time.time())],
+    )
+
+
+def m002_tags(conn: sqlite3.Connection) -> None:
+    """Per-item tags (zero-shot classification labels, user tags), filterable with tag:NAME."""
+    conn.execute(
+        """CREATE TABLE tags (
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            tag TEXT NOT NULL,
+            score REAL NOT NULL,
+            source TEXT NOT NULL,
+            PRIMARY KEY (item_id, source, tag)
+        ) WITHOUT ROWID"""
+    )
+    conn.execute("CREATE INDEX tags_tag ON tags(tag, item_id)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_tags)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The version recorded in the database header (0 for a new, empty file)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_version(version: int, db_path: Path, *, readonly: bool) -> None:
+    """Refuse a schema this code cannot use. Raises LibraryError."""
+    if version > SCHEMA_VERSION:
+        raise LibraryError(
+            f"the catalog {db_path} uses schema version {version}, but this clipsearch only "
+            f"knows up to version {SCHEMA_VERSION}: it was written by a newer clipsearch. "
+            "Upgrade clipsearch (pip install -U clipsearch) to open it."
+        )
+    if readonly and version < SCHEMA_VERSION:
+        raise LibraryError(
+            f"the catalog {db_path} uses schema version {version} and needs an upgrade to "
+            f"{SCHEMA_VERSION}, which a read-only open cannot do. Open it once for writing "
+            "(e.g. run `clipsearch status` or `clipsearch index`) and try again."
+        )
+
+
+def migrate(conn: sqlite3.Connection, db_path: Path, *, target: int | None = None) -> int:
+    """Bring the catalog up to ``target`` (default: the newest schema). Returns the version.
+
+    ``conn`` must be in autocommit mode (isolation_level=None) with no open transaction.
+    Raises LibraryError for a newer schema; sqlite3.Error from a failing migration
+    propagates after the rollback (the catalog is left at its previous version).
+    """
+    target = SCHEMA_VERSION if target is None else target
+    if not 0 <= target <= SCHEMA_VERSION:
+        raise ValueError(f"target schema version must be in 0..{SCHEMA_VERSION}, got {target}")
+    version = schema_version(conn)
+    check_version(version, db_path, readonly=False)
+    if version >= target:
+        return version
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = schema_version(conn)  # another process may have migrated meanwhile
+        for number in range(version + 1, target + 1):
+            MIGRATIONS[number - 1](conn)
+        if version < target:
+            conn.execute(f"PRAGMA user_version = {int(target)}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return max(version, target)

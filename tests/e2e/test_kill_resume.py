@@ -1,0 +1,73 @@
+"""kill -9 in the middle of indexing, then run again: everything ends up indexed once.
+
+A real subprocess runs `python -m clipsearch index` with the tiny checkpoint; we kill it
+as soon as the first batch is committed, then resume and check the catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import make_image
+
+pytestmark = pytest.mark.slow
+
+N = 120
+
+
+def _count_ok(db: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT count(*) FROM items").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_then_resume(tmp_path, tiny_checkpoint):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    palette = ["red", "green", "blue", "yellow", "cyan", "magenta", "orange", "purple"]
+    for i in range(N):
+        make_image(photos / f"img_{i:04d}.jpg", palette[i % len(palette)], size=(96 + i % 7, 64), seed=i)
+    lib = tmp_path / "lib"
+    cmd = [sys.executable, "-m", "clipsearch", "index", str(photos), "--library", str(lib),
+           "--model", str(tiny_checkpoint), "--batch-size", "4", "--quiet", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = lib / "catalog.sqlite"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _count_ok(db) > 0:
+            break
+        time.sleep(0.02)
+    killed_mid_run = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _count_ok(db)
+    assert killed_mid_run, "indexing finished before it could be killed; raise N"
+    assert 0 < done_before < N
+
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    # Only what was not committed before the kill is encoded now.
+    assert report["added"] == N - done_before
+    assert report["unchanged"] == done_before
+
+    con = sqlite3.connect(db)
+    paths = [r[0] for r in con.execute("SELECT path FROM items")]
+    assert len(paths) == len(set(paths)) == N
+    n_vec = con.execute("SELECT count(*) FROM vectors").fetchone()[0]
+    assert n_vec == N  # one vector per image, none duplicated or lost
+    con.close()
