@@ -251,6 +251,12 @@ _mount_subapps()
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Turns ClipsearchError into one red line and an exit code."""
+    import warnings
+
+    from PIL import Image
+
+    # Large-but-allowed photos (90–179 MP) are fine; load_image enforces our own limit.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         rv = app(args=argv, prog_name="clipsearch", standalone_mode=False)
     except ClipsearchError as e:

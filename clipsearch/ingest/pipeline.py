@@ -157,9 +157,13 @@ class Indexer:
         )
         found = 0
         for media in files:
+            path = str(media.path)
+            if not _utf8_ok(path):
+                # SQLite stores text as UTF-8; a name with undecodable bytes cannot be a key.
+                report.scan_errors.append((path.encode("utf-8", "replace").decode(), _BAD_NAME))
+                continue
             found += 1
             report.scanned += 1
-            path = str(media.path)
             seen.add(path)
             rec = known.get(path) or self.catalog.item_by_path(path)
             unchanged = rec is not None and rec.size == media.size and rec.mtime_ns == media.mtime_ns
@@ -347,6 +351,17 @@ class Indexer:
             vectors=vectors,
             timestamps=timestamps,
         )
+
+
+_BAD_NAME = "file name is not valid UTF-8: rename the file to index it"
+
+
+def _utf8_ok(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass

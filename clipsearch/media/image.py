@@ -32,6 +32,8 @@ releases the GIL while decoding and resizing, so a thread pool scales (DESIGN.md
 from __future__ import annotations
 
 import io
+import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,11 +125,14 @@ def load_image(
             raise CorruptMediaError("empty file")
         return _decode(io.BytesIO(data), data[:64], formats, min_side, max_pixels)
     try:
+        mode = os.stat(source).st_mode
+        if stat.S_ISDIR(mode):
+            raise UnsupportedMediaError("not a file (it is a folder)")
+        if not stat.S_ISREG(mode):  # a FIFO would block open() forever
+            raise UnsupportedMediaError("not a regular file")
         f = open(source, "rb")  # noqa: SIM115 - closed by the with-block just below
     except FileNotFoundError:
         raise MediaError("file not found") from None
-    except IsADirectoryError:
-        raise UnsupportedMediaError("not a file (it is a folder)") from None
     except OSError as e:
         raise MediaError(f"cannot read file ({(e.strerror or str(e)).lower()})") from e
     with f:
