@@ -288,7 +288,7 @@ def load_msrvtt(annotations: str | Path, media_root: str | Path) -> RetrievalDat
     """
     path = Path(annotations)
     rows = _read_rows(path)
-    if rows and not _MSRVTT_COLUMNS <= set(rows[0]):
+    if rows and not set(rows[0]) >= _MSRVTT_COLUMNS:
         raise DatasetError(
             f"{path}: an MSR-VTT csv needs the columns {sorted(_MSRVTT_COLUMNS)}, "
             f"found {sorted(rows[0])}"
@@ -352,7 +352,7 @@ def _guess_format(path: Path) -> DatasetFormat:
         return "pairs"
     if suffix in {".csv", ".tsv"}:
         rows = _read_rows(path, limit=1)
-        return "msrvtt" if rows and _MSRVTT_COLUMNS <= set(rows[0]) else "pairs"
+        return "msrvtt" if rows and set(rows[0]) >= _MSRVTT_COLUMNS else "pairs"
     raise DatasetError(
         f"{path}: cannot tell the format from the name; expected .json (Karpathy), .csv or "
         ".jsonl (pairs, MSR-VTT) or a webdataset folder"

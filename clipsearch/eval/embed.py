@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ class EmbeddingCache:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
             # absent, or a damaged entry (killed mid-write is impossible: writes are atomic)
             self.misses += 1
             return None
@@ -140,6 +141,19 @@ class FrameEmbeddings:
 
     def of(self, i: int) -> np.ndarray:
         return self.frames[self.offsets[i] : self.offsets[i + 1]]  # (F_i, D)
+
+    def select(self, keep: Sequence[int]) -> FrameEmbeddings:
+        """The frames of videos ``keep`` only, in that order (re-numbered 0..len(keep)-1)."""
+        parts = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]
+        rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        counts = np.asarray([len(p) for p in parts], dtype=np.int64)
+        return FrameEmbeddings(
+            frames=self.frames[rows],
+            times=self.times[rows],
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            ok=self.ok[np.asarray(keep, dtype=np.int64)],
+            errors={},
+        )
 
 
 def _errors_to_arrays(errors: dict[int, str]) -> dict[str, np.ndarray]:
@@ -212,7 +226,9 @@ def embed_images(
     vectors = np.zeros((len(paths), encoder.dim), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
     errors: dict[int, str] = {}
-    batches = [range(lo, min(lo + batch_size, len(paths))) for lo in range(0, len(paths), batch_size)]
+    batches = [
+        range(lo, min(lo + batch_size, len(paths))) for lo in range(0, len(paths), batch_size)
+    ]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
 
         def submit(b: range) -> list[Future]:
@@ -253,7 +269,8 @@ def embed_video_frames(
     sampler: a FrameSampler spec ("uniform:12" is CLIP4Clip's protocol). A video that
     fails to decode or yields no frame is recorded in ``errors`` and has no frames.
     """
-    from clipsearch.media.video import FrameSampler, decode_frames
+    from clipsearch.media.sampling import FrameSampler
+    from clipsearch.media.video import decode_frames
 
     frame_sampler = FrameSampler.parse(sampler)
     key = cache.key(
@@ -267,7 +284,7 @@ def embed_video_frames(
 
     def decode(path: str) -> tuple[np.ndarray, np.ndarray] | str:
         try:
-            frames = list(decode_frames(path, frame_sampler))
+            frames = decode_frames(path, frame_sampler).frames
             if not frames:
                 return "no frame decoded"
             pixels = np.stack([encoder.preprocess(f.image) for f in frames])  # (F, 3, H, W)

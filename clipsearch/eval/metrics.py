@@ -17,7 +17,10 @@ Conventions (DESIGN.md §6), shared with CLIP_benchmark and CLIP4Clip so numbers
 Ties: the ground truth is never located by equality or by its position in a sort, so a
 ground truth that ties with another candidate gets the best rank of its tie group (it wins
 ties). The number of ground truths that tie with at least one other candidate is reported
-(``n_tied``) so an optimistic count is visible. CLIP_benchmark's ``torch.topk`` breaks ties
+(``n_tied``) so an optimistic count is visible, together with the tie-aware expectation
+under a uniformly random tie order (``expected_recall``, ``expected_mean_rank``): with h
+candidates strictly higher and e others equal, P(rank ≤ K) = clip((K − h) / (e + 1), 0, 1)
+and E[rank] = 1 + h + e/2. Without ties both equal the plain figures. CLIP_benchmark's ``torch.topk`` breaks ties
 by position and CLIP4Clip's ``np.where(sorted == gt)`` counts a tied query several times;
 both agree with this rule whenever no ground truth ties (see docs/eval.md).
 
@@ -47,6 +50,9 @@ class RankMetrics:
     recall: K -> percent of queries with rank ≤ K.
     hits: K -> number of queries with rank ≤ K (recall = 100 * hits / n).
     n_tied: queries whose ground truth scores exactly equal to some other candidate.
+    ties: (n,) int64, per query the number of other candidates scoring exactly the gt's score.
+    expected_recall / expected_mean_rank: the same figures expected under a random order
+        among tied candidates (equal to recall / mean_rank when nothing ties).
     """
 
     ranks: np.ndarray
@@ -55,6 +61,9 @@ class RankMetrics:
     median_rank: float
     mean_rank: float
     n_tied: int
+    ties: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    expected_recall: dict[int, float] = field(default_factory=dict)
+    expected_mean_rank: float = float("nan")
 
     @property
     def n(self) -> int:
@@ -64,6 +73,8 @@ class RankMetrics:
         """JSON-friendly summary (without the per-query ranks)."""
         out: dict[str, object] = {f"R@{k}": v for k, v in self.recall.items()}
         out.update(MdR=self.median_rank, MnR=self.mean_rank, n=self.n, n_tied=self.n_tied)
+        out.update({f"R@{k} ties-random": v for k, v in self.expected_recall.items()})
+        out["MnR ties-random"] = self.expected_mean_rank
         return out
 
 
@@ -131,19 +142,20 @@ def text_to_media_ranks(
     """Rank of each text's ground-truth media: 1 + #media scoring strictly higher.
 
     S: (T, M) scores. text_to_media: (T,) int, the gt media of each text.
-    Returns (ranks (T,) int64, tied (T,) bool: gt equals some other media's score).
+    Returns (ranks (T,) int64, ties (T,) int64: how many other media score exactly the
+    gt's score).
     Raises UsageError on malformed input.
     """
     S = _check_scores(S)
     gt = _check_gt(text_to_media, S.shape[0], S.shape[1], "text_to_media")
     ranks = np.empty(S.shape[0], dtype=np.int64)
-    tied = np.empty(S.shape[0], dtype=bool)
+    tied = np.empty(S.shape[0], dtype=np.int64)
     for lo in range(0, S.shape[0], _CHUNK_ROWS):
         rows = S[lo : lo + _CHUNK_ROWS]  # (R, M)
         g = gt[lo : lo + _CHUNK_ROWS]
         gt_score = rows[np.arange(rows.shape[0]), g][:, None]  # (R, 1)
         ranks[lo : lo + rows.shape[0]] = 1 + (rows > gt_score).sum(axis=1)
-        tied[lo : lo + rows.shape[0]] = (rows == gt_score).sum(axis=1) > 1
+        tied[lo : lo + rows.shape[0]] = (rows == gt_score).sum(axis=1) - 1
     return ranks, tied
 
 
@@ -153,8 +165,8 @@ def media_to_text_ranks(
     """Rank of each media's best-ranked caption: 1 + #non-caption texts scoring higher.
 
     S: (T, M) scores (the same orientation as for text→media). text_to_media: (T,) int.
-    Returns (ranks (M,) int64, tied (M,) bool: the best caption's score equals a
-    non-caption text's score). Raises UsageError if a media has no caption (its rank
+    Returns (ranks (M,) int64, ties (M,) int64: how many non-caption texts score exactly
+    the best caption's score). Raises UsageError if a media has no caption (its rank
     would be undefined).
     """
     S = _check_scores(S)
@@ -180,26 +192,39 @@ def media_to_text_ranks(
         rows = S[lo : lo + _CHUNK_ROWS]  # (R, M)
         higher += (rows > best[None, :]).sum(axis=0)
         equal += (rows == best[None, :]).sum(axis=0)
-    return 1 + higher, (equal - n_gt_at_best.astype(np.int64)) > 0
+    return 1 + higher, equal - n_gt_at_best.astype(np.int64)
 
 
 def rank_metrics(
     ranks: np.ndarray, *, ks: Sequence[int] = DEFAULT_KS, tied: np.ndarray | None = None
 ) -> RankMetrics:
-    """R@K (percent), MdR, MnR from 1-based ranks. Raises UsageError on empty ranks."""
+    """R@K (percent), MdR, MnR from 1-based ranks (and per-query tie counts, if known).
+
+    Raises UsageError on empty ranks.
+    """
     ranks = np.asarray(ranks, dtype=np.int64)
     if ranks.size == 0:
         raise UsageError("no queries to evaluate")
     n = int(ranks.size)
+    ties = np.zeros(n, np.int64) if tied is None else np.asarray(tied, dtype=np.int64)
     hits = {int(k): int((ranks <= k).sum()) for k in ks}
+    higher = ranks - 1
+    expected = {
+        int(k): float(np.clip((k - higher) / (ties + 1), 0.0, 1.0).sum()) * 100 / n for k in ks
+    }
     return RankMetrics(
         ranks=ranks,
         # float(hits) * 100 / n: the exact expression CLIP4Clip's compute_metrics uses.
         recall={k: float(h) * 100 / n for k, h in hits.items()},
         hits=hits,
-        median_rank=float(np.median(ranks)),
-        mean_rank=float(np.mean(ranks)),
-        n_tied=int(tied.sum()) if tied is not None else 0,
+        # computed on 0-based positions, then +1, exactly as CLIP4Clip does, so the floats
+        # agree to the last bit (mean(r) and mean(r - 1) + 1 can differ in rounding).
+        median_rank=float(np.median(ranks - 1)) + 1,
+        mean_rank=float(np.mean(ranks - 1)) + 1,
+        n_tied=int((ties > 0).sum()),
+        ties=ties,
+        expected_recall=expected,
+        expected_mean_rank=float(np.mean(higher + ties / 2)) + 1,
     )
 
 
@@ -252,6 +277,6 @@ def classification_metrics(
         mean_per_class_recall=float(np.nanmean(per_class)),
         per_class_recall=per_class,
         n=n,
-        n_tied=int(tied.sum()),
+        n_tied=int((tied > 0).sum()),
         ranks=ranks,
     )
