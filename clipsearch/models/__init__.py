@@ -1,1 +1,31 @@
-"""clipsearch.models"""
+"""clipsearch.models: the `Encoder` protocol, model specs and the open_clip backend.
+
+Importing this package is cheap: torch and open_clip load on the first `load_encoder`,
+`list_models` or `save_checkpoint` call (or when a bare architecture spec is parsed).
+
+    from clipsearch.models import load_encoder
+    enc = load_encoder("ViT-B-32:laion2b_s34b_b79k")      # or None for DEFAULT_MODEL
+    vecs = enc.encode_texts(["a dog on a beach"])          # (1, 512) float32, unit norm
+"""
+
+from clipsearch.models.base import Encoder, l2_normalize
+from clipsearch.models.checkpoint import CheckpointInfo, read_checkpoint_info, save_checkpoint
+from clipsearch.models.openclip import OpenClipEncoder, list_models, load_encoder
+from clipsearch.models.precision import cpu_has_native_bf16, resolve_precision
+from clipsearch.models.spec import DEFAULT_MODEL, ModelSpec, parse_spec
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "CheckpointInfo",
+    "Encoder",
+    "ModelSpec",
+    "OpenClipEncoder",
+    "cpu_has_native_bf16",
+    "l2_normalize",
+    "list_models",
+    "load_encoder",
+    "parse_spec",
+    "read_checkpoint_info",
+    "resolve_precision",
+    "save_checkpoint",
+]
