@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ Migration = Callable[[sqlite3.Connection], None]
 
 
 def m001_initial(conn: sqlite3.Connection) -> None:
-    """Roots, items, vectors and meta (model binding, generation counter)."""
+    """Roots, items, vectors and meta (model binding, generation counter, catalog id)."""
     statements = (
         # value is untyped on purpose: integers (generation, dim) stay integers.
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
@@ -69,9 +70,11 @@ def m001_initial(conn: sqlite3.Connection) -> None:
     )
     for sql in statements:
         conn.execute(sql)
+    # catalog_id tells two catalogs apart when one replaced the other at the same path
+    # (both start at generation 0 and vector id 1): a derived cache stamps it too.
     conn.executemany(
         "INSERT INTO meta(key, value) VALUES (?, ?)",
-        [("generation", 0), ("created_at", time.time())],
+        [("generation", 0), ("created_at", time.time()), ("catalog_id", uuid.uuid4().hex)],
     )
 
 

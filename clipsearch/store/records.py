@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clipsearch.errors import LibraryError
+
 KINDS = ("image", "video")
 STATUSES = ("ok", "failed")
 VECTOR_DTYPE = np.dtype("<f2")  # on-disk element type, whatever the host byte order
@@ -87,6 +89,13 @@ class VectorTable:
         return len(self.ids)
 
 
+def bad_width(dim: int) -> LibraryError:
+    return LibraryError(
+        f"the catalog holds vectors that are not {dim}-d float16 rows: it is damaged. "
+        "Move catalog.sqlite aside and index your folders again."
+    )
+
+
 def encode_vectors(vectors: np.ndarray) -> list[bytes]:
     """(n, D) float array -> n little-endian float16 blobs of 2·D bytes each."""
     a = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)  # (n, D)
@@ -96,9 +105,9 @@ def encode_vectors(vectors: np.ndarray) -> list[bytes]:
 
 
 def decode_vectors(blobs: list[bytes] | tuple[bytes, ...], dim: int) -> np.ndarray:
-    """n blobs -> (n, D) native, writable float16. Raises ValueError on a wrong blob size."""
+    """n blobs -> (n, D) native, writable float16. Raises LibraryError on a wrong blob size."""
     raw = b"".join(blobs)
     if len(raw) != 2 * dim * len(blobs):
-        raise ValueError(f"vector blobs do not hold {dim}-d float16 rows")
+        raise bad_width(dim)
     a = np.frombuffer(raw, dtype=VECTOR_DTYPE).reshape(len(blobs), dim)  # (n, D)
     return a.astype(np.float16)  # a copy: frombuffer views are read-only

@@ -1,0 +1,617 @@
+"""The catalog: one SQLite file per library, the source of truth (DESIGN.md §2).
+
+It holds the roots, one row per file (``items``: path, kind, size, mtime, partial content
+hash, status, error, media metadata), the vectors (``vectors``: one item-level row per
+ok item — an image's vector or a video's meanP vector — plus one row per sampled video
+frame with its timestamp, as little-endian fp16 blobs), tags, and ``meta`` (model
+binding, generation counter). Schema and migrations: migrations.py; SQLite settings and
+the crash-safety argument: connection.py.
+
+Concurrency: one writer (the indexer) and any number of readers (the server, another
+``clipsearch search``), each with its own ``Catalog``. Every write method is one
+``BEGIN IMMEDIATE`` transaction, so readers see a batch entirely or not at all. A
+``Catalog`` object may be shared by threads (calls are serialised by a lock).
+
+Derived caches: ``generation()`` increases with every committed change to items,
+vectors or tags, vector ids are never reused (AUTOINCREMENT), and commits are durable
+(connection.py), so a cache stamped with (catalog_id, fingerprint, generation) is
+exactly as fresh as its stamp says. ``catalog_id`` is random per catalog file: a
+catalog deleted and rebuilt at the same path starts again at generation 0 and id 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsearch.errors import (
+    LibraryError,
+    ModelMismatchError,
+    NotFoundError,
+    UsageError,
+)
+from clipsearch.store import vector_io
+from clipsearch.store.connection import CATALOG_FILE, connect, translate
+from clipsearch.store.filter_sql import filter_condition
+from clipsearch.store.filters import ItemFilter
+from clipsearch.store.migrations import (
+    APPLICATION_ID,
+    check_version,
+    migrate,
+    schema_version,
+)
+from clipsearch.store.records import (
+    ITEM_COLUMNS,
+    KINDS,
+    STATUSES,
+    ItemRecord,
+    ItemWrite,
+    ModelBinding,
+    VectorTable,
+)
+from clipsearch.store.writes import check_item, item_row, prepare
+
+_UPSERT_ITEM = """
+INSERT INTO items (path, root_id, kind, size, mtime_ns, content_hash, status, error,
+                   width, height, duration, frame_count, indexed_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (path) DO UPDATE SET
+    root_id = excluded.root_id, kind = excluded.kind, size = excluded.size,
+    mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash,
+    status = excluded.status, error = excluded.error, width = excluded.width,
+    height = excluded.height, duration = excluded.duration,
+    frame_count = excluded.frame_count, indexed_at = excluded.indexed_at
+"""
+_INSERT_VECTOR = "INSERT INTO vectors (item_id, t, vector) VALUES (?, ?, ?)"
+
+
+class Catalog:
+    """A library's catalog. Open with ``Catalog.open(library_dir)``; close (or use as a
+    context manager) when done. See the module docstring for the model."""
+
+    def __init__(self, library_dir: Path, conn: sqlite3.Connection, *, readonly: bool) -> None:
+        self.path = library_dir
+        self.db_path = library_dir / CATALOG_FILE
+        self.readonly = readonly
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.RLock()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls, library_dir: Path | str, *, create: bool = True, readonly: bool = False
+    ) -> Catalog:
+        """Open (and with ``create``, create) the catalog of ``library_dir``.
+
+        Creates the folder (mkdir -p) and an empty catalog when ``create`` and not
+        ``readonly``; migrates an older schema (not when ``readonly``).
+        Raises NotFoundError when there is no catalog and it may not be created;
+        LibraryError for a file that is not a clipsearch catalog or is damaged, a schema
+        newer than this code, or an unusable folder.
+        """
+        library_dir = Path(os.path.expanduser(str(library_dir))).absolute()
+        db_path = library_dir / CATALOG_FILE
+        if library_dir.exists() and not library_dir.is_dir():
+            raise LibraryError(
+                f"{library_dir} is a file, not a library folder. Pick another --library path."
+            )
+        if not db_path.exists():
+            if readonly or not create:
+                raise NotFoundError(
+                    f"no clipsearch library at {library_dir} (no {CATALOG_FILE} there). "
+                    f"Index a folder into it first: clipsearch index --library {library_dir} FOLDER"
+                )
+            try:
+                library_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LibraryError(
+                    f"cannot create the library folder {library_dir}: {e.strerror or e}. "
+                    "Choose a writable --library path."
+                ) from e
+        try:
+            conn = connect(db_path, readonly=readonly)
+        except sqlite3.Error as e:
+            raise translate(e, db_path, action="opening the catalog") from e
+        try:
+            _check_identity(conn, db_path)
+            if readonly:
+                check_version(schema_version(conn), db_path, readonly=True)
+            else:
+                migrate(conn, db_path)
+        except sqlite3.Error as e:
+            conn.close()
+            raise translate(e, db_path, action="opening the catalog") from e
+        except BaseException:
+            conn.close()
+            raise
+        return cls(library_dir, conn, readonly=readonly)
+
+    def close(self) -> None:
+        """Close the connection (idempotent). The last connection to close checkpoints
+        the WAL into the main file."""
+        with self._lock:
+            if self._conn is None:
+                return
+            conn, self._conn = self._conn, None
+            conn.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "ro" if self.readonly else "rw"
+        return f"Catalog({str(self.path)!r}, {mode}{', closed' if self._conn is None else ''})"
+
+    # -- model binding ------------------------------------------------------------------------
+    def model_binding(self) -> ModelBinding | None:
+        """The model this library is bound to, or None before the first index run."""
+        with self._reading("reading the model binding") as conn:
+            return _binding(conn)
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The bound model's fingerprint (VectorSource protocol), None when unbound."""
+        binding = self.model_binding()
+        return binding.fingerprint if binding else None
+
+    @property
+    def catalog_id(self) -> str:
+        """Random id of this catalog file, fixed at creation (part of a cache's stamp)."""
+        with self._reading("reading the catalog id") as conn:
+            return str(
+                conn.execute("SELECT value FROM meta WHERE key = 'catalog_id'").fetchone()[0]
+            )
+
+    def bind_model(self, binding: ModelBinding) -> None:
+        """Bind the library to ``binding`` the first time; afterwards accept only a model
+        with the same fingerprint (nothing is written then, so a read-only catalog can
+        check its model too). Raises ModelMismatchError for another model."""
+        if binding.dim <= 0 or not binding.fingerprint:
+            raise UsageError(f"invalid model binding {binding!r}: needs a fingerprint and dim > 0")
+        with self._reading("reading the model binding") as conn:
+            current = _binding(conn)
+        if current is None:
+            with self._writing("binding the model") as conn:
+                current = _binding(conn)  # another process may have bound it meanwhile
+                if current is None:
+                    stored = _stored_dim(conn)
+                    if stored is not None and stored != binding.dim:
+                        raise ModelMismatchError(
+                            f"the library {self.path} already holds {stored}-d vectors, but the "
+                            f"model {binding.spec!r} makes {binding.dim}-d ones. Use a new "
+                            "library (--library NEW_PATH)."
+                        )
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        [
+                            ("model_spec", binding.spec),
+                            ("model_fingerprint", binding.fingerprint),
+                            ("model_dim", int(binding.dim)),
+                        ],
+                    )
+                    return
+        if current.fingerprint != binding.fingerprint or current.dim != binding.dim:
+            raise ModelMismatchError(
+                f"the library {self.path} was indexed with the model {current.spec!r} "
+                f"(fingerprint {current.fingerprint}, {current.dim}-d), not with "
+                f"{binding.spec!r} (fingerprint {binding.fingerprint}, {binding.dim}-d); "
+                "vectors of two models cannot be mixed. Use the library's model "
+                f"(--model {current.spec}), or index with the new model into a new "
+                "library (--library NEW_PATH)."
+            )
+
+    # -- roots ----------------------------------------------------------------------------------
+    def add_root(self, path: Path | str) -> int:
+        """Register a root folder (idempotent); returns its id."""
+        text = str(Path(path))
+        with self._writing("adding a root") as conn:
+            conn.execute(
+                "INSERT INTO roots (path, added_at) VALUES (?, ?) ON CONFLICT (path) DO NOTHING",
+                (text, time.time()),
+            )
+            return int(conn.execute("SELECT id FROM roots WHERE path = ?", (text,)).fetchone()[0])
+
+    def roots(self) -> list[tuple[int, str]]:
+        """(id, path) of every root, in the order they were added."""
+        with self._reading("listing roots") as conn:
+            return [(int(i), p) for i, p in conn.execute("SELECT id, path FROM roots ORDER BY id")]
+
+    # -- items ----------------------------------------------------------------------------------
+    def item(self, item_id: int) -> ItemRecord | None:
+        with self._reading("reading an item") as conn:
+            row = conn.execute(
+                f"SELECT {ITEM_COLUMNS} FROM items WHERE id = ?", (int(item_id),)
+            ).fetchone()
+        return ItemRecord(*row) if row else None
+
+    def item_by_path(self, path: str) -> ItemRecord | None:
+        with self._reading("reading an item") as conn:
+            row = conn.execute(
+                f"SELECT {ITEM_COLUMNS} FROM items WHERE path = ?", (str(path),)
+            ).fetchone()
+        return ItemRecord(*row) if row else None
+
+    def items(self, ids: Sequence[int]) -> dict[int, ItemRecord]:
+        """id -> record for the ids that exist (unknown ids are absent)."""
+        sql = f"SELECT {ITEM_COLUMNS} FROM items WHERE id IN ({{ids}})"
+        with self._reading("reading items") as conn:
+            return {row[0]: ItemRecord(*row) for row in vector_io.select_in(conn, sql, ids)}
+
+    def items_under_root(self, root_id: int) -> dict[str, ItemRecord]:
+        """path -> record of every item found under the root (for the incremental diff)."""
+        with self._reading("reading items") as conn:
+            cur = conn.execute(
+                f"SELECT {ITEM_COLUMNS} FROM items WHERE root_id = ?", (int(root_id),)
+            )
+            return {row[1]: ItemRecord(*row) for row in cur}
+
+    def find_reusable(self, content_hash: str, size: int, kind: str) -> ItemRecord | None:
+        """An ok item with the same content hash, size and kind (oldest first): a moved or
+        copied file whose vectors ``copy_item`` can reuse. None if there is none."""
+        with self._reading("looking up a content hash") as conn:
+            row = conn.execute(
+                f"SELECT {ITEM_COLUMNS} FROM items WHERE content_hash = ? AND size = ? "
+                "AND kind = ? AND status = 'ok' ORDER BY id LIMIT 1",
+                (content_hash, int(size), kind),
+            ).fetchone()
+        return ItemRecord(*row) if row else None
+
+    def failures(self, limit: int | None = None) -> list[ItemRecord]:
+        """Failed items with their error, by path; at most ``limit``."""
+        sql = f"SELECT {ITEM_COLUMNS} FROM items WHERE status = 'failed' ORDER BY path"
+        params: tuple = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (max(0, int(limit)),)
+        with self._reading("listing failures") as conn:
+            return [ItemRecord(*row) for row in conn.execute(sql, params)]
+
+    # -- writes ---------------------------------------------------------------------------------
+    def write_items(self, writes: Sequence[ItemWrite]) -> list[int]:
+        """Store a batch in ONE transaction; returns the item ids, in order.
+
+        Each write upserts its path (the item id of a known path is kept), replaces all
+        vectors of that path with ``write.vectors`` (none for failed items), and the
+        generation is bumped once. All or nothing: on any failure the batch is rolled
+        back. Raises UsageError for a malformed write, ModelMismatchError for vectors of
+        the wrong width, DiskFullError when the disk fills (the message says to free
+        space and re-run), LibraryError for other catalog failures.
+        """
+        if not writes:
+            return []
+        dim = self._expected_dim()
+        prepared = [prepare(w, dim) for w in writes]
+        dims = {p.dim for p in prepared if p.dim is not None}
+        if len(dims) > 1:
+            raise ModelMismatchError(f"one batch holds vectors of different widths {sorted(dims)}")
+        with self._writing("writing a batch") as conn:
+            if dim is None and dims:  # unbound library: the batch must agree with what is stored
+                stored = _stored_dim(conn)
+                if stored is not None and stored not in dims:
+                    raise ModelMismatchError(
+                        f"the catalog holds {stored}-d vectors; this batch has {dims.pop()}-d ones"
+                    )
+            ids = _upsert_many(conn, [p.row for p in prepared], time.time())
+            old = "DELETE FROM vectors WHERE item_id IN ({ids})"
+            for chunk in vector_io.chunks(sorted(set(ids))):
+                conn.execute(old.format(ids=", ".join("?" * len(chunk))), chunk)
+            conn.executemany(
+                _INSERT_VECTOR,
+                (
+                    (item_id, t, blob)
+                    for item_id, p in zip(ids, prepared, strict=True)
+                    for t, blob in p.vectors
+                ),
+            )
+            _bump_generation(conn)
+        return ids
+
+    def copy_item(self, src_item_id: int, write: ItemWrite) -> int:
+        """Store ``write.path`` reusing the vectors of ``src_item_id`` (a moved or copied
+        file; the vectors are copied in SQL, never decoded). Width/height/duration and
+        the frame count come from the source when ``write`` leaves them None. If
+        ``write.path`` is the source's own path, only its metadata is updated.
+        Returns the item id of ``write.path``. Raises NotFoundError for an unknown or
+        failed source, UsageError when ``write`` carries vectors or another kind."""
+        check_item(write)
+        if write.vectors is not None:
+            raise UsageError("copy_item reuses the source's vectors; pass write.vectors=None")
+        if write.status != "ok":
+            raise UsageError(f"copy_item stores an ok item, got status {write.status!r}")
+        with self._writing("copying an item") as conn:
+            row = conn.execute(
+                f"SELECT {ITEM_COLUMNS} FROM items WHERE id = ?", (int(src_item_id),)
+            ).fetchone()
+            if row is None or row[7] != "ok":
+                raise NotFoundError(
+                    f"item {src_item_id} is not an indexed item; cannot reuse its vectors"
+                )
+            src = ItemRecord(*row)
+            if write.kind != src.kind:
+                raise UsageError(f"cannot reuse the vectors of a {src.kind} for a {write.kind}")
+            filled = dataclasses.replace(
+                write,
+                width=src.width if write.width is None else write.width,
+                height=src.height if write.height is None else write.height,
+                duration=src.duration if write.duration is None else write.duration,
+            )
+            item_id = _upsert(conn, item_row(filled, src.frame_count), write.path, time.time())
+            if item_id != src.id:
+                conn.execute("DELETE FROM vectors WHERE item_id = ?", (item_id,))
+                conn.execute(
+                    "INSERT INTO vectors (item_id, t, vector) "
+                    "SELECT ?, t, vector FROM vectors WHERE item_id = ? ORDER BY id",
+                    (item_id, src.id),
+                )
+            _bump_generation(conn)
+        return item_id
+
+    def delete_items(self, ids: Sequence[int]) -> int:
+        """Delete items (their vectors and tags cascade). Returns how many existed; the
+        generation is bumped only if that is > 0."""
+        ids = list(dict.fromkeys(int(i) for i in ids))
+        if not ids:
+            return 0
+        with self._writing("deleting items") as conn:
+            deleted = 0
+            for chunk in vector_io.chunks(ids):
+                cur = conn.execute(
+                    f"DELETE FROM items WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+                )
+                deleted += cur.rowcount
+            if deleted:
+                _bump_generation(conn)
+        return deleted
+
+    def set_tags(self, tags: Mapping[int, Mapping[str, float]], *, source: str) -> None:
+        """Replace the tags from ``source`` (e.g. "zeroshot:imagenet") of the given items:
+        item id -> {tag: score}. Tags are stored lower-cased and stay with the item id
+        when its file is re-indexed (a tagger re-tags changed items). Bumps the generation."""
+        if not tags:
+            return
+        with self._writing("writing tags") as conn:
+            for item_id, scores in tags.items():
+                conn.execute(
+                    "DELETE FROM tags WHERE item_id = ? AND source = ?", (int(item_id), source)
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO tags (item_id, tag, score, source) VALUES (?, ?, ?, ?)",
+                    [(int(item_id), tag.lower(), float(s), source) for tag, s in scores.items()],
+                )
+            _bump_generation(conn)
+
+    def tags(self, item_ids: Sequence[int]) -> dict[int, dict[str, float]]:
+        """item id -> {tag: best score over sources}; items without tags are absent."""
+        sql = "SELECT item_id, tag, max(score) FROM tags WHERE item_id IN ({ids}) GROUP BY item_id, tag"
+        out: dict[int, dict[str, float]] = {}
+        with self._reading("reading tags") as conn:
+            for item, tag, score in vector_io.select_in(conn, sql, item_ids):
+                out.setdefault(item, {})[tag] = float(score)
+        return out
+
+    # -- vectors --------------------------------------------------------------------------------
+    def frames(self, item_ids: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """item -> (timestamps (F,) float64 ascending, vectors (F, D) float32) of its frame
+        rows. Items without frame rows (images, failed or unknown ids) are absent."""
+        with self._snapshot("reading frames") as conn:
+            return vector_io.per_item_vectors(conn, item_ids, self._dim(conn), frames=True)
+
+    def item_vectors(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """item -> its item-level vector (D,) float32 (image vector or video meanP vector).
+        Items without one are absent."""
+        with self._snapshot("reading vectors") as conn:
+            got = vector_io.per_item_vectors(conn, item_ids, self._dim(conn), frames=False)
+        return {item: vecs[0] for item, (_, vecs) in got.items()}
+
+    def load_vectors(self) -> VectorTable:
+        """Every vector row (item-level and frames) in one consistent snapshot, ascending
+        by id; ``generation`` says which catalog state it is."""
+        with self._snapshot("loading vectors") as conn:
+            return vector_io.load_table(conn, self._dim(conn), _generation(conn))
+
+    def generation(self) -> int:
+        """Increases with every committed change to items, vectors or tags."""
+        with self._reading("reading the generation") as conn:
+            return _generation(conn)
+
+    def vector_ids(self) -> np.ndarray:
+        """(N,) int64 ascending ids of all vector rows. Cheap: reads an index, no blobs."""
+        with self._reading("listing vector ids") as conn:
+            return vector_io.vector_ids(conn)
+
+    def fetch_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """(n, D) float16 vectors in the order of ``ids``. Raises NotFoundError if any id
+        no longer exists."""
+        with self._snapshot("fetching vectors") as conn:
+            return vector_io.fetch_vectors(conn, ids, self._dim(conn))
+
+    def vector_ids_where(self, flt: ItemFilter) -> np.ndarray:
+        """(n,) int64 ascending ids of the vector rows whose item matches ``flt``. An empty
+        filter returns every id; an unsatisfiable one an empty array."""
+        cond = filter_condition(flt)
+        if cond is None:
+            return np.empty(0, dtype=np.int64)
+        sql, params = cond
+        with self._reading("filtering items") as conn:
+            return vector_io.vector_ids(conn, "" if flt.is_empty else sql, params)
+
+    def items_for_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(item_ids (n,) int64, timestamps (n,) float64) aligned with vector ``ids``;
+        timestamp NaN for item-level rows; item -1 (and NaN) for ids that no longer exist."""
+        with self._snapshot("mapping vectors to items") as conn:
+            return vector_io.items_for_vectors(conn, ids)
+
+    # -- status ---------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counts and facts for ``clipsearch status``: items by kind and status, vectors,
+        frames, roots, model binding, generation, schema version, bytes on disk."""
+        with self._snapshot("reading statistics") as conn:
+            by_kind = {k: {s: 0 for s in STATUSES} for k in KINDS}
+            for kind, status, n in conn.execute(
+                "SELECT kind, status, count(*) FROM items GROUP BY kind, status"
+            ):
+                by_kind[kind][status] = int(n)
+            vectors, frames = conn.execute("SELECT count(*), count(t) FROM vectors").fetchone()
+            binding = _binding(conn)
+            roots = [p for (p,) in conn.execute("SELECT path FROM roots ORDER BY id")]
+            gen = _generation(conn)
+            version = schema_version(conn)
+            (catalog_id,) = conn.execute(
+                "SELECT value FROM meta WHERE key = 'catalog_id'"
+            ).fetchone()
+        ok = sum(c["ok"] for c in by_kind.values())
+        failed = sum(c["failed"] for c in by_kind.values())
+        return {
+            "library": str(self.path),
+            "catalog": str(self.db_path),
+            "schema_version": version,
+            "model": None
+            if binding is None
+            else {"spec": binding.spec, "fingerprint": binding.fingerprint, "dim": binding.dim},
+            "items": {"total": ok + failed, "ok": ok, "failed": failed, "by_kind": by_kind},
+            "vectors": int(vectors),
+            "frames": int(frames),
+            "roots": roots,
+            "generation": gen,
+            "catalog_id": catalog_id,
+            "db_bytes": self._bytes_on_disk(),
+        }
+
+    # -- internals ------------------------------------------------------------------------------
+    def _bytes_on_disk(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(OSError):
+                total += os.stat(f"{self.db_path}{suffix}").st_size
+        return total
+
+    def _expected_dim(self) -> int | None:
+        binding = self.model_binding()
+        return binding.dim if binding else None
+
+    def _dim(self, conn: sqlite3.Connection) -> int:
+        binding = _binding(conn)
+        if binding is not None:
+            return binding.dim
+        return _stored_dim(conn) or 0
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise LibraryError(f"the catalog {self.db_path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
+        """Serialise access and translate SQLite errors; statements autocommit."""
+        with self._lock:
+            conn = self._live()
+            try:
+                yield conn
+            except sqlite3.DatabaseError as e:
+                if isinstance(e, sqlite3.ProgrammingError):
+                    raise
+                raise translate(e, self.db_path, action=action) from e
+
+    @contextmanager
+    def _snapshot(self, action: str) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every statement inside sees the same committed state."""
+        with self._reading(action) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    @contextmanager
+    def _writing(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE takes the write lock up front, so two
+        writers queue on busy_timeout instead of deadlocking). Any exception rolls back."""
+        if self.readonly:
+            raise LibraryError(
+                f"the catalog {self.db_path} was opened read-only; cannot do {action}"
+            )
+        with self._reading(action) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    # SQLite may have rolled back by itself (e.g. after SQLITE_FULL).
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+
+# -- module helpers -------------------------------------------------------------------------------
+def _check_identity(conn: sqlite3.Connection, db_path: Path) -> None:
+    """Refuse an SQLite file that belongs to another program."""
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    if app_id == APPLICATION_ID:
+        return
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app_id != 0 or tables:
+        raise LibraryError(
+            f"{db_path} is an SQLite database of another program, not a clipsearch catalog. "
+            "Point --library at another folder (or move that file away)."
+        )
+
+
+def _binding(conn: sqlite3.Connection) -> ModelBinding | None:
+    meta = dict(
+        conn.execute(
+            "SELECT key, value FROM meta WHERE key IN ('model_spec', 'model_fingerprint', 'model_dim')"
+        ).fetchall()
+    )
+    if "model_fingerprint" not in meta:
+        return None
+    return ModelBinding(
+        spec=str(meta["model_spec"]),
+        fingerprint=str(meta["model_fingerprint"]),
+        dim=int(meta["model_dim"]),
+    )
+
+
+def _stored_dim(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT length(vector) FROM vectors LIMIT 1").fetchone()
+    return None if row is None else int(row[0]) // 2
+
+
+def _generation(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+
+def _bump_generation(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+
+def _upsert_many(conn: sqlite3.Connection, rows: list[tuple], now: float) -> list[int]:
+    """Upsert item rows (path first); returns their ids in order (an existing path keeps
+    its id). Two statements per chunk, whatever the batch size."""
+    conn.executemany(_UPSERT_ITEM, ((*row, now) for row in rows))
+    paths = [row[0] for row in rows]
+    ids: dict[str, int] = {}
+    for chunk in vector_io.chunks(list(dict.fromkeys(paths))):
+        marks = ", ".join("?" * len(chunk))
+        ids.update(
+            conn.execute(f"SELECT path, id FROM items WHERE path IN ({marks})", chunk).fetchall()
+        )
+    return [int(ids[p]) for p in paths]
+
+
+def _upsert(conn: sqlite3.Connection, row: tuple, path: str, now: float) -> int:
+    conn.execute(_UPSERT_ITEM, (*row, now))
+    return int(conn.execute("SELECT id FROM items WHERE path = ?", (path,)).fetchone()[0])

@@ -1,0 +1,126 @@
+"""Translate an ``ItemFilter`` into a parameterised SQL condition on ``items AS i``.
+
+User text only ever travels as bound parameters; the SQL text is built from constant
+fragments. Path globs become SQLite ``GLOB`` patterns (case-sensitive, ``*`` matches
+"/", like ``find -path``); a literal prefix such as ``/archive/2023/*`` lets SQLite
+range-scan the unique index on ``items.path`` instead of scanning every item.
+"""
+
+from __future__ import annotations
+
+from clipsearch.store.filters import ItemFilter
+
+_GLOB_SPECIAL = "*?["
+
+
+def filter_condition(flt: ItemFilter) -> tuple[str, list[object]] | None:
+    """SQL boolean expression over ``items AS i`` and its parameters, or None when the
+    filter can match nothing (the caller returns an empty result without querying)."""
+    if flt.is_unsatisfiable:
+        return None
+    conds: list[str] = []
+    params: list[object] = []
+    for pattern in flt.paths:
+        sql, args = path_condition(pattern)
+        conds.append(sql)
+        params.extend(args)
+    if flt.kinds is not None:
+        kinds = sorted(flt.kinds)
+        conds.append(f"i.kind IN ({', '.join('?' * len(kinds))})")
+        params.extend(kinds)
+    if flt.mtime_after_ns is not None:
+        conds.append("i.mtime_ns >= ?")
+        params.append(flt.mtime_after_ns)
+    if flt.mtime_before_ns is not None:
+        conds.append("i.mtime_ns < ?")
+        params.append(flt.mtime_before_ns)
+    if flt.size_min is not None:
+        conds.append("i.size >= ?")
+        params.append(flt.size_min)
+    if flt.size_max is not None:
+        conds.append("i.size <= ?")
+        params.append(flt.size_max)
+    for root in flt.roots:
+        conds.append("i.root_id IN (SELECT r.id FROM roots r WHERE r.path = ?)")
+        params.append(root)
+    for tag in flt.tags:
+        conds.append("EXISTS (SELECT 1 FROM tags g WHERE g.tag = ? AND g.item_id = i.id)")
+        params.append(tag)
+    return (" AND ".join(conds) or "1", params)
+
+
+def path_condition(pattern: str) -> tuple[str, list[object]]:
+    """Condition for one ``path:`` pattern (see filters.py for its meaning)."""
+    glob, has_wildcard = shell_to_glob(pattern)
+    if has_wildcard:
+        return "i.path GLOB ?", [glob]
+    literal = unescape(pattern)
+    stripped = literal.rstrip("/")
+    if not stripped:  # "/" itself: every absolute path
+        return "i.path GLOB ?", ["/*"]
+    # The folder (or file) itself, or anything below it on a component boundary.
+    return "(i.path = ? OR i.path GLOB ?)", [stripped, glob_escape(stripped) + "/*"]
+
+
+def shell_to_glob(pattern: str) -> tuple[str, bool]:
+    """Shell glob -> SQLite GLOB pattern, and whether it has any wildcard.
+
+    ``\\c`` is a literal c; ``[!...]`` becomes ``[^...]``; an unclosed ``[`` is a literal
+    "[" (as in bash and Python's fnmatch)."""
+    out: list[str] = []
+    wildcard = False
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            out.append(glob_escape(pattern[i + 1]))
+            i += 2
+            continue
+        if c in "*?":
+            out.append(c)
+            wildcard = True
+        elif c == "[":
+            end = _class_end(pattern, i)
+            if end < 0:
+                out.append("[[]")
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                wildcard = True
+                i = end
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out), wildcard
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """Index of the "]" closing the class opened at ``start``, or -1. A "]" right after
+    "[" or "[!" belongs to the class."""
+    j = start + 1
+    if j < len(pattern) and pattern[j] in "!^":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1
+    end = pattern.find("]", j)
+    return end
+
+
+def unescape(pattern: str) -> str:
+    """Drop shell backslash escapes: ``a\\*b`` -> ``a*b``."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "\\" and i + 1 < len(pattern):
+            i += 1
+        out.append(pattern[i])
+        i += 1
+    return "".join(out)
+
+
+def glob_escape(text: str) -> str:
+    """Literal text -> a GLOB pattern matching exactly it (SQLite GLOB has no escape
+    character; a special character is wrapped in a one-character class)."""
+    return "".join(f"[{c}]" if c in _GLOB_SPECIAL else c for c in text)

@@ -1,0 +1,112 @@
+"""Validating an ``ItemWrite`` and encoding its vectors, before any transaction opens
+(so the write lock is held only for the SQL)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from clipsearch.errors import ModelMismatchError, UsageError
+from clipsearch.store.records import KINDS, STATUSES, ItemWrite, encode_vectors
+
+
+@dataclass(frozen=True)
+class PreparedWrite:
+    """An ItemWrite checked and encoded, ready for the catalog's upsert."""
+
+    path: str
+    row: tuple  # items columns path..frame_count (all but indexed_at), in upsert order
+    vectors: list[tuple[float | None, bytes]]  # (t or None, fp16 blob), item-level first
+
+    @property
+    def dim(self) -> int | None:
+        return len(self.vectors[0][1]) // 2 if self.vectors else None
+
+
+def prepare(w: ItemWrite, dim: int | None) -> PreparedWrite:
+    """Check ``w`` and encode its vectors to fp16 blobs (``dim``: the bound model's
+    width, or None when unbound). Raises UsageError for a malformed write and
+    ModelMismatchError for vectors of the wrong width."""
+    check_item(w)
+    vectors, frame_count = _vector_rows(w, dim)
+    return PreparedWrite(path=str(w.path), row=item_row(w, frame_count), vectors=vectors)
+
+
+def check_item(w: ItemWrite) -> None:
+    """The metadata part of the checks. Raises UsageError."""
+    where = f"item {w.path!r}"
+    if not w.path:
+        raise UsageError("an item write needs a path")
+    if w.kind not in KINDS:
+        raise UsageError(f"{where}: kind must be one of {KINDS}, got {w.kind!r}")
+    if w.status not in STATUSES:
+        raise UsageError(f"{where}: status must be one of {STATUSES}, got {w.status!r}")
+    if int(w.size) < 0:
+        raise UsageError(f"{where}: negative size {w.size}")
+
+
+def item_row(w: ItemWrite, frame_count: int | None) -> tuple:
+    """The ``items`` columns path..frame_count of ``w``, as SQLite-ready Python values."""
+    return (
+        str(w.path),
+        None if w.root_id is None else int(w.root_id),
+        w.kind,
+        int(w.size),
+        int(w.mtime_ns),
+        w.content_hash,
+        w.status,
+        w.error,
+        None if w.width is None else int(w.width),
+        None if w.height is None else int(w.height),
+        None if w.duration is None else float(w.duration),
+        frame_count,
+    )
+
+
+def _vector_rows(
+    w: ItemWrite, dim: int | None
+) -> tuple[list[tuple[float | None, bytes]], int | None]:
+    """(rows, frame_count): the item-level row first, then frames by time, so vector
+    ids ascend with t within an item. frame_count is None except for ok videos."""
+    where = f"item {w.path!r}"
+    if w.status == "failed":
+        if w.vectors is not None:
+            raise UsageError(f"{where}: a failed item cannot carry vectors")
+        return [], None
+    if w.vectors is None:
+        raise UsageError(f"{where}: an ok item needs vectors")
+    vecs = np.asarray(w.vectors)
+    if vecs.ndim == 1:
+        vecs = vecs[None, :]  # (1, D)
+    if vecs.ndim != 2 or vecs.shape[0] == 0 or vecs.shape[1] == 0:
+        raise UsageError(
+            f"{where}: vectors must be a non-empty (n, D) array, got shape {vecs.shape}"
+        )
+    if dim is not None and vecs.shape[1] != dim:
+        raise ModelMismatchError(
+            f"{where}: {vecs.shape[1]}-d vectors, but the library's model makes {dim}-d ones"
+        )
+    half = vecs.astype(np.float16)  # (n, D)
+    if not np.isfinite(half).all():
+        raise UsageError(f"{where}: vectors contain NaN or values beyond the float16 range")
+    if w.timestamps is None:  # the common case (an image): one item-level vector
+        if len(half) != 1:
+            raise UsageError(f"{where}: {len(half)} vectors need timestamps (NaN = item-level)")
+        return [(None, encode_vectors(half)[0])], (0 if w.kind == "video" else None)
+    ts = np.asarray(w.timestamps, dtype=np.float64).reshape(-1)
+    if ts.shape != (len(half),):
+        raise UsageError(f"{where}: {len(ts)} timestamps for {len(half)} vectors")
+    item_level = np.isnan(ts)
+    if item_level.sum() > 1:
+        raise UsageError(f"{where}: more than one item-level vector (NaN timestamp)")
+    if np.isinf(ts).any():
+        raise UsageError(f"{where}: infinite frame timestamp")
+    order = np.lexsort((ts, ~item_level))  # item-level first, then ascending t
+    blobs = encode_vectors(half[order])
+    rows = [
+        (None if math.isnan(t) else t, b) for t, b in zip(ts[order].tolist(), blobs, strict=True)
+    ]
+    frame_count = int((~item_level).sum()) if w.kind == "video" else None
+    return rows, frame_count
