@@ -52,12 +52,19 @@ class LibraryStatus:
     failures: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        st = self.stats
         return {
             "library": self.path,
             "model": self.model,
             "fingerprint": self.fingerprint,
             "dim": self.dim,
-            **self.stats,
+            "items": st.get("items"),  # {"total", "ok", "failed", "by_kind": {kind: {status: n}}}
+            "vectors": st.get("vectors"),
+            "frames": st.get("frames"),
+            "roots": st.get("roots"),
+            "generation": st.get("generation"),
+            "schema_version": st.get("schema_version"),
+            "db_bytes": st.get("db_bytes"),
             "failures": self.failures,
         }
 
@@ -90,22 +97,8 @@ class Library:
         self._index: VectorIndex | None = None
         self._index_generation: int | None = None
         self._lock = threading.RLock()
-        self._check_model_spec()
 
     # -- model ----------------------------------------------------------------------------------
-    def _check_model_spec(self) -> None:
-        """Refuse early (before loading weights) a model spec that differs from the binding."""
-        binding = self.catalog.model_binding()
-        if binding is None or self._model is None or self._encoder is not None:
-            return
-        from clipsearch.models import parse_spec
-
-        if str(parse_spec(self._model)) != binding.spec:
-            raise ModelMismatchError(
-                f"library {self.path} is bound to model {binding.spec}, not {self._model}. "
-                "Leave out --model to use the library's model, or pick another --library."
-            )
-
     @property
     def model_spec(self) -> str:
         """The spec of the model this library uses (without loading it)."""
@@ -130,10 +123,12 @@ class Library:
                 self._encoder = load_encoder(self.model_spec, precision=self._precision)
                 binding = self.catalog.model_binding()
                 if binding is not None and binding.fingerprint != self._encoder.fingerprint:
+                    enc, self._encoder = self._encoder, None
                     raise ModelMismatchError(
-                        f"library {self.path} was built with other weights than {self._encoder.spec} "
-                        f"now has (fingerprint {binding.fingerprint[:12]} vs "
-                        f"{self._encoder.fingerprint[:12]}). Re-index into a new --library."
+                        f"library {self.path} is bound to model {binding.spec} "
+                        f"(fingerprint {binding.fingerprint}), not {enc.spec} (fingerprint "
+                        f"{enc.fingerprint}). Leave out --model to use the library's model, "
+                        "or pick another --library."
                     )
             return self._encoder
 

@@ -23,8 +23,9 @@ from rich.table import Table
 from clipsearch.ingest import BatchWritten, FileDone, IndexEvent, IndexReport, ScanDone, ScanProgress
 from clipsearch.search.hits import Hit
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# When piped (not a terminal), do not fold long paths at 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 240)
 
 
 def print_json(data: Any) -> None:
@@ -147,7 +148,12 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
     for key in ("library", "model", "dim", "fingerprint"):
         head.add_row(key, str(status.get(key) or "—"))
     tables = [head]
-    counts = status.get("counts") or {}
+    items = status.get("items") or {}
+    counts = items.get("by_kind") or {}
+    if items:
+        head.add_row("items", f"{items.get('total', 0)} ({items.get('failed', 0)} failed)")
+        head.add_row("vectors", f"{status.get('vectors', 0)} ({status.get('frames', 0)} video frames)")
+        head.add_row("roots", ", ".join(status.get("roots") or []) or "—")
     if counts:
         t = Table(title="items")
         t.add_column("kind")

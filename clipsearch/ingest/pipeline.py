@@ -32,6 +32,7 @@ from clipsearch.ingest.events import (
 )
 from clipsearch.media import MediaFile, load_image, partial_hash, scan
 from clipsearch.models.base import Encoder
+from clipsearch.search.engine import decode_side
 from clipsearch.store import Catalog, ItemWrite, ModelBinding
 
 
@@ -95,9 +96,7 @@ class Indexer:
         self.options = options
         self._emit = on_event or (lambda e: None)
         self._should_stop = should_stop or (lambda: False)
-        self._min_side = int(getattr(encoder, "image_size", 224) or 224)
-        if isinstance(self._min_side, tuple):  # pragma: no cover - (H, W) sizes
-            self._min_side = min(self._min_side)
+        self._min_side = decode_side(encoder)
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, roots: Sequence[Path | str]) -> IndexReport:

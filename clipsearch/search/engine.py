@@ -50,6 +50,13 @@ class SearchOptions:
             raise UsageError(f"tau must be > 0, got {self.tau}")
 
 
+def decode_side(encoder: Encoder) -> int:
+    """The shorter side images must keep when decoded for ``encoder`` (its input size), so
+    JPEG draft decoding never goes below what the model's preprocessing needs."""
+    size = getattr(encoder, "image_size", 224) or 224
+    return int(min(size)) if isinstance(size, tuple | list) else int(size)
+
+
 def encode_plan(plan: QueryPlan, encoder: Encoder, *, video_sampler: str = "uniform:12") -> np.ndarray:
     """Embed a query plan: q = normalise(Σ wᵢ eᵢ), shape (D,), float32.
 
@@ -66,7 +73,7 @@ def encode_plan(plan: QueryPlan, encoder: Encoder, *, video_sampler: str = "unif
             from clipsearch.media import load_image
 
             try:
-                image = load_image(term.value).image
+                image = load_image(term.value, min_side=decode_side(encoder)).image
             except MediaError as e:
                 raise QueryError(f"query image {term.value} cannot be used: {e}") from e
             parts.append(encoder.encode_images([image])[0])

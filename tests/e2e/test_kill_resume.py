@@ -71,3 +71,33 @@ def test_kill_9_then_resume(tmp_path, tiny_checkpoint):
     n_vec = con.execute("SELECT count(*) FROM vectors").fetchone()[0]
     assert n_vec == N  # one vector per image, none duplicated or lost
     con.close()
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, tiny_checkpoint):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(N):
+        make_image(photos / f"img_{i:04d}.png", "blue", size=(96, 64 + i % 5), seed=i)
+    lib = tmp_path / "lib"
+    cmd = [sys.executable, "-m", "clipsearch", "index", str(photos), "--library", str(lib),
+           "--model", str(tiny_checkpoint), "--batch-size", "4", "--quiet", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = lib / "catalog.sqlite"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and _count_ok(db) == 0:
+        time.sleep(0.02)
+    assert proc.poll() is None, "indexing finished before Ctrl-C could be sent; raise N"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    report = json.loads(out)
+    assert report["interrupted"] is True
+    done = _count_ok(db)
+    assert done == report["added"] < N  # what it reported is exactly what was committed
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["added"] == N - done
+    assert _count_ok(db) == N

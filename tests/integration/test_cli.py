@@ -73,7 +73,9 @@ def test_reindex_reports_unchanged(run, photos):
     run("index", str(photos), "--quiet")
     code, out, _ = run("index", str(photos), "--json")
     assert code == 0
-    assert json.loads(out)["unchanged"] == 4  # the broken file stays failed, not retried
+    report = json.loads(out)
+    assert report["unchanged"] == 5  # the broken file is unchanged too: it stays failed
+    assert report["added"] == 0
 
 
 def test_errors_are_one_line_with_meaningful_exit_codes(run, photos, tmp_path):

@@ -103,7 +103,7 @@ def test_move_copy_delete(lib, photos):
     assert "moved-red.jpg" in names and "red.jpg" not in names and "blue.jpg" not in names
     assert "green copy.jpg" in names
     st = lib.status().to_dict()
-    assert st["items"] == len(COLOURS)  # 6 - 2 deleted + 2 new paths
+    assert st["items"]["total"] == len(COLOURS)  # 6 - 2 deleted + 2 new paths
 
 
 def test_bad_files_are_recorded_and_do_not_stop_the_run(lib, photos):
