@@ -195,11 +195,15 @@ class Library:
         tau: float = 0.1,
         exact: bool = False,
         with_curve: bool = False,
+        rerank: str = "none",
+        gap_correction: str | None = None,
     ) -> list[Hit]:
         """Search by text, example image(s)/video(s), or a ready query ``vector``.
 
         kind: "image" or "video" to restrict results; where: filter clauses
         (``path:/a/*``, ``after:2023-01-01``, ``size>1MB`` ...) or an ItemFilter.
+        rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md; off by default,
+        as measured). gap_correction: None | "shift" | "center" for example-image queries.
         Raises QueryError for empty/unreadable queries, UsageError for bad options.
         """
         q = vector if vector is not None else self.embed_query(query, image=image, video=video)
@@ -210,6 +214,14 @@ class Library:
             k=k, offset=offset, where=flt, pooling=pooling, tau=tau, exact=exact, with_curve=with_curve
         )
         with self._lock:
+            if gap_correction is not None:
+                from clipsearch.search.gap import gap_corrected_search
+
+                return gap_corrected_search(self, q, options, mode=gap_correction)
+            if rerank != "none":
+                from clipsearch.search.rerank import reranked_search
+
+                return reranked_search(self, q, options, method=rerank)
             return self.searcher().search(q, options)
 
     # -- status ----------------------------------------------------------------------------------

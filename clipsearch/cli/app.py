@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from clipsearch.cli import render
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, UsageError
 
 app = typer.Typer(
     name="clipsearch",
@@ -125,7 +125,7 @@ def index(
     from clipsearch.ingest import IndexOptions
 
     if batch_size < 1 or workers < 1 or max_frames < 1:
-        raise ClipsearchError("--batch-size, --workers and --max-frames must be at least 1")
+        raise UsageError("--batch-size, --workers and --max-frames must be at least 1")
     options = IndexOptions(
         include=tuple(include),
         exclude=tuple(exclude),
@@ -159,6 +159,12 @@ def search(
     pooling: Annotated[str, typer.Option("--pooling", help="Video scoring: mean | max | softmax.")] = "mean",
     tau: Annotated[float, typer.Option("--tau", help="Softmax pooling temperature.")] = 0.1,
     exact: Annotated[bool, typer.Option("--exact", help="Force exact search.")] = False,
+    tag: Annotated[list[str], typer.Option("--tag", help="Only items with this tag (repeatable; see `clipsearch tag`).")] = [],  # noqa: B006
+    rerank: Annotated[str, typer.Option("--rerank", help="Hubness reranker: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md).")] = "none",
+    gap_correction: Annotated[bool, typer.Option("--gap-correction", help="Image→image: correct the modality gap (docs/rerank.md).")] = False,
+    text: Annotated[str | None, typer.Option("--text", help='With one --image: a composed query, e.g. --image shirt.jpg --text "in red".')] = None,
+    compose: Annotated[str, typer.Option("--compose", help="How --image and --text combine: slerp | sum.")] = "slerp",
+    text_weight: Annotated[float, typer.Option("--text-weight", help="Weight of --text in a composed query, 0..1.")] = 0.5,
     library: LibraryOpt = None,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
@@ -166,19 +172,29 @@ def search(
 ) -> None:
     """Search the library by text, image or video."""
     if kind is not None and kind not in ("image", "video"):
-        raise ClipsearchError("--kind must be image or video")
+        raise UsageError("--kind must be image or video")
+    if text is not None and (len(image) != 1 or query or video):
+        raise UsageError("--text composes with exactly one --image (and no query text or --video)")
     with open_library(library, model, precision, create=False) as lib:
+        vector = None
+        if text is not None:
+            from clipsearch.search.compose import composed_query
+
+            vector = composed_query(lib.encoder, image[0], text, method=compose, text_weight=text_weight)
         hits = lib.search(
             query,
-            image=image,
+            image=image if vector is None else None,
             video=video,
+            vector=vector,
             k=k,
             offset=offset,
             kind=kind,
-            where=where,
+            where=[*where, *(f"tag:{t}" for t in tag)],
             pooling=pooling,
             tau=tau,
             exact=exact,
+            rerank=rerank,
+            gap_correction="shift" if gap_correction else None,
         )
     if json_out:
         render.print_json([h.to_dict() for h in hits])
@@ -238,7 +254,14 @@ def _mount_subapps() -> None:
         except (ImportError, AttributeError):  # pragma: no cover - module not shipped
             continue
         app.add_typer(sub, name=name)
-    for module, attr in (("clipsearch.cli.train_cmd", "train"), ("clipsearch.cli.serve_cmd", "serve")):
+    for module, attr in (
+        ("clipsearch.cli.train_cmd", "train"),
+        ("clipsearch.cli.serve_cmd", "serve"),
+        ("clipsearch.cli.classify_cmd", "classify"),
+        ("clipsearch.cli.classify_cmd", "tag"),
+        ("clipsearch.cli.classify_cmd", "moderate"),
+        ("clipsearch.cli.classify_cmd", "dedup"),
+    ):
         try:
             fn = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError):  # pragma: no cover
