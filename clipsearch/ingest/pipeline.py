@@ -108,6 +108,9 @@ class Indexer:
         for p in paths:
             if not p.exists():
                 raise NotFoundError(f"folder not found: {p}")
+        from clipsearch.media.sampling import FrameSampler
+
+        FrameSampler.parse(self.options.video_sampler, max_frames=self.options.max_frames)  # UsageError early
         self.catalog.bind_model(
             ModelBinding(spec=self.encoder.spec, fingerprint=self.encoder.fingerprint, dim=self.encoder.dim)
         )
@@ -274,9 +277,7 @@ class Indexer:
         from clipsearch.media.sampling import FrameSampler
         from clipsearch.media.video import decode_frames
 
-        sampler = FrameSampler.parse(self.options.video_sampler)
-        if hasattr(sampler, "max_frames"):
-            sampler = _with_cap(sampler, self.options.max_frames)
+        sampler = FrameSampler.parse(self.options.video_sampler, max_frames=self.options.max_frames)
         video = decode_frames(t.media.path, sampler)
         out.width, out.height = video.info.width, video.info.height
         out.duration = video.info.duration
@@ -369,14 +370,4 @@ class _Progress:
     done: int = 0
     failed: int = 0
     frames: int = 0
-
-
-def _with_cap(sampler, max_frames: int):  # noqa: ANN001, ANN202 - sampler type lives in media
-    """Apply the run's frame cap to a sampler (dataclass with a ``max_frames`` field)."""
-    from dataclasses import replace
-
-    try:
-        return replace(sampler, max_frames=max_frames)
-    except TypeError:
-        return sampler
 

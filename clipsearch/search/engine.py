@@ -184,23 +184,22 @@ class Searcher:
         moments = {}
         curves = {}
         if video_ids:
-            from clipsearch.search.video import localize, pool_scores
+            from clipsearch.search.video import FrameSets, localize, pool_scores_batch
 
             frames = self.catalog.frames(video_ids)
-            for item_id in video_ids:
-                if item_id not in frames:
-                    continue
+            video_ids = [i for i in video_ids if i in frames and len(frames[i][0])]
+        if video_ids:
+            sets = FrameSets.from_list([frames[i][1] for i in video_ids])
+            pooled = pool_scores_batch(q[None, :], sets, options.pooling, tau=options.tau)[0]  # (V,)
+            for v, item_id in enumerate(video_ids):
                 ts, fv = frames[item_id]  # (F,), (F, D)
-                if len(ts) == 0:
-                    continue
-                score = float(pool_scores(q[None, :], fv, options.pooling, tau=options.tau)[0])
                 sims = fv @ q  # (F,)
                 rec = records[item_id]
-                duration = float(rec.duration or (ts[-1] if len(ts) else 0.0))
+                duration = float(rec.duration or ts[-1])
                 moments[item_id] = localize(ts, sims, duration=duration)
                 if options.with_curve:
                     curves[item_id] = FrameCurve(ts, sims.astype(np.float32))
-                scored.append((score, item_id))
+                scored.append((float(pooled[v]), item_id))
         scored.sort(key=lambda s: (-s[0], s[1]))
         page = scored[options.offset : options.offset + options.k]
         hits = []

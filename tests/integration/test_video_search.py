@@ -1,0 +1,96 @@
+"""Video search end to end: index videos beside photos, find the video and the moment.
+
+ColourEncoder (tests/fakes.py) embeds each frame by its colour, so a query naming the
+colour of a scene must return that video with a moment inside that scene."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clipsearch import Library
+from clipsearch.ingest import IndexOptions
+from tests.fakes import ColourEncoder, make_image
+from tests.videogen import make_audio_only, make_video, truncate
+
+SCENES = (("red", 2.0), ("blue", 3.0), ("green", 2.0))  # blue lies in [2, 5]
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    root.mkdir()
+    make_video(root / "rbg.mp4", SCENES)
+    make_video(root / "yellow-magenta.mp4", (("yellow", 2.0), ("magenta", 2.0)))
+    make_image(root / "orange.jpg", "orange")
+    make_image(root / "blue photo.jpg", "cyan")
+    return root
+
+
+@pytest.fixture
+def lib(tmp_path, media):
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        report = lib.index([media], options=IndexOptions(video_sampler="fps:2"))
+        assert report.failed == 0
+        assert report.frames > 0
+        yield lib
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "softmax"])
+def test_scene_colour_finds_the_video_and_the_moment(lib, pooling):
+    hits = lib.search("blue", kind="video", pooling=pooling, k=2)
+    top = hits[0]
+    assert Path(top.path).name == "rbg.mp4" and top.kind == "video"
+    m = top.moment
+    assert m is not None
+    assert 2.0 - 0.3 <= m.start < m.end <= 5.0 + 0.3, m
+    assert 2.0 <= m.best_t <= 5.0
+    assert top.duration == pytest.approx(7.0, abs=0.2)
+
+
+def test_mixed_results_and_curve(lib):
+    hits = lib.search("green", k=4, with_curve=True)
+    assert {h.kind for h in hits} == {"image", "video"}
+    video = next(h for h in hits if h.path.endswith("rbg.mp4"))
+    t, s = video.curve.timestamps, video.curve.scores
+    assert len(t) == len(s) >= 10
+    assert s[t > 5.2].mean() > s[t < 4.8].mean()  # green is the last scene
+    d = video.to_dict()
+    assert d["moment"]["start"] >= 4.5 and "curve" in d
+
+
+def test_image_query_finds_the_video_it_came_from(lib, tmp_path):
+    still = tmp_path / "still.png"
+    make_image(still, "magenta", size=(160, 120))
+    hits = lib.search(image=still, kind="video", k=1)
+    assert Path(hits[0].path).name == "yellow-magenta.mp4"
+    assert hits[0].moment.best_t >= 2.0
+
+
+def test_video_query(lib, tmp_path):
+    q = make_video(tmp_path / "q.mp4", (("yellow", 1.0), ("magenta", 1.0)))
+    hits = lib.search(video=q, k=1)
+    assert Path(hits[0].path).name == "yellow-magenta.mp4"
+
+
+def test_bad_videos_are_recorded_and_do_not_stop_the_run(tmp_path, media):
+    good = media / "rbg.mp4"
+    (media / "empty.mp4").write_bytes(b"")
+    (media / "notes.mov").write_text("not a video")
+    make_audio_only(media / "sound.mp4")
+    broken = media / "cut.mp4"
+    broken.write_bytes(good.read_bytes())
+    truncate(broken, 0.5)
+    with Library(tmp_path / "lib2", encoder=ColourEncoder()) as lib:
+        report = lib.index([media])
+        failures = {Path(f["path"]).name: f["error"] for f in lib.status().failures}
+    assert {"empty.mp4", "notes.mov", "sound.mp4"} <= set(failures)
+    assert "video stream" in failures["sound.mp4"]
+    assert report.failed == len(failures)
+    assert report.scanned - report.failed >= 4  # the good videos and photos all made it
+
+
+def test_reindex_skips_unchanged_videos(lib, media):
+    report = lib.index([media], options=IndexOptions(video_sampler="fps:2"))
+    assert report.added == 0 and report.unchanged == 4
