@@ -29,7 +29,7 @@ LibraryOpt = Annotated[
     typer.Option(
         "--library",
         "-L",
-        help="Library directory [default: $CLIPSEARCH_HOME or ~/.local/share/clipsearch/default].",
+        help="Library directory (default: $CLIPSEARCH_HOME or ~/.local/share/clipsearch/default).",
         show_default=False,
     ),
 ]
@@ -39,7 +39,7 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="Model spec: ARCH:TAG (open_clip), hf-hub:org/repo, ARCH@/weights.safetensors, "
-        "or a clipsearch checkpoint path [default: the library's model, else ViT-B-32:laion2b_s34b_b79k].",
+        "or a clipsearch checkpoint path (default: the library's model, else ViT-B-32:laion2b_s34b_b79k).",
         show_default=False,
     ),
 ]
@@ -249,11 +249,7 @@ def _mount_subapps() -> None:
     for module, name, attr in (
         ("clipsearch.cli.eval_cmd", "eval", "eval_app"),
     ):
-        try:
-            sub = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):  # pragma: no cover - module not shipped
-            continue
-        app.add_typer(sub, name=name)
+        app.add_typer(getattr(importlib.import_module(module), attr), name=name)
     for module, attr in (
         ("clipsearch.cli.train_cmd", "train"),
         ("clipsearch.cli.serve_cmd", "serve"),
@@ -262,11 +258,7 @@ def _mount_subapps() -> None:
         ("clipsearch.cli.classify_cmd", "moderate"),
         ("clipsearch.cli.classify_cmd", "dedup"),
     ):
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):  # pragma: no cover
-            continue
-        app.command(name=attr)(fn)
+        app.command(name=attr)(getattr(importlib.import_module(module), attr))
 
 
 _mount_subapps()

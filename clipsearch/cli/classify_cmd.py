@@ -32,7 +32,7 @@ LibraryOpt = Annotated[
     typer.Option(
         "--library",
         "-L",
-        help="Library directory [default: the global --library].",
+        help="Library directory (default: the global --library).",
         show_default=False,
     ),
 ]
@@ -41,7 +41,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Model spec for files [default: the library's, else the default model].",
+        help="Model spec for files (default: the library's, else the default model).",
         show_default=False,
     ),
 ]
