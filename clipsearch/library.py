@@ -12,6 +12,7 @@ the library is bound to, or the default, is loaded on first use.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -22,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from clipsearch.errors import ModelMismatchError
-from clipsearch.index.base import VectorIndex
-from clipsearch.ingest import IndexEvent, IndexOptions, Indexer, IndexReport
+from clipsearch.index.base import IndexInfo, VectorIndex
+from clipsearch.ingest import AnnProgress, IndexEvent, IndexOptions, Indexer, IndexReport
 from clipsearch.models.base import Encoder
 from clipsearch.search.engine import SearchOptions, Searcher, encode_plan
 from clipsearch.search.hits import Hit
@@ -38,6 +39,29 @@ def default_library_path() -> Path:
         return Path(env).expanduser()
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
     return Path(data) / "clipsearch" / "default"
+
+
+@dataclass(frozen=True)
+class AnnSettings:
+    """How the library's nearest-neighbour index is built (persisted by ``reindex``)."""
+
+    backend: str = "auto"  # "auto" (by size and memory), "exact", or a FAISS factory string
+    recall_target: float = 0.95  # FAISS search parameters are raised until recall@10 >= this
+
+    FILE = "ann.json"
+
+    @classmethod
+    def load(cls, library: Path) -> AnnSettings:
+        try:
+            data = json.loads((library / cls.FILE).read_text())
+            return cls(backend=str(data["backend"]), recall_target=float(data["recall_target"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls()  # missing or damaged: the defaults (the file is only a preference)
+
+    def save(self, library: Path) -> None:
+        tmp = library / (self.FILE + ".tmp")
+        tmp.write_text(json.dumps({"backend": self.backend, "recall_target": self.recall_target}))
+        os.replace(tmp, library / self.FILE)
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,7 @@ class Library:
         self._precision = precision
         self._encoder = encoder
         self._index: VectorIndex | None = None
+        self._cache = None
         self._index_generation: int | None = None
         self._lock = threading.RLock()
 
@@ -144,19 +169,68 @@ class Library:
         """Index (or incrementally re-index) folders. See `Indexer.run` for errors."""
         indexer = Indexer(self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop)
         report = indexer.run(roots)
+        if not report.interrupted:
+            # The ANN cache is built/updated as part of indexing, so the first search is fast.
+            emit = on_event or (lambda e: None)
+            self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
         return report
 
     # -- search ----------------------------------------------------------------------------------
-    def vector_index(self) -> VectorIndex:
-        """The nearest-neighbour index over the catalog, refreshed when the catalog changed."""
+    # -- nearest-neighbour index ---------------------------------------------------------------
+    @property
+    def ann_settings(self) -> AnnSettings:
+        """The library's ANN choice (``reindex --ann``), kept in ``<library>/ann.json``."""
+        return AnnSettings.load(self.path)
+
+    def _index_cache(self):  # noqa: ANN202 - IndexCache imported lazily (faiss)
+        if self._cache is None:
+            from clipsearch.index import IndexCache
+
+            self._cache = IndexCache(self.path / "ann")
+        return self._cache
+
+    def vector_index(self, *, progress: Callable[[str, float], None] | None = None) -> VectorIndex:
+        """The nearest-neighbour index over the catalog, refreshed when the catalog changed
+        (loaded from the cache, updated incrementally, or rebuilt: DESIGN.md §2)."""
         with self._lock:
             generation = self.catalog.generation()
             if self._index is None or self._index_generation != generation:
-                from clipsearch.index import IndexCache
-
-                self._index = IndexCache(self.path / "ann").get(self.catalog)
+                ann = self.ann_settings
+                self._index = self._index_cache().get(
+                    self.catalog, backend=ann.backend, recall_target=ann.recall_target, progress=progress
+                )
                 self._index_generation = generation
             return self._index
+
+    def reindex(
+        self,
+        *,
+        backend: str | None = None,
+        recall_target: float | None = None,
+        progress: Callable[[str, float], None] | None = None,
+    ) -> IndexInfo:
+        """Rebuild the ANN index, optionally with explicit FAISS parameters ("HNSW32",
+        "IVF4096,Flat", "exact", or "auto"), and remember the choice for later updates."""
+        old = self.ann_settings
+        ann = AnnSettings(
+            backend=backend or old.backend,
+            recall_target=old.recall_target if recall_target is None else recall_target,
+        )
+        with self._lock:
+            self._index = self._index_cache().get(
+                self.catalog,
+                backend=ann.backend,
+                recall_target=ann.recall_target,
+                progress=progress,
+                rebuild=True,
+            )
+            self._index_generation = self.catalog.generation()
+            ann.save(self.path)  # only once the build succeeded (a bad string raised above)
+        return self.index_info()
+
+    def index_info(self) -> IndexInfo | None:
+        """Backend, parameters, vectors, memory and measured recall@10 of the ANN cache."""
+        return self._index_cache().info()
 
     def searcher(self) -> Searcher:
         return Searcher(self.catalog, self.vector_index)

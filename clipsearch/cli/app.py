@@ -250,15 +250,17 @@ def _mount_subapps() -> None:
         ("clipsearch.cli.eval_cmd", "eval", "eval_app"),
     ):
         app.add_typer(getattr(importlib.import_module(module), attr), name=name)
-    for module, attr in (
-        ("clipsearch.cli.train_cmd", "train"),
-        ("clipsearch.cli.serve_cmd", "serve"),
-        ("clipsearch.cli.classify_cmd", "classify"),
-        ("clipsearch.cli.classify_cmd", "tag"),
-        ("clipsearch.cli.classify_cmd", "moderate"),
-        ("clipsearch.cli.classify_cmd", "dedup"),
+    for module, attr, name in (
+        ("clipsearch.cli.ann_cmd", "index_info", "index-info"),
+        ("clipsearch.cli.ann_cmd", "reindex", "reindex"),
+        ("clipsearch.cli.train_cmd", "train", "train"),
+        ("clipsearch.cli.serve_cmd", "serve", "serve"),
+        ("clipsearch.cli.classify_cmd", "classify", "classify"),
+        ("clipsearch.cli.classify_cmd", "tag", "tag"),
+        ("clipsearch.cli.classify_cmd", "moderate", "moderate"),
+        ("clipsearch.cli.classify_cmd", "dedup", "dedup"),
     ):
-        app.command(name=attr)(getattr(importlib.import_module(module), attr))
+        app.command(name=name)(getattr(importlib.import_module(module), attr))
 
 
 _mount_subapps()

@@ -20,7 +20,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from clipsearch.ingest import BatchWritten, FileDone, IndexEvent, IndexReport, ScanDone, ScanProgress
+from clipsearch.ingest import (
+    AnnProgress,
+    BatchWritten,
+    FileDone,
+    IndexEvent,
+    IndexReport,
+    ScanDone,
+    ScanProgress,
+)
 from clipsearch.search.hits import Hit
 
 # When piped (not a terminal), do not fold long paths at 80 columns.
@@ -98,6 +106,8 @@ class IndexProgress:
                 rate=rate,
                 errors=f"{self.errors} errors" if self.errors else "",
             )
+        elif isinstance(event, AnnProgress):
+            p.update(self.task, description=f"search index: {event.stage} {event.fraction:.0%}")
         elif isinstance(event, BatchWritten):
             pass
 

@@ -1,6 +1,7 @@
 """Orchestration: scan → decode → encode → store, pipelined and resumable, with events."""
 
 from clipsearch.ingest.events import (
+    AnnProgress,
     BatchWritten,
     FileDone,
     IndexEvent,
@@ -11,6 +12,7 @@ from clipsearch.ingest.events import (
 from clipsearch.ingest.pipeline import IndexOptions, Indexer
 
 __all__ = [
+    "AnnProgress",
     "BatchWritten",
     "FileDone",
     "IndexEvent",

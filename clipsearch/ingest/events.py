@@ -46,6 +46,15 @@ class BatchWritten:
     frames: int
 
 
+@dataclass(frozen=True)
+class AnnProgress:
+    """The nearest-neighbour index is being built or updated: ``stage`` (fetch, train, add,
+    tune, save) is ``fraction`` done."""
+
+    stage: str
+    fraction: float
+
+
 @dataclass
 class IndexReport:
     """What an `index` run did. ``interrupted`` is True when it stopped early (Ctrl-C);
@@ -84,4 +93,4 @@ class IndexReport:
         }
 
 
-IndexEvent = ScanProgress | ScanDone | FileDone | BatchWritten
+IndexEvent = ScanProgress | ScanDone | FileDone | BatchWritten | AnnProgress
