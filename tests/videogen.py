@@ -99,11 +99,14 @@ def make_video(
     gop: int = 50,
     vfr: bool = False,
     rotation: int = 0,
+    hflip: bool = False,
     moving_shape: bool = False,
     audio: bool = False,
     faststart: bool = True,
     preset: str = "veryfast",
     pattern: np.ndarray | None = None,
+    texture: bool = False,
+    crf: int = 23,
 ) -> Path:
     """Write a video of coloured scenes and return its path.
 
@@ -117,6 +120,7 @@ def make_video(
         vfr: variable frame rate: frame durations cycle through 20/40/60 ms (at 25 fps).
         rotation: display rotation, degrees clockwise (0/90/180/270), written as the
             container's display matrix (what phones write for portrait video).
+        hflip: the display matrix also mirrors left-right (as some front cameras write).
         moving_shape: draw a white square that slides across each scene.
         audio: add an AAC sine-tone track as long as the video.
         faststart: for .mp4/.mov, put the index (moov) first, as phones and web exports
@@ -124,6 +128,10 @@ def make_video(
         preset: x264 speed preset.
         pattern: an (H, W, 3) uint8 picture drawn on every frame instead of the scene colour
             (e.g. to check orientation); scenes still set durations.
+        texture: blend a smooth random texture that pans like a camera (fixed seed), so
+            the bitrate and decode cost look like real footage (for benchmarks; frames are
+            built in yuv420p, ``moving_shape`` and ``pattern`` are ignored; height % 4 == 0).
+        crf: x264 constant-rate factor (quality).
     """
     import av
 
@@ -144,18 +152,23 @@ def make_video(
         if codec == "libx264":
             stream.options = {
                 "preset": preset,
+                "crf": str(crf),
                 "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
             }
-        if rotation % 360:
-            stream.set_display_rotation(-rotation)  # PyAV takes counter-clockwise degrees
+        if rotation % 360 or hflip:
+            stream.set_display_rotation(-rotation, hflip=hflip)  # PyAV: counter-clockwise
         astream = None
         if audio:
             astream = container.add_stream("aac", rate=44100)
             astream.layout = "mono"
+        tex = _TexturedScenes(scenes, w, h) if texture else None
         for pts, tb in frames:
             t = float(pts * tb)
-            img = _draw(spans, scenes, t, w, h, moving_shape, pattern)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if tex is not None:
+                frame = tex.frame(t)
+            else:
+                img = _draw(spans, scenes, t, w, h, moving_shape, pattern)
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = pts
             frame.time_base = tb
             container.mux(stream.encode(frame))
@@ -178,6 +191,54 @@ def _draw(spans, scenes, t, w, h, moving_shape, pattern) -> np.ndarray:
         y = (h - side) // 2
         img[y : y + side, x : x + side] = 255
     return img
+
+
+class _TexturedScenes:
+    """Frames built directly in yuv420p (fast at 1080p): scene colour averaged with a smooth
+    random texture (fixed seed) that pans 40 px/s, like a camera; bitrate looks like footage."""
+
+    def __init__(self, scenes: Sequence[Scene], w: int, h: int) -> None:
+        import av
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        rgb = np.zeros((h, 2 * w, 3), dtype=np.float32)
+        for cell, weight in ((64, 0.6), (8, 0.3), (2, 0.1)):
+            small = rng.integers(0, 256, (max(2, h // cell), max(2, 2 * w // cell), 3), np.uint8)
+            big = Image.fromarray(small).resize((2 * w, h), Image.Resampling.BILINEAR)
+            rgb += weight * np.asarray(big, dtype=np.float32)
+        planes = self._planes(av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24"))
+        self.tex = [p // 2 for p in planes]  # halves, so texture + colour fits in uint8
+        self.spans, self.w, self.h = scene_spans(scenes), w, h
+        self.colours = []
+        for colour, _ in scenes:
+            one = np.empty((2, 2, 3), dtype=np.uint8)
+            one[:] = _rgb(colour)
+            ys = self._planes(av.VideoFrame.from_ndarray(one, format="rgb24"))
+            self.colours.append([int(p[0, 0]) // 2 for p in ys])
+
+    @staticmethod
+    def _planes(frame) -> list[np.ndarray]:
+        yuv = frame.reformat(format="yuv420p")
+        out = []
+        for i, plane in enumerate(yuv.planes):
+            pw = yuv.width if i == 0 else yuv.width // 2
+            ph = yuv.height if i == 0 else yuv.height // 2
+            arr = np.frombuffer(bytes(plane), np.uint8).reshape(ph, plane.line_size)
+            out.append(arr[:, :pw].copy())
+        return out
+
+    def frame(self, t: float):
+        import av
+
+        idx = next((i for i, (_, s, e) in enumerate(self.spans) if s <= t < e), -1)
+        dx = (int(t * 40) % (self.tex[0].shape[1] - self.w)) & ~1  # even: chroma aligned
+        w, h = self.w, self.h
+        y = self.tex[0][:, dx : dx + w] + self.colours[idx][0]
+        u = self.tex[1][:, dx // 2 : dx // 2 + w // 2] + self.colours[idx][1]
+        v = self.tex[2][:, dx // 2 : dx // 2 + w // 2] + self.colours[idx][2]
+        packed = np.concatenate([y, u.reshape(h // 4, w), v.reshape(h // 4, w)])
+        return av.VideoFrame.from_ndarray(packed, format="yuv420p")
 
 
 def _write_tone(container, astream, seconds: float) -> None:

@@ -25,10 +25,15 @@ Every strategy is capped at ``max_frames`` (default 512: a 10-hour video at fps:
 otherwise be 36,000 frames). Over the cap the strategy's own targets are thinned evenly:
 ``i_j = floor((j + 1/2) · n / max_frames)``, so fps and uniform stay evenly spread and
 shots keep to shot middles.
+
+Decode planning (`choose_mode`, `seek_cost`) lives here too: given the targets and the
+keyframe times, is seeking or decoding straight through cheaper? Pure numpy, measured
+constants (docs/video.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -45,6 +50,12 @@ AUTO_UNIFORM_N = 12
 AUTO_FPS = 1.0
 SHOT_THRESHOLD = 27.0  # PySceneDetect ContentDetector default
 MIN_SHOT_S = 0.6
+# Decode planning (measured, docs/video.md): one seek + decoder restart costs about this many
+# frame decodes; seek mode is chosen when it is predicted to decode < SEEK_WIN of sequential.
+SEEK_COST_FRAMES = 4
+SEEK_WIN = 0.9
+NO_INDEX_SEEK_S = 10.0  # without a keyframe index, seek only across gaps longer than this
+_EPS = 1e-6
 
 _SPEC = re.compile(r"^\s*(uniform|fps|shots|auto)\s*(?::\s*([0-9.eE+-]+)\s*)?$")
 
@@ -194,10 +205,14 @@ def detect_shots(
         MissingDependencyError: scenedetect is not installed (extra ``shots``).
     """
     try:
+        import scenedetect  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("scenedetect", "shots") from None
+    try:  # 0.7 feeds frames by presentation timestamp (VFR-exact); 0.6 by frame number
         from scenedetect.common import FrameTimecode, Timecode
         from scenedetect.detectors import ContentDetector
     except ImportError:
-        raise MissingDependencyError("scenedetect", "shots") from None
+        raise MissingDependencyError("scenedetect>=0.7", "shots") from None
 
     rate = Fraction(frame_rate).limit_denominator(1_000_000) if frame_rate else Fraction(25)
     detector = ContentDetector(threshold=threshold, min_scene_len=float(min_shot_s))
@@ -209,4 +224,49 @@ def detect_shots(
     if last is not None:
         cuts += [c.seconds for c in detector.post_process(last)]
     edges = [0.0, *sorted(c for c in set(cuts) if 0.0 < c < duration), float(duration)]
-    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+# --- decode planning: sequential or seek? -----------------------------------------------------
+def seek_cost(targets: np.ndarray, keyframes: np.ndarray, fps: float) -> float:
+    """Frames the seek mode is predicted to decode for ``targets`` (s), overhead included.
+
+    Walks the targets like the decoder does: a target whose keyframe (last one at or before
+    it) lies more than ``SEEK_COST_FRAMES`` frames ahead of the decoder costs a seek plus
+    the frames from that keyframe to it; otherwise the frames from the previous target.
+    """
+    cost, cur = 0.0, -math.inf
+    for t in targets:
+        if t <= cur:
+            continue
+        i = int(np.searchsorted(keyframes, t + _EPS, side="right")) - 1
+        kf = keyframes[max(i, 0)]
+        if (kf - cur) * fps > SEEK_COST_FRAMES:
+            cost += SEEK_COST_FRAMES + (t - kf) * fps
+        else:
+            cost += (t - cur) * fps
+        cur = t
+    return cost
+
+
+def choose_mode(
+    targets: np.ndarray,
+    keyframes: np.ndarray | None,
+    *,
+    duration: float,
+    fps: float | None,
+    frame_count: int,
+) -> str:
+    """``seek`` or ``sequential``: the exact decode mode predicted to decode fewer frames.
+
+    Sequential decodes every frame (``frame_count``); seek decodes `seek_cost` frames.
+    Seek is chosen if its cost is under ``SEEK_WIN`` (90 %) of sequential. Without a
+    keyframe index (MPEG-TS, some MKV), seek only if targets are on average more than
+    ``NO_INDEX_SEEK_S`` apart. Measurements behind the constants: docs/video.md.
+    """
+    fps = fps or 25.0
+    total = frame_count or duration * fps
+    if keyframes is None or len(keyframes) < 2:
+        gap = duration / max(len(targets), 1)
+        return "seek" if gap > NO_INDEX_SEEK_S else "sequential"
+    return "seek" if seek_cost(targets, keyframes, fps) < SEEK_WIN * total else "sequential"
