@@ -275,15 +275,23 @@ class Indexer:
 
     def _decode_video(self, t: _Todo, out: _Decoded) -> None:
         from clipsearch.media.sampling import FrameSampler
-        from clipsearch.media.video import decode_frames
+        from clipsearch.media.video import FrameReader
 
         sampler = FrameSampler.parse(self.options.video_sampler, max_frames=self.options.max_frames)
-        video = decode_frames(t.media.path, sampler)
-        out.width, out.height = video.info.width, video.info.height
-        out.duration = video.info.duration
-        out.warning = video.warning
-        out.timestamps = np.array([f.t for f in video.frames], dtype=np.float64)
-        out.pixels = np.stack([self.encoder.preprocess(f.image) for f in video.frames])  # (F, 3, H, W)
+        times: list[float] = []
+        pixels: list[np.ndarray] = []
+        # Stream frames and preprocess each at once: only model-sized pixels are kept.
+        # One codec thread per video: the pool already runs one video per core.
+        with FrameReader(t.media.path, sampler, threads=1) as reader:
+            for frame in reader:
+                times.append(frame.t)
+                pixels.append(self.encoder.preprocess(frame.image))
+            info, out.warning = reader.info, reader.warning
+        if not pixels:
+            raise MediaError("no frame could be decoded")
+        out.width, out.height, out.duration = info.width, info.height, info.duration
+        out.timestamps = np.array(times, dtype=np.float64)
+        out.pixels = np.stack(pixels)  # (F, 3, H, W)
 
     def _flush(self, ready: list[_Decoded], report: IndexReport, progress: _Progress) -> None:
         """Encode every decoded file in ``ready`` and commit them in one transaction."""
