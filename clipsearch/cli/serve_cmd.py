@@ -1,0 +1,120 @@
+"""``clipsearch serve``: the HTTP API and the web page (uvicorn). Thin: open the library,
+load the model once, build the app (`clipsearch.server.create_app`), run it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipsearch.errors import ClipsearchError, MissingDependencyError
+
+
+def serve(
+    library: Annotated[
+        Path | None,
+        typer.Option(
+            "--library",
+            "-L",
+            help="Library directory (default: $CLIPSEARCH_HOME or ~/.local/share/clipsearch/default).",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model spec (default: the library's model).", show_default=False
+        ),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option("--precision", help="Model precision: auto | fp32 | bf16 | fp16.")
+    ] = "auto",
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on. Anything but loopback exposes your library: use --token.",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)
+    ] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="CLIPSEARCH_TOKEN",
+            help="Require this token on every request (or env CLIPSEARCH_TOKEN). "
+            "'auto' generates one. The printed URL carries it.",
+            show_default=False,
+        ),
+    ] = None,
+    max_upload_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-upload-mb", help="Largest image upload for search-by-example, in MiB.", min=0.1
+        ),
+    ] = 20.0,
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in a web browser.")
+    ] = False,
+) -> None:
+    """Serve the library in your browser: search as you type, search by example, play videos
+    from their best moment, watch indexing progress."""
+    from rich.markup import escape
+
+    from clipsearch.cli import render
+    from clipsearch.cli.app import open_library
+    from clipsearch.server.security import LOOPBACK_HOSTS, is_loopback
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError("uvicorn", "server") from None
+    from clipsearch.server import create_app
+
+    if token == "auto":
+        token = secrets.token_urlsafe(24)
+    if token is not None and len(token) < 8:
+        raise ClipsearchError("--token must be at least 8 characters (or 'auto' to generate one)")
+    loopback = is_loopback(host)
+    with open_library(library, model, precision) as lib:
+        render.err.print(f"Library [bold]{lib.path}[/] · loading model {lib.model_spec}…")
+        lib.encoder  # noqa: B018 - load once, now: a missing model fails here, not per request
+        if not loopback and token is None:
+            render.err.print(
+                f"[yellow]Warning:[/] listening on {escape(host)} without --token: anyone who can reach "
+                "this machine can search and view your library. Indexing new folders from the "
+                "page is disabled."
+            )
+        app = create_app(
+            lib,
+            token=token,
+            max_upload_bytes=int(max_upload_mb * 2**20),
+            # Loopback: only loopback Host headers (DNS rebinding); exposed: any (with a token).
+            allowed_hosts=(*LOOPBACK_HOSTS, host) if loopback else None,
+            allow_new_roots=loopback or token is not None,
+        )
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
+        if token:
+            url += f"?token={token}"
+        # soft_wrap: the URL stays on one line, whatever the terminal's width
+        render.err.print(f"Serving on [bold]{escape(url)}[/]  (Ctrl-C to stop)", soft_wrap=True)
+        if open_browser:
+            import threading
+            import webbrowser
+
+            threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=os.environ.get("CLIPSEARCH_LOG_LEVEL", "warning"),
+            access_log=False,  # URLs may carry ?token=
+            server_header=False,
+            proxy_headers=False,
+        )

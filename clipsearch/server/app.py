@@ -1,0 +1,157 @@
+"""`create_app`: the FastAPI application over one `Library`.
+
+    >>> from clipsearch import Library                       # doctest: +SKIP
+    >>> from clipsearch.server import create_app             # doctest: +SKIP
+    >>> app = create_app(Library("~/lib"), token="s3cret")   # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)        # doctest: +SKIP
+
+Layout: `routes.search` (``/api/search``), `routes.items` (metadata, thumbnails, media),
+`routes.library` (status, indexing), the page at ``/`` with its files under
+``/static``, and the OpenAPI schema at ``/api/openapi.json``. The interactive docs pages
+are off: they load scripts from a CDN, which the page's CSP (and DESIGN.md) forbids.
+
+Concurrency: the model is loaded once, at startup, on the model worker thread
+(`worker.ModelWorker`), which then runs every encoder call; catalog reads, searches,
+thumbnails and uploads' decoding run in the threadpool; indexing runs in its own thread
+(`jobs.IndexJobs`). The event loop only routes and serialises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from clipsearch.errors import ClipsearchError, MissingDependencyError
+
+try:
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+except ImportError as e:  # pragma: no cover - the [server] extra is missing
+    raise MissingDependencyError(e.name or "fastapi", "server") from e
+
+from clipsearch.server.errors import install_error_handlers
+from clipsearch.server.jobs import IndexJobs
+from clipsearch.server.routes import items as items_routes
+from clipsearch.server.routes import library as library_routes
+from clipsearch.server.routes import search as search_routes
+from clipsearch.server.security import LOOPBACK_HOSTS, HttpGuard
+from clipsearch.server.state import ServerState
+from clipsearch.server.thumbs import ThumbnailCache
+from clipsearch.server.worker import ModelWorker
+
+if TYPE_CHECKING:
+    from clipsearch.library import Library
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
+FORM_OVERHEAD_BYTES = 256 * 1024  # multipart boundaries and the other form fields
+
+API_DESCRIPTION = """\
+Search your own images and videos by text or by example (CLIP).
+
+Every error is `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+When the server runs with a token, send `Authorization: Bearer <token>` (or `?token=`
+on GET requests, e.g. in `<img>` URLs).
+"""
+
+
+def _document_search_body(app: FastAPI) -> None:
+    """POST /api/search parses its body itself (JSON or multipart), so FastAPI does not see
+    the SearchRequest model; add it to the schema's components for the $ref to resolve."""
+    from clipsearch.server.schemas import SearchRequest
+
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.setdefault(
+                "SearchRequest",
+                SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    library: Library,
+    *,
+    token: str | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS,
+    allow_new_roots: bool = True,
+    thumbs_dir: Path | str | None = None,
+    batch_text_queries: bool = True,
+    search_threads: int = 1,
+    preload_model: bool = True,
+) -> FastAPI:
+    """Build the app. The caller owns ``library`` (and closes it after the server stops).
+
+    token: when set, required on every request (see `security.HttpGuard`).
+    max_upload_bytes: most bytes of images one search may upload (413 beyond).
+    allowed_hosts: accepted ``Host`` header names; the loopback names by default (DNS
+        rebinding protection), None to accept any (a server exposed with ``--host``).
+    allow_new_roots: may POST /api/index name folders the library does not know yet.
+    thumbs_dir: thumbnail cache folder (default ``<library>/thumbs``).
+    batch_text_queries: merge concurrent text encodings (see `worker.ModelWorker`).
+    search_threads: library searches run at once (see `state.ServerState.run_search`).
+    preload_model: load the model at startup, before the first request.
+    """
+    from clipsearch import __version__
+
+    worker = ModelWorker(lambda: library.encoder, batch_texts=batch_text_queries)
+    state = ServerState(
+        library=library,
+        worker=worker,
+        thumbs=ThumbnailCache(thumbs_dir or Path(library.path) / "thumbs"),
+        jobs=IndexJobs(library),
+        max_upload_bytes=max_upload_bytes,
+        allow_new_roots=allow_new_roots,
+        search_threads=search_threads,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if preload_model:
+            try:
+                await worker.call(lambda: library.encoder)
+            except ClipsearchError as e:
+                state.model_error = str(e)  # the page and /api/status show it; search → 503
+        yield
+        state.jobs.stop()
+        state.jobs.join(timeout=30)
+        worker.close()
+
+    app = FastAPI(
+        title="clipsearch",
+        version=__version__,
+        description=API_DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.clipsearch = state
+    install_error_handlers(app)
+    app.include_router(search_routes.router)
+    app.include_router(items_routes.router)
+    app.include_router(library_routes.router)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _document_search_body(app)
+    app.add_middleware(
+        HttpGuard,
+        token=token,
+        allowed_hosts=allowed_hosts,
+        max_body_bytes=max_upload_bytes + FORM_OVERHEAD_BYTES,
+    )
+    return app

@@ -1,0 +1,253 @@
+"""``/api/search``: text, uploaded images, "more like this", filters, paging.
+
+GET takes the query string (``?q=a+dog&k=20&where=after:2023``); POST takes the same
+fields as JSON, or as multipart form fields with one or more ``image`` files. Encoding
+runs on the model worker; the search itself in the threadpool; the event loop only
+parses and serialises.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ConfigDict, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from clipsearch.errors import MediaError, MediaTooLargeError, QueryError
+from clipsearch.search.engine import decode_side
+from clipsearch.server.compose import combine, parse_text
+from clipsearch.server.errors import ApiError
+from clipsearch.server.schemas import ERROR_RESPONSES, SearchRequest, SearchResponse
+from clipsearch.server.state import ServerState, get_state
+
+router = APIRouter(tags=["search"])
+
+MAX_UPLOADS = 4
+MAX_FORM_FIELDS = 64
+
+
+class SearchQueryParams(SearchRequest):
+    """SearchRequest read from the query string; unknown parameters (``token``) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+@router.get(
+    "/api/search",
+    response_model=SearchResponse,
+    responses=ERROR_RESPONSES,
+    summary="Search by text or by example items",
+)
+async def search_get(
+    params: Annotated[SearchQueryParams, Query()],
+    state: Annotated[ServerState, Depends(get_state)],
+) -> dict[str, Any]:
+    """Search with query-string parameters, e.g.
+    ``/api/search?q=a+red+car&kind=video&pooling=softmax&where=after:2023-01-01&k=20&offset=0``.
+    ``like`` and ``where`` repeat: ``?like=42&like=7``."""
+    return await run_search(state, SearchRequest.model_validate(params.model_dump()), [])
+
+
+_POST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/SearchRequest"},
+                "examples": {
+                    "text": {"value": {"q": "a dog on a beach", "k": 20}},
+                    "composed": {"value": {"q": "in red", "like": [42], "text_weight": 0.5}},
+                },
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": f"Up to {MAX_UPLOADS} example images (content-checked).",
+                        },
+                        "q": {"type": "string"},
+                        "text_weight": {"type": "number"},
+                        "image_weight": {"type": "number"},
+                        "like": {"type": "array", "items": {"type": "integer"}},
+                        "k": {"type": "integer"},
+                        "offset": {"type": "integer"},
+                        "kind": {"type": "string", "enum": ["image", "video"]},
+                        "where": {"type": "array", "items": {"type": "string"}},
+                        "pooling": {"type": "string", "enum": ["mean", "max", "softmax"]},
+                    },
+                },
+                "encoding": {"image": {"contentType": "image/*"}},
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/api/search",
+    response_model=SearchResponse,
+    responses={
+        **ERROR_RESPONSES,
+        413: {"description": "An upload is larger than the limit."},
+        415: {
+            "description": "An upload is not an image, or the body is neither JSON nor multipart."
+        },
+    },
+    openapi_extra=_POST_BODY,
+    summary="Search by text, uploaded images and items (JSON or multipart)",
+)
+async def search_post(
+    request: Request, state: Annotated[ServerState, Depends(get_state)]
+) -> dict[str, Any]:
+    """The same search as GET, with a JSON body, or a multipart form carrying images.
+    A composed query such as "this photo, but in red" is an upload plus ``q``."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        body = await request.body()
+        try:
+            req = SearchRequest.model_validate_json(body or b"null")
+        except ValidationError as e:
+            raise RequestValidationError(_with_loc(e, "body")) from None
+        return await run_search(state, req, [])
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=MAX_UPLOADS, max_fields=MAX_FORM_FIELDS)
+        try:
+            fields: dict[str, Any] = {}
+            uploads: list[UploadFile] = []
+            for key in set(form.keys()):
+                values = form.getlist(key)
+                if key == "image":
+                    uploads.extend(v for v in values if isinstance(v, UploadFile))
+                    continue
+                texts = [v for v in values if isinstance(v, str)]
+                if key in ("where", "like"):
+                    fields[key] = [v for v in texts if v.strip()]
+                elif texts:
+                    fields[key] = texts[-1]
+            try:
+                req = SearchRequest.model_validate(fields)
+            except ValidationError as e:
+                raise RequestValidationError(_with_loc(e, "form")) from None
+            images = [await _read_upload(u, state.max_upload_bytes) for u in uploads]
+        finally:
+            await form.close()
+        return await run_search(state, req, images)
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "send the search as application/json, or as multipart/form-data with image files",
+    )
+
+
+def _with_loc(error: ValidationError, where: str) -> list[dict[str, Any]]:
+    return [{**e, "loc": (where, *e.get("loc", ()))} for e in error.errors(include_url=False)]
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> tuple[str, bytes]:
+    data = await upload.read(limit + 1)
+    name = os.path.basename(upload.filename or "upload")
+    if len(data) > limit:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"the uploaded image {name} is larger than the limit of {limit / 2**20:.1f} MiB",
+        )
+    return name, data
+
+
+def _decode_upload(name: str, data: bytes, library):
+    from clipsearch.media import load_image
+
+    try:
+        return load_image(data, min_side=decode_side(library.encoder)).image
+    except MediaTooLargeError as e:
+        raise ApiError(
+            413, "payload_too_large", f"the uploaded image {name} is too large: {e}"
+        ) from None
+    except MediaError as e:
+        raise ApiError(
+            415, "unsupported_media_type", f"the upload {name} is not an image we can read: {e}"
+        ) from None
+
+
+async def run_search(
+    state: ServerState, req: SearchRequest, uploads: list[tuple[str, bytes]]
+) -> dict[str, Any]:
+    """Encode the request's parts, combine them, search, and shape the response."""
+    t0 = time.perf_counter()
+    plan = parse_text(req.q) if req.q is not None and req.q.strip() else None
+    if plan is None and not uploads and not req.like:
+        raise QueryError("the query is empty: type some text, drop an image, or pick an item")
+    state.require_model()
+    library = state.library
+    parts: list[np.ndarray] = []
+    weights: list[float] = []
+    if plan is not None:
+        vectors = await state.worker.encode_texts([t.value for t in plan.terms])  # (T, D)
+        parts.extend(vectors)
+        weights.extend(req.text_weight * t.weight for t in plan.terms)
+    if uploads:
+        # Not library.encoder here: the property takes the library's lock, which a search
+        # may hold, and the event loop must never wait on it.
+        images = [await run_in_threadpool(_decode_upload, n, d, library) for n, d in uploads]
+        vectors = await state.worker.call(lambda: library.encoder.encode_images(images))  # (U, D)
+        parts.extend(vectors)
+        weights.extend([req.image_weight] * len(images))
+    if req.like:
+        liked = await run_in_threadpool(_liked_vectors, library, req.like)
+        parts.extend(liked)
+        weights.extend([req.like_weight] * len(liked))
+    q = combine(parts, weights)
+    hits = await state.run_search(
+        lambda: library.search(
+            vector=q,
+            k=req.k,
+            offset=req.offset,
+            kind=req.kind,
+            where=list(req.where),
+            pooling=req.pooling,
+            tau=req.tau,
+            with_curve=req.with_curve,
+        )
+    )
+    out = [hit_out(h) for h in hits]
+    return {
+        "hits": out,
+        "count": len(out),
+        "k": req.k,
+        "offset": req.offset,
+        "next_offset": req.offset + len(out) if len(out) == req.k else None,
+        "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+    }
+
+
+def _liked_vectors(library, ids: list[int]) -> list[np.ndarray]:
+    unique = list(dict.fromkeys(ids))
+    vectors = library.catalog.item_vectors(unique)
+    missing = [i for i in unique if i not in vectors]
+    if missing:
+        raise ApiError(
+            404,
+            "not_found",
+            f"no indexed item with id {', '.join(map(str, missing))} to search like",
+        )
+    return [np.asarray(vectors[i], dtype=np.float32) for i in unique]
+
+
+def hit_out(hit) -> dict[str, Any]:
+    d = hit.to_dict()
+    d["name"] = os.path.basename(hit.path)
+    base = f"/api/items/{hit.item_id}"
+    moment = d.get("moment")
+    d["thumb_url"] = f"{base}/thumb?t={moment['best_t']}" if moment else f"{base}/thumb"
+    d["media_url"] = f"{base}/media"
+    return d

@@ -1,0 +1,356 @@
+"""Request and response bodies of the HTTP API (pydantic), with the examples the OpenAPI
+schema shows. Validation here is the first line against bad input: out-of-range ``k``,
+unknown pooling or kind, wrong types are answered 422 before any work is done."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clipsearch.search.engine import MAX_K
+
+MAX_OFFSET = MAX_K  # paging deeper than this is not interactive search any more
+MAX_WHERE = 16  # filter clauses per request
+MAX_LIKE = 16  # "more like this" item ids per request
+
+Kind = Literal["image", "video"]
+Pooling = Literal["mean", "max", "softmax"]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. invalid_query, not_found.")
+    message: str = Field(description="What went wrong and what to do, for people.")
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "validation_error",
+                        "message": "k: Input should be less than or equal to 10000",
+                    }
+                }
+            ]
+        }
+    )
+    error: ErrorDetail
+
+
+class SearchRequest(BaseModel):
+    """A search: text and/or example items ("more like this"); uploads come as multipart.
+
+    The query vector is q = normalise(text_weight·t + image_weight·Σ uploads +
+    like_weight·Σ liked items), each part L2-normalised first (DESIGN.md §5).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"q": "a dog on a beach", "k": 20},
+                {
+                    "q": '"2:golden retriever" - "blurry"',
+                    "kind": "image",
+                    "where": ["after:2023-01-01"],
+                },
+                {"like": [42], "k": 10, "offset": 10},
+                {"q": "in red", "like": [42], "text_weight": 0.5, "like_weight": 1.0},
+            ]
+        },
+    )
+
+    q: str | None = Field(
+        None,
+        max_length=2000,
+        description='Text query; the composed grammar works: \'"2:golden retriever" - "blurry"\'. '
+        "File paths are not read (the server only searches by uploads or item ids).",
+    )
+    like: list[int] = Field(
+        default_factory=list,
+        max_length=MAX_LIKE,
+        description="Item ids whose stored vectors join the query (more like this).",
+    )
+    text_weight: float = Field(1.0, ge=-10, le=10, description="Weight of the text part.")
+    image_weight: float = Field(1.0, ge=-10, le=10, description="Weight of each uploaded image.")
+    like_weight: float = Field(1.0, ge=-10, le=10, description="Weight of each liked item.")
+    k: int = Field(20, ge=1, le=MAX_K, description="Results per page.")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Skip this many results (paging).")
+    kind: Kind | None = Field(None, description="Only images or only videos.")
+    where: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_WHERE,
+        description='Filter clauses, ANDed: "path:/photos/2023/*", "after:2023-01-01", '
+        '"before:2024", "size>1MB", "root:/photos", "tag:beach".',
+    )
+    pooling: Pooling = Field("mean", description="Video scoring over frames (DESIGN.md §4).")
+    tau: float = Field(0.1, gt=0, le=10, description="Softmax pooling temperature.")
+    with_curve: bool = Field(False, description="Attach each video's per-frame score curve.")
+
+
+class MomentOut(BaseModel):
+    start: float = Field(description="Seconds from the start of the video.")
+    end: float
+    best_t: float = Field(description="Timestamp of the best-matching frame.")
+
+
+class CurveOut(BaseModel):
+    t: list[float]
+    score: list[float]
+
+
+class HitOut(BaseModel):
+    """One result. Images and videos share the shape; videos add duration and moment."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "rank": 1,
+                    "item_id": 42,
+                    "path": "/home/ana/Pictures/2023/beach.jpg",
+                    "name": "beach.jpg",
+                    "kind": "image",
+                    "score": 0.3121,
+                    "width": 4032,
+                    "height": 3024,
+                    "thumb_url": "/api/items/42/thumb",
+                    "media_url": "/api/items/42/media",
+                },
+                {
+                    "rank": 2,
+                    "item_id": 7,
+                    "path": "/home/ana/Videos/goal.mp4",
+                    "name": "goal.mp4",
+                    "kind": "video",
+                    "score": 0.2874,
+                    "width": 1920,
+                    "height": 1080,
+                    "duration": 184.2,
+                    "moment": {"start": 192.0, "end": 199.0, "best_t": 195.5},
+                    "thumb_url": "/api/items/7/thumb?t=195.5",
+                    "media_url": "/api/items/7/media",
+                },
+            ]
+        }
+    )
+
+    rank: int
+    item_id: int
+    path: str
+    name: str
+    kind: Kind
+    score: float
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    moment: MomentOut | None = None
+    curve: CurveOut | None = None
+    thumb_url: str
+    media_url: str
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "hits": [],
+                    "count": 0,
+                    "k": 20,
+                    "offset": 0,
+                    "next_offset": None,
+                    "took_ms": 12.5,
+                }
+            ]
+        }
+    )
+
+    hits: list[HitOut]
+    count: int = Field(description="Hits on this page.")
+    k: int
+    offset: int
+    next_offset: int | None = Field(
+        description="Offset of the next page, or null when this page was not full."
+    )
+    took_ms: float
+
+
+class ItemOut(BaseModel):
+    """What the catalog knows about one item."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": 42,
+                    "path": "/home/ana/Pictures/2023/beach.jpg",
+                    "name": "beach.jpg",
+                    "kind": "image",
+                    "status": "ok",
+                    "error": None,
+                    "size": 3145728,
+                    "mtime": "2023-07-14T10:32:05+00:00",
+                    "width": 4032,
+                    "height": 3024,
+                    "duration": None,
+                    "frame_count": None,
+                    "root": "/home/ana/Pictures",
+                    "thumb_url": "/api/items/42/thumb",
+                    "media_url": "/api/items/42/media",
+                }
+            ]
+        }
+    )
+
+    item_id: int
+    path: str
+    name: str
+    kind: Kind
+    status: str
+    error: str | None
+    size: int
+    mtime: str = Field(description="Modification time (ISO 8601, UTC) when indexed.")
+    width: int | None
+    height: int | None
+    duration: float | None
+    frame_count: int | None
+    root: str | None
+    thumb_url: str
+    media_url: str
+
+
+class StatusOut(BaseModel):
+    """Library status (as `clipsearch status --json`) plus the server's own state."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "library": "/home/ana/.local/share/clipsearch/default",
+                    "model": "ViT-B-32:laion2b_s34b_b79k",
+                    "dim": 512,
+                    "items": {
+                        "total": 1521,
+                        "ok": 1520,
+                        "failed": 1,
+                        "by_kind": {
+                            "image": {"ok": 1480, "failed": 1},
+                            "video": {"ok": 40, "failed": 0},
+                        },
+                    },
+                    "vectors": 9730,
+                    "frames": 8210,
+                    "failures": [
+                        {
+                            "path": "/home/ana/Pictures/broken.jpg",
+                            "kind": "image",
+                            "error": "truncated JPEG",
+                        }
+                    ],
+                    "roots": ["/home/ana/Pictures"],
+                    "model_loaded": True,
+                    "model_error": None,
+                    "indexing": False,
+                    "can_index_new_folders": True,
+                }
+            ]
+        },
+    )
+
+    library: str
+    model: str | None = Field(description="The model spec the library is bound to (or will use).")
+    items: dict[str, Any] | None = Field(None, description="Counts: total, ok, failed, by_kind.")
+    failures: list[dict[str, str]] = Field(
+        default_factory=list, description="Failed files and why."
+    )
+    roots: list[str]
+    model_loaded: bool
+    model_error: str | None
+    indexing: bool
+    can_index_new_folders: bool
+
+
+class IndexRequest(BaseModel):
+    """Start indexing. Without ``roots``, every folder the library already knows is re-indexed."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"roots": ["/home/ana/Pictures"]},
+                {"roots": ["/home/ana/Videos"], "exclude": ["*/tmp/*"], "video_sampler": "fps:1"},
+                {},
+            ]
+        },
+    )
+
+    roots: list[str] = Field(
+        default_factory=list, max_length=32, description="Folders on the server's disk."
+    )
+    include: list[str] = Field(default_factory=list, max_length=32)
+    exclude: list[str] = Field(default_factory=list, max_length=32)
+    hidden: bool = False
+    video_sampler: str = Field(
+        "auto", max_length=40, description="auto | uniform:N | fps:R | shots[:K]"
+    )
+    retry_failed: bool = False
+
+
+class IndexProgressOut(BaseModel):
+    """The current (or last) indexing job."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "state": "running",
+                    "phase": "encoding",
+                    "roots": ["/home/ana/Pictures"],
+                    "found": 1520,
+                    "to_encode": 300,
+                    "done": 120,
+                    "failed": 1,
+                    "frames": 0,
+                    "files_per_s": 41.2,
+                    "elapsed_s": 3.1,
+                    "errors": [
+                        {"path": "/home/ana/Pictures/broken.jpg", "error": "truncated JPEG"}
+                    ],
+                    "report": None,
+                    "message": None,
+                }
+            ]
+        },
+    )
+
+    state: Literal["idle", "running", "stopping", "done", "failed", "stopped"]
+    phase: str | None = None
+    roots: list[str] = Field(default_factory=list)
+    found: int = 0
+    to_encode: int | None = None
+    done: int = 0
+    failed: int = 0
+    frames: int = 0
+    files_per_s: float | None = None
+    elapsed_s: float = 0.0
+    errors: list[dict[str, str]] = Field(default_factory=list)
+    report: dict[str, Any] | None = None
+    message: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": ErrorOut,
+        "description": "Bad query or option (empty query, bad filter clause).",
+    },
+    401: {"model": ErrorOut, "description": "A token is required (--token / CLIPSEARCH_TOKEN)."},
+    422: {"model": ErrorOut, "description": "Malformed request (types, ranges, JSON)."},
+    503: {"model": ErrorOut, "description": "The model or the library is unavailable."},
+}

@@ -1,0 +1,560 @@
+// clipsearch web page: search as you type, search by example, view results.
+// Plain JS, no build step, no network beyond this server. Talks to /api/* (see /api/openapi.json).
+"use strict";
+
+const PAGE_SIZE = Math.min(200, Math.max(1, Number(new URL(location.href).searchParams.get("k")) || 30));
+const DEBOUNCE_MS = 180;
+const POLL_MS = 1000;
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  node.append(...children);
+  return node;
+};
+
+const state = {
+  image: null, // File used as an example (dropped, pasted or chosen)
+  imageUrl: null, // its object URL, for the chip preview
+  like: [], // [{id, name, thumb}] items for "more like this"
+  hits: [],
+  nextOffset: null,
+  controller: null, // AbortController of the request in flight
+  lastOpener: null, // element to refocus when a dialog closes
+  pollTimer: null,
+  indexRunning: false, // the last poll saw a job running
+};
+
+// ---------------------------------------------------------------- formatting
+function fmtTime(s) {
+  if (s === null || s === undefined || !isFinite(s)) return "";
+  s = Math.max(0, s);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
+  const mm = h ? String(m).padStart(2, "0") : String(m);
+  return (h ? h + ":" : "") + mm + ":" + String(sec).padStart(2, "0");
+}
+const fmtScore = (x) => x.toFixed(3);
+const fmtBytes = (n) => {
+  const u = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+  return (i ? n.toFixed(1) : n) + " " + u[i];
+};
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+// ---------------------------------------------------------------- API
+async function api(url, init = {}) {
+  const res = await fetch(url, { credentials: "same-origin", ...init });
+  const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+  if (!res.ok) {
+    const msg = body?.error?.message || `${res.status} ${res.statusText}`;
+    const err = new Error(msg);
+    err.code = body?.error?.code;
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}
+
+function showBanner(message) {
+  const b = $("banner");
+  b.textContent = message || "";
+  b.hidden = !message;
+}
+
+// ---------------------------------------------------------------- search
+function filters() {
+  const where = [];
+  const folder = $("f-folder").value;
+  if (folder) where.push("root:" + folder);
+  if ($("f-after").value) where.push("after:" + $("f-after").value);
+  if ($("f-before").value) where.push("before:" + $("f-before").value);
+  return { kind: $("f-kind").value, pooling: $("f-pooling").value, where };
+}
+
+function hasQuery() {
+  return $("q").value.trim() !== "" || state.image !== null || state.like.length > 0;
+}
+
+function buildRequest(offset) {
+  const q = $("q").value.trim();
+  const f = filters();
+  if (state.image) {
+    const form = new FormData();
+    form.append("image", state.image, state.image.name || "pasted-image");
+    if (q) form.append("q", q);
+    form.append("k", PAGE_SIZE);
+    form.append("offset", offset);
+    if (f.kind) form.append("kind", f.kind);
+    form.append("pooling", f.pooling);
+    f.where.forEach((w) => form.append("where", w));
+    state.like.forEach((l) => form.append("like", l.id));
+    return ["/api/search", { method: "POST", body: form }];
+  }
+  const p = new URLSearchParams({ k: PAGE_SIZE, offset, pooling: f.pooling });
+  if (q) p.set("q", q);
+  if (f.kind) p.set("kind", f.kind);
+  f.where.forEach((w) => p.append("where", w));
+  state.like.forEach((l) => p.append("like", l.id));
+  return ["/api/search?" + p, {}];
+}
+
+async function search({ append = false } = {}) {
+  state.controller?.abort();
+  if (!hasQuery()) {
+    state.controller = null;
+    renderHits([], false);
+    $("summary").textContent = "";
+    $("empty").hidden = false;
+    $("more").hidden = true;
+    return;
+  }
+  const controller = new AbortController();
+  state.controller = controller;
+  const offset = append ? state.nextOffset : 0;
+  const [url, init] = buildRequest(offset);
+  $("results").setAttribute("aria-busy", "true");
+  try {
+    const res = await api(url, { ...init, signal: controller.signal });
+    if (controller !== state.controller) return; // a newer search started meanwhile
+    showBanner("");
+    renderHits(res.hits, append);
+    state.nextOffset = res.next_offset;
+    $("more").hidden = res.next_offset === null;
+    const n = state.hits.length;
+    $("summary").textContent = n
+      ? `${plural(n, "result")}${res.next_offset !== null ? " so far" : ""} · ${Math.round(res.took_ms)} ms`
+      : "No results. Try other words or fewer filters.";
+    $("empty").hidden = true;
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    showBanner(err.message);
+    $("summary").textContent = "";
+  } finally {
+    if (controller === state.controller) $("results").removeAttribute("aria-busy");
+  }
+}
+
+let debounceTimer = null;
+function searchSoon() {
+  clearTimeout(debounceTimer);
+  debounceTimer = setTimeout(() => search(), DEBOUNCE_MS);
+}
+
+// ---------------------------------------------------------------- results grid
+function hitLabel(hit) {
+  const moment = hit.moment ? `, best moment ${fmtTime(hit.moment.start)} to ${fmtTime(hit.moment.end)}` : "";
+  return `${hit.name}, ${hit.kind}, score ${fmtScore(hit.score)}${moment}`;
+}
+
+function card(hit, index) {
+  const img = el("img", {
+    src: hit.thumb_url,
+    alt: hit.kind === "video" ? `${hit.name}, frame at ${fmtTime(hit.moment?.best_t ?? 0)}` : hit.name,
+    loading: "lazy",
+    decoding: "async",
+  });
+  img.addEventListener("error", () => img.classList.add("broken"), { once: true });
+  const badges = el("span", { class: "badges" }, el("span", { class: "score", text: fmtScore(hit.score) }));
+  if (hit.kind === "video") {
+    const span = hit.moment ? `${fmtTime(hit.moment.start)}–${fmtTime(hit.moment.end)}` : fmtTime(hit.duration);
+    badges.append(el("span", { class: "video", text: "▶ " + span }));
+  }
+  const open = el(
+    "button",
+    { type: "button", class: "card", "data-index": index, "aria-label": hitLabel(hit), onclick: (e) => openViewer(hit, e.currentTarget) },
+    img,
+    badges,
+    el("span", { class: "name", text: hit.name, title: hit.path }),
+  );
+  const like = el("button", {
+    type: "button",
+    class: "like",
+    text: "More like this",
+    "aria-label": `More like ${hit.name}`,
+    onclick: () => moreLikeThis(hit),
+  });
+  return el("li", {}, open, like);
+}
+
+function renderHits(hits, append) {
+  const grid = $("grid");
+  if (!append) {
+    grid.replaceChildren();
+    state.hits = [];
+  }
+  const start = state.hits.length;
+  state.hits.push(...hits);
+  grid.append(...hits.map((h, i) => card(h, start + i)));
+}
+
+function cards() {
+  return [...$("grid").querySelectorAll(".card")];
+}
+
+function columns(list) {
+  if (list.length < 2) return 1;
+  const top = list[0].getBoundingClientRect().top;
+  const n = list.findIndex((c) => c.getBoundingClientRect().top > top + 1);
+  return n === -1 ? list.length : n;
+}
+
+$("grid").addEventListener("keydown", (e) => {
+  const list = cards();
+  const i = list.indexOf(document.activeElement);
+  if (i === -1) return;
+  const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns(list), ArrowUp: -columns(list) }[e.key];
+  if (step === undefined) return;
+  e.preventDefault();
+  const j = Math.min(list.length - 1, Math.max(0, i + step));
+  list[j].focus();
+  list[j].scrollIntoView({ block: "nearest" });
+});
+
+$("more").addEventListener("click", () => search({ append: true }));
+
+// ---------------------------------------------------------------- query chips
+function renderChips() {
+  const chips = $("chips");
+  chips.replaceChildren();
+  if (state.image) {
+    chips.append(chip(state.imageUrl, state.image.name || "pasted image", () => setImage(null)));
+  }
+  state.like.forEach((l) =>
+    chips.append(chip(l.thumb, "like " + l.name, () => {
+      state.like = state.like.filter((x) => x.id !== l.id);
+      renderChips();
+      search();
+    })),
+  );
+}
+
+function chip(src, label, onRemove) {
+  return el(
+    "span",
+    { class: "chip" },
+    el("img", { src, alt: "" }),
+    el("span", { class: "chip-label", text: label }),
+    el("button", { type: "button", class: "chip-x", "aria-label": "Remove " + label, text: "×", onclick: onRemove }),
+  );
+}
+
+function setImage(file) {
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.image = file;
+  state.imageUrl = file ? URL.createObjectURL(file) : null;
+  renderChips();
+  search();
+}
+
+function moreLikeThis(hit) {
+  closeDialogs();
+  state.like = [{ id: hit.item_id, name: hit.name, thumb: hit.thumb_url }];
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.image = null;
+  state.imageUrl = null;
+  $("q").value = "";
+  renderChips();
+  search();
+  $("q").focus();
+}
+
+$("image-input").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  e.target.value = "";
+  if (file) setImage(file);
+});
+
+document.addEventListener("paste", (e) => {
+  const file = [...(e.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+  if (file) {
+    e.preventDefault();
+    setImage(file);
+  }
+});
+
+let dragDepth = 0;
+const isFileDrag = (e) => [...(e.dataTransfer?.types || [])].includes("Files");
+window.addEventListener("dragenter", (e) => {
+  if (!isFileDrag(e)) return;
+  dragDepth++;
+  $("drop").hidden = false;
+});
+window.addEventListener("dragleave", () => {
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (!dragDepth) $("drop").hidden = true;
+});
+window.addEventListener("dragover", (e) => {
+  if (isFileDrag(e)) e.preventDefault();
+});
+window.addEventListener("drop", (e) => {
+  if (!isFileDrag(e)) return;
+  e.preventDefault();
+  dragDepth = 0;
+  $("drop").hidden = true;
+  const file = [...e.dataTransfer.files].find((f) => f.type.startsWith("image/"));
+  if (file) setImage(file);
+  else showBanner("Drop an image file (JPEG, PNG, WebP…) to search by example.");
+});
+
+// ---------------------------------------------------------------- viewer
+function openViewer(hit, opener) {
+  state.lastOpener = opener;
+  const body = $("viewer-body");
+  body.replaceChildren();
+  $("viewer-title").textContent = hit.name;
+  const dims = hit.width ? ` · ${hit.width}×${hit.height}` : "";
+  $("viewer-meta").textContent = `${hit.path} · score ${fmtScore(hit.score)}${dims}`;
+  $("viewer-open").href = hit.media_url;
+  $("viewer-like").onclick = () => moreLikeThis(hit);
+  $("timeline").hidden = hit.kind !== "video";
+  if (hit.kind === "video") {
+    const video = el("video", { controls: true, muted: true, playsinline: true, preload: "auto", poster: hit.thumb_url });
+    video.muted = true;
+    body.append(video);
+    setupTimeline(video, hit);
+    video.src = hit.media_url;
+  } else {
+    body.append(el("img", { src: hit.media_url, alt: hit.name }));
+  }
+  $("viewer").showModal();
+}
+
+function setupTimeline(video, hit) {
+  const m = hit.moment;
+  const track = $("track"), span = $("moment-span"), head = $("playhead");
+  const place = () => {
+    const d = video.duration && isFinite(video.duration) ? video.duration : hit.duration || 0;
+    if (!d) return;
+    track.setAttribute("aria-valuemax", Math.round(d));
+    if (m) {
+      span.style.setProperty("left", (100 * m.start) / d + "%");
+      span.style.setProperty("width", Math.max(0.5, (100 * (m.end - m.start)) / d) + "%");
+    }
+    head.style.setProperty("left", (100 * video.currentTime) / d + "%");
+    track.setAttribute("aria-valuenow", Math.round(video.currentTime));
+    track.setAttribute("aria-valuetext", fmtTime(video.currentTime));
+  };
+  $("moment-text").textContent = m
+    ? `Best match ${fmtTime(m.start)}–${fmtTime(m.end)} (highlighted)`
+    : "";
+  span.hidden = !m;
+  video.addEventListener("loadedmetadata", () => {
+    if (m) video.currentTime = m.start;
+    place();
+    video.play().catch(() => {}); // autoplay may be refused; the controls remain
+  }, { once: true });
+  video.addEventListener("timeupdate", place);
+  track.onclick = (e) => {
+    const r = track.getBoundingClientRect();
+    const d = video.duration || hit.duration || 0;
+    video.currentTime = ((e.clientX - r.left) / r.width) * d;
+  };
+  track.onkeydown = (e) => {
+    const step = { ArrowRight: 5, ArrowLeft: -5, Home: -Infinity, End: Infinity }[e.key];
+    if (step === undefined) return;
+    e.preventDefault();
+    video.currentTime = Math.min(video.duration || 0, Math.max(0, video.currentTime + step));
+  };
+  place();
+}
+
+function closeDialogs() {
+  for (const d of document.querySelectorAll("dialog[open]")) d.close();
+}
+
+for (const dialog of document.querySelectorAll("dialog")) {
+  dialog.addEventListener("close", () => {
+    const video = dialog.querySelector("video");
+    if (video) {
+      video.pause();
+      video.removeAttribute("src");
+      video.load(); // stops the download
+    }
+    if (dialog.id === "status") stopPolling();
+    state.lastOpener?.focus();
+  });
+  dialog.addEventListener("click", (e) => {
+    if (e.target === dialog || e.target.closest("[data-close]")) dialog.close();
+  });
+}
+
+// ---------------------------------------------------------------- status and indexing
+async function loadStatus() {
+  try {
+    const st = await api("/api/status");
+    renderStatus(st);
+    fillFolders(st.roots || []);
+    showBanner(st.model_error ? "The model could not be loaded: " + st.model_error : "");
+    if (st.indexing) pollIndex();
+    return st;
+  } catch (err) {
+    showBanner(err.message);
+  }
+}
+
+function renderStatus(st) {
+  const items = st.items || {};
+  const kinds = items.by_kind || {};
+  const count = (k) => kinds[k]?.ok ?? 0;
+  const rows = [
+    ["Library", st.library],
+    ["Model", (st.model || "none yet") + (st.model_loaded ? "" : " (not loaded)")],
+    ["Items", `${(items.ok ?? 0).toLocaleString()} (${plural(count("image"), "image")}, ${plural(count("video"), "video")})`],
+    ["Failed", (items.failed ?? 0).toLocaleString()],
+    ["Folders", (st.roots || []).join("\n") || "none yet"],
+  ];
+  if (st.vectors !== undefined) rows.push(["Vectors", `${st.vectors.toLocaleString()} (${(st.frames ?? 0).toLocaleString()} video frames)`]);
+  if (st.db_bytes !== undefined) rows.push(["Catalog size", fmtBytes(st.db_bytes)]);
+  $("status-list").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+  const fails = st.failures || [];
+  $("failures").replaceChildren(
+    ...(fails.length ? fails.map((f) => el("li", {}, el("code", { text: f.path }), " — " + f.error)) : [el("li", { text: "None." })]),
+  );
+  $("index-root").disabled = !st.can_index_new_folders;
+  $("index-root").placeholder = st.can_index_new_folders ? "/home/you/Pictures" : "re-index the known folders";
+}
+
+function fillFolders(roots) {
+  const sel = $("f-folder");
+  const current = sel.value;
+  sel.replaceChildren(el("option", { value: "", text: "All folders" }), ...roots.map((r) => el("option", { value: r, text: r })));
+  sel.value = roots.includes(current) ? current : "";
+}
+
+function renderIndex(p) {
+  const box = $("index-progress");
+  box.hidden = p.state === "idle";
+  const running = p.state === "running" || p.state === "stopping";
+  $("index-start").disabled = running;
+  $("index-stop").hidden = !running;
+  const bar = $("index-bar");
+  if (p.to_encode) {
+    bar.max = p.to_encode;
+    bar.value = p.done;
+  } else if (running) {
+    bar.removeAttribute("value"); // indeterminate while scanning
+  } else {
+    bar.max = 1;
+    bar.value = 1;
+  }
+  const parts = [];
+  if (p.phase === "scanning") parts.push(`Scanning: ${plural(p.found, "file")} found`);
+  else if (running) parts.push(`Encoding ${p.done} / ${p.to_encode ?? "?"} new or changed files`);
+  else if (p.state === "done") parts.push(`Done: ${p.report?.added ?? p.done} encoded, ${p.report?.unchanged ?? 0} unchanged, ${p.report?.deleted ?? 0} removed`);
+  else if (p.state === "stopped") parts.push(`Stopped after ${p.done} files; index again to resume`);
+  else if (p.state === "failed") parts.push(`Failed: ${p.message}`);
+  if (p.failed) parts.push(plural(p.failed, "failure"));
+  if (p.files_per_s) parts.push(`${p.files_per_s} files/s`);
+  if (p.elapsed_s >= 0.1) parts.push(`${p.elapsed_s.toFixed(1)} s`);
+  $("index-text").textContent = parts.join(" · ");
+  $("index-errors").replaceChildren(...(p.errors || []).slice(-10).map((e) => el("li", {}, el("code", { text: e.path }), " — " + e.error)));
+}
+
+async function pollIndex() {
+  stopPolling();
+  try {
+    const p = await api("/api/index");
+    renderIndex(p);
+    const running = p.state === "running" || p.state === "stopping";
+    if (running) {
+      state.pollTimer = setTimeout(pollIndex, POLL_MS);
+    } else if (state.indexRunning) {
+      loadStatus(); // a job just finished: new items, new folders
+      if (hasQuery()) search();
+    }
+    state.indexRunning = running;
+  } catch (err) {
+    $("index-text").textContent = err.message;
+  }
+}
+
+function stopPolling() {
+  clearTimeout(state.pollTimer);
+  state.pollTimer = null;
+}
+
+$("index-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const root = $("index-root").value.trim();
+  try {
+    const p = await api("/api/index", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(root ? { roots: [root] } : {}),
+    });
+    state.indexRunning = true;
+    renderIndex(p);
+    pollIndex();
+  } catch (err) {
+    $("index-progress").hidden = false;
+    $("index-text").textContent = err.message;
+  }
+});
+
+$("index-stop").addEventListener("click", async () => {
+  renderIndex(await api("/api/index", { method: "DELETE" }));
+});
+
+$("status-toggle").addEventListener("click", (e) => {
+  state.lastOpener = e.currentTarget;
+  $("status").showModal();
+  loadStatus();
+  pollIndex();
+});
+
+// ---------------------------------------------------------------- filters, keys, start
+$("filters-toggle").addEventListener("click", (e) => {
+  const open = $("filters").hidden;
+  $("filters").hidden = !open;
+  e.currentTarget.setAttribute("aria-expanded", String(open));
+});
+for (const id of ["f-kind", "f-folder", "f-after", "f-before", "f-pooling"]) {
+  $(id).addEventListener("change", () => search());
+}
+$("f-clear").addEventListener("click", () => {
+  for (const id of ["f-kind", "f-folder", "f-after", "f-before"]) $(id).value = "";
+  $("f-pooling").value = "mean";
+  search();
+});
+
+$("q").addEventListener("input", searchSoon);
+$("search-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  clearTimeout(debounceTimer);
+  search();
+});
+
+document.addEventListener("keydown", (e) => {
+  const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName) || document.activeElement?.isContentEditable;
+  if (e.key === "/" && !typing && !document.querySelector("dialog[open]")) {
+    e.preventDefault();
+    $("q").focus();
+    $("q").select();
+  } else if (e.key === "ArrowDown" && document.activeElement === $("q") && cards().length) {
+    e.preventDefault();
+    cards()[0].focus();
+  }
+});
+
+(function start() {
+  // A token in the URL has set the session cookie; keep it out of the address bar and history.
+  const url = new URL(location.href);
+  if (url.searchParams.has("token")) {
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+  loadStatus();
+  const q = url.searchParams.get("q");
+  if (q) {
+    $("q").value = q;
+    search();
+  }
+})();

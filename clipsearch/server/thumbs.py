@@ -1,0 +1,180 @@
+"""Thumbnails, generated once and cached on disk under ``<library>/thumbs/``.
+
+A thumbnail is a JPEG whose shorter side is ``size`` pixels (never upscaled; the longer
+side is capped at 4·size, for panoramas), upright: images through `load_image` (EXIF
+orientation applied, JPEG draft-mode decoding so a 12 MP photo costs a 1/8-scale
+decode), video frames through PyAV with the stream's display rotation applied.
+
+Sizes snap up to one of `SIZES` and video timestamps to 0.1 s, so a client cannot fill
+the disk with arbitrary variants. The cache key holds the item id, the size, the time,
+and a stamp of the file's current path, size and mtime: a file edited in place gets a
+new thumbnail, and the stale ones of that item are removed when it is written. Files are
+written to a temporary name and renamed, so a concurrent reader never sees half a JPEG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from clipsearch.errors import CorruptMediaError, MissingDependencyError, UnsupportedMediaError
+from clipsearch.media import load_image
+from clipsearch.server.files import ItemFile
+
+SIZES = (128, 256, 512, 1024)
+DEFAULT_SIZE = 256
+MAX_ASPECT = 4  # longer side ≤ MAX_ASPECT · shorter side
+JPEG_QUALITY = 85
+TIME_STEP_S = 0.1
+MAX_FRAMES_AFTER_SEEK = 1000  # cap on frames decoded from the seek point to the target
+
+
+def snap_size(size: int) -> int:
+    """The smallest cached size ≥ ``size`` (the largest size for anything bigger)."""
+    for s in SIZES:
+        if size <= s:
+            return s
+    return SIZES[-1]
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    path: Path
+    cached: bool  # True when served from disk without decoding anything
+
+
+class ThumbnailCache:
+    """Makes and keeps thumbnails for items in ``folder`` (created on first write).
+
+    Thread-safe: generation may run in several threads at once; the worst case is the
+    same thumbnail rendered twice, and the rename keeps the file whole.
+    """
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+
+    def get(self, item: ItemFile, *, size: int = DEFAULT_SIZE, t: float | None = None) -> Thumbnail:
+        """The thumbnail of ``item`` at ``size`` (and time ``t`` for videos).
+
+        Raises MediaError subclasses when the file cannot be decoded,
+        MissingDependencyError when a video needs PyAV and it is missing.
+        """
+        size = snap_size(size)
+        when = None
+        if item.record.kind == "video":
+            when = self._video_time(item, t)
+        path = self._path(item, size, when)
+        if path.is_file():
+            return Thumbnail(path, cached=True)
+        if item.record.kind == "video":
+            image = grab_video_frame(item.real_path, when or 0.0, size=size)
+        else:
+            image = load_image(item.real_path, min_side=size).image
+        image = fit(image, size)
+        self._write(path, image)
+        return Thumbnail(path, cached=False)
+
+    # -- internals -----------------------------------------------------------------------------
+    @staticmethod
+    def _video_time(item: ItemFile, t: float | None) -> float:
+        duration = item.record.duration
+        if t is None:
+            t = (duration or 0.0) / 2  # a poster from the middle, away from black intros
+        t = max(0.0, float(t))
+        if duration:
+            t = min(t, max(duration - TIME_STEP_S, 0.0))
+        return round(round(t / TIME_STEP_S) * TIME_STEP_S, 1)
+
+    def _path(self, item: ItemFile, size: int, when: float | None) -> Path:
+        st = item.stat
+        stamp = hashlib.sha1(
+            f"{item.real_path}\0{st.st_size}\0{st.st_mtime_ns}".encode(), usedforsecurity=False
+        ).hexdigest()[:12]
+        t_part = "" if when is None else f"_t{round(when * 1000)}"
+        item_id = item.record.id
+        return self.folder / f"{item_id % 256:02x}" / f"{item_id}_{size}{t_part}_{stamp}.jpg"
+
+    def _write(self, path: Path, image: Image.Image) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+        stamp = path.stem.rsplit("_", 1)[-1]
+        item_prefix = path.name.split("_", 1)[0] + "_"
+        for old in path.parent.glob(f"{item_prefix}*.jpg"):
+            if not old.stem.endswith(stamp):  # an older version of the file: stale
+                old.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jpg")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buf.getvalue())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def fit(image: Image.Image, size: int) -> Image.Image:
+    """Scale so the shorter side is ``size`` (never up), the longer ≤ MAX_ASPECT·size."""
+    w, h = image.size
+    scale = min(1.0, size / min(w, h), MAX_ASPECT * size / max(w, h))
+    if scale < 1.0:
+        target = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def grab_video_frame(path: Path | str, t: float, *, size: int = DEFAULT_SIZE) -> Image.Image:
+    """The frame shown at ``t`` seconds (the first frame presented at or after ``t``, or
+    the last one when ``t`` is past the end), upright, shorter side about ``size``.
+
+    Seeks to the keyframe before ``t`` and decodes forward (at most
+    ``MAX_FRAMES_AFTER_SEEK`` frames). Raises CorruptMediaError / UnsupportedMediaError.
+    """
+    try:
+        import av
+    except ImportError:  # pragma: no cover - av is a core dependency
+        raise MissingDependencyError("av", "all") from None
+    try:
+        container = av.open(str(path))
+    except Exception as e:  # av.error.* subclasses: not a video, damaged header
+        raise CorruptMediaError(f"cannot open video ({e})") from e
+    with container:
+        if not container.streams.video:
+            raise UnsupportedMediaError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = stream.time_base
+        start_s = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+        target = start_s + t
+        chosen = None
+        try:
+            if tb:
+                container.seek(int(target / tb), stream=stream, backward=True, any_frame=False)
+            for n, frame in enumerate(container.decode(stream)):
+                if frame.pts is None:
+                    continue
+                chosen = frame
+                if frame.time is not None and frame.time >= target - 1e-3:
+                    break
+                if n >= MAX_FRAMES_AFTER_SEEK:
+                    break
+        except Exception as e:  # damaged packets: keep the last good frame if there is one
+            if chosen is None:
+                raise CorruptMediaError(f"cannot decode a frame at {t:.1f} s ({e})") from e
+        if chosen is None:
+            raise CorruptMediaError(f"no decodable frame at {t:.1f} s")
+        w, h = chosen.width, chosen.height
+        scale = min(1.0, size / min(w, h))
+        frame_w, frame_h = max(2, round(w * scale)), max(2, round(h * scale))
+        image = chosen.reformat(width=frame_w, height=frame_h, format="rgb24").to_image()
+        rotation = int(getattr(chosen, "rotation", 0) or 0) % 360
+        if rotation:
+            # PyAV reports the display rotation counter-clockwise, as PIL's rotate() takes it.
+            image = image.rotate(rotation, expand=True)
+        return image

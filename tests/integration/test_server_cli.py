@@ -1,0 +1,92 @@
+"""`clipsearch serve` for real: a subprocess with the tiny open_clip checkpoint, uvicorn on
+a free loopback port, the token from CLIPSEARCH_TOKEN, then Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clipsearch.library import Library
+from tests.fakes import make_image
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "tok-" + "x" * 20
+
+pytestmark = pytest.mark.slow  # a subprocess that imports torch and loads a model
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_the_library_on_loopback_with_a_token(tmp_path, tiny_checkpoint):
+    photos = tmp_path / "photos"
+    for c in ("red", "green", "blue"):
+        make_image(photos / f"{c}.jpg", c)
+    with Library(tmp_path / "lib", model=str(tiny_checkpoint)) as lib:
+        assert lib.index([photos]).encoded == 3
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CLIPSEARCH_TOKEN": TOKEN,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clipsearch",
+            "--library",
+            str(tmp_path / "lib"),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                if httpx.get(base + "/api/status", headers=auth, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        st = httpx.get(base + "/api/status", headers=auth).json()
+        assert st["model_loaded"] is True and st["items"]["ok"] == 3
+        assert httpx.get(base + "/api/status").status_code == 401
+        r = httpx.get(base + "/api/search", params={"q": "a photo", "k": 3}, headers=auth)
+        assert r.status_code == 200 and len(r.json()["hits"]) == 3
+        r = httpx.get(base + "/api/status", headers={**auth, "Host": "evil.example"})
+        assert r.status_code == 403
+        page = httpx.get(base + "/", params={"token": TOKEN})
+        assert page.status_code == 200 and "clipsearch" in page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    assert proc.returncode in (0, 130), err
+    assert f"http://127.0.0.1:{port}/?token={TOKEN}" in err
+    assert "Traceback" not in err

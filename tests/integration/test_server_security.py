@@ -1,0 +1,241 @@
+"""The request guard (DESIGN.md §9): token on every request, loopback Host names only,
+no cross-site writes, capped bodies, security headers, no CORS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clipsearch.library import Library
+from clipsearch.server import create_app
+from clipsearch.server.security import CONTENT_SECURITY_POLICY, TOKEN_COOKIE, is_loopback
+from tests.fakes import ColourEncoder, make_image
+
+TOKEN = "correct-horse-battery-staple"
+LOCAL = "http://127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("security")
+    for c in ("red", "blue"):
+        make_image(tmp / "photos" / f"{c}.jpg", c)
+    with Library(tmp / "lib", encoder=ColourEncoder()) as lib:
+        lib.index([tmp / "photos"])
+        yield lib
+
+
+@pytest.fixture(scope="module")
+def app(lib):
+    return create_app(lib, token=TOKEN)
+
+
+def fresh(app, base_url: str = LOCAL) -> TestClient:
+    return TestClient(app, base_url=base_url)
+
+
+# -- token -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "url",
+    ["/", "/static/app.js", "/api/status", "/api/search?q=red", "/api/items/1/media", "/api/index"],
+)
+def test_every_request_needs_the_token(app, url):
+    with fresh(app) as c:
+        r = c.get(url)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_bearer_token_is_accepted_and_a_wrong_one_is_not(app):
+    with fresh(app) as c:
+        assert c.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        for bad in (TOKEN[:-1], TOKEN + "x", "", TOKEN.upper()):
+            r = c.get("/api/status", headers={"Authorization": f"Bearer {bad}"})
+            assert r.status_code == 401
+        r = c.post("/api/search", json={"q": "red"}, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200
+
+
+def test_query_token_sets_a_strict_httponly_cookie_that_then_suffices(app):
+    with fresh(app) as c:
+        page = c.get("/", params={"token": TOKEN})
+        assert page.status_code == 200
+        cookie = page.headers["set-cookie"]
+        assert cookie.startswith(f"{TOKEN_COOKIE}=") and "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+        # The page's <img>/<video> URLs carry no token: the cookie authenticates them.
+        assert c.get("/api/items/1/thumb").status_code == 200
+        assert c.post("/api/search", json={"q": "red"}).status_code == 200
+
+
+def test_query_token_is_not_accepted_for_writes(app):
+    with fresh(app) as c:
+        r = c.post("/api/search", params={"token": TOKEN}, json={"q": "red"})
+        assert r.status_code == 401
+
+
+def test_wrong_cookie_is_refused(app):
+    with fresh(app) as c:
+        c.cookies.set(TOKEN_COOKIE, "nope")
+        assert c.get("/api/status").status_code == 401
+
+
+def test_no_token_configured_means_open(lib):
+    with fresh(create_app(lib)) as c:
+        assert c.get("/api/status").status_code == 200
+
+
+# -- host, origin, CORS ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "10.0.0.5"]
+)
+def test_foreign_host_header_is_refused_on_loopback(lib, host):
+    """DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends Host: evil.example."""
+    with fresh(create_app(lib)) as c:
+        r = c.get("/api/search", params={"q": "red"}, headers={"Host": host})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_host"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "localhost:1234", "[::1]:8000"])
+def test_loopback_host_headers_are_accepted(lib, host):
+    with fresh(create_app(lib)) as c:
+        assert c.get("/api/status", headers={"Host": host}).status_code == 200
+
+
+def test_exposed_server_accepts_any_host(lib):
+    with fresh(create_app(lib, allowed_hosts=None, token=TOKEN), base_url="http://photos.lan") as c:
+        r = c.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200
+
+
+def test_cross_site_post_is_refused(lib):
+    with fresh(create_app(lib)) as c:
+        r = c.post("/api/search", json={"q": "red"}, headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "cross_origin"
+        r = c.post("/api/index", json={"roots": ["/"]}, headers={"Origin": "null"})
+        assert r.status_code == 403
+        same = c.post("/api/search", json={"q": "red"}, headers={"Origin": LOCAL})
+        assert same.status_code == 200
+
+
+def test_no_cors_headers_ever(lib):
+    with fresh(create_app(lib)) as c:
+        got = c.get("/api/search", params={"q": "red"}, headers={"Origin": "http://evil.example"})
+        pre = c.options(
+            "/api/search",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+    for r in (got, pre):
+        assert not any(h.lower().startswith("access-control-") for h in r.headers)
+    assert pre.status_code in (403, 405)
+
+
+# -- headers and body cap ----------------------------------------------------------------------
+@pytest.mark.parametrize("url", ["/", "/api/status", "/api/nothing", "/static/style.css"])
+def test_security_headers_on_every_response(lib, url):
+    with fresh(create_app(lib)) as c:
+        r = c.get(url)
+    assert r.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "default-src 'self'" in CONTENT_SECURITY_POLICY
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_chunked_body_over_the_cap_is_413(lib):
+    def chunks():
+        for _ in range(64):
+            yield b"x" * 65536  # 4 MiB in total, no Content-Length
+
+    with fresh(create_app(lib, max_upload_bytes=1_000_000)) as c:
+        r = c.post("/api/search", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_declared_length_over_the_cap_is_413(lib):
+    with fresh(create_app(lib, max_upload_bytes=1000)) as c:
+        r = c.post(
+            "/api/search",
+            content=b"{" + b" " * 400_000 + b"}",
+            headers={"content-type": "application/json"},
+        )
+    assert r.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("192.168.1.4", False),
+        ("::", False),
+        ("example.org", False),
+    ],
+)
+def test_is_loopback(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
+    monkeypatch, tmp_path: Path
+):
+    """`clipsearch serve` binds 127.0.0.1 unless told otherwise; exposed without a token it
+    warns and refuses new folders. uvicorn.run is replaced to capture what would run."""
+    import uvicorn
+
+    from clipsearch.cli import serve_cmd
+
+    seen: dict = {}
+
+    def fake_run(app, **kw):
+        seen["app"] = app
+        seen["kw"] = kw
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+
+    class FakeLib:
+        path = tmp_path
+        model_spec = "fake:colour"
+        encoder = ColourEncoder()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    import clipsearch.cli.app as cli_app
+
+    monkeypatch.setattr(cli_app, "open_library", lambda *a, **k: FakeLib())
+    serve_cmd.serve(
+        library=tmp_path,
+        model=None,
+        precision="auto",
+        host="127.0.0.1",
+        port=8123,
+        token=None,
+        max_upload_mb=1,
+        open_browser=False,
+    )
+    assert seen["kw"]["host"] == "127.0.0.1" and seen["kw"]["port"] == 8123
+    assert seen["kw"]["access_log"] is False
+    state = seen["app"].state.clipsearch
+    assert state.allow_new_roots is True and state.max_upload_bytes == 2**20
+    serve_cmd.serve(
+        library=tmp_path,
+        model=None,
+        precision="auto",
+        host="0.0.0.0",
+        port=8123,
+        token=None,
+        max_upload_mb=1,
+        open_browser=False,
+    )
+    assert seen["app"].state.clipsearch.allow_new_roots is False
