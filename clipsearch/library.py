@@ -139,6 +139,11 @@ class Library:
         return DEFAULT_MODEL
 
     @property
+    def model_loaded(self) -> bool:
+        """True once the model is in memory (the server reports it without loading it)."""
+        return self._encoder is not None
+
+    @property
     def encoder(self) -> Encoder:
         """The model, loaded on first use (thread-safe)."""
         with self._lock:

@@ -47,7 +47,7 @@ class ServerState:
 
     @property
     def model_loaded(self) -> bool:
-        return self.library._encoder is not None
+        return self.library.model_loaded
 
     def require_model(self) -> None:
         """503 with the load error when the model could not be loaded at startup."""
