@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from clipsearch.errors import ModelMismatchError
+from clipsearch.errors import ModelMismatchError, NotFoundError
 from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.ingest import AnnProgress, IndexEvent, IndexOptions, Indexer, IndexReport
 from clipsearch.models.base import Encoder
@@ -118,6 +118,7 @@ class Library:
         self._model = model
         self._precision = precision
         self._encoder = encoder
+        self._encoder_checked = False  # the binding's fingerprint is checked once, on first use
         self._index: VectorIndex | None = None
         self._cache = None
         self._index_generation: int | None = None
@@ -147,13 +148,15 @@ class Library:
     def encoder(self) -> Encoder:
         """The model, loaded on first use (thread-safe)."""
         with self._lock:
-            if self._encoder is None:
-                from clipsearch.models import load_encoder
+            if not self._encoder_checked:
+                if self._encoder is None:
+                    from clipsearch.models import load_encoder
 
-                self._encoder = load_encoder(self.model_spec, precision=self._precision)
+                    self._encoder = load_encoder(self.model_spec, precision=self._precision)
+                self._encoder_checked = True
                 binding = self.catalog.model_binding()
                 if binding is not None and binding.fingerprint != self._encoder.fingerprint:
-                    enc, self._encoder = self._encoder, None
+                    enc, self._encoder_checked = self._encoder, False  # raise on every use
                     raise ModelMismatchError(
                         f"library {self.path} is bound to model {binding.spec} "
                         f"(fingerprint {binding.fingerprint}), not {enc.spec} (fingerprint "
@@ -172,6 +175,12 @@ class Library:
         should_stop: Callable[[], bool] | None = None,
     ) -> IndexReport:
         """Index (or incrementally re-index) folders. See `Indexer.run` for errors."""
+        for root in roots:  # fail fast, before loading (maybe downloading) the model
+            if not Path(os.path.expanduser(str(root))).exists():
+                raise NotFoundError(f"not found: {root}")
+        from clipsearch.media.sampling import FrameSampler
+
+        FrameSampler.parse(options.video_sampler, max_frames=options.max_frames)
         indexer = Indexer(self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop)
         report = indexer.run(roots)
         if not report.interrupted:
@@ -285,13 +294,17 @@ class Library:
         as measured). gap_correction: None | "shift" | "center" for example-image queries.
         Raises QueryError for empty/unreadable queries, UsageError for bad options.
         """
-        q = vector if vector is not None else self.embed_query(query, image=image, video=video)
-        flt = where if isinstance(where, ItemFilter) else ItemFilter.parse(
-            [*where, *([f"kind:{kind}"] if kind else [])]
-        )
+        if isinstance(where, ItemFilter):
+            flt = where
+        else:
+            flt = ItemFilter.parse([where] if isinstance(where, str) else list(where))
+        if kind:
+            flt = flt & ItemFilter.parse([f"kind:{kind}"])
         options = SearchOptions(
             k=k, offset=offset, where=flt, pooling=pooling, tau=tau, exact=exact, with_curve=with_curve
         )
+        options.validate()  # bad options fail before the model is loaded
+        q = vector if vector is not None else self.embed_query(query, image=image, video=video)
         with self._lock:
             if gap_correction is not None:
                 from clipsearch.search.gap import gap_corrected_search

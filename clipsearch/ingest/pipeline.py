@@ -104,10 +104,10 @@ class Indexer:
         work), ModelMismatchError when the library is bound to another model, DiskFullError
         when the disk fills (committed batches are kept; run again to resume)."""
         t0 = time.perf_counter()
-        paths = [Path(os.path.expanduser(str(r))).absolute() for r in roots]
+        paths = list(dict.fromkeys(Path(os.path.expanduser(str(r))).absolute() for r in roots))
         for p in paths:
             if not p.exists():
-                raise NotFoundError(f"folder not found: {p}")
+                raise NotFoundError(f"not found: {p}")
         from clipsearch.media.sampling import FrameSampler
 
         FrameSampler.parse(self.options.video_sampler, max_frames=self.options.max_frames)  # UsageError early
@@ -117,10 +117,13 @@ class Indexer:
         report = IndexReport(roots=[str(p) for p in paths])
         todo: list[_Todo] = []
         gone: list[int] = []
+        seen: set[str] = set()  # across roots: overlapping roots must not queue a file twice
         for root in paths:
-            found, missing = self._scan_root(root, report)
+            found, missing = self._scan_root(root, report, seen)
             todo.extend(found)
             gone.extend(missing)
+            if report.interrupted:
+                break
         # Reuse before sweeping: a moved file's old row is the source of its vectors.
         todo = self._reuse(todo, report)
         if gone:
@@ -142,12 +145,24 @@ class Indexer:
         return report
 
     # -- scan + sweep ------------------------------------------------------------------------------
-    def _scan_root(self, root: Path, report: IndexReport) -> tuple[list[_Todo], list[int]]:
-        """Walk one root: files to (re)encode, and catalog items under it that are gone."""
+    def _scan_root(
+        self, root: Path, report: IndexReport, seen: set[str]
+    ) -> tuple[list[_Todo], list[int]]:
+        """Walk one root: files to (re)encode, and catalog items under it that are gone.
+
+        Nothing is swept under a folder the walk could not read, nor when a root that had
+        items comes back empty (an unmounted drive looks like that): only files that are
+        really gone are removed.
+        """
         root_id = self.catalog.add_root(str(root))
         known = self.catalog.items_under_root(root_id)
-        seen: set[str] = set()
         todo: list[_Todo] = []
+        unreadable: list[str] = []
+
+        def on_error(p: Path, why: str) -> None:
+            report.scan_errors.append((str(p), why))
+            unreadable.append(str(p).rstrip("/") + "/")
+
         opts = self.options
         files = scan(
             [root],
@@ -155,7 +170,7 @@ class Indexer:
             exclude=opts.exclude,
             hidden=opts.hidden,
             follow_symlinks=opts.follow_symlinks,
-            on_error=lambda p, why: report.scan_errors.append((str(p), why)),
+            on_error=on_error,
         )
         found = 0
         for media in files:
@@ -163,6 +178,8 @@ class Indexer:
             if not _utf8_ok(path):
                 # SQLite stores text as UTF-8; a name with undecodable bytes cannot be a key.
                 report.scan_errors.append((path.encode("utf-8", "replace").decode(), _BAD_NAME))
+                continue
+            if path in seen:
                 continue
             found += 1
             report.scanned += 1
@@ -179,7 +196,18 @@ class Indexer:
                     report.interrupted = True
                     return todo, []  # an incomplete walk must not sweep anything
         self._emit(ScanProgress(str(root), found))
-        gone = [rec.id for path, rec in known.items() if path not in seen and not os.path.lexists(path)]
+        if found == 0 and known:
+            report.scan_errors.append(
+                (str(root), f"no media found: keeping its {len(known)} indexed items (unmounted?)")
+            )
+            return todo, []
+        gone = [
+            rec.id
+            for path, rec in known.items()
+            if path not in seen
+            and not os.path.lexists(path)
+            and not any(path.startswith(u) for u in unreadable)
+        ]
         return todo, gone
 
     def _reuse(self, todo: list[_Todo], report: IndexReport) -> list[_Todo]:
@@ -197,14 +225,22 @@ class Indexer:
             hashed = list(pool.map(hash_one, todo))
         remaining: list[_Todo] = []
         for t in hashed:
+            if self._should_stop():
+                report.interrupted = True
+                return []
             src = None
             if t.content_hash is not None:
                 src = self.catalog.find_reusable(t.content_hash, t.media.size, t.media.kind)
-            if src is None:
+            # Same path: the file itself changed (maybe only its mtime, maybe its pixels
+            # behind an unchanged partial hash, e.g. an edited BMP): encode it again.
+            if src is None or src.path == str(t.media.path):
                 remaining.append(t)
                 continue
             self.catalog.copy_item(src.id, self._write_for(t, status="ok"))
             report.reused += 1
+            if not os.path.lexists(src.path):
+                # A move (perhaps of a whole root, which this run does not sweep).
+                report.deleted += self.catalog.delete_items([src.id])
             self._emit(FileDone(str(t.media.path), t.media.kind, ok=True))
         return remaining
 

@@ -117,7 +117,14 @@ class Searcher:
         return self.search_many(np.asarray(q, dtype=np.float32)[None, :], options)[0]
 
     def search_many(self, queries: np.ndarray, options: SearchOptions = SearchOptions()) -> list[list[Hit]]:
-        """Rank items for a batch of query vectors (Q, D): stage 1 is one matrix product."""
+        """Rank items for a batch of query vectors (Q, D): stage 1 is one matrix product.
+
+        Stage 1 returns rows (item vectors and video frames) down to a score ``floor``. An
+        item outside those rows scores at most ``floor`` after rescoring (its item vector,
+        meanP vector or best frame is below it), so the page is exact once ``k + offset``
+        rescored candidates reach the floor; otherwise the row window is widened. (Softmax
+        pooling can exceed its best frame; for it the bound is a close approximation.)
+        """
         options.validate()
         queries = l2_normalize(np.atleast_2d(queries))
         index = self._index()
@@ -127,62 +134,48 @@ class Searcher:
             if len(allowed) == 0:
                 return [[] for _ in queries]
         need = options.k + options.offset
-        candidates = self._recall(index, queries, need, allowed, options.exact)
-        return [
-            self._rescore(q, cands, options) for q, cands in zip(queries, candidates, strict=True)
-        ]
+        total = len(index) if allowed is None else len(allowed)
+        if total == 0:
+            return [[] for _ in queries]
+        kc = min(max(4 * need, 64), total)
+        first = index.search(queries, kc, allowed=allowed, exact=options.exact)
+        results = []
+        for qi, q in enumerate(queries):
+            ids, scores, window = first.ids[qi], first.scores[qi], kc
+            while True:
+                keep = ids >= 0
+                ids, scores = ids[keep], scores[keep]
+                scored, context = self._score(q, self._candidates(ids), options)
+                floor = float(scores[-1]) if len(scores) else -np.inf
+                widen = len(ids) == window and window < total
+                if not widen or sum(1 for sc, _ in scored if sc >= floor) >= need:
+                    break
+                window = min(window * 4, total)
+                m = index.search(q[None, :], window, allowed=allowed, exact=options.exact)
+                ids, scores = m.ids[0], m.scores[0]
+            results.append(self._page(scored, context, options))
+        return results
 
     # -- stage 1 ------------------------------------------------------------------------------
-    def _recall(
-        self,
-        index: VectorIndex,
-        queries: np.ndarray,
-        need: int,
-        allowed: np.ndarray | None,
-        exact: bool,
-    ) -> list[dict[int, float]]:
-        """Candidate items per query: item id -> best row score, enough to fill ``need``.
-
-        Rows include video frames, so one long video can fill the first rows; widen the
-        search until ``need`` distinct items are found or the index is exhausted.
-        """
-        total = len(index) if allowed is None else len(allowed)
-        kc = min(max(4 * need, 64), max(total, 1))
-        pending = list(range(len(queries)))
-        out: list[dict[int, float]] = [{} for _ in queries]
-        while pending:
-            m = index.search(queries[pending], kc, allowed=allowed, exact=exact)
-            still = []
-            for row, qi in enumerate(pending):
-                ids = m.ids[row]
-                keep = ids >= 0
-                ids, scores = ids[keep], m.scores[row][keep]
-                item_ids, _ = self.catalog.items_for_vectors(ids)
-                best: dict[int, float] = {}
-                for item, s in zip(item_ids.tolist(), scores.tolist(), strict=True):
-                    if item >= 0 and item not in best:
-                        best[item] = s
-                out[qi] = best
-                if len(best) < need and len(ids) == kc and kc < total:
-                    still.append(qi)
-            pending = still
-            kc = min(kc * 4, total)
-        return out
+    def _candidates(self, ids: np.ndarray) -> list[int]:
+        """Distinct live item ids behind vector rows, in row order (rows of items deleted
+        since the index was built map to -1 and are dropped)."""
+        item_ids, _ = self.catalog.items_for_vectors(ids)
+        return [int(i) for i in dict.fromkeys(item_ids.tolist()) if i >= 0]
 
     # -- stage 2 ------------------------------------------------------------------------------
-    def _rescore(self, q: np.ndarray, cands: dict[int, float], options: SearchOptions) -> list[Hit]:
-        if not cands:
-            return []
-        records = self.catalog.items(list(cands))
+    def _score(
+        self, q: np.ndarray, cands: list[int], options: SearchOptions
+    ) -> tuple[list[tuple[float, int]], dict]:
+        """Exact scores of candidate items: images by their vector, videos by pooling."""
+        records = self.catalog.items(cands) if cands else {}
         scored: list[tuple[float, int]] = []
+        moments: dict[int, object] = {}
+        curves: dict[int, FrameCurve] = {}
         video_ids = [i for i, r in records.items() if r.kind == "video"]
-        # Cap how many videos are rescored: frames are fetched from the catalog.
-        video_ids = sorted(video_ids, key=lambda i: -cands[i])[: max(2 * (options.k + options.offset), 50)]
         image_vectors = self.catalog.item_vectors([i for i, r in records.items() if r.kind == "image"])
         for item_id, vec in image_vectors.items():
             scored.append((float(vec @ q), item_id))
-        moments = {}
-        curves = {}
         if video_ids:
             from clipsearch.search.video import FrameSets, localize, pool_scores_batch
 
@@ -194,12 +187,15 @@ class Searcher:
             for v, item_id in enumerate(video_ids):
                 ts, fv = frames[item_id]  # (F,), (F, D)
                 sims = fv @ q  # (F,)
-                rec = records[item_id]
-                duration = float(rec.duration or ts[-1])
+                duration = float(records[item_id].duration or ts[-1])
                 moments[item_id] = localize(ts, sims, duration=duration)
                 if options.with_curve:
                     curves[item_id] = FrameCurve(ts, sims.astype(np.float32))
                 scored.append((float(pooled[v]), item_id))
+        return scored, {"records": records, "moments": moments, "curves": curves}
+
+    def _page(self, scored: list[tuple[float, int]], context: dict, options: SearchOptions) -> list[Hit]:
+        records, moments, curves = context["records"], context["moments"], context["curves"]
         scored.sort(key=lambda s: (-s[0], s[1]))
         page = scored[options.offset : options.offset + options.k]
         hits = []

@@ -86,7 +86,8 @@ def test_new_and_changed_files_are_encoded_once(lib, photos):
     report = lib.index([photos])
     assert report.added == 2
     assert lib.encoder.encoded == before + 2
-    assert Path(lib.search("blue", k=1)[0].path).name in {"blue.jpg", "red.jpg"}
+    assert "red.jpg" in {Path(h.path).name for h in lib.search("blue", k=2)}  # now blue
+    assert Path(lib.search("red", k=1)[0].path).name != "red.jpg"
 
 
 def test_move_copy_delete(lib, photos):
@@ -178,3 +179,75 @@ def test_where_filters(lib, photos):
     assert sub and all("/sub/" in h.path for h in sub)
     assert lib.search("red", k=10, where=["path:/definitely/not/here/*"]) == []
     assert lib.search("red", k=10, kind="video") == []
+
+
+def test_overlapping_roots_index_each_file_once(lib, photos):
+    report = lib.index([photos, photos / "sub", photos])
+    assert report.scanned == len(COLOURS) and report.encoded == len(COLOURS)
+    assert lib.catalog.stats()["vectors"] == len(COLOURS)
+
+
+def test_renamed_root_moves_items_without_ghosts(lib, photos, tmp_path):
+    lib.index([photos])
+    before = lib.encoder.encoded
+    renamed = tmp_path / "renamed"
+    photos.rename(renamed)
+    report = lib.index([renamed])
+    assert report.reused == len(COLOURS) and lib.encoder.encoded == before
+    paths = [h.path for h in lib.search("red", k=50)]
+    assert len(paths) == len(COLOURS) and all(p.startswith(str(renamed)) for p in paths)
+
+
+def test_emptied_root_keeps_its_items(lib, photos, tmp_path):
+    lib.index([photos])
+    hidden_away = tmp_path / "away"
+    photos.rename(hidden_away)
+    photos.mkdir()  # the mount point of an unplugged drive: empty
+    report = lib.index([photos])
+    assert report.deleted == 0
+    assert any("no media found" in why for _, why in report.scan_errors)
+    assert lib.status().to_dict()["items"]["total"] == len(COLOURS)
+
+
+def test_same_size_in_place_edit_is_re_encoded(lib, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "bmp"
+    root.mkdir()
+    Image.new("RGB", (512, 512), (255, 0, 0)).save(root / "pic.bmp")
+    lib.index([root])
+    assert Path(lib.search("red", k=1)[0].path).name == "pic.bmp"
+    size = (root / "pic.bmp").stat().st_size
+    Image.new("RGB", (512, 512), (0, 0, 255)).save(root / "pic.bmp")  # same size, new pixels
+    assert (root / "pic.bmp").stat().st_size == size
+    report = lib.index([root])
+    assert report.encoded == 1 and report.reused == 0
+    hit = lib.search("blue", k=1)[0]
+    assert Path(hit.path).name == "pic.bmp" and hit.score > 0.5
+
+
+def test_kind_and_where_forms(lib, photos):
+    from clipsearch.store import ItemFilter
+
+    lib.index([photos])
+    assert lib.search("red", kind="video", where=ItemFilter()) == []
+    assert len(lib.search("red", where="size<10MB", k=50)) == len(COLOURS)
+
+
+def test_injected_encoder_of_another_model_is_refused_for_search(tmp_path, photos):
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        lib.index([photos])
+
+    class OtherEncoder(ColourEncoder):
+        fingerprint = "other-model-fingerprint"
+        spec = "fake:other"
+
+    with Library(tmp_path / "lib", encoder=OtherEncoder()) as lib, pytest.raises(ModelMismatchError):
+        lib.search("red")
+
+
+def test_missing_folder_fails_before_the_model_loads(tmp_path):
+    with Library(tmp_path / "lib", model="ViT-B-32:no-such-tag") as lib:
+        with pytest.raises(NotFoundError):
+            lib.index([tmp_path / "nope"])
+        assert not lib.model_loaded

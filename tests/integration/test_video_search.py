@@ -94,3 +94,22 @@ def test_bad_videos_are_recorded_and_do_not_stop_the_run(tmp_path, media):
 def test_reindex_skips_unchanged_videos(lib, media):
     report = lib.index([media], options=IndexOptions(video_sampler="fps:2"))
     assert report.added == 0 and report.unchanged == 4
+
+
+def test_frames_filling_the_row_window_do_not_hide_better_images(tmp_path):
+    """Many videos with a short red opening put their frames at the top of stage 1; the
+    red photos still score higher after pooling and must come first, page by page."""
+    root = tmp_path / "m"
+    root.mkdir()
+    for i in range(20):
+        make_video(root / f"v{i:02d}.mp4", (("red", 2.0), ("blue", 2.0)), size=(64, 48))
+    for i in range(10):
+        make_image(root / f"red{i}.jpg", "red", seed=i)
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        lib.index([root], options=IndexOptions(video_sampler="fps:4"))
+        everything = lib.search("red", k=40)
+        assert [h.kind for h in everything[:10]] == ["image"] * 10
+        assert lib.search("red", k=1)[0].kind == "image"
+        for offset in (0, 5, 10, 15):
+            page = lib.search("red", k=5, offset=offset)
+            assert [h.item_id for h in page] == [h.item_id for h in everything[offset : offset + 5]]
