@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from photos import photo_set  # noqa: E402
+from photos import photo_set
 
 OUT = Path(__file__).parent / "out"
 
@@ -52,13 +52,15 @@ def baseline(photos: list[Path], ckpt: Path) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(photos), 32):
-            batch = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in photos[i : i + 32]])
+            batch = torch.stack(
+                [preprocess(Image.open(p).convert("RGB")) for p in photos[i : i + 32]]
+            )
             f = model.encode_image(batch)
             out.append(torch.nn.functional.normalize(f, dim=-1).numpy())
     return len(photos) / (time.perf_counter() - t0), np.concatenate(out)
 
 
-def model_rate(encoder, n: int = 128) -> float:  # noqa: ANN001
+def model_rate(encoder, n: int = 128) -> float:
     pixels = np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)
     encoder.encode_pixels(pixels)  # warm-up
     t0 = time.perf_counter()
@@ -68,7 +70,9 @@ def model_rate(encoder, n: int = 128) -> float:  # noqa: ANN001
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--precision", default="auto")
@@ -81,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     photos = photo_set(OUT / "photos", n, [(1920, 1080), (4000, 3000)])
     ckpt = checkpoint()
-    print(f"{n} photos (half 1920x1080, half 4000x3000), ViT-B-32 random weights, {torch.get_num_threads()} torch threads")
+    print(
+        f"{n} photos (half 1920x1080, half 4000x3000), ViT-B-32 random weights, {torch.get_num_threads()} torch threads"
+    )
 
     base_rate, base_vecs = baseline(photos, ckpt)
 
@@ -97,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         fp32 = load_encoder(str(ckpt), precision="fp32")
         table = lib.catalog.load_vectors()
         rec_by_item = lib.catalog.items(table.item_ids.tolist())
-        by_path = {rec_by_item[i].path: table.vectors[j].astype(np.float32) for j, i in enumerate(table.item_ids.tolist())}
+        by_path = {
+            rec_by_item[i].path: table.vectors[j].astype(np.float32)
+            for j, i in enumerate(table.item_ids.tolist())
+        }
         cos_prec, cos_base = [], []
         for bi, p in enumerate(photos):
             pix = fp32.preprocess(load_image(p, min_side=224).image)[None]
@@ -111,12 +120,20 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"| {'pipeline':<48} | {'img/s':>7} | {'vs baseline':>11} |")
     print(f"|{'-' * 50}|{'-' * 9}|{'-' * 13}|")
-    print(f"| {'baseline: PIL + preprocess + fp32 encode_image':<48} | {base_rate:7.1f} | {1.0:10.2f}x |")
-    print(f"| {'clipsearch index (end to end, ' + enc.precision + ')':<48} | {ours:7.1f} | {ours / base_rate:10.2f}x |")
-    print(f"| {'model alone on tensors (' + enc.precision + ', batch 32)':<48} | {ceiling:7.1f} | {ceiling / base_rate:10.2f}x |")
+    print(
+        f"| {'baseline: PIL + preprocess + fp32 encode_image':<48} | {base_rate:7.1f} | {1.0:10.2f}x |"
+    )
+    print(
+        f"| {'clipsearch index (end to end, ' + enc.precision + ')':<48} | {ours:7.1f} | {ours / base_rate:10.2f}x |"
+    )
+    print(
+        f"| {'model alone on tensors (' + enc.precision + ', batch 32)':<48} | {ceiling:7.1f} | {ceiling / base_rate:10.2f}x |"
+    )
     print()
     print(f"end-to-end / model-alone: {ours / ceiling:.2f} (target >= 0.5)")
-    print(f"decode+store time hidden behind encode: encode {report.encode_s:.1f} s of {report.elapsed_s:.1f} s wall")
+    print(
+        f"decode+store time hidden behind encode: encode {report.encode_s:.1f} s of {report.elapsed_s:.1f} s wall"
+    )
     print(
         f"cosine, stored ({enc.precision}) vs fp32 on the same pixels: min {min(cos_prec):.5f} "
         f"mean {np.mean(cos_prec):.5f} (target >= 0.999 on every image)"

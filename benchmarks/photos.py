@@ -17,7 +17,7 @@ def make_photo(path: Path, size: tuple[int, int], seed: int, quality: int = 90) 
     yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
     base = np.zeros((sh, sw, 3), np.float32)
     for c in range(3):
-        a, b, ph = rng.uniform(0.002, 0.05, 2).tolist() + [rng.uniform(0, 6.28)]
+        a, b, ph = [*rng.uniform(0.002, 0.05, 2).tolist(), rng.uniform(0, 6.28)]
         base[..., c] = 128 + 90 * np.sin(a * xx * 8 / 8 + b * yy + ph)
     for _ in range(12):
         cx, cy, r = rng.uniform(0, sw), rng.uniform(0, sh), rng.uniform(sw / 20, sw / 4)

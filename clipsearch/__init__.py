@@ -1,9 +1,9 @@
 """clipsearch: search your own images and videos with CLIP-style dual encoders.
 
-    from clipsearch import Library
-    with Library("~/lib") as lib:
-        lib.index(["~/Pictures"])
-        hits = lib.search("a dog on a beach", k=10)
+from clipsearch import Library
+with Library("~/lib") as lib:
+    lib.index(["~/Pictures"])
+    hits = lib.search("a dog on a beach", k=10)
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     from clipsearch.search.hits import Hit
 
 __version__ = "0.1.0"
-__all__ = ["ClipsearchError", "Hit", "IndexOptions", "IndexReport", "Library", "LibraryStatus", "__version__"]
+__all__ = [
+    "ClipsearchError",
+    "Hit",
+    "IndexOptions",
+    "IndexReport",
+    "Library",
+    "LibraryStatus",
+    "__version__",
+]
 
 _LAZY = {
     "Library": "clipsearch.library",

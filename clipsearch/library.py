@@ -24,9 +24,9 @@ import numpy as np
 
 from clipsearch.errors import ModelMismatchError, NotFoundError
 from clipsearch.index.base import IndexInfo, VectorIndex
-from clipsearch.ingest import AnnProgress, IndexEvent, IndexOptions, Indexer, IndexReport
+from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
 from clipsearch.models.base import Encoder
-from clipsearch.search.engine import SearchOptions, Searcher, encode_plan
+from clipsearch.search.engine import Searcher, SearchOptions, encode_plan
 from clipsearch.search.hits import Hit
 from clipsearch.search.query import QueryPlan, plan_from_parts
 from clipsearch.store import Catalog, ItemFilter
@@ -181,7 +181,9 @@ class Library:
         from clipsearch.media.sampling import FrameSampler
 
         FrameSampler.parse(options.video_sampler, max_frames=options.max_frames)
-        indexer = Indexer(self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop)
+        indexer = Indexer(
+            self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
+        )
         report = indexer.run(roots)
         if not report.interrupted:
             # The ANN cache is built/updated as part of indexing, so the first search is fast.
@@ -196,7 +198,7 @@ class Library:
         """The library's ANN choice (``reindex --ann``), kept in ``<library>/ann.json``."""
         return AnnSettings.load(self.path)
 
-    def _index_cache(self):  # noqa: ANN202 - IndexCache imported lazily (faiss)
+    def _index_cache(self):
         if self._cache is None:
             from clipsearch.index import IndexCache
 
@@ -211,7 +213,10 @@ class Library:
             if self._index is None or self._index_generation != generation:
                 ann = self.ann_settings
                 self._index = self._index_cache().get(
-                    self.catalog, backend=ann.backend, recall_target=ann.recall_target, progress=progress
+                    self.catalog,
+                    backend=ann.backend,
+                    recall_target=ann.recall_target,
+                    progress=progress,
                 )
                 self._index_generation = generation
             return self._index
@@ -301,7 +306,13 @@ class Library:
         if kind:
             flt = flt & ItemFilter.parse([f"kind:{kind}"])
         options = SearchOptions(
-            k=k, offset=offset, where=flt, pooling=pooling, tau=tau, exact=exact, with_curve=with_curve
+            k=k,
+            offset=offset,
+            where=flt,
+            pooling=pooling,
+            tau=tau,
+            exact=exact,
+            with_curve=with_curve,
         )
         options.validate()  # bad options fail before the model is loaded
         q = vector if vector is not None else self.embed_query(query, image=image, video=video)

@@ -10,7 +10,7 @@ import typer
 from clipsearch.cli import render
 
 
-def _info_rows(info) -> list[tuple[str, str]]:  # noqa: ANN001 - IndexInfo
+def _info_rows(info) -> list[tuple[str, str]]:
     recall = "—" if info.recall_at_10 is None else f"{info.recall_at_10:.4f}"
     if info.recall_queries:
         recall += f" (on {info.recall_queries} sample queries"
@@ -36,7 +36,7 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
-def _show(info, json_out: bool) -> None:  # noqa: ANN001
+def _show(info, json_out: bool) -> None:
     from dataclasses import asdict
 
     if json_out:
@@ -56,7 +56,9 @@ def _show(info, json_out: bool) -> None:  # noqa: ANN001
 
 
 def index_info(
-    library: Annotated[Path | None, typer.Option("--library", "-L", help="Library directory.")] = None,
+    library: Annotated[
+        Path | None, typer.Option("--library", "-L", help="Library directory.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Show the search index: backend, parameters, vectors, memory, measured recall@10."""
@@ -69,22 +71,32 @@ def index_info(
 def reindex(
     ann: Annotated[
         str | None,
-        typer.Option("--ann", help='Index type: auto | exact | a FAISS factory string ("HNSW32", "IVF4096,Flat", "OPQ64_256,IVF65536_HNSW32,PQ64x8").'),
+        typer.Option(
+            "--ann",
+            help='Index type: auto | exact | a FAISS factory string ("HNSW32", "IVF4096,Flat", "OPQ64_256,IVF65536_HNSW32,PQ64x8").',
+        ),
     ] = None,
     recall_target: Annotated[
-        float | None, typer.Option("--recall-target", help="Raise search parameters until recall@10 reaches this.")
+        float | None,
+        typer.Option(
+            "--recall-target", help="Raise search parameters until recall@10 reaches this."
+        ),
     ] = None,
-    library: Annotated[Path | None, typer.Option("--library", "-L", help="Library directory.")] = None,
+    library: Annotated[
+        Path | None, typer.Option("--library", "-L", help="Library directory.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Rebuild the search index (optionally with explicit FAISS parameters, remembered)."""
     from clipsearch.cli.app import open_library
 
-    with open_library(library, None, create=False) as lib:
-        with render.err.status("building the search index…") as status:
+    with (
+        open_library(library, None, create=False) as lib,
+        render.err.status("building the search index…") as status,
+    ):
 
-            def progress(stage: str, fraction: float) -> None:
-                status.update(f"building the search index: {stage} {fraction:.0%}")
+        def progress(stage: str, fraction: float) -> None:
+            status.update(f"building the search index: {stage} {fraction:.0%}")
 
-            info = lib.reindex(backend=ann, recall_target=recall_target, progress=progress)
+        info = lib.reindex(backend=ann, recall_target=recall_target, progress=progress)
     _show(info, json_out)

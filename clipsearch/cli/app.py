@@ -69,7 +69,7 @@ def _root(
     G.library, G.model, G.precision = library, model, precision
 
 
-def open_library(library: Path | None, model: str | None, precision: str = "auto", **kw):  # noqa: ANN201
+def open_library(library: Path | None, model: str | None, precision: str = "auto", **kw):
     """Build a Library from CLI options (command options override the global ones)."""
     from clipsearch.library import Library
 
@@ -90,12 +90,14 @@ class _StopFlag:
     def __enter__(self) -> _StopFlag:
         self._old = signal.getsignal(signal.SIGINT)
 
-        def handler(signum, frame):  # noqa: ANN001, ANN202
+        def handler(signum, frame):
             if self.event.is_set():
                 signal.signal(signal.SIGINT, self._old)
                 raise KeyboardInterrupt
             self.event.set()
-            render.err.print("[yellow]Stopping after the batch in flight (Ctrl-C again to abort)…[/]")
+            render.err.print(
+                "[yellow]Stopping after the batch in flight (Ctrl-C again to abort)…[/]"
+            )
 
         signal.signal(signal.SIGINT, handler)
         return self
@@ -106,18 +108,34 @@ class _StopFlag:
 
 @app.command()
 def index(
-    folders: Annotated[list[Path], typer.Argument(help="Folders (or files) to index.", show_default=False)],
+    folders: Annotated[
+        list[Path], typer.Argument(help="Folders (or files) to index.", show_default=False)
+    ],
     library: LibraryOpt = None,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
-    include: Annotated[list[str], typer.Option("--include", help="Only files matching this glob (repeatable).")] = [],  # noqa: B006
-    exclude: Annotated[list[str], typer.Option("--exclude", help="Skip files/folders matching this glob (repeatable).")] = [],  # noqa: B006
-    hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
-    sampler: Annotated[str, typer.Option("--sampler", help="Video frame sampling: auto | uniform:N | fps:R | shots[:K].")] = "auto",
+    include: Annotated[
+        list[str], typer.Option("--include", help="Only files matching this glob (repeatable).")
+    ] = [],  # noqa: B006
+    exclude: Annotated[
+        list[str],
+        typer.Option("--exclude", help="Skip files/folders matching this glob (repeatable)."),
+    ] = [],  # noqa: B006
+    hidden: Annotated[
+        bool, typer.Option("--hidden", help="Also index hidden files and folders.")
+    ] = False,
+    sampler: Annotated[
+        str,
+        typer.Option(
+            "--sampler", help="Video frame sampling: auto | uniform:N | fps:R | shots[:K]."
+        ),
+    ] = "auto",
     max_frames: Annotated[int, typer.Option("--max-frames", help="Cap on frames per video.")] = 512,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per encoder batch.")] = 32,
     workers: Annotated[int, typer.Option("--workers", help="Decode threads.")] = 2,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry files that failed before.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Retry files that failed before.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -136,9 +154,14 @@ def index(
         workers=workers,
         retry_failed=retry_failed,
     )
-    with open_library(library, model, precision) as lib, _StopFlag() as stop:
-        with render.IndexProgress(quiet=quiet or json_out) as progress:
-            report = lib.index(folders, options=options, on_event=progress, should_stop=stop.event.is_set)
+    with (
+        open_library(library, model, precision) as lib,
+        _StopFlag() as stop,
+        render.IndexProgress(quiet=quiet or json_out) as progress,
+    ):
+        report = lib.index(
+            folders, options=options, on_event=progress, should_stop=stop.event.is_set
+        )
     if json_out:
         render.print_json(report.to_dict())
     else:
@@ -149,22 +172,64 @@ def index(
 
 @app.command()
 def search(
-    query: Annotated[str | None, typer.Argument(help='Text, or a composed query: \'"2:golden retriever" + ./pool.jpg - "blurry"\'.', show_default=False)] = None,
-    image: Annotated[list[Path], typer.Option("--image", "-i", help="Example image (repeatable).")] = [],  # noqa: B006
-    video: Annotated[list[Path], typer.Option("--video", help="Example video (repeatable): its pooled vector.")] = [],  # noqa: B006
+    query: Annotated[
+        str | None,
+        typer.Argument(
+            help='Text, or a composed query: \'"2:golden retriever" + ./pool.jpg - "blurry"\'.',
+            show_default=False,
+        ),
+    ] = None,
+    image: Annotated[
+        list[Path], typer.Option("--image", "-i", help="Example image (repeatable).")
+    ] = [],  # noqa: B006
+    video: Annotated[
+        list[Path], typer.Option("--video", help="Example video (repeatable): its pooled vector.")
+    ] = [],  # noqa: B006
     k: Annotated[int, typer.Option("-k", "--top", help="Number of results.")] = 20,
     offset: Annotated[int, typer.Option("--offset", help="Skip this many results (paging).")] = 0,
     kind: Annotated[str | None, typer.Option("--kind", help="Only image or video results.")] = None,
-    where: Annotated[list[str], typer.Option("--where", help='Filter, e.g. "path:/photos/2023/*", "after:2023-01-01", "size>1MB" (repeatable).')] = [],  # noqa: B006
-    pooling: Annotated[str, typer.Option("--pooling", help="Video scoring: mean | max | softmax.")] = "mean",
+    where: Annotated[
+        list[str],
+        typer.Option(
+            "--where",
+            help='Filter, e.g. "path:/photos/2023/*", "after:2023-01-01", "size>1MB" (repeatable).',
+        ),
+    ] = [],  # noqa: B006
+    pooling: Annotated[
+        str, typer.Option("--pooling", help="Video scoring: mean | max | softmax.")
+    ] = "mean",
     tau: Annotated[float, typer.Option("--tau", help="Softmax pooling temperature.")] = 0.1,
     exact: Annotated[bool, typer.Option("--exact", help="Force exact search.")] = False,
-    tag: Annotated[list[str], typer.Option("--tag", help="Only items with this tag (repeatable; see `clipsearch tag`).")] = [],  # noqa: B006
-    rerank: Annotated[str, typer.Option("--rerank", help="Hubness reranker: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md).")] = "none",
-    gap_correction: Annotated[bool, typer.Option("--gap-correction", help="Image→image: correct the modality gap (docs/rerank.md).")] = False,
-    text: Annotated[str | None, typer.Option("--text", help='With one --image: a composed query, e.g. --image shirt.jpg --text "in red".')] = None,
-    compose: Annotated[str, typer.Option("--compose", help="How --image and --text combine: slerp | sum.")] = "slerp",
-    text_weight: Annotated[float, typer.Option("--text-weight", help="Weight of --text in a composed query, 0..1.")] = 0.5,
+    tag: Annotated[
+        list[str],
+        typer.Option("--tag", help="Only items with this tag (repeatable; see `clipsearch tag`)."),
+    ] = [],  # noqa: B006
+    rerank: Annotated[
+        str,
+        typer.Option(
+            "--rerank",
+            help="Hubness reranker: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md).",
+        ),
+    ] = "none",
+    gap_correction: Annotated[
+        bool,
+        typer.Option(
+            "--gap-correction", help="Image→image: correct the modality gap (docs/rerank.md)."
+        ),
+    ] = False,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text",
+            help='With one --image: a composed query, e.g. --image shirt.jpg --text "in red".',
+        ),
+    ] = None,
+    compose: Annotated[
+        str, typer.Option("--compose", help="How --image and --text combine: slerp | sum.")
+    ] = "slerp",
+    text_weight: Annotated[
+        float, typer.Option("--text-weight", help="Weight of --text in a composed query, 0..1.")
+    ] = 0.5,
     library: LibraryOpt = None,
     model: ModelOpt = None,
     precision: PrecisionOpt = "auto",
@@ -180,7 +245,9 @@ def search(
         if text is not None:
             from clipsearch.search.compose import composed_query
 
-            vector = composed_query(lib.encoder, image[0], text, method=compose, text_weight=text_weight)
+            vector = composed_query(
+                lib.encoder, image[0], text, method=compose, text_weight=text_weight
+            )
         hits = lib.search(
             query,
             image=image if vector is None else None,
@@ -208,7 +275,9 @@ def search(
 @app.command()
 def status(
     library: LibraryOpt = None,
-    failures: Annotated[int, typer.Option("--failures", help="How many failed files to list.")] = 20,
+    failures: Annotated[
+        int, typer.Option("--failures", help="How many failed files to list.")
+    ] = 20,
     json_out: JsonOpt = False,
 ) -> None:
     """Show the library: model, counts by kind and status, failed files with reasons."""
@@ -223,7 +292,9 @@ def status(
 
 @app.command()
 def models(
-    filter: Annotated[str | None, typer.Argument(help="Only architectures or tags containing this.")] = None,
+    filter: Annotated[
+        str | None, typer.Argument(help="Only architectures or tags containing this.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List the open_clip models and pretrained tags clipsearch knows."""
@@ -246,9 +317,7 @@ def _mount_subapps() -> None:
     """Sub-commands that live in their own modules (each imports its heavy parts lazily)."""
     import importlib
 
-    for module, name, attr in (
-        ("clipsearch.cli.eval_cmd", "eval", "eval_app"),
-    ):
+    for module, name, attr in (("clipsearch.cli.eval_cmd", "eval", "eval_app"),):
         app.add_typer(getattr(importlib.import_module(module), attr), name=name)
     for module, attr, name in (
         ("clipsearch.cli.ann_cmd", "index_info", "index-info"),

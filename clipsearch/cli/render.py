@@ -33,7 +33,9 @@ from clipsearch.search.hits import Hit
 
 # When piped (not a terminal), do not fold long paths at 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 240)
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 240
+)
 
 
 def print_json(data: Any) -> None:
@@ -49,7 +51,7 @@ def error_line(message: str) -> None:
 def fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return ""
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
@@ -162,7 +164,9 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
     counts = items.get("by_kind") or {}
     if items:
         head.add_row("items", f"{items.get('total', 0)} ({items.get('failed', 0)} failed)")
-        head.add_row("vectors", f"{status.get('vectors', 0)} ({status.get('frames', 0)} video frames)")
+        head.add_row(
+            "vectors", f"{status.get('vectors', 0)} ({status.get('frames', 0)} video frames)"
+        )
         head.add_row("roots", ", ".join(status.get("roots") or []) or "—")
     if counts:
         t = Table(title="items")

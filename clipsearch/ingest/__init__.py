@@ -9,7 +9,7 @@ from clipsearch.ingest.events import (
     ScanDone,
     ScanProgress,
 )
-from clipsearch.ingest.pipeline import IndexOptions, Indexer
+from clipsearch.ingest.pipeline import Indexer, IndexOptions
 
 __all__ = [
     "AnnProgress",

@@ -83,6 +83,7 @@ class IndexReport:
             "scanned": self.scanned,
             "unchanged": self.unchanged,
             "added": self.added,
+            "encoded": self.encoded,
             "reused": self.reused,
             "failed": self.failed,
             "deleted": self.deleted,

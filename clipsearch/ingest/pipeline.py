@@ -65,6 +65,7 @@ class _Decoded:
     duration: float | None = None
     error: str | None = None  # failed: why
     warning: str | None = None  # ok but partial (e.g. video damaged mid-stream)
+    cancelled: bool = False  # stopped mid-file (Ctrl-C): not written, redone next run
 
 
 @dataclass
@@ -110,9 +111,13 @@ class Indexer:
                 raise NotFoundError(f"not found: {p}")
         from clipsearch.media.sampling import FrameSampler
 
-        FrameSampler.parse(self.options.video_sampler, max_frames=self.options.max_frames)  # UsageError early
+        FrameSampler.parse(
+            self.options.video_sampler, max_frames=self.options.max_frames
+        )  # UsageError early
         self.catalog.bind_model(
-            ModelBinding(spec=self.encoder.spec, fingerprint=self.encoder.fingerprint, dim=self.encoder.dim)
+            ModelBinding(
+                spec=self.encoder.spec, fingerprint=self.encoder.fingerprint, dim=self.encoder.dim
+            )
         )
         report = IndexReport(roots=[str(p) for p in paths])
         todo: list[_Todo] = []
@@ -185,7 +190,9 @@ class Indexer:
             report.scanned += 1
             seen.add(path)
             rec = known.get(path) or self.catalog.item_by_path(path)
-            unchanged = rec is not None and rec.size == media.size and rec.mtime_ns == media.mtime_ns
+            unchanged = (
+                rec is not None and rec.size == media.size and rec.mtime_ns == media.mtime_ns
+            )
             if unchanged and (rec.status == "ok" or not opts.retry_failed):
                 report.unchanged += 1
             else:
@@ -246,30 +253,31 @@ class Indexer:
 
     # -- decode + encode -------------------------------------------------------------------------
     def _encode_all(self, todo: list[_Todo], report: IndexReport) -> None:
+        """Decode in the pool, encode in this thread, commit batch by batch.
+
+        At most ``window`` files are in flight, and at most ``workers + 1`` of them videos
+        (a video's frames are held until its batch is written)."""
         opts = self.options
         window = max(2 * opts.batch_size, 4 * opts.workers)
         max_videos = opts.workers + 1
         ready: list[_Decoded] = []
         ready_rows = 0
-        it = iter(todo)
+        queue = list(reversed(todo))  # pop() from the end keeps scan order
         inflight: dict[Future[_Decoded], str] = {}
         pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="clipsearch-decode")
         progress = _Progress(total=len(todo))
         try:
-            exhausted = False
             while True:
-                while not exhausted and len(inflight) < window and not self._should_stop():
+                stopping = self._should_stop()
+                while queue and len(inflight) < window and not stopping:
                     n_videos = sum(1 for k in inflight.values() if k == "video")
-                    nxt = next(it, None)
-                    if nxt is None:
-                        exhausted = True
+                    if queue[-1].media.kind == "video" and n_videos >= max_videos:
                         break
+                    nxt = queue.pop()
                     inflight[pool.submit(self._decode, nxt)] = nxt.media.kind
-                    if nxt.media.kind == "video" and n_videos + 1 >= max_videos:
-                        break
-                if self._should_stop() and not exhausted:
+                if stopping and queue:
                     report.interrupted = True
-                    exhausted = True
+                    queue.clear()
                     for fut in list(inflight):
                         if fut.cancel():
                             del inflight[fut]
@@ -279,6 +287,9 @@ class Indexer:
                 for fut in done:
                     del inflight[fut]
                     dec = fut.result()
+                    if dec.cancelled:
+                        report.interrupted = True
+                        continue
                     ready.append(dec)
                     ready_rows += 0 if dec.pixels is None else len(dec.pixels)
                 if ready_rows >= opts.batch_size or len(ready) >= window:
@@ -301,6 +312,8 @@ class Indexer:
                 out.pixels = self.encoder.preprocess(img.image)[None]  # (1, 3, H, W)
             else:
                 self._decode_video(t, out)
+        except _Stopped:
+            out.cancelled, out.pixels = True, None
         except MediaError as e:
             out.error = str(e) or type(e).__name__
         except OSError as e:
@@ -320,8 +333,12 @@ class Indexer:
         # One codec thread per video: the pool already runs one video per core.
         with FrameReader(t.media.path, sampler, threads=1) as reader:
             for frame in reader:
+                if self._should_stop():
+                    raise _Stopped
                 times.append(frame.t)
-                pixels.append(self.encoder.preprocess(frame.image))
+                # fp16 while waiting for the encoder halves the memory of long videos; the
+                # rounding (~1e-3) is far below one 8-bit pixel step after normalisation.
+                pixels.append(self.encoder.preprocess(frame.image).astype(np.float16))
             info, out.warning = reader.info, reader.warning
         if not pixels:
             raise MediaError("no frame could be decoded")
@@ -332,19 +349,19 @@ class Indexer:
     def _flush(self, ready: list[_Decoded], report: IndexReport, progress: _Progress) -> None:
         """Encode every decoded file in ``ready`` and commit them in one transaction."""
         ok = [d for d in ready if d.error is None and d.pixels is not None and len(d.pixels)]
-        vectors: list[np.ndarray] = []
+        flat = None
         if ok:
             t0 = time.perf_counter()
-            pixels = np.concatenate([d.pixels for d in ok])  # (R, 3, H, W)
-            bs = self.options.batch_size
-            vectors = [self.encoder.encode_pixels(pixels[i : i + bs]) for i in range(0, len(pixels), bs)]
+            chunks = _row_chunks([d.pixels for d in ok], self.options.batch_size)
+            flat = np.concatenate([self.encoder.encode_pixels(c) for c in chunks])  # (R, D)
             report.encode_s += time.perf_counter() - t0
-        flat = np.concatenate(vectors) if vectors else None
         writes: list[ItemWrite] = []
         offset = 0
         for d in ready:
             if d.error is not None or d.pixels is None or not len(d.pixels):
-                writes.append(self._write_for(d, status="failed", error=d.error or "no frames decoded"))
+                writes.append(
+                    self._write_for(d, status="failed", error=d.error or "no frames decoded")
+                )
                 continue
             n = len(d.pixels)
             vecs = flat[offset : offset + n]  # (n, D)
@@ -354,7 +371,9 @@ class Indexer:
 
                 vecs = np.vstack([vecs, meanp(vecs)[None, :]])  # frames + meanP video vector
                 ts = np.append(d.timestamps, np.nan)
-                writes.append(self._write_for(d, status="ok", error=d.warning, vectors=vecs, timestamps=ts))
+                writes.append(
+                    self._write_for(d, status="ok", error=d.warning, vectors=vecs, timestamps=ts)
+                )
             else:
                 writes.append(self._write_for(d, status="ok", vectors=vecs))
         self.catalog.write_items(writes)
@@ -367,7 +386,11 @@ class Indexer:
             progress.done += 1
             progress.failed += failed
             progress.frames += frames
-            self._emit(FileDone(str(d.media.path), d.media.kind, ok=not failed, error=w.error, frames=frames))
+            self._emit(
+                FileDone(
+                    str(d.media.path), d.media.kind, ok=not failed, error=w.error, frames=frames
+                )
+            )
         self._emit(BatchWritten(progress.done, progress.total, progress.failed, progress.frames))
 
     @staticmethod
@@ -397,6 +420,28 @@ class Indexer:
         )
 
 
+class _Stopped(Exception):
+    """Raised inside a decode worker when the run is asked to stop."""
+
+
+def _row_chunks(arrays: list[np.ndarray], size: int):
+    """Yield float32 batches of ``size`` rows across ``arrays`` without one big copy."""
+    buf: list[np.ndarray] = []
+    n = 0
+    for a in arrays:
+        i = 0
+        while i < len(a):
+            take = min(size - n, len(a) - i)
+            buf.append(a[i : i + take])
+            n += take
+            i += take
+            if n == size:
+                yield np.concatenate(buf).astype(np.float32, copy=False)
+                buf, n = [], 0
+    if buf:
+        yield np.concatenate(buf).astype(np.float32, copy=False)
+
+
 _BAD_NAME = "file name is not valid UTF-8: rename the file to index it"
 
 
@@ -414,4 +459,3 @@ class _Progress:
     done: int = 0
     failed: int = 0
     frames: int = 0
-

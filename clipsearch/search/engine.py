@@ -45,7 +45,9 @@ class SearchOptions:
         if self.offset < 0:
             raise UsageError(f"offset must be >= 0, got {self.offset}")
         if self.pooling not in POOLINGS:
-            raise UsageError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+            raise UsageError(
+                f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}"
+            )
         if not self.tau > 0:
             raise UsageError(f"tau must be > 0, got {self.tau}")
 
@@ -57,7 +59,9 @@ def decode_side(encoder: Encoder) -> int:
     return int(min(size)) if isinstance(size, tuple | list) else int(size)
 
 
-def encode_plan(plan: QueryPlan, encoder: Encoder, *, video_sampler: str = "uniform:12") -> np.ndarray:
+def encode_plan(
+    plan: QueryPlan, encoder: Encoder, *, video_sampler: str = "uniform:12"
+) -> np.ndarray:
     """Embed a query plan: q = normalise(Σ wᵢ eᵢ), shape (D,), float32.
 
     Raises QueryError when a query file is not readable media, or the terms cancel out.
@@ -116,7 +120,9 @@ class Searcher:
         """Rank items for one query vector (D,). Returns at most ``k`` hits after ``offset``."""
         return self.search_many(np.asarray(q, dtype=np.float32)[None, :], options)[0]
 
-    def search_many(self, queries: np.ndarray, options: SearchOptions = SearchOptions()) -> list[list[Hit]]:
+    def search_many(
+        self, queries: np.ndarray, options: SearchOptions = SearchOptions()
+    ) -> list[list[Hit]]:
         """Rank items for a batch of query vectors (Q, D): stage 1 is one matrix product.
 
         Stage 1 returns rows (item vectors and video frames) down to a score ``floor``. An
@@ -173,7 +179,9 @@ class Searcher:
         moments: dict[int, object] = {}
         curves: dict[int, FrameCurve] = {}
         video_ids = [i for i, r in records.items() if r.kind == "video"]
-        image_vectors = self.catalog.item_vectors([i for i, r in records.items() if r.kind == "image"])
+        image_vectors = self.catalog.item_vectors(
+            [i for i, r in records.items() if r.kind == "image"]
+        )
         for item_id, vec in image_vectors.items():
             scored.append((float(vec @ q), item_id))
         if video_ids:
@@ -183,7 +191,9 @@ class Searcher:
             video_ids = [i for i in video_ids if i in frames and len(frames[i][0])]
         if video_ids:
             sets = FrameSets.from_list([frames[i][1] for i in video_ids])
-            pooled = pool_scores_batch(q[None, :], sets, options.pooling, tau=options.tau)[0]  # (V,)
+            pooled = pool_scores_batch(q[None, :], sets, options.pooling, tau=options.tau)[
+                0
+            ]  # (V,)
             for v, item_id in enumerate(video_ids):
                 ts, fv = frames[item_id]  # (F,), (F, D)
                 sims = fv @ q  # (F,)
@@ -194,7 +204,9 @@ class Searcher:
                 scored.append((float(pooled[v]), item_id))
         return scored, {"records": records, "moments": moments, "curves": curves}
 
-    def _page(self, scored: list[tuple[float, int]], context: dict, options: SearchOptions) -> list[Hit]:
+    def _page(
+        self, scored: list[tuple[float, int]], context: dict, options: SearchOptions
+    ) -> list[Hit]:
         records, moments, curves = context["records"], context["moments"], context["curves"]
         scored.sort(key=lambda s: (-s[0], s[1]))
         page = scored[options.offset : options.offset + options.k]
@@ -216,4 +228,3 @@ class Searcher:
                 )
             )
         return hits
-

@@ -39,10 +39,25 @@ def test_kill_9_then_resume(tmp_path, tiny_checkpoint):
     photos.mkdir()
     palette = ["red", "green", "blue", "yellow", "cyan", "magenta", "orange", "purple"]
     for i in range(N):
-        make_image(photos / f"img_{i:04d}.jpg", palette[i % len(palette)], size=(96 + i % 7, 64), seed=i)
+        make_image(
+            photos / f"img_{i:04d}.jpg", palette[i % len(palette)], size=(96 + i % 7, 64), seed=i
+        )
     lib = tmp_path / "lib"
-    cmd = [sys.executable, "-m", "clipsearch", "index", str(photos), "--library", str(lib),
-           "--model", str(tiny_checkpoint), "--batch-size", "4", "--quiet", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clipsearch",
+        "index",
+        str(photos),
+        "--library",
+        str(lib),
+        "--model",
+        str(tiny_checkpoint),
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--json",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = lib / "catalog.sqlite"
@@ -79,8 +94,21 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, tiny_checkpoint):
     for i in range(N):
         make_image(photos / f"img_{i:04d}.png", "blue", size=(96, 64 + i % 5), seed=i)
     lib = tmp_path / "lib"
-    cmd = [sys.executable, "-m", "clipsearch", "index", str(photos), "--library", str(lib),
-           "--model", str(tiny_checkpoint), "--batch-size", "4", "--quiet", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "clipsearch",
+        "index",
+        str(photos),
+        "--library",
+        str(lib),
+        "--model",
+        str(tiny_checkpoint),
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--json",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = lib / "catalog.sqlite"

@@ -29,7 +29,13 @@ def run(tmp_path, tiny_checkpoint, capsys):
     lib = str(tmp_path / "lib")
 
     def _run(*args: str, model: bool = True) -> tuple[int, str, str]:
-        argv = [args[0], "--library", lib, *(["--model", str(tiny_checkpoint)] if model else []), *args[1:]]
+        argv = [
+            args[0],
+            "--library",
+            lib,
+            *(["--model", str(tiny_checkpoint)] if model else []),
+            *args[1:],
+        ]
         code = main(argv)
         out, err = capsys.readouterr()
         return code, out, err

@@ -95,7 +95,9 @@ def test_move_copy_delete(lib, photos):
     before = lib.encoder.encoded
     shutil.move(photos / "red.jpg", photos / "sub" / "moved-red.jpg")
     shutil.copy(photos / "sub" / "green.jpg", photos / "green copy.jpg")
-    os.remove(photos / "blue.jpg") if (photos / "blue.jpg").exists() else os.remove(photos / "sub" / "blue.jpg")
+    os.remove(photos / "blue.jpg") if (photos / "blue.jpg").exists() else os.remove(
+        photos / "sub" / "blue.jpg"
+    )
     report = lib.index([photos])
     assert report.reused == 2, report
     assert report.deleted == 2  # red.jpg moved away, blue.jpg gone
@@ -144,7 +146,10 @@ def test_library_bound_to_one_model(tmp_path, photos):
         fingerprint = "other-model-fingerprint"
         spec = "fake:other"
 
-    with Library(tmp_path / "lib", encoder=OtherEncoder()) as lib, pytest.raises(ModelMismatchError):
+    with (
+        Library(tmp_path / "lib", encoder=OtherEncoder()) as lib,
+        pytest.raises(ModelMismatchError),
+    ):
         lib.index([photos])
 
 
@@ -242,7 +247,10 @@ def test_injected_encoder_of_another_model_is_refused_for_search(tmp_path, photo
         fingerprint = "other-model-fingerprint"
         spec = "fake:other"
 
-    with Library(tmp_path / "lib", encoder=OtherEncoder()) as lib, pytest.raises(ModelMismatchError):
+    with (
+        Library(tmp_path / "lib", encoder=OtherEncoder()) as lib,
+        pytest.raises(ModelMismatchError),
+    ):
         lib.search("red")
 
 
