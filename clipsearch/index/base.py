@@ -7,8 +7,9 @@ source of truth (DESIGN.md §2).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,3 +51,24 @@ class VectorIndex(Protocol):
         exact: force exact scoring even on an approximate backend.
         """
         ...
+
+
+ProgressFn = Callable[[str, float], None]
+"""Progress callback: (stage, fraction done in [0, 1]); stages: load, fetch, train, add, tune, save."""
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index is and how good it measured (``clipsearch index-info``)."""
+
+    backend: str  # "exact" or "faiss"
+    factory: str  # "exact-bf16", "exact-fp32", or a FAISS factory string ("HNSW32", "IVF1024,Flat")
+    params: dict[str, Any]  # search parameters: nprobe, efSearch, k_factor, precision
+    vectors: int  # live vectors searchable
+    memory_bytes: int  # RAM held by the index (pages of memory-mapped files not counted)
+    recall_at_10: float | None  # measured against exact search (exact backend: 1.0, certified)
+    recall_queries: int = 0  # how many sample queries the recall was measured on
+    recall_target: float | None = None  # the target the parameters were tuned for
+    built_at: str | None = None  # ISO-8601 UTC time of the last full build
+    generation: int | None = None  # catalog generation the cache is stamped with
+    tombstones: int = 0  # deleted ids still inside the FAISS index (filtered out)

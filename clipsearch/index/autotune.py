@@ -1,0 +1,292 @@
+"""Choosing a backend and tuning it to a recall target, measured against exact search.
+
+Backend choice follows autofaiss's published heuristics (criteo/autofaiss,
+``autofaiss/external/optimize.py``: ``get_optimal_index_keys_v2``,
+``get_optimal_nb_clusters``, ``get_optimal_quantization``; they implement the FAISS wiki's
+"Guidelines to choose an index"), reimplemented here in a few lines rather than depending
+on autofaiss: it pins old numpy/pyarrow/fsspec versions and pulls Spark-oriented
+dependencies, and we need only its arithmetic. Differences, and why:
+
+- below ``flat_threshold`` vectors (autofaiss: 1000) we answer exactly: our blocked bf16
+  scan is fast enough there (benchmarks/ann.py) and exact has recall 1 with no build;
+- HNSW is chosen when ``4·n·(d + 2·M)`` bytes fit the memory budget (autofaiss's
+  ``m_hnsw = floor((budget/(4n) − d)/2)``, M capped at 32), then IVF-Flat below 1M
+  vectors, then OPQ+IVF+PQ sized to the budget — all as autofaiss;
+- autofaiss tunes nprobe/efSearch to a *latency* budget; we tune to a *recall* target:
+  raise the parameter until recall@10 against exact search on sample queries reaches
+  the target (or a cap, and report what was reached). Recall is always measured.
+
+Sample queries: a new index is built without a random sample of its rows (up to 500,
+at most a fifth), tuned with those rows as queries — half as they are, half perturbed by
+noise of relative norm 0.75 (cosine ≈ 0.8 to their source) — against exact search over
+the indexed rows, and only then are the held-out rows added (`held_out_queries`).
+Re-tuning an index that holds every row uses stored rows leave-one-out instead
+(`tuning_queries`), which is slightly optimistic for HNSW.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from clipsearch.errors import UsageError
+from clipsearch.index.exact import Scan, max_norm
+from clipsearch.index.rows import VectorRows
+
+FLAT_THRESHOLD = 100_000
+"""Below this many 512-d vectors the exact backend is used (scaled by 512/dim)."""
+
+IVF_FLAT_THRESHOLD = 1_000_000
+"""autofaiss: not-quantized IVF only below this many vectors."""
+
+EF_SEARCH_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+NPROBE_LADDER = (
+    1,
+    2,
+    3,
+    4,
+    6,
+    8,
+    12,
+    16,
+    24,
+    32,
+    48,
+    64,
+    96,
+    128,
+    192,
+    256,
+    384,
+    512,
+    768,
+    1024,
+    1536,
+    2048,
+    3072,
+    4096,
+)
+K_FACTOR_LADDER = (8, 16, 32, 64)
+PERTURBATION = 0.75
+
+
+def default_memory_budget() -> int:
+    """A quarter of physical RAM (bytes); 4 GiB when it cannot be read."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4)
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def nb_clusters(n: int) -> int:
+    """IVF list count: autofaiss's first choice (2^round(log2(4·√n)) below 1M, 16384 below
+    10M, 65536 below 300M, 2^17 beyond), capped at n/39 so every k-means centroid gets
+    the 39 training points FAISS asks for."""
+    if n < 1_000_000:
+        nlist = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
+    elif n < 10_000_000:
+        nlist = 16_384
+    elif n < 300_000_000:
+        nlist = 65_536
+    else:
+        nlist = 2**17
+    cap = max(1, n // 39)
+    while nlist > cap:
+        nlist //= 2
+    return max(1, nlist)
+
+
+def quantized_factory(n: int, dim: int, memory_budget_bytes: int) -> str:
+    """autofaiss ``get_optimal_quantization``: the largest PQ code (256, 128, … bytes) whose
+    compression ratio 4·d/(m + 8) meets 4·n·d/budget; OPQ rotates to y = (min(d//m, 6)+1)·m
+    dims; the coarse quantizer is HNSW32 from 1000 lists on."""
+    target_ratio = 4.0 * n * dim / max(1, memory_budget_bytes)
+    nlist = nb_clusters(n)
+    for m in (256, 128, 64, 48, 32, 24, 16, 8, 4):
+        if m >= dim or (4 * dim) / (m + 8) < target_ratio:
+            continue
+        y = (min(dim // m, 6) + 1) * m
+        coarse = f"IVF{nlist}" if nlist < 1000 else f"IVF{nlist}_HNSW32"
+        return f"OPQ{m}_{y},{coarse},PQ{m}x8"
+    coarse = f"IVF{nlist}" if nlist < 1000 else f"IVF{nlist}_HNSW32"
+    return f"OPQ4_{5 * 4},{coarse},PQ4x8"  # the tightest code autofaiss knows
+
+
+def choose_backend(
+    n: int,
+    dim: int,
+    memory_budget_bytes: int | None = None,
+    *,
+    flat_threshold: int | None = None,
+) -> str:
+    """ "exact" or a FAISS factory string for ``n`` vectors of ``dim`` within the budget.
+
+    n, dim: collection size; memory_budget_bytes: RAM the index may use (default: a
+    quarter of physical RAM); flat_threshold: exact below this many vectors (default
+    `FLAT_THRESHOLD` scaled by 512/dim). Raises UsageError for negative sizes.
+    """
+    if n < 0 or dim <= 0:
+        raise UsageError(f"choose_backend needs n >= 0 and dim > 0, got n={n}, dim={dim}")
+    budget = default_memory_budget() if memory_budget_bytes is None else memory_budget_bytes
+    threshold = flat_threshold if flat_threshold is not None else FLAT_THRESHOLD * 512 // dim
+    exact_bytes = 4 * n * dim  # fp16 rows + bf16 scan copy
+    if n < threshold and exact_bytes <= budget:
+        return "exact"
+    m_hnsw = math.floor((budget / (4 * max(n, 1)) - dim) / 2)
+    if m_hnsw >= 8:
+        return f"HNSW{min(m_hnsw, 32)}"
+    if n < IVF_FLAT_THRESHOLD:
+        nlist = nb_clusters(n)
+        if 4 * n * dim + 8 * n + 4 * nlist * dim <= budget:
+            return f"IVF{nlist},Flat"
+    return quantized_factory(n, dim, budget)
+
+
+@dataclass(frozen=True)
+class FactoryShape:
+    """What a factory string builds, as far as tuning and persistence care."""
+
+    family: str  # "flat", "hnsw", "ivf", "other"
+    nlist: int = 0  # IVF lists
+    hnsw_m: int = 0  # HNSW links (graph index or coarse quantizer)
+    lossy: bool = False  # codes are compressed: candidates need exact rescoring
+
+
+_EXACT_CODES = re.compile(r"^(Flat|HNSW\d+(_Flat)?|HNSW\d+,Flat|IVF\d+(_HNSW\d+)?,Flat)$")
+
+
+def factory_shape(factory: str) -> FactoryShape:
+    """Parse the parts of a FAISS factory string that matter here."""
+    lossy = _EXACT_CODES.match(factory) is None
+    ivf = re.search(r"IVF(\d+)", factory)
+    hnsw = re.search(r"HNSW(\d+)", factory)
+    if factory == "Flat":
+        return FactoryShape("flat")
+    if ivf:
+        return FactoryShape(
+            "ivf", nlist=int(ivf.group(1)), hnsw_m=int(hnsw.group(1)) if hnsw else 0, lossy=lossy
+        )
+    if hnsw:
+        return FactoryShape("hnsw", hnsw_m=int(hnsw.group(1)), lossy=lossy)
+    return FactoryShape("other", lossy=lossy)
+
+
+# -- recall measurement ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class TuningQueries:
+    """Sample queries and, per query, the id to leave out (-1: none)."""
+
+    queries: np.ndarray  # (m, D) float32, unit norm
+    exclude: np.ndarray  # (m,) int64
+
+
+def held_out_positions(n: int, n_queries: int, *, seed: int = 0) -> np.ndarray:
+    """Ascending row positions to hold out of a new index while it is tuned: up to
+    ``n_queries``, at most a fifth of the rows, none below 50 rows."""
+    m = min(n_queries, n // 5) if n >= 50 else 0
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=m, replace=False)) if m else np.empty(0, np.int64)
+
+
+def held_out_queries(rows: VectorRows, positions: np.ndarray, *, seed: int = 0) -> TuningQueries:
+    """Queries from rows kept out of the index while tuning: half as they are, half
+    perturbed (relative noise `PERTURBATION`); nothing to exclude from the answers."""
+    base = rows.rows_fp32(positions)
+    base /= np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed + 1)
+    half = (len(base) + 1) // 2
+    noise = rng.standard_normal((len(base) - half, rows.dim)).astype(np.float32)
+    noise *= PERTURBATION / np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
+    queries = np.concatenate([base[:half], base[half:] + noise]).astype(np.float32)
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    return TuningQueries(queries=queries, exclude=np.full(len(queries), -1, dtype=np.int64))
+
+
+def tuning_queries(rows: VectorRows, *, n_queries: int = 500, seed: int = 0) -> TuningQueries:
+    """For an index that already holds every row: half leave-one-out stored vectors (the
+    query's own row is dropped from truth and answer), half perturbed stored vectors.
+    Slightly optimistic for graph indexes (the query's own node guides the search), so a
+    new index is tuned on held-out rows instead (`held_out_queries`)."""
+    n = len(rows)
+    m = min(n_queries, n)
+    rng = np.random.default_rng(seed)
+    pos = np.sort(rng.choice(n, size=m, replace=False)) if m else np.empty(0, np.int64)
+    base = rows.rows_fp32(pos) if m else np.empty((0, rows.dim), np.float32)
+    n_loo = (m + 1) // 2
+    noise = rng.standard_normal((m - n_loo, rows.dim)).astype(np.float32)
+    noise *= PERTURBATION / np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
+    norms = np.maximum(np.linalg.norm(base[n_loo:], axis=1, keepdims=True), 1e-12)
+    perturbed = base[n_loo:] / norms + noise
+    queries = np.concatenate([base[:n_loo], perturbed]).astype(np.float32)
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    exclude = np.full(m, -1, dtype=np.int64)
+    exclude[:n_loo] = rows.ids[pos[:n_loo]]
+    return TuningQueries(queries=queries, exclude=exclude)
+
+
+SearchFn = Callable[[np.ndarray, int], np.ndarray]
+"""(queries (m, D), k) -> ids (m, k); -1 for none."""
+
+
+def drop_excluded(ids: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+    """Remove each row's excluded id from (m, k+1) answers and keep the first k."""
+    out = np.full((len(ids), k), -1, dtype=np.int64)
+    for i, (row, ex) in enumerate(zip(ids, exclude, strict=True)):
+        kept = row[row != ex] if ex >= 0 else row
+        out[i, : min(k, len(kept))] = kept[:k]
+    return out
+
+
+def exact_truth(
+    rows: VectorRows, sample: TuningQueries, k: int = 10, *, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """(m, k) exact top-k ids of the sample queries (fp32 scan of ``rows``, restricted to
+    the rows where ``mask`` is True when given)."""
+    scan = Scan(rows, mirror=None, r_max=0.0, n_max=max_norm(rows.vectors))
+    found = scan.search(sample.queries, k + 1, mask=mask).ids
+    return drop_excluded(found, sample.exclude, k)
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of |found ∩ truth| / |truth| (ids -1 ignored)."""
+    hits = 0
+    total = 0
+    for f, t in zip(found, truth, strict=True):
+        t = t[t >= 0]
+        total += len(t)
+        hits += len(np.intersect1d(f[f >= 0], t))
+    return hits / total if total else 1.0
+
+
+def measure_recall(
+    search: SearchFn, sample: TuningQueries, truth: np.ndarray, k: int = 10
+) -> float:
+    """recall@k of ``search`` on the sample against ``truth``."""
+    found = drop_excluded(search(sample.queries, k + 1), sample.exclude, k)
+    return recall_at_k(found, truth)
+
+
+def raise_until(
+    values: Sequence[int],
+    evaluate: Callable[[int], float],
+    target: float,
+) -> tuple[int, float, list[tuple[int, float]]]:
+    """Try ``values`` in increasing order until ``evaluate(v) >= target``.
+
+    Returns (chosen value, its recall, history). If no value reaches the target the last
+    (largest) value is returned with the recall it achieved: the cap.
+    """
+    history: list[tuple[int, float]] = []
+    for v in values:
+        r = evaluate(v)
+        history.append((v, r))
+        if r >= target:
+            return v, r, history
+    if not history:
+        raise UsageError("no parameter values to tune")
+    return history[-1][0], history[-1][1], history
