@@ -85,7 +85,9 @@ def clip_loss(
         logits_per_image = logits_per_image + logit_bias
         logits_per_text = logits_per_text + logit_bias
     labels = torch.arange(n, device=image_features.device) + n * rank
-    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+    return (
+        F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)
+    ) / 2
 
 
 def _siglip_block(
@@ -119,7 +121,9 @@ def siglip_loss(
     Args and return as :func:`clip_loss`. With ``world_size > 1`` every rank adds the
     negative-only terms against the other ranks' texts (open_clip's ``gather`` variant).
     """
-    loss = _siglip_block(image_features, text_features, logit_scale, logit_bias, negative_only=False)
+    loss = _siglip_block(
+        image_features, text_features, logit_scale, logit_bias, negative_only=False
+    )
     if world_size > 1:
         import torch.distributed.nn as dist_nn
 

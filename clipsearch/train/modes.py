@@ -109,7 +109,9 @@ def apply_mode(
     elif mode == "proj":
         for name, p in model.named_parameters():
             p.requires_grad = _is_temperature(name) or name.startswith(_PROJECTION_PREFIXES)
-        heads = [n for n, p in model.named_parameters() if p.requires_grad and not _is_temperature(n)]
+        heads = [
+            n for n, p in model.named_parameters() if p.requires_grad and not _is_temperature(n)
+        ]
         if not heads:
             raise UsageError(
                 "mode 'proj': this architecture has no projection head clipsearch knows; "
@@ -147,19 +149,19 @@ def _inject_lora(model: nn.Module, *, rank: int, alpha: float) -> nn.Module:
     return get_peft_model(model, config)
 
 
-def merged_state_dict(model: nn.Module, setup: ModeSetup) -> dict[str, Tensor]:
-    """The model's weights as a plain open_clip state dict (LoRA adapters folded in).
+def merged_model(model: nn.Module, setup: ModeSetup) -> nn.Module:
+    """The model with plain open_clip weights, for saving (LoRA adapters folded in).
 
-    For modes other than ``lora`` this is ``model.state_dict()``. For ``lora`` a copy
-    of the peft wrapper is merged and unloaded (W ← W + (α/r)·B·A), so the live model
-    keeps its adapters and training can continue.
+    For modes other than ``lora`` this is ``model`` itself. For ``lora`` a copy of the
+    peft wrapper is merged and unloaded (W ← W + (α/r)·B·A), so the live model keeps its
+    adapters and training can continue; the copy has exactly the base model's keys.
     """
     if setup.lora is None:
-        return model.state_dict()
-    merged = copy.deepcopy(setup.lora).merge_and_unload()
-    return merged.state_dict()
+        return model
+    return copy.deepcopy(setup.lora).merge_and_unload()
 
 
-def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The LoRA adapter tensors (names containing ``lora_``), for resuming a ``lora`` run."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+def trainable_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Copies of the parameters that train (LoRA adapters and the temperature in ``lora``
+    mode), saved for resuming a run whose checkpoint holds merged weights."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
