@@ -12,7 +12,7 @@
   attention blocks (peft's ``nn.MultiheadAttention`` support) of both towers, plus the
   temperature. Needs the optional ``peft`` package. peft injects its layers into the
   open_clip modules in place, so the training code keeps calling ``model.encode_image``;
-  :func:`merged_state_dict` folds the adapters back into plain weights, so the saved
+  :func:`merged_model` folds the adapters back into plain weights, so the saved
   checkpoint has exactly the base architecture's keys and loads anywhere.
 
 The temperature (``logit_scale``, and ``logit_bias`` if the model has one) trains in
