@@ -11,9 +11,9 @@ MODEL_ARG := $(if $(MODEL),--model $(MODEL),)
 
 .PHONY: run test install install-dev lint bench clean
 
+# pip is left as the venv ships it: newer pips ignore this machine's torch constraint.
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
 # torch/torchvision first, pinned: they install from local disk on the project's machines.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
