@@ -7,19 +7,22 @@ Backend choice follows autofaiss's published heuristics (criteo/autofaiss,
 on autofaiss: it pins old numpy/pyarrow/fsspec versions and pulls Spark-oriented
 dependencies, and we need only its arithmetic. Differences, and why:
 
-- below ``flat_threshold`` vectors (autofaiss: 1000) we answer exactly: our blocked bf16
-  scan is fast enough there (benchmarks/ann.py) and exact has recall 1 with no build;
+- below ``flat_threshold`` vectors (autofaiss: 1000; ours 50k at 512-d) we answer
+  exactly: the blocked bf16 scan takes ≤ ~5 ms there, has recall 1 and needs no build;
 - HNSW is chosen when ``4·n·(d + 2·M)`` bytes fit the memory budget (autofaiss's
-  ``m_hnsw = floor((budget/(4n) − d)/2)``, M capped at 32), then IVF-Flat below 1M
-  vectors, then OPQ+IVF+PQ sized to the budget — all as autofaiss;
+  ``m_hnsw = floor((budget/(4n) − d)/2)``, M capped at 32), then IVF-Flat, then
+  OPQ+IVF+PQ sized to the budget — as autofaiss, except that IVF-Flat is also tried from
+  1M vectors on when it fits, and the list is a list: `candidate_backends` falls through
+  to the next one when the measured recall misses the target;
 - autofaiss tunes nprobe/efSearch to a *latency* budget; we tune to a *recall* target:
   raise the parameter until recall@10 against exact search on sample queries reaches
   the target (or a cap, and report what was reached). Recall is always measured.
 
 Sample queries: a new index is built without a random sample of its rows (up to 500,
-at most a fifth), tuned with those rows as queries — half as they are, half perturbed by
-noise of relative norm 0.75 (cosine ≈ 0.8 to their source) — against exact search over
-the indexed rows, and only then are the held-out rows added (`held_out_queries`).
+at most a fifth), tuned with those rows as queries — a third as they are, a third each
+perturbed by noise of relative norm 0.5 and 1.0 (cosine ≈ 0.9 / 0.7 to their source) —
+against exact search over the indexed rows, and only then are the held-out rows added
+(`held_out_queries`).
 Re-tuning an index that holds every row uses stored rows leave-one-out instead
 (`tuning_queries`), which is slightly optimistic for HNSW.
 """
@@ -38,8 +41,10 @@ from clipsearch.errors import UsageError
 from clipsearch.index.exact import Scan, max_norm
 from clipsearch.index.rows import VectorRows
 
-FLAT_THRESHOLD = 100_000
-"""Below this many 512-d vectors the exact backend is used (scaled by 512/dim)."""
+FLAT_THRESHOLD = 50_000
+"""Below this many 512-d vectors the exact backend is used (scaled by 512/dim). Measured
+(benchmarks/ann.py, 2 cores): the exact bf16 scan answers one query in ~10 ms at 100k and
+~93 ms at 1M, so ~5 ms — the ANN latency target — at 50k, where HNSW32 builds in seconds."""
 
 IVF_FLAT_THRESHOLD = 1_000_000
 """autofaiss: not-quantized IVF only below this many vectors."""
@@ -72,7 +77,8 @@ NPROBE_LADDER = (
     4096,
 )
 K_FACTOR_LADDER = (8, 16, 32, 64)
-PERTURBATION = 0.75
+PERTURBATION = 0.75  # relative noise of perturbed leave-one-out queries (re-tuning)
+HELD_OUT_NOISE = (0.0, 0.5, 1.0)  # relative noise levels of held-out tuning queries
 
 
 def default_memory_budget() -> int:
@@ -117,18 +123,19 @@ def quantized_factory(n: int, dim: int, memory_budget_bytes: int) -> str:
     return f"OPQ4_{5 * 4},{coarse},PQ4x8"  # the tightest code autofaiss knows
 
 
-def choose_backend(
+def candidate_backends(
     n: int,
     dim: int,
     memory_budget_bytes: int | None = None,
     *,
     flat_threshold: int | None = None,
-) -> str:
-    """ "exact" or a FAISS factory string for ``n`` vectors of ``dim`` within the budget.
-
-    n, dim: collection size; memory_budget_bytes: RAM the index may use (default: a
-    quarter of physical RAM); flat_threshold: exact below this many vectors (default
-    `FLAT_THRESHOLD` scaled by 512/dim). Raises UsageError for negative sizes.
+) -> list[str]:
+    """Backends to try for ``n`` vectors of ``dim`` within the budget, best first:
+    ["exact"], or FAISS factory strings in autofaiss's order (HNSW if it fits, IVF-Flat if
+    it fits, then OPQ+IVF+PQ sized to the budget). A builder moves down the list when the
+    one above cannot reach the recall target (measured: HNSW32 plateaus at recall@10 ≈ 0.91
+    on 1M strongly clustered vectors, where IVF-Flat reaches 0.95; benchmarks/ann.py).
+    Unlike autofaiss, IVF-Flat stays a candidate from 1M vectors on when it fits.
     """
     if n < 0 or dim <= 0:
         raise UsageError(f"choose_backend needs n >= 0 and dim > 0, got n={n}, dim={dim}")
@@ -136,15 +143,33 @@ def choose_backend(
     threshold = flat_threshold if flat_threshold is not None else FLAT_THRESHOLD * 512 // dim
     exact_bytes = 4 * n * dim  # fp16 rows + bf16 scan copy
     if n < threshold and exact_bytes <= budget:
-        return "exact"
+        return ["exact"]
+    out = []
     m_hnsw = math.floor((budget / (4 * max(n, 1)) - dim) / 2)
     if m_hnsw >= 8:
-        return f"HNSW{min(m_hnsw, 32)}"
-    if n < IVF_FLAT_THRESHOLD:
-        nlist = nb_clusters(n)
-        if 4 * n * dim + 8 * n + 4 * nlist * dim <= budget:
-            return f"IVF{nlist},Flat"
-    return quantized_factory(n, dim, budget)
+        out.append(f"HNSW{min(m_hnsw, 32)}")
+    nlist = nb_clusters(n)
+    if 4 * n * dim + 8 * n + 4 * nlist * dim <= budget:
+        out.append(f"IVF{nlist},Flat")
+    out.append(quantized_factory(n, dim, budget))
+    return out
+
+
+def choose_backend(
+    n: int,
+    dim: int,
+    memory_budget_bytes: int | None = None,
+    *,
+    flat_threshold: int | None = None,
+) -> str:
+    """ "exact" or the first FAISS factory string to try for ``n`` vectors of ``dim``.
+
+    n, dim: collection size; memory_budget_bytes: RAM the index may use (default: a
+    quarter of physical RAM); flat_threshold: exact below this many vectors (default
+    `FLAT_THRESHOLD` scaled by 512/dim). See `candidate_backends` for the whole list.
+    Raises UsageError for negative sizes.
+    """
+    return candidate_backends(n, dim, memory_budget_bytes, flat_threshold=flat_threshold)[0]
 
 
 @dataclass(frozen=True)
@@ -194,15 +219,16 @@ def held_out_positions(n: int, n_queries: int, *, seed: int = 0) -> np.ndarray:
 
 
 def held_out_queries(rows: VectorRows, positions: np.ndarray, *, seed: int = 0) -> TuningQueries:
-    """Queries from rows kept out of the index while tuning: half as they are, half
-    perturbed (relative noise `PERTURBATION`); nothing to exclude from the answers."""
+    """Queries from rows kept out of the index while tuning, in thirds: as they are, and
+    perturbed by noise of relative norm 0.5 and 1.0 (cosine ≈ 0.9 and 0.7 to their row:
+    real queries, text ones above all, rarely sit on a stored point). Nothing to exclude."""
     base = rows.rows_fp32(positions)
     base /= np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
     rng = np.random.default_rng(seed + 1)
-    half = (len(base) + 1) // 2
-    noise = rng.standard_normal((len(base) - half, rows.dim)).astype(np.float32)
-    noise *= PERTURBATION / np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
-    queries = np.concatenate([base[:half], base[half:] + noise]).astype(np.float32)
+    noise = rng.standard_normal(base.shape).astype(np.float32)
+    noise /= np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
+    level = np.array(HELD_OUT_NOISE, dtype=np.float32)[np.arange(len(base)) % len(HELD_OUT_NOISE)]
+    queries = base + level[:, None] * noise
     queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
     return TuningQueries(queries=queries, exclude=np.full(len(queries), -1, dtype=np.int64))
 

@@ -8,7 +8,7 @@ source of truth (DESIGN.md §2).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -72,3 +72,4 @@ class IndexInfo:
     built_at: str | None = None  # ISO-8601 UTC time of the last full build
     generation: int | None = None  # catalog generation the cache is stamped with
     tombstones: int = 0  # deleted ids still inside the FAISS index (filtered out)
+    rejected: dict[str, float] = field(default_factory=dict)  # auto: factory -> recall that missed

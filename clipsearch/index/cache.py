@@ -24,11 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,14 +37,21 @@ from clipsearch.errors import NotFoundError, UsageError
 from clipsearch.index import autotune
 from clipsearch.index.base import IndexInfo, ProgressFn, VectorIndex
 from clipsearch.index.exact import ExactIndex
-from clipsearch.index.faiss_backend import FaissIndex, FaissState, import_faiss
+from clipsearch.index.faiss_backend import FaissIndex, FaissState
+from clipsearch.index.faiss_build import import_faiss
 from clipsearch.index.rows import VectorRows, ids_checksum
+from clipsearch.index.stamp import (
+    OWN_FILE,
+    STAMP_NAME,
+    Stamp,
+    atomic_write,
+    now,
+    stamp_info,
+    write_npy,
+)
 
-FORMAT = 1
-STAMP_NAME = "stamp.json"
 LOCK_NAME = ".lock"
 FETCH_CHUNK = 50_000
-_OWN_FILE = re.compile(r"^(g\d+-[0-9a-f]+\.(ids\.npy|vectors\.npy|faiss|tomb\.npy)|\.tmp-.*)$")
 
 
 class VectorSource(Protocol):
@@ -60,39 +65,6 @@ class VectorSource(Protocol):
     def vector_ids(self) -> np.ndarray: ...  # (N,) int64 ascending, cheap
 
     def fetch_vectors(self, ids: np.ndarray) -> np.ndarray: ...  # (n, D) float16, order of ids
-
-
-@dataclass
-class Stamp:
-    """Contents of ``stamp.json`` (see the module doc)."""
-
-    backend: str  # "exact" | "faiss"
-    requested: str  # what get() was asked for: "auto", "exact" or a factory string
-    factory: str
-    dim: int
-    fingerprint: str | None
-    catalog_id: str | None
-    generation: int
-    count: int
-    ids_checksum: str
-    files: dict[str, str]  # role (ids, vectors, faiss, tombstones) -> file name
-    sizes: dict[str, int]  # file name -> bytes
-    memory_bytes: int
-    built_at: str
-    recall_at_10: float | None
-    recall_queries: int
-    recall_target: float | None
-    recall_generation: int | None  # generation the recall was measured at
-    tombstones: int = 0
-    faiss: dict[str, Any] | None = None  # FaissState
-    format: int = FORMAT
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Stamp:
-        names = set(cls.__dataclass_fields__)
-        if data.get("format") != FORMAT or not names.issuperset(data) or "files" not in data:
-            raise ValueError("unknown stamp format")
-        return cls(**data)
 
 
 @dataclass
@@ -167,7 +139,7 @@ class IndexCache:
     def info(self) -> IndexInfo | None:
         """Facts about the cache on disk (no loading), or None when there is no usable stamp."""
         stamp = self._read_stamp()
-        return None if stamp is None else _info(stamp)
+        return None if stamp is None else stamp_info(stamp)
 
     def clear(self) -> None:
         """Delete every cache file (the next `get` rebuilds)."""
@@ -175,7 +147,7 @@ class IndexCache:
             self._current = None
             if self.cache_dir.is_dir():
                 for p in self.cache_dir.iterdir():
-                    if p.name == STAMP_NAME or _OWN_FILE.match(p.name):
+                    if p.name == STAMP_NAME or OWN_FILE.match(p.name):
                         p.unlink(missing_ok=True)
 
     # -- the decision ------------------------------------------------------------------------
@@ -252,9 +224,12 @@ class IndexCache:
         added = np.setdiff1d(ids, cached, assume_unique=True)
         removed = np.setdiff1d(cached, ids, assume_unique=True)
         if requested == "auto":  # switch backend family only clearly past a threshold
-            current = _family(stamp.factory)
-            nearby = (self._choose(max(1, int(len(ids) * f)), stamp.dim) for f in (0.8, 1.0, 1.25))
-            if all(_family(want) != current for want in nearby):
+            fits = {
+                _family(c)
+                for f in (0.8, 1.0, 1.25)
+                for c in self._candidates(max(1, int(len(ids) * f)), stamp.dim)
+            }
+            if _family(stamp.factory) not in fits:
                 return None
         if isinstance(index, FaissIndex):
             if len(added) + len(removed) > self.rebuild_fraction * max(1, len(cached)):
@@ -313,7 +288,9 @@ class IndexCache:
             return ExactIndex(ids, np.zeros((0, self._empty_dim(source)), dtype=np.float16))
         vectors = _fetch(source, ids, None, progress)
         dim = vectors.shape[1]
-        choice = self._choose(len(ids), dim) if requested == "auto" else requested
+        choice = requested
+        if requested == "auto":  # exact, or the FAISS candidates in order ("auto")
+            choice = "exact" if self._candidates(len(ids), dim) == ["exact"] else "auto"
         index: ExactIndex | FaissIndex
         if choice == "exact":
             index = ExactIndex(ids, vectors)
@@ -322,6 +299,7 @@ class IndexCache:
                 ids,
                 vectors,
                 factory=choice,
+                memory_budget_bytes=self.memory_budget_bytes,
                 recall_target=recall_target,
                 tuning_queries=self.tuning_queries,
                 seed=self.seed,
@@ -334,7 +312,7 @@ class IndexCache:
             fingerprint=source.fingerprint,
             catalog_id=getattr(source, "catalog_id", None),
             generation=generation,
-            built_at=_now(),
+            built_at=now(),
             recall_generation=generation,
             progress=progress,
         )
@@ -344,8 +322,8 @@ class IndexCache:
         self._current = _Loaded(stamp, index)
         return index
 
-    def _choose(self, n: int, dim: int) -> str:
-        return autotune.choose_backend(
+    def _candidates(self, n: int, dim: int) -> list[str]:
+        return autotune.candidate_backends(
             n, dim, self.memory_budget_bytes, flat_threshold=self.flat_threshold
         )
 
@@ -438,24 +416,22 @@ class IndexCache:
                 files["tombstones"] = f"{tag}.tomb.npy"
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write(
-                self.cache_dir / files["ids"], lambda p: _write_npy(p, rows.ids, np.int64)
-            )
-            _atomic_write(
+            atomic_write(self.cache_dir / files["ids"], lambda p: write_npy(p, rows.ids, np.int64))
+            atomic_write(
                 self.cache_dir / files["vectors"],
-                lambda p: _write_npy(p, rows.vectors, rows.vectors.dtype),
+                lambda p: write_npy(p, rows.vectors, rows.vectors.dtype),
             )
             if isinstance(index, FaissIndex):
                 faiss = import_faiss()
-                _atomic_write(
+                atomic_write(
                     self.cache_dir / files["faiss"],
                     lambda p: faiss.write_index(index.faiss_index, str(p)),
                 )
                 if "tombstones" in files:
                     tomb = index.tombstones
-                    _atomic_write(
+                    atomic_write(
                         self.cache_dir / files["tombstones"],
-                        lambda p: _write_npy(p, tomb, np.int64),
+                        lambda p: write_npy(p, tomb, np.int64),
                     )
             stamp.files = files
             stamp.sizes = {name: (self.cache_dir / name).stat().st_size for name in files.values()}
@@ -472,7 +448,7 @@ class IndexCache:
     def _write_stamp(self, stamp: Stamp) -> bool:
         try:
             text = json.dumps(asdict(stamp), indent=1, sort_keys=True)
-            _atomic_write(self.cache_dir / STAMP_NAME, lambda p: p.write_text(text))
+            atomic_write(self.cache_dir / STAMP_NAME, lambda p: p.write_text(text))
         except OSError as exc:
             self.save_error = exc
             return False
@@ -489,7 +465,7 @@ class IndexCache:
     def _collect_garbage(self, keep: Stamp) -> None:
         referenced = set(keep.files.values())
         for p in self.cache_dir.iterdir():
-            if _OWN_FILE.match(p.name) and p.name not in referenced:
+            if OWN_FILE.match(p.name) and p.name not in referenced:
                 with contextlib.suppress(OSError):
                     p.unlink()
 
@@ -566,39 +542,6 @@ def _fetch(
     return out
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` via a temp file in the same directory, fsync, rename, fsync the dir."""
-    tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
-def _write_npy(path: Path, array: np.ndarray, dtype: Any) -> None:
-    """Save ``array`` as ``dtype`` in .npy format, converting in chunks."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=array.shape)
-    step = 65536
-    for s in range(0, len(array), step):
-        out[s : s + step] = array[s : s + step]
-    out.flush()
-    del out
-
-
 def _recall_fields(index: FaissIndex) -> dict[str, Any]:
     info = index.info()
     return {
@@ -606,26 +549,3 @@ def _recall_fields(index: FaissIndex) -> dict[str, Any]:
         "recall_queries": info.recall_queries,
         "recall_target": info.recall_target,
     }
-
-
-def _info(stamp: Stamp) -> IndexInfo:
-    params = dict((stamp.faiss or {}).get("params", {})) if stamp.backend == "faiss" else {}
-    if stamp.backend == "exact":
-        params = {"precision": stamp.factory.removeprefix("exact-")}
-    return IndexInfo(
-        backend=stamp.backend,
-        factory=stamp.factory,
-        params=params,
-        vectors=stamp.count,
-        memory_bytes=stamp.memory_bytes,
-        recall_at_10=stamp.recall_at_10,
-        recall_queries=stamp.recall_queries,
-        recall_target=stamp.recall_target,
-        built_at=stamp.built_at,
-        generation=stamp.generation,
-        tombstones=stamp.tombstones,
-    )
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

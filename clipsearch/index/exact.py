@@ -16,7 +16,10 @@ k-th best rescored score among the candidates and D the lowest scan score kept. 
 D + c_out·|D| + B < t, no discarded row can reach t, so the candidates hold the true
 top-k; otherwise that query is scanned again keeping every row whose scan score could
 reach t, and those are rescored. Ties are broken by id, ascending. Without native bf16
-the scan runs in fp32 (B shrinks to the fp32 summation error) through the same path.
+the scan runs in fp32 (B shrinks to the fp32 summation error) through the same path. One
+or two queries against fp16 rows scan the rows themselves with torch's fp16 GEMV (fp32
+accumulation, fp16 output: r = 0, the query rounds with u = 2⁻¹¹, c_out = 2⁻¹¹/(1 − 2⁻¹¹)),
+2–3× faster than bf16 for a single query on this project's CPU.
 
 Why torch and not numpy here: on this project's CPU a bf16 matmul is 2–8× faster than an
 fp32 one, and ``torch.topk`` over a (1024, 16384) block is ~8× faster than
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,6 +47,9 @@ Precision = Literal["auto", "bf16", "fp32"]
 
 _U32 = 2.0**-24  # unit roundoff of fp32
 _U_BF16 = 2.0**-8  # unit roundoff of bf16
+_U_FP16 = 2.0**-11  # unit roundoff of fp16
+_FP16_TINY = 2.0**-25  # half the spacing of fp16 subnormals
+FP16_MAX_QUERIES = 2  # fp16 GEMV beats bf16 for 1-2 queries; fp16 GEMM is slow beyond
 _SAFETY = 1.05  # slack on every bound
 
 
@@ -182,7 +189,8 @@ class Scan:
         if n_q == 0 or valid == 0:
             return empty_matches(n_q, k)
         c = min(total, 2 * k + 32)
-        cand_v, cand_p = self._scan_top(queries, c, positions, mask)  # (Q, c) each
+        mode = self._mode(queries)
+        cand_v, cand_p = self._scan_top(queries, c, positions, mask, mode)  # (Q, c) each
         row_pos = cand_p if positions is None else positions[cand_p]
         row_pos = np.where(np.isneginf(cand_v), -1, row_pos)
         exact = rescore(self.rows, row_pos, queries)
@@ -190,14 +198,14 @@ class Scan:
         out_ids, out_scores = top_k_by_score_then_id(ids, exact, k)
 
         if c < total:  # some rows were never rescored: check the certificate
-            bound, c_out = self._bounds(queries)
+            bound, c_out = self._bounds(queries, mode)
             lowest = cand_v.min(axis=1)  # (Q,) lowest scan score kept
             t = out_scores[:, min(k, c) - 1]
             reach = lowest + c_out * np.abs(lowest) + bound
             failed = np.flatnonzero(np.isfinite(lowest) & ~(reach < t))
             if failed.size:
                 fix_ids, fix_scores = self._rescan(
-                    queries[failed], k, t[failed], bound[failed], c_out, positions, mask
+                    queries[failed], k, t[failed], bound[failed], c_out, positions, mask, mode
                 )
                 out_ids[failed], out_scores[failed] = fix_ids, fix_scores
         return Matches(ids=out_ids, scores=out_scores)
@@ -208,23 +216,43 @@ class Scan:
             return self.block_rows
         return int(min(65536, max(2048, (1 << 22) // max(1, n_q))))
 
-    def _queries_for_scan(self, queries: np.ndarray) -> torch.Tensor:
+    def _mode(self, queries: np.ndarray) -> str:
+        """ "fp16": one or two queries against fp16 rows (torch's fp16 GEMV accumulates in
+        fp32 and is 2-3× faster than bf16 here, and fp16 rows are exact: no mirror needed);
+        "bf16" with a mirror; "fp32" otherwise."""
+        if (
+            len(queries) <= FP16_MAX_QUERIES
+            and self.rows.dtype == np.float16
+            and float(np.abs(queries).max(initial=0.0)) < 1e4
+        ):
+            return "fp16"
+        return "bf16" if self.mirror is not None else "fp32"
+
+    def _queries_for_scan(self, queries: np.ndarray, mode: str) -> torch.Tensor:
         torch = _torch()
         q = torch.from_numpy(queries)
-        return q.to(torch.bfloat16) if self.mirror is not None else q
+        return q.to({"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[mode])
 
-    def _block(self, start: int, stop: int, positions: np.ndarray | None) -> torch.Tensor:
+    def _block(
+        self, start: int, stop: int, positions: np.ndarray | None, mode: str
+    ) -> torch.Tensor:
         torch = _torch()
-        if self.mirror is not None:
+        if mode == "bf16":
+            assert self.mirror is not None
             if positions is None:
                 return self.mirror[start:stop]
             return self.mirror.index_select(0, torch.from_numpy(positions[start:stop]))
         vec = self.rows.vectors
         block = vec[start:stop] if positions is None else vec[positions[start:stop]]
-        return torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+        dtype = np.float16 if mode == "fp16" else np.float32
+        with warnings.catch_warnings():  # a read-only memory map is only read here
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.ascontiguousarray(block, dtype=dtype))
 
-    def _blocks(self, n_q: int, positions: np.ndarray | None, mask: np.ndarray | None) -> Any:
-        """Yield (start, scores-fn) per block: scores (Q, b) with masked rows at -inf."""
+    def _blocks(
+        self, n_q: int, positions: np.ndarray | None, mask: np.ndarray | None, mode: str
+    ) -> Any:
+        """Yield (start, stop, block (b, D), mask of excluded rows or None) per block."""
         torch = _torch()
         total = len(self.rows) if positions is None else len(positions)
         bs = self._block_rows(n_q)
@@ -234,7 +262,7 @@ class Scan:
             block_mask = None if mask_t is None else mask_t[start:stop]
             if block_mask is not None and bool(block_mask.all()):
                 continue
-            yield start, stop, self._block(start, stop, positions), block_mask
+            yield start, stop, self._block(start, stop, positions, mode), block_mask
 
     def _scan_top(
         self,
@@ -242,15 +270,16 @@ class Scan:
         c: int,
         positions: np.ndarray | None,
         mask: np.ndarray | None,
+        mode: str,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best ``c`` scan scores per query and their scan positions, (Q, c) each."""
         torch = _torch()
-        qs = self._queries_for_scan(queries)
+        qs = self._queries_for_scan(queries, mode)
         n_q = len(queries)
         best_v = torch.full((n_q, c), float("-inf"), dtype=qs.dtype)
         best_p = torch.zeros((n_q, c), dtype=torch.int64)
         with torch.no_grad():
-            for start, _stop, block, block_mask in self._blocks(n_q, positions, mask):
+            for start, _stop, block, block_mask in self._blocks(n_q, positions, mask, mode):
                 scores = qs @ block.T  # (Q, b)
                 if block_mask is not None:
                     scores.masked_fill_(block_mask, float("-inf"))
@@ -262,14 +291,25 @@ class Scan:
                 best_p = torch.gather(cat_p, 1, j)
         return best_v.float().numpy(), best_p.numpy()
 
-    def _bounds(self, queries: np.ndarray) -> tuple[np.ndarray, float]:
+    def _bounds(self, queries: np.ndarray, mode: str) -> tuple[np.ndarray, float]:
         """Per-query B (Q,) and the relative output-rounding factor c_out (see module doc)."""
         d = self.rows.dim
         q64 = queries.astype(np.float64)
         qn = np.linalg.norm(q64, axis=1)
-        if self.mirror is None:
+        if mode == "fp32":
             bound = 2 * _gamma(d) * self.n_max * qn
             return _SAFETY * bound + 1e-6, 0.0
+        if mode == "fp16":  # rows exact; query rounded to fp16; output rounded to fp16
+            q_h = queries.astype(np.float16).astype(np.float64)
+            qhn = np.linalg.norm(q_h, axis=1)
+            dq = np.linalg.norm(q_h - q64, axis=1)
+            bound = (
+                self.n_max * dq
+                + _gamma(2 * d) * self.n_max * qhn
+                + _gamma(d) * self.n_max * qn
+                + _FP16_TINY  # output below fp16's normal range: absolute rounding error
+            )
+            return _SAFETY * bound + 1e-6, _SAFETY * _U_FP16 / (1 - _U_FP16)
         torch = _torch()
         q_bf = torch.from_numpy(queries).to(torch.bfloat16).double().numpy()
         qtn = np.linalg.norm(q_bf, axis=1)
@@ -293,18 +333,21 @@ class Scan:
         c_out: float,
         positions: np.ndarray | None,
         mask: np.ndarray | None,
+        mode: str,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k for queries whose certificate failed: keep every row whose scan score
         s̃ satisfies s̃ + c_out·|s̃| + B >= t, rescore them all."""
         torch = _torch()
         y = t - bound
         tau = np.where(y >= 0, y / (1 + c_out), y / (1 - c_out))  # invert s + c|s| = y
-        qs = self._queries_for_scan(queries)
+        qs = self._queries_for_scan(queries, mode)
         tau_t = torch.from_numpy(tau.astype(np.float32))[:, None]
         hits_q: list[np.ndarray] = []
         hits_p: list[np.ndarray] = []
         with torch.no_grad():
-            for start, _stop, block, block_mask in self._blocks(len(queries), positions, mask):
+            for start, _stop, block, block_mask in self._blocks(
+                len(queries), positions, mask, mode
+            ):
                 scores = (qs @ block.T).float()
                 keep = scores >= tau_t
                 if block_mask is not None:

@@ -23,17 +23,15 @@ true when tombstones exceed 10% of the index or it has doubled since it was trai
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from clipsearch.errors import MissingDependencyError, UsageError
+from clipsearch.errors import UsageError
 from clipsearch.index import autotune
 from clipsearch.index.base import IndexInfo, Matches, ProgressFn
 from clipsearch.index.exact import (
@@ -45,24 +43,21 @@ from clipsearch.index.exact import (
     rescore,
     top_k_by_score_then_id,
 )
+from clipsearch.index.faiss_build import (
+    ADD_CHUNK,
+    add_rows,
+    build_index,
+    import_faiss,
+    one_thread_for_small_batches,
+    probe_remove,
+    selector,
+)
 from clipsearch.index.rows import VectorRows, as_id_array, check_vectors
 
 TOMBSTONE_REBUILD_FRACTION = 0.10
 EXACT_FILTER_FRACTION = 0.02
 EXACT_FILTER_MIN_ROWS = 8192
 EF_SEARCH_CAP = 8192
-ADD_CHUNK = 65536
-OPQ_ITERATIONS = 20  # FAISS default 50: the rotation converges early and rescoring follows
-SMALL_BATCH = 4  # up to this many queries FAISS searches on one thread (see _threads)
-
-
-def import_faiss() -> Any:
-    """The faiss module; MissingDependencyError when faiss-cpu is not installed."""
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss is a core dependency
-        raise MissingDependencyError("faiss-cpu", "all") from exc
-    return faiss
 
 
 @dataclass
@@ -77,6 +72,7 @@ class FaissState:
     trained_on: int = 0  # vectors in the index when it was trained/built
     built_at: str | None = None
     max_norm: float | None = None  # max ‖x‖ over rows (error bound of the exact path)
+    rejected: dict[str, float] = field(default_factory=dict)  # factory -> recall that missed
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -91,7 +87,9 @@ class FaissIndex:
     """A FAISS index over catalog vectors (a `VectorIndex`).
 
     ids: (N,) int64 unique ids; vectors: (N, D) float16/float32, L2-normalised.
-    factory: a FAISS factory string or "auto" (autofaiss heuristics by size and budget).
+    factory: a FAISS factory string or "auto": the `autotune.candidate_backends` in order
+        (autofaiss heuristics by size and budget) until one reaches ``recall_target``;
+        the ones that missed are listed in ``info().rejected`` with the recall they reached.
     memory_budget_bytes: for "auto" (default: a quarter of RAM).
     recall_target: raise nprobe/efSearch (and k_factor for lossy codes) until recall@10
         against exact search reaches it, or a cap; the achieved value is stored either way.
@@ -125,21 +123,51 @@ class FaissIndex:
             raise UsageError(f"recall_target must be in (0, 1], got {recall_target}")
         rows = VectorRows(ids, vectors)
         if factory == "auto":
-            factory = autotune.choose_backend(len(rows), rows.dim, memory_budget_bytes)
-            if factory == "exact":
-                factory = "Flat"
+            candidates = autotune.candidate_backends(
+                len(rows), rows.dim, memory_budget_bytes, flat_threshold=0
+            )
+        else:
+            candidates = [factory]
+        tried: dict[str, float] = {}
+        best: FaissIndex | None = None
+        for candidate in candidates:
+            trial = FaissIndex.__new__(FaissIndex)
+            trial._build_and_tune(
+                rows, candidate, recall_target if tune else None, tuning_queries, seed, progress
+            )
+            recall = float(trial._state.recall_at_10 or 0.0)
+            tried[candidate] = recall
+            if best is None or recall > float(best._state.recall_at_10 or 0.0):
+                best = trial  # keep the best so far if none reaches the target
+            del trial
+            if not tune or recall >= recall_target:
+                break
+        assert best is not None
+        self.__dict__.update(best.__dict__)
+        self._state.rejected = {k: v for k, v in tried.items() if k != self._state.factory}
+
+    def _build_and_tune(
+        self,
+        rows: VectorRows,
+        factory: str,
+        target: float | None,
+        tuning_queries: int,
+        seed: int,
+        progress: ProgressFn | None,
+    ) -> None:
+        """Build ``factory`` without a held-out sample of rows, tune on that sample, then add it."""
+        faiss = import_faiss()
         held = autotune.held_out_positions(len(rows), tuning_queries, seed=seed)
-        index = _build(faiss, rows, factory, seed=seed, progress=progress, skip=held)
+        index = build_index(faiss, rows, factory, seed=seed, progress=progress, skip=held)
         state = FaissState(factory=factory, trained_on=len(rows), built_at=_now())
         self._init(index, rows, state, np.empty(0, dtype=np.int64))
-        target = recall_target if tune else None
         if held.size:  # tune on rows the index has not seen, then add them
             mask = np.ones(len(rows), dtype=bool)
             mask[held] = False
             sample = autotune.held_out_queries(rows, held, seed=seed)
             truth = autotune.exact_truth(rows, sample, 10, mask=mask)
             self._tune_with(sample, truth, target, progress)
-            _add_rows(index, rows, held)
+            add_rows(index, rows, held)
         else:
             self.tune(target, n_queries=tuning_queries, seed=seed, progress=progress)
 
@@ -185,7 +213,7 @@ class FaissIndex:
         self._exact = Scan(rows, mirror=None, r_max=0.0, n_max=state.max_norm)
         self._ivf = faiss.try_extract_index_ivf(index)
         self.read_only = read_only
-        self._can_remove = not read_only and _probe_remove(faiss, index)
+        self._can_remove = not read_only and probe_remove(faiss, index)
 
     def replace_rows(self, rows: VectorRows) -> None:
         """Swap in an equal copy of the rows (e.g. memory-mapped from the saved file)."""
@@ -409,6 +437,7 @@ class FaissIndex:
             recall_target=s.recall_target,
             built_at=s.built_at,
             tombstones=int(self._tombstones.size),
+            rejected=dict(s.rejected),
         )
 
     # -- internals ---------------------------------------------------------------------------
@@ -434,14 +463,14 @@ class FaissIndex:
         sel = None
         live = len(self._rows) / max(1, total)
         if positions is not None:
-            sel = _selector(faiss, self._rows.ids[positions], keep)
+            sel = selector(faiss, self._rows.ids[positions], keep)
         elif self._tombstones.size:
             dead = faiss.IDSelectorBatch(self._tombstones)
             sel = faiss.IDSelectorNot(dead)
             keep += [dead, sel]
         boost = 1.0 / max(selectivity * live, 1e-6)
         search_params = self._search_params(sel, boost, kk, params, keep)
-        with _threads(faiss, len(q)):
+        with one_thread_for_small_batches(faiss, len(q)):
             dist, labels = self._index.search(q, kk, params=search_params)  # (Q, kk) each
         labels = labels.astype(np.int64, copy=False)
         if shape.lossy:
@@ -491,129 +520,6 @@ class FaissIndex:
             keep.append(outer)
             return outer
         return p
-
-
-def _build(
-    faiss: Any,
-    rows: VectorRows,
-    factory: str,
-    *,
-    seed: int,
-    progress: ProgressFn | None,
-    skip: np.ndarray,
-) -> Any:
-    """Create, train and fill a FAISS index for ``rows`` (ids = catalog ids), leaving out
-    the rows at positions ``skip`` (held out for tuning)."""
-    d = rows.dim
-    try:
-        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise UsageError(f"FAISS cannot build {factory!r}: {_faiss_message(exc)}") from exc
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None:
-        index = faiss.IndexIDMap2(index)
-    else:
-        ivf = faiss.downcast_index(ivf)
-        # FAISS prints a warning to stderr for small training sets; we size them ourselves.
-        ivf.cp.min_points_per_centroid = 1
-        ivf.cp.seed = seed
-        if hasattr(ivf, "pq"):
-            ivf.pq.cp.min_points_per_centroid = 1
-        if hasattr(ivf, "do_polysemous_training"):
-            ivf.do_polysemous_training = False  # slow, and only serves Hamming pre-filtering
-    if isinstance(index, faiss.IndexPreTransform):
-        for i in range(index.chain.size()):
-            vt = faiss.downcast_VectorTransform(index.chain.at(i))
-            if isinstance(vt, faiss.OPQMatrix):
-                vt.niter = OPQ_ITERATIONS
-    keep = np.ones(len(rows), dtype=bool)
-    keep[skip] = False
-    positions = np.flatnonzero(keep)
-    if not index.is_trained:
-        if progress:
-            progress("train", 0.0)
-        n_train = _training_size(len(positions), factory, ivf)
-        rng = np.random.default_rng(seed)
-        pick = np.sort(rng.choice(positions, size=n_train, replace=False))
-        x = rows.rows_fp32(pick)
-        try:
-            index.train(x)
-        except RuntimeError as exc:
-            raise UsageError(
-                f"FAISS cannot train {factory!r} on {len(rows)} vectors: {_faiss_message(exc)}"
-            ) from exc
-        if progress:
-            progress("train", 1.0)
-    _add_rows(index, rows, positions, progress)
-    return index
-
-
-def _add_rows(
-    index: Any, rows: VectorRows, positions: np.ndarray, progress: ProgressFn | None = None
-) -> None:
-    """Add the rows at ``positions`` with their ids, in chunks."""
-    n = len(positions)
-    for s in range(0, n, ADD_CHUNK):
-        pos = positions[s : s + ADD_CHUNK]
-        index.add_with_ids(rows.rows_fp32(pos), np.ascontiguousarray(rows.ids[pos]))
-        if progress:
-            progress("add", min(n, s + ADD_CHUNK) / max(1, n))
-
-
-def _training_size(n: int, factory: str, ivf: Any) -> int:
-    """autofaiss ``get_optimal_train_size``: 100 points per IVF list; PQ codebooks want 256
-    centroids × 39 points; never more than n."""
-    want = 100 * int(ivf.nlist) if ivf is not None else 0
-    if "PQ" in factory or "OPQ" in factory:
-        want = max(want, 256 * 100)
-    return max(1, min(n, max(want, 1000)))
-
-
-def _selector(faiss: Any, ids: np.ndarray, keep: list[Any]) -> Any:
-    """A FAISS selector admitting exactly ``ids`` (ascending, non-negative). A bitmap over
-    [0, max id] when that is at most 64 bits per id (catalog ids are dense): built with one
-    numpy pass instead of a hash set; otherwise ``IDSelectorBatch``."""
-    top = int(ids[-1]) + 1 if len(ids) else 0
-    if len(ids) and ids[0] >= 0 and top <= 64 * len(ids) + 65536:
-        bits = np.zeros(top, dtype=bool)
-        bits[ids] = True
-        packed = np.packbits(bits, bitorder="little")
-        sel = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
-        keep += [packed, sel]
-        return sel
-    sel = faiss.IDSelectorBatch(np.ascontiguousarray(ids))
-    keep.append(sel)
-    return sel
-
-
-@contextlib.contextmanager
-def _threads(faiss: Any, n_queries: int) -> Iterator[None]:
-    """One OpenMP thread for tiny batches: waking a second thread for a single query costs
-    more than the query on a busy machine (measured: HNSW32 with SearchParameters, 20k×512,
-    8 ms on two threads of a loaded 2-core box vs 0.4 ms on one). Per calling thread."""
-    if n_queries > SMALL_BATCH:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
-def _probe_remove(faiss: Any, index: Any) -> bool:
-    """Whether ``remove_ids`` works on this index (FAISS raises for HNSW)."""
-    try:
-        index.remove_ids(faiss.IDSelectorBatch(np.empty(0, dtype=np.int64)))
-    except RuntimeError:
-        return False
-    return True
-
-
-def _faiss_message(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
 
 
 def _now() -> str:

@@ -245,7 +245,7 @@ def test_failed_save_keeps_the_old_cache_usable(tmp_path, monkeypatch):
     cache(tmp_path).get(src, backend="IVF16,Flat")
     old_files = set(json.loads((tmp_path / "ann" / "stamp.json").read_text())["files"].values())
     new = src.add(40, seed=4)
-    real = cache_mod._atomic_write
+    real = cache_mod.atomic_write
 
     def failing(path, write):
         if path.name.endswith(".faiss"):
@@ -253,12 +253,12 @@ def test_failed_save_keeps_the_old_cache_usable(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         real(path, write)
 
-    monkeypatch.setattr(cache_mod, "_atomic_write", failing)
+    monkeypatch.setattr(cache_mod, "atomic_write", failing)
     c = cache(tmp_path)
     index = c.get(src, backend="IVF16,Flat")
     assert isinstance(c.save_error, OSError)
     assert len(index) == 1540  # the in-memory index is up to date anyway
-    monkeypatch.setattr(cache_mod, "_atomic_write", real)
+    monkeypatch.setattr(cache_mod, "atomic_write", real)
     stamp = json.loads((tmp_path / "ann" / "stamp.json").read_text())
     assert set(stamp["files"].values()) == old_files and stamp["generation"] == 1
     assert all((tmp_path / "ann" / f).exists() for f in old_files)
@@ -285,13 +285,13 @@ CRASH_SCRIPT = textwrap.dedent(
     c = IndexCache({ann!r}, tuning_queries=100)
     c.get(src, backend={backend!r})          # generation 1, saved completely
     src.add(40, seed=4)                      # generation 2
-    real = cache_mod._atomic_write
+    real = cache_mod.atomic_write
     def crash(path, write):
         if path.name.endswith({victim!r}):
             write(path.with_name(".tmp-crash-" + path.name))
             os._exit(17)                     # killed mid-save: no cleanup, no stamp
         real(path, write)
-    cache_mod._atomic_write = crash
+    cache_mod.atomic_write = crash
     c.get(src, backend={backend!r})
     """
 )
@@ -374,10 +374,10 @@ def test_atomic_write_never_exposes_a_half_written_file(tmp_path):
         raise OSError(5, "I/O error")
 
     with pytest.raises(OSError):
-        cache_mod._atomic_write(target, half)
+        cache_mod.atomic_write(target, half)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["stamp.json"]
-    cache_mod._atomic_write(target, lambda p: p.write_text("new"))
+    cache_mod.atomic_write(target, lambda p: p.write_text("new"))
     assert target.read_text() == "new"
 
 

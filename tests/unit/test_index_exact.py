@@ -107,41 +107,49 @@ def test_ties_are_broken_by_ascending_id():
     assert len(set(got.scores[0].tolist())) == 1
 
 
-def test_certificate_failure_falls_back_to_an_exact_rescan(monkeypatch):
-    """Hundreds of rows within bf16 noise of each other around the query: the bf16 scan
-    cannot rank them, the certificate fails, and the rescan still returns the fp32 truth."""
+@pytest.mark.parametrize("n_queries", [1, 3])  # fp16 scan (1-2 queries) and bf16 scan
+def test_certificate_failure_falls_back_to_an_exact_rescan(monkeypatch, n_queries):
+    """Hundreds of rows within rounding noise of each other around the query: the reduced
+    precision scan cannot rank them, the certificate fails, and the rescan still returns
+    the fp32 truth."""
     rng = np.random.default_rng(7)
     q = unit(rng.standard_normal(64))
     crowd = unit(q + 0.02 * rng.standard_normal((400, 64)).astype(np.float32) / 8)
     rest = clustered(3000, 64, seed=8)
     x = np.concatenate([crowd, rest]).astype(np.float16)
     ids = np.arange(len(x), dtype=np.int64) + 1
+    queries = (
+        np.concatenate([q[None, :], unit(crowd[: n_queries - 1])]) if n_queries > 1 else q[None, :]
+    )
     calls = []
     original = exact_mod.Scan._rescan
     monkeypatch.setattr(
         exact_mod.Scan,
         "_rescan",
-        lambda self, *a, **kw: calls.append(1) or original(self, *a, **kw),
+        lambda self, *a, **kw: calls.append(a[-1]) or original(self, *a, **kw),
     )
-    got = ExactIndex(ids, x, precision="bf16").search(q, 10)
-    assert calls, "the certificate should have failed on this crowd"
-    ref_ids, ref_scores = brute_force(ids, x, q[None, :], 10)
+    got = ExactIndex(ids, x, precision="bf16").search(queries, 10)
+    assert calls == (["fp16"] if n_queries == 1 else ["bf16"])
+    ref_ids, ref_scores = brute_force(ids, x, queries, 10)
     assert_same_top_k(got, ref_ids, ref_scores, atol=1e-6)
 
 
-def test_bf16_error_bound_covers_every_row(data):
+@pytest.mark.parametrize("mode", ["bf16", "fp16"])
+def test_scan_error_bound_covers_every_row(data, mode):
     """The bound the certificate relies on holds for all rows and queries (module doc)."""
     import torch
 
     ids, x, queries = data
     index = ExactIndex(ids, x, precision="bf16")
     scan = index._scan
-    approx = (torch.from_numpy(queries).to(torch.bfloat16) @ scan.mirror.T).float().numpy()
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    table = scan.mirror if mode == "bf16" else torch.from_numpy(index.rows.vectors)
+    approx = (torch.from_numpy(queries).to(dtype) @ table.T).float().numpy()
     exact = queries @ index.rows.vectors.astype(np.float32).T
-    bound, c_out = scan._bounds(queries)
+    bound, c_out = scan._bounds(queries, mode)
     slack = bound[:, None] + c_out * np.abs(approx) - np.abs(approx - exact)
     assert (slack >= 0).all()
-    assert np.abs(approx - exact).max() > 1e-4  # the bf16 scan really is approximate
+    assert np.abs(approx - exact).max() > 1e-5  # the scan really is approximate
 
 
 def test_k_larger_than_the_index_pads_with_minus_one():

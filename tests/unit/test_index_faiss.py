@@ -218,6 +218,11 @@ def test_choose_backend_follows_autofaiss_rules():
     assert choose_backend(500_000, 512, 1_100_000_000) == "HNSW19"
     # 500k in 1.05 GB: HNSW M < 8, IVF-Flat (1.02 GB) fits
     assert choose_backend(500_000, 512, 1_050_000_000) == "IVF2048,Flat"
+    assert autotune.candidate_backends(500_000, 512, 2 * gib) == [
+        "HNSW32",
+        "IVF2048,Flat",
+        autotune.quantized_factory(500_000, 512, 2 * gib),
+    ]
     key = choose_backend(10_000_000, 512, 6 * gib)
     assert key == "OPQ256_768,IVF65536_HNSW32,PQ256x8"
     for n, budget in [(1_000_000, gib), (50_000_000, 4 * gib)]:
@@ -243,3 +248,28 @@ def test_filter_selectors_for_dense_and_sparse_ids(spacing, monkeypatch):
     assert np.isin(got.ids, allowed).all()
     ref = ExactIndex(ids, x).search(q, 10, allowed=allowed)
     assert recall(got.ids, ref.ids) >= 0.9
+
+
+def test_auto_falls_through_candidates_until_the_target_is_met(monkeypatch):
+    x = clustered(3000, 32, seed=21).astype(np.float16)
+    ids = np.arange(3000, dtype=np.int64)
+    assert autotune.candidate_backends(3000, 32, 1 << 30, flat_threshold=0)[:2] == [
+        "HNSW32",
+        "IVF64,Flat",
+    ]
+    monkeypatch.setattr(autotune, "EF_SEARCH_LADDER", (10,))  # HNSW capped low: misses 0.99
+    index = FaissIndex(
+        ids, x, factory="auto", memory_budget_bytes=1 << 30, recall_target=0.99, tuning_queries=200
+    )
+    info = index.info()
+    assert info.factory == "IVF64,Flat" and info.recall_at_10 >= 0.99
+    assert list(info.rejected) == ["HNSW32"] and info.rejected["HNSW32"] < 0.99
+    # the adopted index is complete and searchable
+    assert len(index) == 3000 and index.faiss_index.ntotal == 3000
+    assert (index.search(x[:20].astype(np.float32), 1).ids[:, 0] == ids[:20]).all()
+
+
+def test_threads_option_sets_faiss_threads(data):
+    ids, x, _, _ = data
+    FaissIndex(ids[:500], x[:500], factory="Flat", tuning_queries=20, threads=1)
+    assert faiss.omp_get_max_threads() == 1
