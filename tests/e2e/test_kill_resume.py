@@ -34,6 +34,18 @@ def _count_ok(db: Path) -> int:
         return 0
 
 
+def _index_command(photos: Path, lib: Path, checkpoint: Path) -> tuple[list[str], dict[str, str]]:
+    cmd = [sys.executable, "-m", "clipsearch", "index", str(photos), "--library", str(lib),
+           "--model", str(checkpoint), "--batch-size", "4", "--quiet", "--json"]  # fmt: skip
+    return cmd, {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+
+
+def _wait_for_first_batch(proc: subprocess.Popen, db: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and _count_ok(db) == 0:
+        time.sleep(0.02)
+
+
 def test_kill_9_then_resume(tmp_path, tiny_checkpoint):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -43,29 +55,10 @@ def test_kill_9_then_resume(tmp_path, tiny_checkpoint):
             photos / f"img_{i:04d}.jpg", palette[i % len(palette)], size=(96 + i % 7, 64), seed=i
         )
     lib = tmp_path / "lib"
-    cmd = [
-        sys.executable,
-        "-m",
-        "clipsearch",
-        "index",
-        str(photos),
-        "--library",
-        str(lib),
-        "--model",
-        str(tiny_checkpoint),
-        "--batch-size",
-        "4",
-        "--quiet",
-        "--json",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    cmd, env = _index_command(photos, lib, tiny_checkpoint)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = lib / "catalog.sqlite"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if _count_ok(db) > 0:
-            break
-        time.sleep(0.02)
+    _wait_for_first_batch(proc, db)
     killed_mid_run = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -94,27 +87,10 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path, tiny_checkpoint):
     for i in range(N):
         make_image(photos / f"img_{i:04d}.png", "blue", size=(96, 64 + i % 5), seed=i)
     lib = tmp_path / "lib"
-    cmd = [
-        sys.executable,
-        "-m",
-        "clipsearch",
-        "index",
-        str(photos),
-        "--library",
-        str(lib),
-        "--model",
-        str(tiny_checkpoint),
-        "--batch-size",
-        "4",
-        "--quiet",
-        "--json",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    cmd, env = _index_command(photos, lib, tiny_checkpoint)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = lib / "catalog.sqlite"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and _count_ok(db) == 0:
-        time.sleep(0.02)
+    _wait_for_first_batch(proc, db)
     assert proc.poll() is None, "indexing finished before Ctrl-C could be sent; raise N"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
