@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ef-construction",
         type=int,
         default=None,
-        help="HNSW efConstruction (default: FAISS's 40)",
+        help="HNSW efConstruction (default: clipsearch's 80; FAISS's is 40)",
     )
     args = p.parse_args(argv)
     if args.ef_construction:

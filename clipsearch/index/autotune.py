@@ -133,8 +133,9 @@ def candidate_backends(
     """Backends to try for ``n`` vectors of ``dim`` within the budget, best first:
     ["exact"], or FAISS factory strings in autofaiss's order (HNSW if it fits, IVF-Flat if
     it fits, then OPQ+IVF+PQ sized to the budget). A builder moves down the list when the
-    one above cannot reach the recall target (measured: HNSW32 plateaus at recall@10 ≈ 0.91
-    on 1M strongly clustered vectors, where IVF-Flat reaches 0.95; benchmarks/ann.py).
+    one above cannot reach the recall target (measured: HNSW32 built with FAISS's default
+    efConstruction plateaus at recall@10 ≈ 0.91 on 1M strongly clustered vectors, where
+    IVF-Flat reaches 0.96; benchmarks/ann.py).
     Unlike autofaiss, IVF-Flat stays a candidate from 1M vectors on when it fits.
     """
     if n < 0 or dim <= 0:

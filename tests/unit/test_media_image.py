@@ -453,7 +453,7 @@ def test_no_file_handles_leak(tmp_path: Path) -> None:
                     load_image(broken)
         gc.collect()
 
-    assert open_descriptors() == before
+    assert open_descriptors() <= before  # others (threads of earlier tests) may close fds meanwhile
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
