@@ -22,17 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 20, 20),
-    "green": (20, 200, 20),
-    "blue": (20, 20, 220),
-    "yellow": (230, 220, 30),
-    "magenta": (210, 30, 210),
-    "cyan": (30, 210, 210),
-    "black": (0, 0, 0),
-    "white": (255, 255, 255),
-    "grey": (128, 128, 128),
-}
+# One palette for generated test media and the synthetic benchmark.
+from clipsearch.eval.synthetic import COLOURS
 
 Scene = tuple[str | tuple[int, int, int], float]
 

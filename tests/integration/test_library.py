@@ -32,6 +32,13 @@ class CountingEncoder(ColourEncoder):
         return super().encode_pixels(pixels)
 
 
+class OtherEncoder(ColourEncoder):
+    """Same code, another model: a library bound to ColourEncoder must refuse it."""
+
+    fingerprint = "other-model-fingerprint"
+    spec = "fake:other"
+
+
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     root = tmp_path / "photos"
@@ -142,10 +149,6 @@ def test_library_bound_to_one_model(tmp_path, photos):
     with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
         lib.index([photos])
 
-    class OtherEncoder(ColourEncoder):
-        fingerprint = "other-model-fingerprint"
-        spec = "fake:other"
-
     with (
         Library(tmp_path / "lib", encoder=OtherEncoder()) as lib,
         pytest.raises(ModelMismatchError),
@@ -242,10 +245,6 @@ def test_kind_and_where_forms(lib, photos):
 def test_injected_encoder_of_another_model_is_refused_for_search(tmp_path, photos):
     with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
         lib.index([photos])
-
-    class OtherEncoder(ColourEncoder):
-        fingerprint = "other-model-fingerprint"
-        spec = "fake:other"
 
     with (
         Library(tmp_path / "lib", encoder=OtherEncoder()) as lib,
