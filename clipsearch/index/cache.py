@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from clipsearch.atomic import atomic_write
 from clipsearch.errors import NotFoundError, UsageError
 from clipsearch.index import autotune
 from clipsearch.index.base import IndexInfo, ProgressFn, VectorIndex
@@ -44,7 +45,6 @@ from clipsearch.index.stamp import (
     OWN_FILE,
     STAMP_NAME,
     Stamp,
-    atomic_write,
     now,
     stamp_info,
     write_npy,

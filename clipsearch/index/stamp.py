@@ -2,18 +2,14 @@
 
 ``stamp.json`` is the commit point of ``<library>/ann``: it names the files of the
 current index and everything needed to decide whether they still describe the catalog.
-Files are written with `atomic_write` (temp file in the same directory, fsync, rename,
+Files are written with `clipsearch.atomic.atomic_write` (temp file in the same directory, fsync, rename,
 fsync of the directory), so a reader sees either the old or the new file, never a part.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,29 +54,6 @@ class Stamp:
         if data.get("format") != FORMAT or not names.issuperset(data) or "files" not in data:
             raise ValueError("unknown stamp format")
         return cls(**data)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` via a temp file in the same directory, fsync, rename, fsync the dir."""
-    tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def write_npy(path: Path, array: np.ndarray, dtype: Any) -> None:
