@@ -5,8 +5,10 @@
 - ``load_image`` decodes an image robustly and fast (draft mode, EXIF orientation, every
   colour mode, a decompression-bomb guard, typed errors).
 
-Video decoding and frame sampling live in ``clipsearch.media.video`` and
-``clipsearch.media.sampling`` (imported on demand: they need PyAV).
+Video (imported on demand: it needs PyAV): ``clipsearch.media.video`` decodes the frames
+a sampler asks for (``FrameReader``, ``decode_frames``); ``video_probe`` opens a container
+and reads its metadata (``probe_video``); ``video_decoder`` is the damage-surviving packet
+decoder under both; ``sampling`` plans frame times and detects shots.
 """
 
 from clipsearch.media.identity import partial_hash

@@ -12,7 +12,7 @@ from clipsearch.errors import (
     UnsupportedMediaError,
     UsageError,
 )
-from clipsearch.media import video as video_mod
+from clipsearch.media import video_probe
 from clipsearch.media.sampling import FrameSampler
 from clipsearch.media.video import (
     FrameReader,
@@ -252,13 +252,13 @@ def test_large_frames_are_downscaled_keeping_clip_resolution(tmp_path):
 
 
 def test_scaled_size_rule():
-    assert video_mod._scaled_size(7680, 4320, 448) == (448, 252)
-    assert video_mod._scaled_size(4000, 400, 448) == (2240, 224)  # short side kept >= 224
-    assert video_mod._scaled_size(160, 120, 448) == (160, 120)  # never upscaled
+    assert video_probe.scaled_size(7680, 4320, 448) == (448, 252)
+    assert video_probe.scaled_size(4000, 400, 448) == (2240, 224)  # short side kept >= 224
+    assert video_probe.scaled_size(160, 120, 448) == (160, 120)  # never upscaled
 
 
 def test_frame_size_cap_raises_media_too_large(vids, monkeypatch):
-    monkeypatch.setattr(video_mod, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(video_probe, "MAX_PIXELS", 100 * 100)
     with pytest.raises(MediaTooLargeError, match="160x120"):
         probe_video(vids["cfr"])
 
