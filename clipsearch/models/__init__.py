@@ -10,8 +10,9 @@ Importing this package is cheap: torch and open_clip load on the first `load_enc
 
 from clipsearch.models.base import Encoder, l2_normalize
 from clipsearch.models.checkpoint import CheckpointInfo, read_checkpoint_info, save_checkpoint
-from clipsearch.models.openclip import OpenClipEncoder, list_models, load_encoder
+from clipsearch.models.openclip import OpenClipEncoder, load_encoder
 from clipsearch.models.precision import cpu_has_native_bf16, resolve_precision
+from clipsearch.models.registry import list_models
 from clipsearch.models.spec import DEFAULT_MODEL, ModelSpec, parse_spec
 
 __all__ = [

@@ -28,7 +28,6 @@ Pillow + numpy only (no torch ops), so decode threads never spawn torch thread t
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import json
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from clipsearch.errors import ModelError, UnknownModelError, UsageError, WeightsUnavailableError
+from clipsearch.errors import ModelError, UsageError, WeightsUnavailableError
 from clipsearch.models.base import Encoder
 from clipsearch.models.checkpoint import (
     load_state_dict_into,
@@ -54,6 +53,7 @@ from clipsearch.models.checkpoint import (
     weights_digest,
 )
 from clipsearch.models.precision import Precision, resolve_precision
+from clipsearch.models.registry import check_architecture, check_tag
 from clipsearch.models.spec import DEFAULT_MODEL, ModelSpec, parse_spec
 
 if TYPE_CHECKING:
@@ -249,40 +249,6 @@ def load_encoder(
     )
 
 
-def list_models() -> list[tuple[str, str]]:
-    """Every (architecture, pretrained tag) pair open_clip knows, for ``clipsearch models``."""
-    import open_clip
-
-    return [(arch, tag) for arch, tag in open_clip.list_pretrained()]
-
-
-def check_architecture(arch: str) -> None:
-    """Raise UnknownModelError (with near matches) unless open_clip knows ``arch``."""
-    import open_clip
-
-    known = open_clip.list_models()
-    if arch not in known:
-        raise UnknownModelError(
-            f"Unknown model architecture {arch!r}.{_suggest(arch, known)} "
-            "Run `clipsearch models` for the list."
-        )
-
-
-def check_tag(arch: str, tag: str) -> None:
-    """Raise UnknownModelError (with near matches) unless ``arch`` has pretrained ``tag``."""
-    from open_clip.pretrained import list_pretrained_tags_by_model
-
-    check_architecture(arch)
-    tags = list_pretrained_tags_by_model(arch)
-    if tag not in tags:
-        shown = ", ".join(tags[:8]) + (f" and {len(tags) - 8} more" if len(tags) > 8 else "")
-        available = f" Its tags: {shown}." if tags else " It has no pretrained tags."
-        raise UnknownModelError(
-            f"Unknown pretrained tag {tag!r} for {arch}.{_suggest(tag, tags)}{available} "
-            "Run `clipsearch models` for the list."
-        )
-
-
 # --- resolving a spec ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Source:
@@ -372,12 +338,6 @@ def _shorten(text: str, limit: int = 200) -> str:
     if len(text) <= limit:
         return text
     return text[:limit].rsplit(" ", 1)[0] + "…"
-
-
-def _suggest(name: str, candidates: Sequence[str]) -> str:
-    lowered = {c.lower(): c for c in candidates}
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=5, cutoff=0.6)
-    return f" Did you mean: {', '.join(lowered[c] for c in close)}?" if close else ""
 
 
 def _shared_tag_preprocess(arch: str) -> dict[str, Any]:

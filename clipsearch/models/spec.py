@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from clipsearch.errors import UnknownModelError
+from clipsearch.models.registry import check_architecture, pretrained_tags
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 
@@ -134,16 +135,12 @@ def default_tag(arch: str) -> str:
     Raises UnknownModelError when the architecture has no pretrained tag, suggesting
     near matches when the name itself is unknown.
     """
-    from open_clip.pretrained import list_pretrained_tags_by_model
-
     default_arch, _, default_tag_ = DEFAULT_MODEL.partition(":")
     if arch == default_arch:
         return default_tag_
-    tags = list_pretrained_tags_by_model(arch)
+    tags = pretrained_tags(arch)
     if tags:
         return tags[0]
-    from clipsearch.models.openclip import check_architecture
-
     check_architecture(arch)  # raises with suggestions when the name is unknown
     raise UnknownModelError(
         f"Architecture {arch!r} has no pretrained weights in open_clip. Give weights "
