@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from clipsearch.atomic import atomic_write_text
 from clipsearch.errors import ModelMismatchError, NotFoundError
 from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
@@ -59,9 +60,10 @@ class AnnSettings:
             return cls()  # missing or damaged: the defaults (the file is only a preference)
 
     def save(self, library: Path) -> None:
-        tmp = library / (self.FILE + ".tmp")
-        tmp.write_text(json.dumps({"backend": self.backend, "recall_target": self.recall_target}))
-        os.replace(tmp, library / self.FILE)
+        atomic_write_text(
+            library / self.FILE,
+            json.dumps({"backend": self.backend, "recall_target": self.recall_target}),
+        )
 
 
 @dataclass(frozen=True)

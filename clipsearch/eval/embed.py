@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipsearch.atomic import atomic_write
 from clipsearch.errors import ClipsearchError, LibraryError, MediaError
 from clipsearch.models.base import Encoder
 
@@ -108,12 +108,14 @@ class EmbeddingCache:
             return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, self.root / f"{key}.npz")
+            atomic_write(self.root / f"{key}.npz", lambda tmp: _write_npz(tmp, arrays))
         except OSError as e:
             raise LibraryError(f"cannot write the eval cache in {self.root}: {e}") from e
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a bare name
+        np.savez(f, **arrays)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipsearch.atomic import atomic_write_text
 from clipsearch.errors import LibraryError, MissingDependencyError
 from clipsearch.eval.runner import ClassificationReport, RetrievalReport
 
@@ -116,8 +117,10 @@ def write_report(report: Report, out_dir: str | Path, *, plots: bool = True) -> 
     written: list[Path] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-        (out / "report.md").write_text(to_markdown(report), encoding="utf-8")
+        atomic_write_text(
+            out / "report.json", json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
+        )
+        atomic_write_text(out / "report.md", to_markdown(report))
     except OSError as e:
         raise LibraryError(f"cannot write the report into {out}: {e}") from e
     written += [out / "report.json", out / "report.md"]

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from clipsearch.atomic import atomic_write_bytes
 from clipsearch.errors import CorruptMediaError, MissingDependencyError, UnsupportedMediaError
 from clipsearch.media import load_image
 from clipsearch.server.files import ItemFile
@@ -109,14 +108,7 @@ class ThumbnailCache:
         for old in path.parent.glob(f"{item_prefix}*.jpg"):
             if not old.stem.endswith(stamp):  # an older version of the file: stale
                 old.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jpg")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, buf.getvalue())
 
 
 def fit(image: Image.Image, size: int) -> Image.Image:

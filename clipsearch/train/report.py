@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipsearch.atomic import atomic_write_text
+
 _DIRECTIONS = (("text_to_media", "text→media"), ("media_to_text", "media→text"))
 _KS = ("R@1", "R@5", "R@10")
 
@@ -77,8 +79,8 @@ class TrainReport:
 
     def write(self, out: Path, *, json_name: str, md_name: str) -> tuple[Path, Path]:
         js, md = out / json_name, out / md_name
-        js.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        md.write_text(self.markdown(), encoding="utf-8")
+        atomic_write_text(js, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(md, self.markdown())
         return js, md
 
 

@@ -18,13 +18,12 @@ detected on resume instead of silently pairing new weights with old optimiser mo
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from clipsearch.atomic import atomic_write, atomic_write_bytes
 from clipsearch.errors import TrainingError
 
 RUN_FILE = "run.json"
@@ -101,7 +100,7 @@ def prepare_out_dir(out: Path, *, resume: bool, overwrite: bool, config: dict[st
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / RUN_FILE, json.dumps({"config": config}, indent=2).encode())
+    atomic_write_bytes(out / RUN_FILE, json.dumps({"config": config}, indent=2).encode())
 
 
 def read_run_config(out: Path) -> dict[str, Any]:
@@ -114,17 +113,6 @@ def read_run_config(out: Path) -> dict[str, Any]:
         raise TrainingError(f"{out / RUN_FILE} is damaged ({e}); use --overwrite") from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
@@ -134,14 +122,7 @@ def save_state(out: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus the checkpoint's stamp) to ``out/train_state.pt`` atomically."""
     state = dict(state, version=STATE_VERSION, checkpoint_stamp=_stamp(out / CHECKPOINT_FILE))
     path = out / STATE_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=out)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     return path
 
 
