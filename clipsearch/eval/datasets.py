@@ -39,8 +39,8 @@ from typing import Literal
 import numpy as np
 
 from clipsearch.errors import DatasetError
+from clipsearch.media.scan import MediaKind
 
-MediaKind = Literal["image", "video"]
 DatasetFormat = Literal["auto", "karpathy", "pairs", "msrvtt", "wds"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})

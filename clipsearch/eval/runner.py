@@ -35,6 +35,7 @@ from clipsearch.eval.metrics import (
     retrieval_metrics,
 )
 from clipsearch.eval.rerank import RerankContext, apply_reranker, get_reranker
+from clipsearch.media.scan import MediaKind
 from clipsearch.models.base import Encoder
 
 VIDEO_TO_TEXT_NOTE = (
@@ -60,7 +61,7 @@ class RetrievalRun:
 @dataclass
 class RetrievalReport:
     dataset: str
-    kind: str
+    kind: MediaKind
     model: str
     n_media: int
     n_texts: int

@@ -40,6 +40,7 @@ import numpy as np
 from clipsearch.errors import UsageError
 from clipsearch.index.exact import Scan, max_norm
 from clipsearch.index.rows import VectorRows
+from clipsearch.models.base import l2_normalize
 
 FLAT_THRESHOLD = 50_000
 """Below this many 512-d vectors the exact backend is used (scaled by 512/dim). Measured
@@ -224,13 +225,13 @@ def held_out_queries(rows: VectorRows, positions: np.ndarray, *, seed: int = 0) 
     perturbed by noise of relative norm 0.5 and 1.0 (cosine ≈ 0.9 and 0.7 to their row:
     real queries, text ones above all, rarely sit on a stored point). Nothing to exclude."""
     base = rows.rows_fp32(positions)
-    base /= np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
+    base = l2_normalize(base)
     rng = np.random.default_rng(seed + 1)
     noise = rng.standard_normal(base.shape).astype(np.float32)
-    noise /= np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
+    noise = l2_normalize(noise)
     level = np.array(HELD_OUT_NOISE, dtype=np.float32)[np.arange(len(base)) % len(HELD_OUT_NOISE)]
     queries = base + level[:, None] * noise
-    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    queries = l2_normalize(queries)
     return TuningQueries(queries=queries, exclude=np.full(len(queries), -1, dtype=np.int64))
 
 
@@ -246,11 +247,9 @@ def tuning_queries(rows: VectorRows, *, n_queries: int = 500, seed: int = 0) -> 
     base = rows.rows_fp32(pos) if m else np.empty((0, rows.dim), np.float32)
     n_loo = (m + 1) // 2
     noise = rng.standard_normal((m - n_loo, rows.dim)).astype(np.float32)
-    noise *= PERTURBATION / np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
-    norms = np.maximum(np.linalg.norm(base[n_loo:], axis=1, keepdims=True), 1e-12)
-    perturbed = base[n_loo:] / norms + noise
+    perturbed = l2_normalize(base[n_loo:]) + PERTURBATION * l2_normalize(noise)
     queries = np.concatenate([base[:n_loo], perturbed]).astype(np.float32)
-    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    queries = l2_normalize(queries)
     exclude = np.full(m, -1, dtype=np.int64)
     exclude[:n_loo] = rows.ids[pos[:n_loo]]
     return TuningQueries(queries=queries, exclude=exclude)

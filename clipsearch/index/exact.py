@@ -32,7 +32,7 @@ import functools
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -43,7 +43,8 @@ from clipsearch.index.rows import VectorRows, as_id_array
 if TYPE_CHECKING:
     import torch
 
-Precision = Literal["auto", "bf16", "fp32"]
+ScanPrecision = Literal["auto", "bf16", "fp32"]  # of the exact scan; not the model weights
+SCAN_PRECISIONS: tuple[ScanPrecision, ...] = get_args(ScanPrecision)
 
 _U32 = 2.0**-24  # unit roundoff of fp32
 _U_BF16 = 2.0**-8  # unit roundoff of bf16
@@ -418,10 +419,10 @@ class ExactIndex:
         ids: np.ndarray,
         vectors: np.ndarray,
         *,
-        precision: Precision = "auto",
+        precision: ScanPrecision = "auto",
         block_rows: int | None = None,
     ) -> None:
-        if precision not in ("auto", "bf16", "fp32"):
+        if precision not in SCAN_PRECISIONS:
             raise UsageError(f"precision must be auto, bf16 or fp32, got {precision!r}")
         self.precision: Literal["bf16", "fp32"] = (
             ("bf16" if native_bf16() else "fp32") if precision == "auto" else precision

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clipsearch.media.scan import MediaKind
+
 
 @dataclass(frozen=True)
 class ScanProgress:
@@ -30,7 +32,7 @@ class FileDone:
     """One file finished (written to the catalog). ``error`` is set when it failed."""
 
     path: str
-    kind: str
+    kind: MediaKind
     ok: bool
     error: str | None = None
     frames: int = 0

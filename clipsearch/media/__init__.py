@@ -15,6 +15,7 @@ from clipsearch.media.identity import partial_hash
 from clipsearch.media.image import DEFAULT_MAX_PIXELS, DecodedImage, load_image
 from clipsearch.media.scan import (
     IMAGE_EXTENSIONS,
+    MEDIA_KINDS,
     VIDEO_EXTENSIONS,
     MediaFile,
     MediaKind,
@@ -25,6 +26,7 @@ from clipsearch.media.scan import (
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "MEDIA_KINDS",
     "VIDEO_EXTENSIONS",
     "DecodedImage",
     "MediaFile",

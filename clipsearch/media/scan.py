@@ -32,13 +32,14 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from clipsearch.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 
 MediaKind = Literal["image", "video"]
+MEDIA_KINDS: tuple[MediaKind, ...] = get_args(MediaKind)
 ErrorCallback = Callable[[Path, str], None]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipsearch.media.scan import MediaKind
+
 if TYPE_CHECKING:
     from clipsearch.search.video import Moment
 
@@ -31,7 +33,7 @@ class Hit:
 
     item_id: int
     path: str
-    kind: str
+    kind: MediaKind
     score: float
     rank: int
     width: int | None = None

@@ -53,6 +53,7 @@ from typing import Literal
 import numpy as np
 
 from clipsearch.errors import UsageError
+from clipsearch.models.base import l2_normalize
 
 PoolMethod = Literal["mean", "max", "softmax"]
 POOL_METHODS = ("mean", "max", "softmax")
@@ -61,11 +62,6 @@ DEFAULT_SMOOTH_S = 1.0
 DEFAULT_MIN_LEN_S = 2.0
 DEFAULT_MIN_CONTRAST = 0.01  # cosine: below this the curve is flat (frame-to-frame noise)
 BASELINE_PERCENTILE = 10.0
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def meanp(frames: np.ndarray) -> np.ndarray:
@@ -77,7 +73,7 @@ def meanp(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames, dtype=np.float32)
     if frames.ndim != 2 or frames.shape[0] == 0:
         raise UsageError(f"meanp needs a (F, D) matrix with F >= 1, got shape {frames.shape}")
-    return _normalize(_normalize(frames).mean(axis=0))
+    return l2_normalize(l2_normalize(frames).mean(axis=0))
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,7 @@ class FrameSets:
                 f"{int(counts.sum())} counted frames"
             )
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        return cls(_normalize(vectors), offsets)
+        return cls(l2_normalize(vectors), offsets)
 
     @classmethod
     def from_list(cls, frames: Sequence[np.ndarray]) -> FrameSets:
@@ -151,12 +147,12 @@ def pool_scores_batch(
     """
     if method not in POOL_METHODS:
         raise UsageError(f"unknown pooling {method!r}; use one of {', '.join(POOL_METHODS)}")
-    q = _normalize(np.atleast_2d(queries))  # (Q, D)
+    q = l2_normalize(np.atleast_2d(queries))  # (Q, D)
     f, starts = videos.vectors, videos.offsets[:-1]  # (N, D), (V,)
     if q.shape[1] != f.shape[1]:
         raise UsageError(f"query dim {q.shape[1]} != frame dim {f.shape[1]}")
     if method == "mean":
-        v = _normalize(np.add.reduceat(f, starts, axis=0))  # (V, D); /F is undone by normalise
+        v = l2_normalize(np.add.reduceat(f, starts, axis=0))  # (V, D); /F is undone by normalise
         return q @ v.T
     s = q @ f.T  # (Q, N)
     if method == "max":

@@ -8,13 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clipsearch.media.scan import MediaKind
 from clipsearch.search.engine import MAX_K
 
 MAX_OFFSET = MAX_K  # paging deeper than this is not interactive search any more
 MAX_WHERE = 16  # filter clauses per request
 MAX_LIKE = 16  # "more like this" item ids per request
 
-Kind = Literal["image", "video"]
 Pooling = Literal["mean", "max", "softmax"]
 
 
@@ -80,7 +80,7 @@ class SearchRequest(BaseModel):
     like_weight: float = Field(1.0, ge=-10, le=10, description="Weight of each liked item.")
     k: int = Field(20, ge=1, le=MAX_K, description="Results per page.")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Skip this many results (paging).")
-    kind: Kind | None = Field(None, description="Only images or only videos.")
+    kind: MediaKind | None = Field(None, description="Only images or only videos.")
     where: list[str] = Field(
         default_factory=list,
         max_length=MAX_WHERE,
@@ -143,7 +143,7 @@ class HitOut(BaseModel):
     item_id: int
     path: str
     name: str
-    kind: Kind
+    kind: MediaKind
     score: float
     width: int | None = None
     height: int | None = None
@@ -210,7 +210,7 @@ class ItemOut(BaseModel):
     item_id: int
     path: str
     name: str
-    kind: Kind
+    kind: MediaKind
     status: str
     error: str | None
     size: int

@@ -39,6 +39,7 @@ from clipsearch.errors import (
     NotFoundError,
     UsageError,
 )
+from clipsearch.media.scan import MEDIA_KINDS, MediaKind
 from clipsearch.store import vector_io
 from clipsearch.store.connection import CATALOG_FILE, connect, translate
 from clipsearch.store.filter_sql import filter_condition
@@ -51,7 +52,6 @@ from clipsearch.store.migrations import (
 )
 from clipsearch.store.records import (
     ITEM_COLUMNS,
-    KINDS,
     STATUSES,
     ItemRecord,
     ItemWrite,
@@ -257,7 +257,7 @@ class Catalog:
             )
             return {row[1]: ItemRecord(*row) for row in cur}
 
-    def find_reusable(self, content_hash: str, size: int, kind: str) -> ItemRecord | None:
+    def find_reusable(self, content_hash: str, size: int, kind: MediaKind) -> ItemRecord | None:
         """An ok item with the same content hash, size and kind (oldest first): a moved or
         copied file whose vectors ``copy_item`` can reuse. None if there is none."""
         with self._reading("looking up a content hash") as conn:
@@ -458,7 +458,7 @@ class Catalog:
         """Counts and facts for ``clipsearch status``: items by kind and status, vectors,
         frames, roots, model binding, generation, schema version, bytes on disk."""
         with self._snapshot("reading statistics") as conn:
-            by_kind = {k: {s: 0 for s in STATUSES} for k in KINDS}
+            by_kind = {k: {s: 0 for s in STATUSES} for k in MEDIA_KINDS}
             for kind, status, n in conn.execute(
                 "SELECT kind, status, count(*) FROM items GROUP BY kind, status"
             ):

@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 from clipsearch.errors import QueryError
+from clipsearch.media.scan import MEDIA_KINDS, MediaKind
 
 ACCEPTED_FORMS = (
     "path:GLOB (e.g. path:/archive/2023/*), kind:image|video, after:DATE, before:DATE "
@@ -75,7 +76,7 @@ class ItemFilter:
     """
 
     paths: tuple[str, ...] = ()  # shell globs (path:...), each must match
-    kinds: frozenset[str] | None = None  # allowed kinds; None = any, empty = none
+    kinds: frozenset[MediaKind] | None = None  # allowed kinds; None = any, empty = none
     mtime_after_ns: int | None = None  # inclusive lower bound on mtime_ns
     mtime_before_ns: int | None = None  # exclusive upper bound on mtime_ns
     size_min: int | None = None  # inclusive, bytes
@@ -169,7 +170,7 @@ def _parse_clause(clause: str, base: Path) -> ItemFilter:
         return ItemFilter(paths=(_absolute_pattern(value, base),))
     if key == "kind":
         kinds = {k.strip().lower() for k in value.split(",") if k.strip()}
-        unknown = kinds - {"image", "video"}
+        unknown = kinds - set(MEDIA_KINDS)
         if unknown or not kinds:
             raise _bad(
                 clause, f"unknown kind {', '.join(sorted(unknown)) or value!r}; use image or video"

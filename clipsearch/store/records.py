@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipsearch.errors import LibraryError
+from clipsearch.media.scan import MediaKind
 
-KINDS = ("image", "video")
 STATUSES = ("ok", "failed")
 VECTOR_DTYPE = np.dtype("<f2")  # on-disk element type, whatever the host byte order
 
@@ -34,7 +34,7 @@ class ItemRecord:
     id: int
     path: str  # absolute path as the indexer saw it
     root_id: int | None  # the root it was found under (None if added outside a root)
-    kind: str  # "image" | "video"
+    kind: MediaKind
     size: int  # bytes
     mtime_ns: int  # st_mtime_ns at indexing time
     content_hash: str | None  # partial content hash, recognises moves and copies
@@ -60,7 +60,7 @@ class ItemWrite:
 
     path: str
     root_id: int | None
-    kind: str  # "image" | "video"
+    kind: MediaKind
     size: int
     mtime_ns: int
     content_hash: str | None

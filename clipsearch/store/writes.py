@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipsearch.errors import ModelMismatchError, UsageError
-from clipsearch.store.records import KINDS, STATUSES, ItemWrite, encode_vectors
+from clipsearch.media.scan import MEDIA_KINDS
+from clipsearch.store.records import STATUSES, ItemWrite, encode_vectors
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ def check_item(w: ItemWrite) -> None:
     where = f"item {w.path!r}"
     if not w.path:
         raise UsageError("an item write needs a path")
-    if w.kind not in KINDS:
-        raise UsageError(f"{where}: kind must be one of {KINDS}, got {w.kind!r}")
+    if w.kind not in MEDIA_KINDS:
+        raise UsageError(f"{where}: kind must be one of {MEDIA_KINDS}, got {w.kind!r}")
     if w.status not in STATUSES:
         raise UsageError(f"{where}: status must be one of {STATUSES}, got {w.status!r}")
     if int(w.size) < 0:
