@@ -6,6 +6,9 @@ step (plain, or gradient-cached when ``micro_batch < batch_size``), a finite-los
 global-norm gradient clipping, AdamW, and the CLIP temperature clamp (scale <= 100).
 After each epoch: validation recall, then the checkpoint and the resume state.
 
+``run`` reads as open_clip's ``main``: `prepare` (:mod:`clipsearch.train.session`), then
+per epoch `train_one_epoch`, `evaluate` and `save_epoch`, then the report.
+
 Resume reproduces the straight run: data order and augmentation are functions of
 (seed, epoch); the optimiser moments, step counter and torch RNG state are restored;
 the learning rate is a function of the global step.
@@ -16,27 +19,17 @@ optimiser step, so the checkpoint on disk (the last completed epoch) stays good.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from clipsearch.errors import ClipsearchError, TrainingError, UsageError
 from clipsearch.train import state as run_state
-from clipsearch.train.batches import PairLoader, count_truncated
+from clipsearch.train.batches import Batch
 from clipsearch.train.config import TrainConfig, parse_args
-from clipsearch.train.data import (
-    PairData,
-    read_pairs_file,
-    read_shards,
-    read_sidecar_folder,
-    read_video_pairs,
-    split_pairs,
-)
 from clipsearch.train.evaluate import validation_recall
 from clipsearch.train.events import (
     CheckpointSaved,
@@ -49,9 +42,10 @@ from clipsearch.train.events import (
 )
 from clipsearch.train.gradcache import cached_step, full_batch_step
 from clipsearch.train.loss import clamp_logit_scale_, get_loss
-from clipsearch.train.modes import ModeSetup, apply_mode, merged_model, trainable_state_dict
+from clipsearch.train.modes import ModeSetup, merged_model, trainable_state_dict
 from clipsearch.train.report import TrainReport
-from clipsearch.train.trainable import TrainableModel, batch_model, create_from_scratch, load_base
+from clipsearch.train.session import TrainingSession, prepare
+from clipsearch.train.trainable import TrainableModel
 
 log = logging.getLogger("clipsearch.train")
 
@@ -67,79 +61,6 @@ def cosine_lr(step: int, *, base_lr: float, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / span)) * base_lr
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups as open_clip builds them: no decay on gains, biases and the temperature."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exempt = (
-            p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        )
-        (no_decay if exempt else decay).append(p)
-    return [
-        {"params": no_decay, "weight_decay": 0.0},
-        {"params": decay, "weight_decay": weight_decay},
-    ]
-
-
-def read_data(config: TrainConfig) -> PairData:
-    """The pairs named by the config's data source (see :mod:`clipsearch.train.data`)."""
-    if config.pairs is not None:
-        return read_pairs_file(
-            config.pairs,
-            media_root=config.media_root,
-            split=config.split,
-            media_column=config.image_column,
-            caption_column=config.caption_column,
-        )
-    if config.images is not None:
-        return read_sidecar_folder(config.images)
-    if config.shards:
-        return read_shards(config.shards)
-    if config.frames.partition(":")[0] != "uniform":
-        raise UsageError(f"--frames must be uniform:N for training (got {config.frames!r})")
-    return read_video_pairs(
-        config.videos,
-        config.captions,
-        split=config.split,
-        media_column=config.image_column,
-        caption_column=config.caption_column,
-    )
-
-
-def _autocast(precision: str) -> Callable[[], contextlib.AbstractContextManager]:
-    if precision == "bf16":
-        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
-def _set_train_mode(tm: TrainableModel, setup: ModeSetup) -> None:
-    tm.model.train()
-    for module in setup.eval_modules:
-        module.eval()
-
-
-def _save_checkpoint(tm: TrainableModel, setup: ModeSetup, out: Path, *, epoch: int) -> Path:
-    from clipsearch.models.checkpoint import save_checkpoint
-
-    weights = merged_model(tm.model, setup)
-    return save_checkpoint(
-        weights,
-        out / run_state.CHECKPOINT_FILE,
-        arch=tm.arch,
-        model_cfg=tm.model_cfg,
-        base_spec=tm.base_spec,
-        extra={"epoch": str(epoch), "mode": setup.mode},
-    )
-
-
-def _load_trainable(config: TrainConfig) -> TrainableModel:
-    if config.from_scratch:
-        return create_from_scratch(config.from_scratch, seed=config.seed)
-    return load_base(config.base)
-
-
 def run(config: TrainConfig, *, on_event: OnEvent | None = None) -> TrainReport:
     """Train as ``config`` says; emit progress events; return the final report.
 
@@ -148,208 +69,205 @@ def run(config: TrainConfig, *, on_event: OnEvent | None = None) -> TrainReport:
     DatasetError (bad or empty data), UsageError (bad options), ModelError (model).
     """
     emit = on_event or (lambda event: None)
-    out = config.out.expanduser().absolute()
-    run_state.prepare_out_dir(
-        out, resume=config.resume, overwrite=config.overwrite, config=config.to_dict()
-    )
-    torch.manual_seed(config.seed)
-    tm = _load_trainable(config)
-    data = read_data(config)
-    train_data, val_data = split_pairs(
-        data, val_fraction=config.val_fraction, seed=config.seed, max_val=config.max_val
-    )
-    setup = apply_mode(
-        tm.model, config.mode, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha
-    )
-    if config.grad_checkpointing:
-        tm.model.set_grad_checkpointing(True)
-    loader_args = dict(
-        preprocess=tm.preprocess,
-        tokenizer=tm.tokenizer,
-        image_size=tm.image_size,
-        seed=config.seed,
-        workers=config.workers,
-        frames=config.frames,
-    )
-    loader = PairLoader(
-        train_data, batch_size=config.batch_size, augment=config.augment, **loader_args
-    )
-    val_loader = (
-        PairLoader(val_data, batch_size=config.eval_batch_size, **loader_args) if val_data else None
-    )
-    truncated = count_truncated(tm.tokenizer, data.captions, tm.context_length)
-    steps_per_epoch = loader.num_batches()
-    if steps_per_epoch == 0:
-        raise UsageError("no training batch: fewer than 2 training media per batch")
-    total_steps = config.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(
-        param_groups(tm.model, config.weight_decay),
-        lr=config.lr,
-        betas=(config.beta1, config.beta2),
-        eps=config.eps,
-    )
-    autocast = _autocast(config.precision)
-    step_model = batch_model(
-        tm.model,
-        video=train_data.kind == "video",
-        image_trainable=setup.image_tower_trainable,
-        text_trainable=setup.text_tower_trainable,
-    )
-    loss_name = config.loss
-    use_cache = config.micro_batch is not None and config.micro_batch < config.batch_size
+    session = prepare(config)
+    emit(_data_ready(session))
+    if not config.resume and (before := evaluate(session, epoch=0, emit=emit)) is not None:
+        session.before = before
+    for epoch in range(session.start_epoch, config.epochs):
+        entry = train_one_epoch(session, epoch, emit=emit)
+        if (metrics := evaluate(session, epoch=epoch + 1, emit=emit)) is not None:
+            entry["metrics"] = metrics
+        session.history.append(entry)
+        save_epoch(session, epoch + 1, emit=emit)
+    report = _final_report(session)
+    out = session.out
+    js, md = report.write(out, json_name=run_state.REPORT_JSON, md_name=run_state.REPORT_MD)
+    emit(TrainDone(report_json=js, report_markdown=md, checkpoint=out / run_state.CHECKPOINT_FILE))
+    return report
 
-    history: list[dict] = []
-    before: dict = {}
-    start_epoch = 0
-    if config.resume:
-        saved = run_state.load_state(out)
-        _restore(tm, setup, out, saved, optimizer, loader)
-        start_epoch = int(saved["epoch"])
-        history = list(saved["history"])
-        before = dict(saved["before"])
-    emit(
-        DataReady(
-            train_media=train_data.n_media,
-            train_captions=len(train_data.captions),
-            val_media=val_data.n_media if val_data else 0,
-            val_captions=len(val_data.captions) if val_data else 0,
-            skipped=data.skipped.to_dict(),
-            truncated_captions=truncated,
-            steps_per_epoch=steps_per_epoch,
-            total_steps=total_steps,
-            start_epoch=start_epoch,
-            trainable_params=setup.trainable_count,
-            frozen_params=setup.frozen_count,
+
+def train_one_epoch(session: TrainingSession, epoch: int, *, emit: OnEvent) -> dict:
+    """One pass over the training media (0-based ``epoch``): a `StepDone` per step, then a
+    `MediaSkipped` if media failed to decode. Returns the epoch's history entry (1-based
+    epoch, mean loss, steps, seconds)."""
+    _set_train_mode(session.tm, session.setup)
+    t_epoch = time.perf_counter()
+    failed_before = len(session.loader.failed)
+    losses: list[float] = []
+    t_last = time.perf_counter()
+    for batch in session.loader.epoch_batches(epoch):
+        global_step = epoch * session.steps_per_epoch + batch.index
+        loss, lr = _train_step(session, batch, epoch=epoch, global_step=global_step)
+        losses.append(loss)
+        now = time.perf_counter()
+        emit(
+            StepDone(
+                epoch=epoch + 1,
+                step=batch.index + 1,
+                steps_per_epoch=session.steps_per_epoch,
+                global_step=global_step + 1,
+                total_steps=session.total_steps,
+                loss=loss,
+                pairs=len(batch),
+                pairs_per_s=len(batch) / max(now - t_last, 1e-9),
+                lr=lr,
+                logit_scale=float(session.tm.model.logit_scale.detach().exp()),
+            )
         )
+        t_last = now
+    if len(session.loader.failed) > failed_before:
+        new = list(session.loader.failed.values())[failed_before:]
+        emit(MediaSkipped(epoch=epoch + 1, count=len(new), examples=new[:5]))
+    return {
+        "epoch": epoch + 1,
+        "loss": sum(losses) / max(1, len(losses)),
+        "steps": len(losses),
+        "seconds": time.perf_counter() - t_epoch,
+    }
+
+
+def _train_step(
+    session: TrainingSession, batch: Batch, *, epoch: int, global_step: int
+) -> tuple[float, float]:
+    """One optimiser step on ``batch``: (loss, learning rate).
+
+    Raises TrainingError before the update when the loss or the gradient norm is not
+    finite, so the weights (and the last checkpoint) stay good.
+    """
+    config, optimizer = session.config, session.optimizer
+    lr = cosine_lr(
+        global_step, base_lr=config.lr, warmup=config.warmup_steps, total=session.total_steps
     )
-
-    if not config.resume and val_loader is not None:
-        t0 = time.perf_counter()
-        before = validation_recall(
-            tm, val_loader, batch_size=config.eval_batch_size, autocast=autocast
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss_fn = get_loss(config.loss)
+    if session.use_grad_cache:
+        loss = cached_step(
+            session.step_model,
+            batch.pixels,
+            batch.tokens,
+            loss_fn=loss_fn,
+            micro_batch=config.micro_batch,
+            autocast=session.autocast,
         )
-        emit(EvalDone(epoch=0, metrics=before, seconds=time.perf_counter() - t0))
-
-    reported_failures = len(loader.failed)
-    for epoch in range(start_epoch, config.epochs):
-        _set_train_mode(tm, setup)
-        t_epoch = time.perf_counter()
-        losses: list[float] = []
-        t_last = time.perf_counter()
-        for batch in loader.epoch_batches(epoch):
-            global_step = epoch * steps_per_epoch + batch.index
-            lr = cosine_lr(
-                global_step, base_lr=config.lr, warmup=config.warmup_steps, total=total_steps
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn = get_loss(loss_name)
-            if use_cache:
-                loss = cached_step(
-                    step_model,
-                    batch.pixels,
-                    batch.tokens,
-                    loss_fn=loss_fn,
-                    micro_batch=config.micro_batch,
-                    autocast=autocast,
-                )
-            else:
-                loss = full_batch_step(
-                    step_model, batch.pixels, batch.tokens, loss_fn=loss_fn, autocast=autocast
-                )
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                params, config.grad_clip if config.grad_clip else float("inf")
-            )
-            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                raise _diverged(
-                    loss, grad_norm, epoch=epoch, step=batch.index, out=out, lr=config.lr
-                )
-            optimizer.step()
-            clamp_logit_scale_(tm.model.logit_scale)
-            losses.append(float(loss))
-            now = time.perf_counter()
-            emit(
-                StepDone(
-                    epoch=epoch + 1,
-                    step=batch.index + 1,
-                    steps_per_epoch=steps_per_epoch,
-                    global_step=global_step + 1,
-                    total_steps=total_steps,
-                    loss=float(loss),
-                    pairs=len(batch),
-                    pairs_per_s=len(batch) / max(now - t_last, 1e-9),
-                    lr=lr,
-                    logit_scale=float(tm.model.logit_scale.detach().exp()),
-                )
-            )
-            t_last = now
-        if len(loader.failed) > reported_failures:
-            new = list(loader.failed.values())[reported_failures:]
-            emit(MediaSkipped(epoch=epoch + 1, count=len(new), examples=new[:5]))
-            reported_failures = len(loader.failed)
-        entry: dict = {
-            "epoch": epoch + 1,
-            "loss": sum(losses) / max(1, len(losses)),
-            "steps": len(losses),
-            "seconds": time.perf_counter() - t_epoch,
-        }
-        if val_loader is not None:
-            t0 = time.perf_counter()
-            entry["metrics"] = validation_recall(
-                tm, val_loader, batch_size=config.eval_batch_size, autocast=autocast
-            )
-            emit(
-                EvalDone(
-                    epoch=epoch + 1, metrics=entry["metrics"], seconds=time.perf_counter() - t0
-                )
-            )
-        history.append(entry)
-        t0 = time.perf_counter()
-        path = _save_checkpoint(tm, setup, out, epoch=epoch + 1)
-        run_state.save_state(
-            out,
-            {
-                "epoch": epoch + 1,
-                "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-                "before": before,
-                "adapters": trainable_state_dict(tm.model) if setup.lora is not None else {},
-                "failed": dict(loader.failed),
-            },
+    else:
+        loss = full_batch_step(
+            session.step_model,
+            batch.pixels,
+            batch.tokens,
+            loss_fn=loss_fn,
+            autocast=session.autocast,
         )
-        emit(CheckpointSaved(epoch=epoch + 1, path=path, seconds=time.perf_counter() - t0))
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        params, config.grad_clip if config.grad_clip else float("inf")
+    )
+    if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        raise _diverged(
+            loss, grad_norm, epoch=epoch, step=batch.index, out=session.out, lr=config.lr
+        )
+    optimizer.step()
+    clamp_logit_scale_(session.tm.model.logit_scale)
+    return float(loss), lr
 
-    checkpoint = out / run_state.CHECKPOINT_FILE
-    report = TrainReport(
-        status="completed",
-        out=str(out),
-        checkpoint=str(checkpoint),
-        config=config.to_dict(),
-        data={
-            "train_media": train_data.n_media,
-            "train_captions": len(train_data.captions),
-            "val_media": val_data.n_media if val_data else 0,
-            "val_captions": len(val_data.captions) if val_data else 0,
-            **data.skipped.to_dict(),
-            "truncated_captions": truncated,
-            "undecodable_media": len(loader.failed) + (len(val_loader.failed) if val_loader else 0),
-        },
+
+def evaluate(session: TrainingSession, *, epoch: int, emit: OnEvent) -> dict | None:
+    """Validation recall after ``epoch`` completed epochs (0: before training), with an
+    `EvalDone`; None when the run has no validation split."""
+    if session.val_loader is None:
+        return None
+    t0 = time.perf_counter()
+    metrics = validation_recall(
+        session.tm,
+        session.val_loader,
+        batch_size=session.config.eval_batch_size,
+        autocast=session.autocast,
+    )
+    emit(EvalDone(epoch=epoch, metrics=metrics, seconds=time.perf_counter() - t0))
+    return metrics
+
+
+def save_epoch(session: TrainingSession, epoch: int, *, emit: OnEvent) -> None:
+    """Write the checkpoint, then the resume state, of ``epoch`` (1-based) completed epochs."""
+    from clipsearch.models.checkpoint import save_checkpoint
+
+    tm, setup, out = session.tm, session.setup, session.out
+    t0 = time.perf_counter()
+    path = save_checkpoint(
+        merged_model(tm.model, setup),
+        out / run_state.CHECKPOINT_FILE,
+        arch=tm.arch,
+        model_cfg=tm.model_cfg,
         base_spec=tm.base_spec,
-        base_fingerprint=tm.base_fingerprint,
+        extra={"epoch": str(epoch), "mode": setup.mode},
+    )
+    run_state.save_state(
+        out,
+        {
+            "epoch": epoch,
+            "optimizer": session.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "history": session.history,
+            "before": session.before,
+            "adapters": trainable_state_dict(tm.model) if setup.lora is not None else {},
+            "failed": dict(session.loader.failed),
+        },
+    )
+    emit(CheckpointSaved(epoch=epoch, path=path, seconds=time.perf_counter() - t0))
+
+
+def _set_train_mode(tm: TrainableModel, setup: ModeSetup) -> None:
+    tm.model.train()
+    for module in setup.eval_modules:
+        module.eval()
+
+
+def _data_ready(session: TrainingSession) -> DataReady:
+    val = session.val_data
+    return DataReady(
+        train_media=session.train_data.n_media,
+        train_captions=len(session.train_data.captions),
+        val_media=val.n_media if val else 0,
+        val_captions=len(val.captions) if val else 0,
+        skipped=session.data.skipped.to_dict(),
+        truncated_captions=session.truncated,
+        steps_per_epoch=session.steps_per_epoch,
+        total_steps=session.total_steps,
+        start_epoch=session.start_epoch,
+        trainable_params=session.setup.trainable_count,
+        frozen_params=session.setup.frozen_count,
+    )
+
+
+def _final_report(session: TrainingSession) -> TrainReport:
+    val, val_loader, history = session.val_data, session.val_loader, session.history
+    checkpoint = session.out / run_state.CHECKPOINT_FILE
+    return TrainReport(
+        status="completed",
+        out=str(session.out),
+        checkpoint=str(checkpoint),
+        config=session.config.to_dict(),
+        data={
+            "train_media": session.train_data.n_media,
+            "train_captions": len(session.train_data.captions),
+            "val_media": val.n_media if val else 0,
+            "val_captions": len(val.captions) if val else 0,
+            **session.data.skipped.to_dict(),
+            "truncated_captions": session.truncated,
+            "undecodable_media": len(session.loader.failed)
+            + (len(val_loader.failed) if val_loader else 0),
+        },
+        base_spec=session.tm.base_spec,
+        base_fingerprint=session.tm.base_fingerprint,
         fingerprint=_fingerprint_of(checkpoint),
-        trainable_params=setup.trainable_count,
-        frozen_params=setup.frozen_count,
-        before=before,
+        trainable_params=session.setup.trainable_count,
+        frozen_params=session.setup.frozen_count,
+        before=session.before,
         after=history[-1].get("metrics", {}) if history else {},
         history=history,
         train_seconds=sum(h["seconds"] for h in history),
     )
-    js, md = report.write(out, json_name=run_state.REPORT_JSON, md_name=run_state.REPORT_MD)
-    emit(TrainDone(report_json=js, report_markdown=md, checkpoint=checkpoint))
-    return report
 
 
 def _diverged(
@@ -371,34 +289,6 @@ def _diverged(
         f"updating the weights, and {kept}. Lower --lr (now {lr:g}), add --warmup-steps, or "
         f"use --precision fp32{then}"
     )
-
-
-def _restore(
-    tm: TrainableModel,
-    setup: ModeSetup,
-    out: Path,
-    saved: dict,
-    optimizer: torch.optim.Optimizer,
-    loader: PairLoader,
-) -> None:
-    """Load weights, optimiser and RNG state of the last completed epoch."""
-    from clipsearch.models.checkpoint import load_state_dict_into, read_state_dict
-
-    ckpt = out / run_state.CHECKPOINT_FILE
-    if setup.lora is None:
-        load_state_dict_into(tm.model, read_state_dict(ckpt), source=str(ckpt))
-    else:
-        # The checkpoint holds merged weights; the live model is base + adapters, so the
-        # trainable tensors (adapters, temperature) come from the state instead.
-        wanted = {n for n, p in tm.model.named_parameters() if p.requires_grad}
-        if set(saved["adapters"]) != wanted:
-            raise TrainingError(
-                f"{out}: the saved LoRA adapters do not fit this model; use --overwrite"
-            )
-        tm.model.load_state_dict(saved["adapters"], strict=False)
-    optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["torch_rng"])
-    loader.failed.update({int(k): v for k, v in saved.get("failed", {}).items()})
 
 
 def _fingerprint_of(checkpoint: Path) -> str | None:
