@@ -20,16 +20,20 @@ import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clipsearch.atomic import atomic_write
 from clipsearch.errors import ClipsearchError, LibraryError, MediaError
 from clipsearch.models.base import Encoder
+
+if TYPE_CHECKING:
+    from clipsearch.media.sampling import FrameSampler
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -270,9 +274,10 @@ def embed_video_frames(
 
     sampler: a FrameSampler spec ("uniform:12" is CLIP4Clip's protocol). A video that
     fails to decode or yields no frame is recorded in ``errors`` and has no frames.
+    Videos are decoded on ``workers`` threads a few ahead of the encoder, and their frames
+    encoded in batches of at least ``batch_size`` frames.
     """
     from clipsearch.media.sampling import FrameSampler
-    from clipsearch.media.video import decode_frames
 
     frame_sampler = FrameSampler.parse(sampler)
     key = cache.key(
@@ -284,56 +289,24 @@ def embed_video_frames(
             hit["frames"], hit["times"], hit["offsets"], hit["ok"], _errors_from_arrays(hit)
         )
 
-    def decode(path: str) -> tuple[np.ndarray, np.ndarray] | str:
-        try:
-            frames = decode_frames(path, frame_sampler).frames
-            if not frames:
-                return "no frame decoded"
-            pixels = np.stack([encoder.preprocess(f.image) for f in frames])  # (F, 3, H, W)
-            return pixels, np.asarray([f.t for f in frames], dtype=np.float64)
-        except (MediaError, OSError, ValueError) as e:
-            return str(e) or type(e).__name__
-        except ClipsearchError as e:  # e.g. a frame/size cap
-            return str(e)
-
     per_video: list[np.ndarray] = [np.zeros((0, encoder.dim), np.float32)] * len(paths)
     per_times: list[np.ndarray] = [np.zeros(0, np.float64)] * len(paths)
     ok = np.zeros(len(paths), dtype=bool)
     errors: dict[int, str] = {}
-    queue: list[tuple[int, np.ndarray]] = []  # decoded videos waiting for a full batch
-
-    def flush() -> None:
-        if not queue:
-            return
-        pixels = np.concatenate([p for _, p in queue])  # (ΣF, 3, H, W)
-        vecs = encoder.encode_pixels(pixels)
-        lo = 0
-        for i, p in queue:
-            per_video[i] = vecs[lo : lo + len(p)]
-            lo += len(p)
-        queue.clear()
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        window = max(2, 2 * workers)  # bounded look-ahead: decoded frames held in memory
-        futures: dict[int, Future] = {}
-        for i in range(min(window, len(paths))):
-            futures[i] = pool.submit(decode, paths[i])
-        for i in range(len(paths)):
-            result = futures.pop(i).result()
-            if i + window < len(paths):
-                futures[i + window] = pool.submit(decode, paths[i + window])
-            if isinstance(result, str):
-                errors[i] = result
-            else:
-                pixels, times = result
-                queue.append((i, pixels))
-                per_times[i] = times
-                ok[i] = True
-                if sum(len(p) for _, p in queue) >= batch_size:
-                    flush()
-            if progress is not None:
-                progress("videos", i + 1, len(paths))
-        flush()
+    batcher = _FrameBatcher(encoder, per_video, batch_size=batch_size)
+    decoded = _decode_in_order(
+        paths, lambda path: _sample_video(encoder, path, frame_sampler), workers=workers
+    )
+    for i, result in decoded:
+        if isinstance(result, str):
+            errors[i] = result
+        else:
+            pixels, per_times[i] = result
+            ok[i] = True
+            batcher.add(i, pixels)
+        if progress is not None:
+            progress("videos", i + 1, len(paths))
+    batcher.flush()
     counts = np.asarray([len(v) for v in per_video], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     frames = (
@@ -345,3 +318,64 @@ def embed_video_frames(
     arrays = {"frames": frames, "times": times, "offsets": offsets, "ok": ok}
     cache.save(key, {**arrays, **_errors_to_arrays(errors)})
     return FrameEmbeddings(frames, times, offsets, ok, errors)
+
+
+SampledVideo = tuple[np.ndarray, np.ndarray]  # pixels (F, 3, H, W), frame times (F,) s
+
+
+def _sample_video(encoder: Encoder, path: str, sampler: FrameSampler) -> SampledVideo | str:
+    """The preprocessed sampled frames of one video and their times, or why it failed."""
+    from clipsearch.media.video import decode_frames
+
+    try:
+        frames = decode_frames(path, sampler).frames
+        if not frames:
+            return "no frame decoded"
+        pixels = np.stack([encoder.preprocess(f.image) for f in frames])  # (F, 3, H, W)
+        return pixels, np.asarray([f.t for f in frames], dtype=np.float64)
+    except (MediaError, OSError, ValueError) as e:
+        return str(e) or type(e).__name__
+    except ClipsearchError as e:  # e.g. a frame/size cap
+        return str(e)
+
+
+def _decode_in_order(
+    paths: Sequence[str], decode: Callable[[str], SampledVideo | str], *, workers: int
+) -> Iterator[tuple[int, SampledVideo | str]]:
+    """``(i, decode(paths[i]))`` in order, decoded on a thread pool with a bounded
+    look-ahead (decoded frames wait in memory for the encoder)."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        window = max(2, 2 * workers)
+        futures: dict[int, Future] = {}
+        for i in range(min(window, len(paths))):
+            futures[i] = pool.submit(decode, paths[i])
+        for i in range(len(paths)):
+            result = futures.pop(i).result()
+            if i + window < len(paths):
+                futures[i + window] = pool.submit(decode, paths[i + window])
+            yield i, result
+
+
+class _FrameBatcher:
+    """Collects decoded videos and encodes their frames together once a batch is full,
+    writing each video's (F_i, D) vectors into ``out[i]``."""
+
+    def __init__(self, encoder: Encoder, out: list[np.ndarray], *, batch_size: int) -> None:
+        self.encoder, self.out, self.batch_size = encoder, out, batch_size
+        self.queue: list[tuple[int, np.ndarray]] = []  # (video index, pixels) waiting
+
+    def add(self, i: int, pixels: np.ndarray) -> None:
+        self.queue.append((i, pixels))
+        if sum(len(p) for _, p in self.queue) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.queue:
+            return
+        pixels = np.concatenate([p for _, p in self.queue])  # (ΣF, 3, H, W)
+        vecs = self.encoder.encode_pixels(pixels)
+        lo = 0
+        for i, p in self.queue:
+            self.out[i] = vecs[lo : lo + len(p)]
+            lo += len(p)
+        self.queue.clear()

@@ -21,6 +21,8 @@ from clipsearch.eval.datasets import ClassificationDataset, RetrievalDataset, Sk
 from clipsearch.eval.embed import (
     CacheStats,
     EmbeddingCache,
+    FrameEmbeddings,
+    ImageEmbeddings,
     ProgressCallback,
     embed_images,
     embed_texts,
@@ -165,65 +167,31 @@ def evaluate_retrieval(
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    if dataset.kind == "video":
-        frames = embed_video_frames(
-            encoder,
-            dataset.media,
-            sampler=sampler,
-            cache=cache,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-        )
-        ok, errors = frames.ok, frames.errors
-    else:
-        images = embed_images(
-            encoder,
-            dataset.media,
-            cache=cache,
-            batch_size=batch_size,
-            workers=workers,
-            progress=progress,
-        )
-        ok, errors = images.ok, images.errors
+    media = _embed_media(
+        dataset,
+        encoder,
+        cache=cache,
+        sampler=sampler,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
     seconds["embed_media"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     text_vecs = embed_texts(encoder, dataset.captions, cache=cache, progress=progress)
     seconds["embed_texts"] = time.perf_counter() - t0
 
-    failed = np.flatnonzero(~ok)
-    skipped = dataset.skipped
-    skipped.undecodable_media = [
-        f"{dataset.media_ids[i]}: {errors.get(int(i), '?')}" for i in failed
-    ]
-    keep_media = np.flatnonzero(ok)
-    if keep_media.size == 0:
-        raise DatasetError(
-            f"{dataset.name}: none of the {len(dataset.media)} media could be decoded "
-            f"(first error: {next(iter(errors.values()), '?')})"
-        )
-    kept = dataset.without_media(failed.tolist())
-    text_mask = ok[dataset.text_to_media]
-    text_vecs = text_vecs[text_mask]  # (T', D)
+    kept, keep_media = _drop_undecodable(dataset, media)
+    text_vecs = text_vecs[media.ok[dataset.text_to_media]]  # (T', D)
 
     t0 = time.perf_counter()
-    runs: list[RetrievalRun] = []
-    if dataset.kind == "video":
-        from clipsearch.eval.video import pooled_similarity, video_vectors
-
-        kept_frames = frames.select(keep_media.tolist())
-        gallery = video_vectors(kept_frames)
-        matrices = {p: pooled_similarity(text_vecs, kept_frames, p, tau=tau) for p in poolings}
-    else:
-        gallery = images.vectors[keep_media]
-        matrices = {None: text_vecs @ gallery.T}  # (T', M')
-    for pooling, S in matrices.items():
-        for name in reranks:
-            S_t2m = apply_reranker(name, S, RerankContext(text_vecs, gallery, "text_to_media"))
-            S_m2t = apply_reranker(name, S.T, RerankContext(gallery, text_vecs, "media_to_text")).T
-            metrics = retrieval_metrics(S_t2m, kept.text_to_media, ks=ks, S_media_to_text=S_m2t)
-            runs.append(RetrievalRun(pooling, name, metrics))
+    gallery, matrices = _similarities(media, keep_media, text_vecs, poolings, tau=tau)
+    runs = [
+        RetrievalRun(pooling, name, _rerank_and_score(name, S, text_vecs, gallery, kept, ks=ks))
+        for pooling, S in matrices.items()
+        for name in reranks
+    ]
     seconds["score"] = time.perf_counter() - t0
 
     return RetrievalReport(
@@ -233,12 +201,100 @@ def evaluate_retrieval(
         n_media=len(kept.media),
         n_texts=len(kept.captions),
         runs=runs,
-        skipped=skipped,
+        skipped=dataset.skipped,
         sampler=sampler if dataset.kind == "video" else None,
         tau=tau if dataset.kind == "video" and "softmax" in poolings else None,
         cache=cache.stats,
         seconds=seconds,
     )
+
+
+def _embed_media(
+    dataset: RetrievalDataset,
+    encoder: Encoder,
+    *,
+    cache: EmbeddingCache,
+    sampler: str,
+    batch_size: int,
+    workers: int,
+    progress: ProgressCallback | None,
+) -> ImageEmbeddings | FrameEmbeddings:
+    """The dataset's images, or its videos' sampled frames, encoded (cached)."""
+    if dataset.kind == "video":
+        return embed_video_frames(
+            encoder,
+            dataset.media,
+            sampler=sampler,
+            cache=cache,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+        )
+    return embed_images(
+        encoder,
+        dataset.media,
+        cache=cache,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+
+
+def _drop_undecodable(
+    dataset: RetrievalDataset, media: ImageEmbeddings | FrameEmbeddings
+) -> tuple[RetrievalDataset, np.ndarray]:
+    """Record the media that failed in ``dataset.skipped``; return the dataset without them
+    (and their captions) and the positions of the media kept.
+
+    Raises DatasetError if no medium decoded.
+    """
+    failed = np.flatnonzero(~media.ok)
+    dataset.skipped.undecodable_media = [
+        f"{dataset.media_ids[i]}: {media.errors.get(int(i), '?')}" for i in failed
+    ]
+    keep_media = np.flatnonzero(media.ok)
+    if keep_media.size == 0:
+        raise DatasetError(
+            f"{dataset.name}: none of the {len(dataset.media)} media could be decoded "
+            f"(first error: {next(iter(media.errors.values()), '?')})"
+        )
+    return dataset.without_media(failed.tolist()), keep_media
+
+
+def _similarities(
+    media: ImageEmbeddings | FrameEmbeddings,
+    keep_media: np.ndarray,
+    text_vecs: np.ndarray,
+    poolings: Sequence[str | None],
+    *,
+    tau: float,
+) -> tuple[np.ndarray, dict[str | None, np.ndarray]]:
+    """The gallery vectors (M', D) of the media kept and a (T', M') text→media similarity
+    matrix per pooling (one, keyed None, for images)."""
+    if isinstance(media, FrameEmbeddings):
+        from clipsearch.eval.video import pooled_similarity, video_vectors
+
+        kept_frames = media.select(keep_media.tolist())
+        gallery = video_vectors(kept_frames)
+        return gallery, {p: pooled_similarity(text_vecs, kept_frames, p, tau=tau) for p in poolings}
+    gallery = media.vectors[keep_media]
+    return gallery, {None: text_vecs @ gallery.T}  # (T', M')
+
+
+def _rerank_and_score(
+    name: str,
+    S: np.ndarray,
+    text_vecs: np.ndarray,
+    gallery: np.ndarray,
+    kept: RetrievalDataset,
+    *,
+    ks: Sequence[int],
+) -> RetrievalMetrics:
+    """Metrics of reranker ``name`` applied to the (T', M') similarities ``S``, each
+    direction reranked over its own queries."""
+    S_t2m = apply_reranker(name, S, RerankContext(text_vecs, gallery, "text_to_media"))
+    S_m2t = apply_reranker(name, S.T, RerankContext(gallery, text_vecs, "media_to_text")).T
+    return retrieval_metrics(S_t2m, kept.text_to_media, ks=ks, S_media_to_text=S_m2t)
 
 
 def evaluate_classification(
