@@ -5,7 +5,8 @@ hash, status, error, media metadata), the vectors (``vectors``: one item-level r
 ok item — an image's vector or a video's meanP vector — plus one row per sampled video
 frame with its timestamp, as little-endian fp16 blobs), tags, and ``meta`` (model
 binding, generation counter). Schema and migrations: migrations.py; SQLite settings and
-the crash-safety argument: connection.py.
+the crash-safety argument: connection.py; the ``meta`` helpers: meta.py; validating and
+upserting items: writes.py.
 
 Concurrency: one writer (the indexer) and any number of readers (the server, another
 ``clipsearch search``), each with its own ``Catalog``. Every write method is one
@@ -40,12 +41,11 @@ from clipsearch.errors import (
     UsageError,
 )
 from clipsearch.media.scan import MEDIA_KINDS, MediaKind
-from clipsearch.store import vector_io
+from clipsearch.store import meta, vector_io
 from clipsearch.store.connection import CATALOG_FILE, connect, translate
 from clipsearch.store.filter_sql import filter_condition
 from clipsearch.store.filters import ItemFilter
 from clipsearch.store.migrations import (
-    APPLICATION_ID,
     check_version,
     migrate,
     schema_version,
@@ -58,20 +58,14 @@ from clipsearch.store.records import (
     ModelBinding,
     VectorTable,
 )
-from clipsearch.store.writes import check_item, item_row, prepare
-
-_UPSERT_ITEM = """
-INSERT INTO items (path, root_id, kind, size, mtime_ns, content_hash, status, error,
-                   width, height, duration, frame_count, indexed_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (path) DO UPDATE SET
-    root_id = excluded.root_id, kind = excluded.kind, size = excluded.size,
-    mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash,
-    status = excluded.status, error = excluded.error, width = excluded.width,
-    height = excluded.height, duration = excluded.duration,
-    frame_count = excluded.frame_count, indexed_at = excluded.indexed_at
-"""
-_INSERT_VECTOR = "INSERT INTO vectors (item_id, t, vector) VALUES (?, ?, ?)"
+from clipsearch.store.writes import (
+    INSERT_VECTOR,
+    check_item,
+    item_row,
+    prepare,
+    upsert_item,
+    upsert_items,
+)
 
 
 class Catalog:
@@ -122,7 +116,7 @@ class Catalog:
         except sqlite3.Error as e:
             raise translate(e, db_path, action="opening the catalog") from e
         try:
-            _check_identity(conn, db_path)
+            meta.check_identity(conn, db_path)
             if readonly:
                 check_version(schema_version(conn), db_path, readonly=True)
             else:
@@ -158,7 +152,7 @@ class Catalog:
     def model_binding(self) -> ModelBinding | None:
         """The model this library is bound to, or None before the first index run."""
         with self._reading("reading the model binding") as conn:
-            return _binding(conn)
+            return meta.read_binding(conn)
 
     @property
     def fingerprint(self) -> str | None:
@@ -181,12 +175,12 @@ class Catalog:
         if binding.dim <= 0 or not binding.fingerprint:
             raise UsageError(f"invalid model binding {binding!r}: needs a fingerprint and dim > 0")
         with self._reading("reading the model binding") as conn:
-            current = _binding(conn)
+            current = meta.read_binding(conn)
         if current is None:
             with self._writing("binding the model") as conn:
-                current = _binding(conn)  # another process may have bound it meanwhile
+                current = meta.read_binding(conn)  # another process may have bound it meanwhile
                 if current is None:
-                    stored = _stored_dim(conn)
+                    stored = meta.stored_dim(conn)
                     if stored is not None and stored != binding.dim:
                         raise ModelMismatchError(
                             f"the library {self.path} already holds {stored}-d vectors, but the "
@@ -298,24 +292,24 @@ class Catalog:
             raise ModelMismatchError(f"one batch holds vectors of different widths {sorted(dims)}")
         with self._writing("writing a batch") as conn:
             if dim is None and dims:  # unbound library: the batch must agree with what is stored
-                stored = _stored_dim(conn)
+                stored = meta.stored_dim(conn)
                 if stored is not None and stored not in dims:
                     raise ModelMismatchError(
                         f"the catalog holds {stored}-d vectors; this batch has {dims.pop()}-d ones"
                     )
-            ids = _upsert_many(conn, [p.row for p in prepared], time.time())
+            ids = upsert_items(conn, [p.row for p in prepared], time.time())
             old = "DELETE FROM vectors WHERE item_id IN ({ids})"
             for chunk in vector_io.chunks(sorted(set(ids))):
                 conn.execute(old.format(ids=", ".join("?" * len(chunk))), chunk)
             conn.executemany(
-                _INSERT_VECTOR,
+                INSERT_VECTOR,
                 (
                     (item_id, t, blob)
                     for item_id, p in zip(ids, prepared, strict=True)
                     for t, blob in p.vectors
                 ),
             )
-            _bump_generation(conn)
+            meta.bump_generation(conn)
         return ids
 
     def copy_item(self, src_item_id: int, write: ItemWrite) -> int:
@@ -347,7 +341,7 @@ class Catalog:
                 height=src.height if write.height is None else write.height,
                 duration=src.duration if write.duration is None else write.duration,
             )
-            item_id = _upsert(conn, item_row(filled, src.frame_count), write.path, time.time())
+            item_id = upsert_item(conn, item_row(filled, src.frame_count), write.path, time.time())
             if item_id != src.id:
                 conn.execute("DELETE FROM vectors WHERE item_id = ?", (item_id,))
                 conn.execute(
@@ -355,7 +349,7 @@ class Catalog:
                     "SELECT ?, t, vector FROM vectors WHERE item_id = ? ORDER BY id",
                     (item_id, src.id),
                 )
-            _bump_generation(conn)
+            meta.bump_generation(conn)
         return item_id
 
     def delete_items(self, ids: Sequence[int]) -> int:
@@ -372,7 +366,7 @@ class Catalog:
                 )
                 deleted += cur.rowcount
             if deleted:
-                _bump_generation(conn)
+                meta.bump_generation(conn)
         return deleted
 
     def set_tags(self, tags: Mapping[int, Mapping[str, float]], *, source: str) -> None:
@@ -390,7 +384,7 @@ class Catalog:
                     "INSERT OR REPLACE INTO tags (item_id, tag, score, source) VALUES (?, ?, ?, ?)",
                     [(int(item_id), tag.lower(), float(s), source) for tag, s in scores.items()],
                 )
-            _bump_generation(conn)
+            meta.bump_generation(conn)
 
     def tags(self, item_ids: Sequence[int]) -> dict[int, dict[str, float]]:
         """item id -> {tag: best score over sources}; items without tags are absent."""
@@ -419,12 +413,12 @@ class Catalog:
         """Every vector row (item-level and frames) in one consistent snapshot, ascending
         by id; ``generation`` says which catalog state it is."""
         with self._snapshot("loading vectors") as conn:
-            return vector_io.load_table(conn, self._dim(conn), _generation(conn))
+            return vector_io.load_table(conn, self._dim(conn), meta.generation(conn))
 
     def generation(self) -> int:
         """Increases with every committed change to items, vectors or tags."""
         with self._reading("reading the generation") as conn:
-            return _generation(conn)
+            return meta.generation(conn)
 
     def vector_ids(self) -> np.ndarray:
         """(N,) int64 ascending ids of all vector rows. Cheap: reads an index, no blobs."""
@@ -464,9 +458,9 @@ class Catalog:
             ):
                 by_kind[kind][status] = int(n)
             vectors, frames = conn.execute("SELECT count(*), count(t) FROM vectors").fetchone()
-            binding = _binding(conn)
+            binding = meta.read_binding(conn)
             roots = [p for (p,) in conn.execute("SELECT path FROM roots ORDER BY id")]
-            gen = _generation(conn)
+            gen = meta.generation(conn)
             version = schema_version(conn)
             (catalog_id,) = conn.execute(
                 "SELECT value FROM meta WHERE key = 'catalog_id'"
@@ -502,10 +496,10 @@ class Catalog:
         return binding.dim if binding else None
 
     def _dim(self, conn: sqlite3.Connection) -> int:
-        binding = _binding(conn)
+        binding = meta.read_binding(conn)
         if binding is not None:
             return binding.dim
-        return _stored_dim(conn) or 0
+        return meta.stored_dim(conn) or 0
 
     def _live(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -554,64 +548,3 @@ class Catalog:
                     with suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
-
-
-# -- module helpers -------------------------------------------------------------------------------
-def _check_identity(conn: sqlite3.Connection, db_path: Path) -> None:
-    """Refuse an SQLite file that belongs to another program."""
-    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-    if app_id == APPLICATION_ID:
-        return
-    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    if app_id != 0 or tables:
-        raise LibraryError(
-            f"{db_path} is an SQLite database of another program, not a clipsearch catalog. "
-            "Point --library at another folder (or move that file away)."
-        )
-
-
-def _binding(conn: sqlite3.Connection) -> ModelBinding | None:
-    meta = dict(
-        conn.execute(
-            "SELECT key, value FROM meta WHERE key IN ('model_spec', 'model_fingerprint', 'model_dim')"
-        ).fetchall()
-    )
-    if "model_fingerprint" not in meta:
-        return None
-    return ModelBinding(
-        spec=str(meta["model_spec"]),
-        fingerprint=str(meta["model_fingerprint"]),
-        dim=int(meta["model_dim"]),
-    )
-
-
-def _stored_dim(conn: sqlite3.Connection) -> int | None:
-    row = conn.execute("SELECT length(vector) FROM vectors LIMIT 1").fetchone()
-    return None if row is None else int(row[0]) // 2
-
-
-def _generation(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-
-
-def _bump_generation(conn: sqlite3.Connection) -> None:
-    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-
-
-def _upsert_many(conn: sqlite3.Connection, rows: list[tuple], now: float) -> list[int]:
-    """Upsert item rows (path first); returns their ids in order (an existing path keeps
-    its id). Two statements per chunk, whatever the batch size."""
-    conn.executemany(_UPSERT_ITEM, ((*row, now) for row in rows))
-    paths = [row[0] for row in rows]
-    ids: dict[str, int] = {}
-    for chunk in vector_io.chunks(list(dict.fromkeys(paths))):
-        marks = ", ".join("?" * len(chunk))
-        ids.update(
-            conn.execute(f"SELECT path, id FROM items WHERE path IN ({marks})", chunk).fetchall()
-        )
-    return [int(ids[p]) for p in paths]
-
-
-def _upsert(conn: sqlite3.Connection, row: tuple, path: str, now: float) -> int:
-    conn.execute(_UPSERT_ITEM, (*row, now))
-    return int(conn.execute("SELECT id FROM items WHERE path = ?", (path,)).fetchone()[0])

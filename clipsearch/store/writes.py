@@ -1,15 +1,18 @@
-"""Validating an ``ItemWrite`` and encoding its vectors, before any transaction opens
-(so the write lock is held only for the SQL)."""
+"""Item writes: validating an ``ItemWrite`` and encoding its vectors before any
+transaction opens (so the write lock is held only for the SQL), and the upsert SQL that
+`Catalog` runs inside its transaction."""
 
 from __future__ import annotations
 
 import math
+import sqlite3
 from dataclasses import dataclass
 
 import numpy as np
 
 from clipsearch.errors import ModelMismatchError, UsageError
 from clipsearch.media.scan import MEDIA_KINDS
+from clipsearch.store import vector_io
 from clipsearch.store.records import STATUSES, ItemWrite, encode_vectors
 
 
@@ -111,3 +114,37 @@ def _vector_rows(
     ]
     frame_count = int((~item_level).sum()) if w.kind == "video" else None
     return rows, frame_count
+
+
+UPSERT_ITEM = """
+INSERT INTO items (path, root_id, kind, size, mtime_ns, content_hash, status, error,
+                   width, height, duration, frame_count, indexed_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (path) DO UPDATE SET
+    root_id = excluded.root_id, kind = excluded.kind, size = excluded.size,
+    mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash,
+    status = excluded.status, error = excluded.error, width = excluded.width,
+    height = excluded.height, duration = excluded.duration,
+    frame_count = excluded.frame_count, indexed_at = excluded.indexed_at
+"""
+INSERT_VECTOR = "INSERT INTO vectors (item_id, t, vector) VALUES (?, ?, ?)"
+
+
+def upsert_items(conn: sqlite3.Connection, rows: list[tuple], now: float) -> list[int]:
+    """Upsert item rows (path first); returns their ids in order (an existing path keeps
+    its id). Two statements per chunk, whatever the batch size."""
+    conn.executemany(UPSERT_ITEM, ((*row, now) for row in rows))
+    paths = [row[0] for row in rows]
+    ids: dict[str, int] = {}
+    for chunk in vector_io.chunks(list(dict.fromkeys(paths))):
+        marks = ", ".join("?" * len(chunk))
+        ids.update(
+            conn.execute(f"SELECT path, id FROM items WHERE path IN ({marks})", chunk).fetchall()
+        )
+    return [int(ids[p]) for p in paths]
+
+
+def upsert_item(conn: sqlite3.Connection, row: tuple, path: str, now: float) -> int:
+    """Upsert one item row; its id."""
+    conn.execute(UPSERT_ITEM, (*row, now))
+    return int(conn.execute("SELECT id FROM items WHERE path = ?", (path,)).fetchone()[0])
