@@ -370,36 +370,18 @@ class Library:
             like_weight=like_weight,
         )
 
-    def compose_query(
-        self,
-        text: str | None = None,
-        *,
-        images: Sequence[Image.Image] = (),
-        like: Sequence[int] = (),
-        text_weight: float = 1.0,
-        image_weight: float = 1.0,
-        like_weight: float = 1.0,
-        files: bool = True,
-    ) -> np.ndarray:
+    def compose_query(self, text: str | None = None, **parts: Any) -> np.ndarray:
         """One query vector (D,) from a text in the query grammar, example images and items
         to search like (their stored vectors; videos by meanP), each group weighted::
 
             q = normalise(w_t·Σⱼ aⱼ·t̂ⱼ + w_i·Σ ûᵢ + w_l·Σ v̂ₖ)     (clipsearch.search.compose)
 
-        files: False never reads ``text`` terms as file paths (a remote client's query).
-        Use the vector with ``search(vector=...)``. Errors as `query_parts`, and QueryError
-        when the parts cancel out.
+        Takes the arguments of `query_parts` (images=, like=, text_weight=, image_weight=,
+        like_weight=, files=) and encodes the parts with this library's model. Use the
+        vector with ``search(vector=...)``. Errors as `query_parts`, and QueryError when
+        the parts cancel out.
         """
-        parts = self.query_parts(
-            text,
-            images=images,
-            like=like,
-            text_weight=text_weight,
-            image_weight=image_weight,
-            like_weight=like_weight,
-            files=files,
-        )
-        return parts.encode(self.encoder)
+        return self.query_parts(text, **parts).encode(self.encoder)
 
     @property
     def banks(self) -> BankCache:

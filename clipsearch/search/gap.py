@@ -31,7 +31,7 @@ import numpy as np
 
 from clipsearch.errors import UsageError
 from clipsearch.models.base import l2_normalize
-from clipsearch.search.rescore import DEFAULT_WIDEN, widened
+from clipsearch.search.rescore import WidenedDepth
 
 if TYPE_CHECKING:
     from clipsearch.search.hits import Hit
@@ -96,7 +96,7 @@ def corrected_similarity(
 
 
 @dataclass(frozen=True)
-class GapRescorer:
+class GapRescorer(WidenedDepth):
     """A `clipsearch.search.rescore.Rescorer` for image→image search with the gap corrected.
 
     The query vector is that of an example image (or video). Each of the
@@ -110,13 +110,9 @@ class GapRescorer:
     gap: ModalityGap
     item_vectors: Callable[[list[int]], Mapping[int, np.ndarray]]
     mode: GapMode = "shift"
-    widen: int = DEFAULT_WIDEN
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
-
-    def depth(self, need: int) -> int:
-        return widened(need, widen=self.widen)
 
     def rescore(self, query: Query, hits: Sequence[Hit]) -> np.ndarray:
         vecs = self.item_vectors([h.item_id for h in hits])

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 import numpy as np
 
 from clipsearch.errors import UsageError
-from clipsearch.search.rescore import DEFAULT_WIDEN, widened
+from clipsearch.search.rescore import WidenedDepth
 
 if TYPE_CHECKING:
     from clipsearch.search.hits import Hit
@@ -371,7 +371,7 @@ def build_bank_terms(
 
 # --- the search hook ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class HubnessRescorer:
+class HubnessRescorer(WidenedDepth):
     """A `clipsearch.search.rescore.Rescorer` reranking a search's candidates by hubness.
 
     Each of the max(widen·(k + offset), 50) raw candidates gets ``terms.rescore`` of its
@@ -382,13 +382,9 @@ class HubnessRescorer:
 
     terms: BankTerms
     method: RerankMethod
-    widen: int = DEFAULT_WIDEN
 
     def __post_init__(self) -> None:
         check_method(self.method)
-
-    def depth(self, need: int) -> int:
-        return widened(need, widen=self.widen)
 
     def rescore(self, query: Query, hits: Sequence[Hit]) -> np.ndarray:
         ids = np.array([h.item_id for h in hits], dtype=np.int64)

@@ -21,7 +21,7 @@ with full-text (OCR) ranks by reciprocal rank fusion, RRF(d) = Σ_r 1 / (60 + ra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -80,3 +80,14 @@ class Rescorer(Protocol):
 def widened(need: int, *, widen: int = DEFAULT_WIDEN, floor: int = DEFAULT_FLOOR) -> int:
     """The usual rescoring depth: max(widen · need, floor) raw candidates."""
     return max(widen * need, floor)
+
+
+@dataclass(frozen=True)
+class WidenedDepth:
+    """The `Rescorer.depth` of rescorers that look at a fixed multiple of the page:
+    max(widen · (k + offset), 50) raw candidates (``widen`` is keyword-only)."""
+
+    widen: int = field(default=DEFAULT_WIDEN, kw_only=True)
+
+    def depth(self, need: int) -> int:
+        return widened(need, widen=self.widen)
