@@ -18,7 +18,7 @@
    h = Exp(1)²: the few items with a large h sit near the query cloud's centre and win
    many queries. Held-out bank of 2000 queries. Shows the mechanism, not real-world gains.
 4. Latency: a library of N random unit vectors written straight into a catalog; p50/p95
-   of `Library.search(vector=q)` (baseline) vs `reranked_search` for each method, in the
+   of `Searcher.search(q)` (baseline) vs the same with a `HubnessRescorer` per method, in the
    same run; the one-time bank precompute is timed separately.
 """
 
@@ -44,8 +44,10 @@ from clipsearch.eval.metrics import retrieval_metrics  # noqa: E402
 from clipsearch.eval.rerank import RerankContext, register_reranker  # noqa: E402
 from clipsearch.eval.synthetic import make_image_set  # noqa: E402
 from clipsearch.models.base import l2_normalize  # noqa: E402
+from clipsearch.search import banks as bankmod  # noqa: E402
 from clipsearch.search import gap as gapmod  # noqa: E402
 from clipsearch.search import rerank  # noqa: E402
+from clipsearch.search.rescore import widened  # noqa: E402
 
 METHODS = ["none", "is", "qbnorm", "dbnorm", "dbnorm-dynamic"]
 
@@ -87,7 +89,7 @@ def quality(encoder, n: int, tmp: Path, beta: float) -> list[tuple[str, str, flo
     banks = {
         "transductive": (None, None),
         "held-out": (embed_texts(encoder, held.captions, cache=cache), bank_imgs),
-        "shipped": (rerank.caption_vectors(encoder, rerank.default_captions()), bank_imgs),
+        "shipped": (bankmod.caption_vectors(encoder, bankmod.default_captions()), bank_imgs),
     }
     fns = rerank.eval_rerankers(beta=beta)
     S = txts @ imgs.T  # (T, M)
@@ -159,7 +161,7 @@ def gap_quality(encoder, n: int, tmp: Path) -> list[tuple[str, float, float]]:
             for i in range(0, len(ds.media), 64)
         ]
     )
-    gap = gapmod.estimate_gap(gallery, rerank.caption_vectors(encoder, rerank.default_captions()))
+    gap = gapmod.estimate_gap(gallery, bankmod.caption_vectors(encoder, bankmod.default_captions()))
     gt = np.arange(len(gallery))
     rows = []
     for mode in ("none", "shift", "center"):
@@ -210,14 +212,14 @@ def latency(n_items: int, n_queries: int, tmp: Path) -> None:
     queries = l2_normalize(rng.standard_normal((n_queries, enc.dim)))
     options = SearchOptions(k=20)
     t0 = time.perf_counter()
-    terms = rerank.library_bank(lib)
+    terms = lib.banks.terms()
     build = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rerank.library_bank(lib)
+    lib.banks.terms()
     memo = time.perf_counter() - t0
     with Library(lib.path, encoder=enc) as other:  # a new process would load the file
         t0 = time.perf_counter()
-        rerank.library_bank(other)
+        other.banks.terms()
         reload_ = time.perf_counter() - t0
     print(f"\n## Latency: {n_items} items, {n_queries} queries, k=20, index: {note}")
     print(
@@ -228,16 +230,15 @@ def latency(n_items: int, n_queries: int, tmp: Path) -> None:
     base = _times(lambda q: lib.searcher().search(q, options), queries)
     print(f"{'method':<16}{'p50 ms':>9}{'p95 ms':>9}{'p50 ratio':>11}")
     print(f"{'plain search':<16}{np.median(base):>9.2f}{np.percentile(base, 95):>9.2f}{1.0:>11.2f}")
-    wide = replace(options, k=rerank.candidate_count(options))
+    wide = replace(options, k=widened(options.k + options.offset))
     t = _times(lambda q: lib.searcher().search(q, wide), queries)
     label = f"plain, k={wide.k}"
     print(
         f"{label:<16}{np.median(t):>9.2f}{np.percentile(t, 95):>9.2f}{np.median(t) / np.median(base):>11.2f}"
     )
     for m in METHODS[1:]:
-        t = _times(
-            lambda q, m=m: rerank.reranked_search(lib, q, options, method=m, terms=terms), queries
-        )
+        rescorer = rerank.HubnessRescorer(terms, m)
+        t = _times(lambda q, r=rescorer: lib.searcher().search(q, options, rescorer=r), queries)
         print(
             f"{m:<16}{np.median(t):>9.2f}{np.percentile(t, 95):>9.2f}{np.median(t) / np.median(base):>11.2f}"
         )

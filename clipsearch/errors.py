@@ -79,6 +79,10 @@ class QueryError(UsageError):
     """A search query could not be parsed or encoded (e.g. a query image that is not an image)."""
 
 
+class QueryFileRefusedError(QueryError):
+    """A query named a file by path where query files are not read (a remote client's text)."""
+
+
 class NotFoundError(ClipsearchError):
     """An item id, path or file the caller named does not exist."""
 

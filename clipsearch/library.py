@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,10 +27,19 @@ from clipsearch.errors import ModelMismatchError, NotFoundError
 from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
 from clipsearch.models.base import Encoder
-from clipsearch.search.engine import Searcher, SearchOptions, encode_plan
+from clipsearch.search import classify, dedup, moderation
+from clipsearch.search.banks import BankCache
+from clipsearch.search.compose import QueryParts, encode_plan
+from clipsearch.search.engine import Pooling, Searcher, SearchOptions
+from clipsearch.search.gap import GapMode, GapRescorer, check_mode
 from clipsearch.search.hits import Hit
-from clipsearch.search.query import QueryPlan, plan_from_parts
+from clipsearch.search.query import QueryPlan, parse_query, plan_from_parts
+from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankMethod, check_method
+from clipsearch.search.rescore import Rescorer
 from clipsearch.store import Catalog, ItemFilter
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def default_library_path() -> Path:
@@ -123,6 +132,7 @@ class Library:
         self._encoder_checked = False  # the binding's fingerprint is checked once, on first use
         self._index: VectorIndex | None = None
         self._cache = None
+        self._banks: BankCache | None = None
         self._index_generation: int | None = None
         self._lock = threading.RLock()
 
@@ -286,12 +296,12 @@ class Library:
         offset: int = 0,
         kind: str | None = None,
         where: Sequence[str] | ItemFilter = (),
-        pooling: str = "mean",
+        pooling: Pooling = "mean",
         tau: float = 0.1,
         exact: bool = False,
         with_curve: bool = False,
-        rerank: str = "none",
-        gap_correction: str | None = None,
+        rerank: RerankMethod = "none",
+        gap_correction: GapMode | None = None,
     ) -> list[Hit]:
         """Search by text, example image(s)/video(s), or a ready query ``vector``.
 
@@ -317,17 +327,141 @@ class Library:
             with_curve=with_curve,
         )
         options.validate()  # bad options fail before the model is loaded
-        q = vector if vector is not None else self.embed_query(query, image=image, video=video)
+        plan = None
+        if vector is None:
+            plan = self.plan(query, image=image, video=video)
+            vector = encode_plan(plan, self.encoder)
         with self._lock:
-            if gap_correction is not None:
-                from clipsearch.search.gap import gap_corrected_search
+            rescorer = self.rescorer(rerank=rerank, gap_correction=gap_correction)
+            return self.searcher().search(vector, options, rescorer=rescorer, plan=plan)
 
-                return gap_corrected_search(self, q, options, mode=gap_correction)
-            if rerank != "none":
-                from clipsearch.search.rerank import reranked_search
+    # -- query composition, rescoring -------------------------------------------------------------
+    def query_parts(
+        self,
+        text: str | None = None,
+        *,
+        images: Sequence[Image.Image] = (),
+        like: Sequence[int] = (),
+        text_weight: float = 1.0,
+        image_weight: float = 1.0,
+        like_weight: float = 1.0,
+        files: bool = True,
+    ) -> QueryParts:
+        """The parts of a composed query, checked, before encoding (see `compose_query`).
 
-                return reranked_search(self, q, options, method=rerank)
-            return self.searcher().search(q, options)
+        Raises QueryError for an empty or malformed query, QueryFileRefusedError for a path
+        in ``text`` when ``files`` is False, NotFoundError for an unknown ``like`` id.
+        """
+        plan = parse_query(text, files=files) if text is not None and text.strip() else None
+        liked: list[np.ndarray] = []
+        if like:
+            unique = list(dict.fromkeys(like))
+            vectors = self.catalog.item_vectors(unique)
+            missing = [i for i in unique if i not in vectors]
+            if missing:
+                raise NotFoundError(
+                    f"no indexed item with id {', '.join(map(str, missing))} to search like"
+                )
+            liked = [np.asarray(vectors[i], dtype=np.float32) for i in unique]
+        return QueryParts(
+            plan,
+            tuple(images),
+            tuple(liked),
+            text_weight=text_weight,
+            image_weight=image_weight,
+            like_weight=like_weight,
+        )
+
+    def compose_query(self, text: str | None = None, **parts: Any) -> np.ndarray:
+        """One query vector (D,) from a text in the query grammar, example images and items
+        to search like (their stored vectors; videos by meanP), each group weighted::
+
+            q = normalise(w_t·Σⱼ aⱼ·t̂ⱼ + w_i·Σ ûᵢ + w_l·Σ v̂ₖ)     (clipsearch.search.compose)
+
+        Takes the arguments of `query_parts` (images=, like=, text_weight=, image_weight=,
+        like_weight=, files=) and encodes the parts with this library's model. Use the
+        vector with ``search(vector=...)``. Errors as `query_parts`, and QueryError when
+        the parts cancel out.
+        """
+        return self.query_parts(text, **parts).encode(self.encoder)
+
+    @property
+    def banks(self) -> BankCache:
+        """The cached bank terms and modality gap of this library (``<library>/rerank``)."""
+        with self._lock:
+            if self._banks is None:
+                self._banks = BankCache(self.catalog, self.encoder, self.path / "rerank")
+            return self._banks
+
+    def rescorer(
+        self, *, rerank: RerankMethod = "none", gap_correction: GapMode | None = None
+    ) -> Rescorer | None:
+        """The rescorer `search` applies for these options, or None for a plain search
+        (the bank terms or gap are built on first use and cached: docs/rerank.md)."""
+        if gap_correction is not None:
+            mode = check_mode(gap_correction)
+            return GapRescorer(self.banks.gap(), self.catalog.item_vectors, mode=mode)
+        method = check_method(rerank)
+        if method == "none":
+            return None
+        gallery_bank = GALLERY_BANK_SIZE if method.startswith("dbnorm") else 0
+        return HubnessRescorer(self.banks.terms(gallery_bank_size=gallery_bank), method)
+
+    # -- classification, tags, moderation, duplicates -----------------------------------------
+    def classify_items(
+        self,
+        clf: classify.Classifier,
+        *,
+        where: Sequence[str] = (),
+        top_k: int = 5,
+        per_moment: bool = False,
+    ) -> list[classify.ItemResult]:
+        """Classify indexed items from their stored vectors (`classify.classify_items`)."""
+        return classify.classify_items(
+            self.catalog, clf, where=where, top_k=top_k, per_moment=per_moment
+        )
+
+    def tag(
+        self,
+        clf: classify.Classifier,
+        *,
+        threshold: float | str = classify.AUTO,
+        where: Sequence[str] = (),
+        source: str = "zeroshot",
+        dry_run: bool = False,
+    ) -> classify.TagReport:
+        """Tag indexed items with the classifier's labels (`classify.tag_items`)."""
+        return classify.tag_items(
+            self.catalog, clf, threshold=threshold, where=where, source=source, dry_run=dry_run
+        )
+
+    def moderate(
+        self, policy: moderation.ModerationPolicy, *, where: Sequence[str] = (), tag: bool = False
+    ) -> tuple[list[moderation.Flag], int]:
+        """Flag indexed items against a policy (`moderation.moderate`)."""
+        return moderation.moderate(self.catalog, self.encoder, policy, where=where, tag=tag)
+
+    def find_duplicates(
+        self,
+        *,
+        threshold: float = dedup.DEFAULT_THRESHOLD,
+        k: int = dedup.DEFAULT_K,
+        where: Sequence[str] = (),
+        near: bool = True,
+        verify: bool = True,
+        use_index: bool = True,
+    ) -> dedup.DedupReport:
+        """Exact and near-duplicate groups (`dedup.find_duplicates`); ``use_index``: find
+        neighbours with the ANN index (else an exact blockwise search)."""
+        return dedup.find_duplicates(
+            self.catalog,
+            index=self.vector_index if use_index else None,
+            threshold=threshold,
+            k=k,
+            where=where,
+            near=near,
+            verify=verify,
+        )
 
     # -- status ----------------------------------------------------------------------------------
     def status(self, *, failures: int | None = 50) -> LibraryStatus:

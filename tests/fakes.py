@@ -1,6 +1,8 @@
 """Shared test doubles: a deterministic colour encoder, tiny open_clip models, test images.
 
 Import from tests: ``from tests.fakes import ColourEncoder, make_image, make_tiny_checkpoint``.
+``write_catalog`` fills a catalog straight from images (no ingest), so search-layer code
+that takes a catalog is tested without a Library.
 Fixtures wrapping these live in tests/conftest.py (fake_encoder, tiny_checkpoint,
 tiny_encoder, make_image).
 
@@ -48,15 +50,18 @@ import logging
 import re
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from clipsearch.models.base import Encoder, l2_normalize
+
+if TYPE_CHECKING:
+    from clipsearch.store import Catalog
 
 # --- colour encoder ------------------------------------------------------------------------------
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -228,6 +233,53 @@ def make_image(
     kwargs: dict[str, Any] = {"quality": 95} if fmt.upper() in ("JPEG", "WEBP") else {}
     image.save(path, format=fmt, **kwargs)
     return path
+
+
+# --- catalogs without ingest ---------------------------------------------------------------------
+def write_catalog(
+    folder: str | Path,
+    encoder: Encoder,
+    items: Mapping[str, Image.Image | Sequence[Image.Image]],
+    *,
+    frame_step: float = 0.5,
+    fields: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Catalog:
+    """Open a catalog in ``folder`` bound to ``encoder`` and write ``items`` into it directly.
+
+    items: path -> one image (an image item: its vector), or a list of frames (a video item:
+    one vector per frame, ``frame_step`` seconds apart, plus the meanP vector). Items get
+    ids 1, 2, ... in this order. Size, width, height (from the first image), mtime and
+    content hash ("h:<path>") are derived; ``fields[path]`` overrides any `ItemWrite` field.
+    """
+    from clipsearch.search.video import meanp
+    from clipsearch.store import Catalog, ItemWrite, ModelBinding
+
+    catalog = Catalog.open(folder)
+    catalog.bind_model(ModelBinding(encoder.spec, encoder.fingerprint, encoder.dim))
+    writes = []
+    for n, (path, media) in enumerate(items.items()):
+        frames = [media] if isinstance(media, Image.Image) else list(media)
+        vectors = encoder.encode_images(frames)  # (F, D)
+        kw: dict[str, Any] = {
+            "kind": "image",
+            "size": frames[0].width * frames[0].height,
+            "mtime_ns": (1_700_000_000 + n) * 10**9,
+            "content_hash": f"h:{path}",
+            "width": frames[0].width,
+            "height": frames[0].height,
+        }
+        if not isinstance(media, Image.Image):
+            ts = np.arange(len(frames)) * frame_step  # (F,)
+            kw.update(kind="video", duration=len(frames) * frame_step)
+            kw.update(
+                vectors=np.vstack([vectors, meanp(vectors)]), timestamps=np.append(ts, np.nan)
+            )
+        else:
+            kw.update(vectors=vectors)
+        kw.update((fields or {}).get(path, {}))
+        writes.append(ItemWrite(path=path, root_id=None, status="ok", **kw))
+    catalog.write_items(writes)
+    return catalog
 
 
 # --- tiny open_clip models -----------------------------------------------------------------------

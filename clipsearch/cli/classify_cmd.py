@@ -149,9 +149,7 @@ def classify(
         else:
             with _open_library(library) as lib:
                 clf = C.build_classifier(lib.encoder, labels, templates=templates)
-                results = C.classify_items(
-                    lib, clf, where=where, top_k=top_k, per_moment=per_moment
-                )
+                results = lib.classify_items(clf, where=where, top_k=top_k, per_moment=per_moment)
     _notes(clf.notes)
     if json_out:
         _print_json([r.to_dict() for r in results])
@@ -201,7 +199,7 @@ def tag(
             else C.check_threshold(threshold, "--threshold")
         )
         clf = C.build_classifier(lib.encoder, labels, templates=templates)
-        report = C.tag_library(lib, clf, threshold=thr, where=where, dry_run=dry_run)
+        report = lib.tag(clf, threshold=thr, where=where, dry_run=dry_run)
     if json_out:
         _print_json(report.to_dict())
         return
@@ -230,12 +228,11 @@ def moderate(
 ) -> None:
     """Flag the library's items that match a moderation policy, with the reason and score."""
     from clipsearch.search.moderation import ModerationPolicy
-    from clipsearch.search.moderation import moderate as run
 
     with _errors():
         rules = ModerationPolicy.load(policy)
         with _open_library(library) as lib:
-            flags, n = run(lib, rules, where=where, tag=store_tags)
+            flags, n = lib.moderate(rules, where=where, tag=store_tags)
     if json_out:
         _print_json(
             {
@@ -278,10 +275,8 @@ def dedup(
     json_out: JsonOpt = False,
 ) -> None:
     """Find exact and near-duplicate items, with a keep/remove suggestion per group."""
-    from clipsearch.search.dedup import find_duplicates
-
     with _errors(), _open_library(library) as lib:
-        report = find_duplicates(lib, threshold=threshold, k=k, where=where, near=not exact_only)
+        report = lib.find_duplicates(threshold=threshold, k=k, where=where, near=not exact_only)
     if json_out:
         _print_json(report.to_dict())
         return

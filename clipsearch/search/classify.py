@@ -8,7 +8,7 @@ model's own learned logit scale (100 for OpenAI CLIP). Videos are classified by 
 pooled (CLIP4Clip meanP) vector, or per moment: each sampled frame is classified and runs of
 frames with the same top label become moments.
 
-Tags (``tag_library``): every label is a tag; an item carries tag c when s_c ≥ threshold.
+Tags (``tag_items``): every label is a tag; an item carries tag c when s_c ≥ threshold.
 A number is a cosine threshold in [−1, 1]. ``"auto"`` picks one threshold per label from
 the library's own scores: Otsu's split (Otsu 1979) of the label's cosines into a low and a
 high group, applied only when the scores really form two groups — the separability
@@ -35,8 +35,8 @@ from clipsearch.search.zeroshot import build_classifier as _ensemble
 from clipsearch.search.zeroshot import softmax
 
 if TYPE_CHECKING:
-    from clipsearch.library import Library
     from clipsearch.models.base import Encoder
+    from clipsearch.store import Catalog
 
 AUTO = "auto"
 AUTO_MIN_ITEMS = 8
@@ -341,7 +341,7 @@ def _classify_video(
 # --- classifying library items, tags --------------------------------------------------------------
 @dataclass(frozen=True)
 class LibraryVectors:
-    """Item-level vectors of (part of) a library, aligned rows: catalog item ids (N,), their
+    """Item-level vectors of (part of) a catalog, aligned rows: catalog item ids (N,), their
     vector-row ids (N,), kinds, paths, vectors (N, D) float32."""
 
     item_ids: np.ndarray
@@ -351,17 +351,17 @@ class LibraryVectors:
     vectors: np.ndarray
 
 
-def library_vectors(library: Library, where: Sequence[str] = ()) -> LibraryVectors:
-    """Every item-level vector of the library matching the ``where`` filter clauses."""
+def library_vectors(catalog: Catalog, where: Sequence[str] = ()) -> LibraryVectors:
+    """Every item-level vector of the catalog matching the ``where`` filter clauses."""
     from clipsearch.store import ItemFilter
 
-    table = library.catalog.load_vectors()
+    table = catalog.load_vectors()
     keep = np.isnan(table.timestamps)
     if where:
-        allowed = library.catalog.vector_ids_where(ItemFilter.parse(list(where)))
+        allowed = catalog.vector_ids_where(ItemFilter.parse(list(where)))
         keep &= np.isin(table.ids, allowed)
     ids = table.item_ids[keep].astype(np.int64)
-    records = library.catalog.items(ids.tolist())
+    records = catalog.items(ids.tolist())
     return LibraryVectors(
         ids,
         table.ids[keep].astype(np.int64),
@@ -392,7 +392,7 @@ class ItemResult:
 
 
 def classify_items(
-    library: Library,
+    catalog: Catalog,
     clf: Classifier,
     *,
     where: Sequence[str] = (),
@@ -401,14 +401,14 @@ def classify_items(
 ) -> list[ItemResult]:
     """Classify indexed items from their stored vectors (no decoding); videos by their meanP
     vector, plus per-moment labels from their stored frame vectors with ``per_moment``."""
-    lv = library_vectors(library, where)
+    lv = library_vectors(catalog, where)
     preds = clf.predict(lv.vectors, top_k=top_k) if len(lv.item_ids) else []
     frames = {}
     if per_moment:
-        frames = library.catalog.frames(
+        frames = catalog.frames(
             [i for i, k in zip(lv.item_ids.tolist(), lv.kinds, strict=True) if k == "video"]
         )
-    records = library.catalog.items(lv.item_ids.tolist()) if per_moment else {}
+    records = catalog.items(lv.item_ids.tolist()) if per_moment else {}
     out = []
     for i, (item, kind, path) in enumerate(
         zip(lv.item_ids.tolist(), lv.kinds, lv.paths, strict=True)
@@ -446,7 +446,7 @@ def auto_threshold(scores: np.ndarray) -> tuple[float | None, float]:
 
 @dataclass
 class TagReport:
-    """What ``tag_library`` did: per label its threshold (None: not applied), item count,
+    """What ``tag_items`` did: per label its threshold (None: not applied), item count,
     and for auto the separability η."""
 
     n_items: int
@@ -475,8 +475,8 @@ class TagReport:
         }
 
 
-def tag_library(
-    library: Library,
+def tag_items(
+    catalog: Catalog,
     clf: Classifier,
     *,
     threshold: float | str = AUTO,
@@ -484,13 +484,13 @@ def tag_library(
     source: str = "zeroshot",
     dry_run: bool = False,
 ) -> TagReport:
-    """Tag the library's items (module docstring): each label replaces its own earlier tags
+    """Tag the catalog's items (module docstring): each label replaces its own earlier tags
     (catalog source ``"{source}:{label}"``), so tagging with other labels keeps these.
 
     Raises UsageError for a threshold outside [−1, 1], or ``auto`` on fewer than 8 items.
     """
     fixed = None if threshold == AUTO else check_threshold(threshold)
-    lv = library_vectors(library, where)
+    lv = library_vectors(catalog, where)
     n = len(lv.item_ids)
     if fixed is None and n < AUTO_MIN_ITEMS:
         raise UsageError(
@@ -517,5 +517,5 @@ def tag_library(
                 int(i): ({label.lower(): float(s)} if h else {})
                 for i, s, h in zip(lv.item_ids, S[:, c], hit, strict=True)
             }
-            library.catalog.set_tags(tags, source=f"{source}:{label.lower()}")
+            catalog.set_tags(tags, source=f"{source}:{label.lower()}")
     return report

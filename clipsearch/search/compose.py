@@ -1,7 +1,20 @@
-"""Composed image+text queries: "this shirt, but in red" (DESIGN.md §5).
+"""Query composition: how the parts of a query become one vector (DESIGN.md §5).
 
-Two ways to combine an image vector v and a text vector t (both L2-normalised), with the
-text weight λ ∈ [0, 1]:
+Every way of putting a query together ends in one rule (`weighted_sum`)::
+
+    q = normalise(Σᵢ wᵢ · normalise(eᵢ))
+
+refused when the terms cancel out (‖Σ‖ ≈ 0). The parts eᵢ are the query grammar's terms
+(texts, example image/video files, `encode_plan`), decoded example images, and stored
+vectors of catalog items ("more like this"); `QueryParts` gathers them with a weight per
+group (text, images, items), as the HTTP API and `Library.compose_query` take them::
+
+    q = normalise(w_t · Σⱼ aⱼ·normalise(tⱼ) + w_i · Σ normalise(uᵢ) + w_l · Σ normalise(vₖ))
+
+with aⱼ the grammar's per-term weights.
+
+Composed image+text queries, "this shirt, but in red": two ways to combine an image
+vector v and a text vector t (both L2-normalised), with the text weight λ ∈ [0, 1]:
 
 - ``sum`` — the weighted sum used by zero-shot composed-image-retrieval baselines
   (e.g. the "image + text" baseline of Saito et al., CVPR 2023, Pic2Word)::
@@ -22,19 +35,26 @@ text weight λ ∈ [0, 1]:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
-from clipsearch.errors import QueryError, UsageError
+from clipsearch.errors import MediaError, QueryError, UsageError
 from clipsearch.models.base import l2_normalize
+from clipsearch.search.engine import decode_side
+from clipsearch.search.query import QueryPlan, plan_from_parts
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from clipsearch.models.base import Encoder
 
-METHODS: tuple[str, ...] = ("slerp", "sum")
+Composition = Literal["slerp", "sum"]  # how --image and --text combine
+METHODS: tuple[Composition, ...] = get_args(Composition)
 DEFAULT_TEXT_WEIGHT = 0.5
+EMPTY_QUERY = "the query is empty: type some text, drop an image, or pick an item"
 
 
 def _unit(x: np.ndarray, what: str) -> np.ndarray:
@@ -71,20 +91,139 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 
 
 def weighted_sum(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """normalise(Σ wᵢ · normalise(vᵢ)) -> (D,). Raises QueryError if the terms cancel out."""
+    """q = normalise(Σ wᵢ · normalise(vᵢ)) -> (D,) float32: the one way query parts combine.
+
+    Raises QueryError when a vector is zero or not finite, or the terms cancel out;
+    UsageError when there is no vector or the weights do not match the vectors.
+    """
     if len(vectors) == 0 or len(vectors) != len(weights):
         raise UsageError("give one weight per vector, and at least one vector")
     q = np.sum([w * _unit(v, "query") for v, w in zip(vectors, weights, strict=True)], axis=0)
     if float(np.linalg.norm(q)) < 1e-6:
-        raise QueryError("the composed query's terms cancel out: nothing is left to search for")
+        raise QueryError("the query's terms cancel out: nothing is left to search for")
     return l2_normalize(q)
 
 
+# --- the query grammar's terms ---------------------------------------------------------------
+def embed_terms(
+    plan: QueryPlan, encoder: Encoder, *, video_sampler: str = "uniform:12"
+) -> np.ndarray:
+    """One embedding per term of ``plan``, in its order -> (T, D) float32: the texts in one
+    encoder call, an example image by its vector, an example video by its meanP vector.
+
+    Raises QueryError when a query file is not readable media.
+    """
+    texts = [t.value for t in plan.terms if t.kind == "text"]
+    text_vectors = iter(encoder.encode_texts(texts) if texts else ())
+    rows = []
+    for term in plan.terms:
+        if term.kind == "text":
+            rows.append(next(text_vectors))
+        elif term.kind == "image":
+            rows.append(_embed_image(term.value, encoder))
+        else:
+            rows.append(_embed_video(term.value, encoder, video_sampler))
+    return np.stack(rows).astype(np.float32, copy=False)
+
+
+def encode_plan(
+    plan: QueryPlan, encoder: Encoder, *, video_sampler: str = "uniform:12"
+) -> np.ndarray:
+    """Embed a query plan: q = normalise(Σ wᵢ eᵢ), shape (D,), float32.
+
+    Raises QueryError when a query file is not readable media, or the terms cancel out.
+    """
+    vectors = embed_terms(plan, encoder, video_sampler=video_sampler)
+    return weighted_sum(list(vectors), [t.weight for t in plan.terms])
+
+
+def _embed_image(path: str, encoder: Encoder) -> np.ndarray:
+    from clipsearch.media import load_image
+
+    try:
+        image = load_image(path, min_side=decode_side(encoder)).image
+    except MediaError as e:
+        raise QueryError(f"query image {path} cannot be used: {e}") from e
+    return encoder.encode_images([image])[0]
+
+
+def _embed_video(path: str, encoder: Encoder, sampler: str) -> np.ndarray:
+    from clipsearch.media.sampling import FrameSampler
+    from clipsearch.media.video import decode_frames
+    from clipsearch.search.video import meanp
+
+    try:
+        decoded = decode_frames(path, FrameSampler.parse(sampler))
+    except MediaError as e:
+        raise QueryError(f"query video {path} cannot be used: {e}") from e
+    frames = encoder.encode_images([f.image for f in decoded.frames])  # (F, D)
+    return meanp(frames)
+
+
+# --- text, images and items together -----------------------------------------------------------
+@dataclass(frozen=True)
+class QueryParts:
+    """The parts of one query before they are encoded and combined (module docstring).
+
+    plan: the parsed text (grammar terms, maybe example files), or None.
+    images: decoded example images (e.g. uploads).
+    liked: stored (D,) vectors of catalog items to search like (videos: meanP).
+    text_weight, image_weight, like_weight: w_t, w_i, w_l.
+
+    Encoding can happen elsewhere (the server batches texts on its model thread): pass the
+    vectors to `combine`; or let `encode` do it all with one encoder.
+    """
+
+    plan: QueryPlan | None = None
+    images: tuple[Image.Image, ...] = ()
+    liked: tuple[np.ndarray, ...] = ()
+    text_weight: float = 1.0
+    image_weight: float = 1.0
+    like_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.plan is None and not self.images and not self.liked:
+            raise QueryError(EMPTY_QUERY)
+
+    def combine(
+        self, term_vectors: np.ndarray | None = None, image_vectors: np.ndarray | None = None
+    ) -> np.ndarray:
+        """q (D,) from the plan's term vectors (T, D) (`embed_terms` order) and the images'
+        vectors (U, D). Raises QueryError when the parts cancel out."""
+        vectors: list[np.ndarray] = []
+        weights: list[float] = []
+        if self.plan is not None:
+            vectors.extend(_rows(term_vectors, len(self.plan.terms), "term"))
+            weights.extend(self.text_weight * t.weight for t in self.plan.terms)
+        if self.images:
+            vectors.extend(_rows(image_vectors, len(self.images), "image"))
+            weights.extend([self.image_weight] * len(self.images))
+        vectors.extend(self.liked)
+        weights.extend([self.like_weight] * len(self.liked))
+        return weighted_sum(vectors, weights)
+
+    def encode(self, encoder: Encoder, *, video_sampler: str = "uniform:12") -> np.ndarray:
+        """Encode the plan and the images with ``encoder``, then `combine` -> (D,)."""
+        terms = None
+        if self.plan is not None:
+            terms = embed_terms(self.plan, encoder, video_sampler=video_sampler)
+        images = encoder.encode_images(list(self.images)) if self.images else None
+        return self.combine(terms, images)
+
+
+def _rows(vectors: np.ndarray | None, n: int, what: str) -> list[np.ndarray]:
+    if vectors is None or len(vectors) != n:
+        got = "none" if vectors is None else len(vectors)
+        raise UsageError(f"give one vector per query {what}: {n} expected, got {got}")
+    return list(vectors)
+
+
+# --- composed image + text ---------------------------------------------------------------------
 def compose(
     image_vector: np.ndarray,
     text_vector: np.ndarray,
     *,
-    method: str = "slerp",
+    method: Composition = "slerp",
     text_weight: float = DEFAULT_TEXT_WEIGHT,
 ) -> np.ndarray:
     """Combine an image and a text vector (D,) into one query vector (D,) (module docstring)."""
@@ -101,16 +240,13 @@ def composed_query(
     image: str | Path,
     text: str,
     *,
-    method: str = "slerp",
+    method: Composition = "slerp",
     text_weight: float = DEFAULT_TEXT_WEIGHT,
 ) -> np.ndarray:
     """Encode an example image file and a modifying text, then `compose` them -> (D,).
 
     Raises QueryError for an empty text or an image that cannot be read.
     """
-    from clipsearch.search.engine import encode_plan
-    from clipsearch.search.query import plan_from_parts
-
     if not text or not text.strip():
         raise QueryError("the text of a composed query is empty")
     image_vec = encode_plan(plan_from_parts(images=(str(image),)), encoder)

@@ -5,7 +5,7 @@
    grouped by its partial hash and noted). Keep the oldest file (then the shortest path).
 2. **Near duplicates** (re-encoded, resized, cropped copies): for each remaining item
    (one representative per exact group), its k nearest neighbours among the others by
-   the library's nearest-neighbour index; every pair with cosine ≥ threshold is an edge,
+   the catalog's nearest-neighbour index; every pair with cosine ≥ threshold is an edge,
    and the connected components of that graph (union-find, Tarjan 1975) are the groups.
    A pair is only formed within one kind (image with image, video with video by meanP).
    Cost: one batched k-NN search, O(N·k) edges — no N×N matrix. Keep the largest
@@ -29,9 +29,9 @@ from clipsearch.errors import UsageError
 from clipsearch.search.classify import check_threshold
 
 if TYPE_CHECKING:
-    from clipsearch.library import Library
+    from clipsearch.index.base import VectorIndex
     from clipsearch.search.classify import LibraryVectors
-    from clipsearch.store import ItemRecord
+    from clipsearch.store import Catalog, ItemRecord
 
 # (queries (Q, D), k) -> (positions (Q, k) int64 with -1 padding, scores (Q, k))
 NeighbourSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -257,30 +257,30 @@ def _member(r: ItemRecord, similarity: float) -> DuplicateMember:
 
 
 def find_duplicates(
-    library: Library,
+    catalog: Catalog,
     *,
+    index: Callable[[], VectorIndex] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     k: int = DEFAULT_K,
     where: Sequence[str] = (),
     near: bool = True,
     verify: bool = True,
-    use_index: bool = True,
 ) -> DedupReport:
-    """Exact and near-duplicate groups of the library's items (module docstring).
+    """Exact and near-duplicate groups of the catalog's items (module docstring).
 
-    threshold: cosine in [−1, 1] for near duplicates; k: neighbours per item (≥ 1).
-    use_index: find neighbours with the library's ANN index (scales); False: exact
-    blockwise search over the vectors (O(N²) time, small memory).
-    Raises UsageError for a bad threshold or k.
+    index: returns the nearest-neighbour index over the catalog's vectors, to find
+    neighbours with (scales); None: exact blockwise search over the vectors (O(N²) time,
+    small memory). threshold: cosine in [−1, 1] for near duplicates; k: neighbours per
+    item (≥ 1). Raises UsageError for a bad threshold or k.
     """
     from clipsearch.search.classify import library_vectors
 
     threshold = check_threshold(threshold)
     if k < 1:
         raise UsageError(f"k (neighbours per item) must be at least 1, got {k}")
-    lv = library_vectors(library, where)
+    lv = library_vectors(catalog, where)
     ids = lv.item_ids.tolist()
-    records = library.catalog.items(ids)
+    records = catalog.items(ids)
     recs = [records[i] for i in ids]
     exact, notes = exact_groups(recs, verify=verify)
     groups: list[DuplicateGroup] = []
@@ -301,7 +301,7 @@ def find_duplicates(
         [p for p, i in enumerate(ids) if i not in in_exact], dtype=np.int64
     )  # positions
     vectors = lv.vectors[reps]  # (R, D)
-    search = _index_search(library, lv, reps) if use_index else None
+    search = _index_search(index(), lv, reps) if index is not None else None
     kinds = np.array([lv.kinds[p] for p in reps])
     i, j, _ = neighbour_pairs(vectors, threshold=threshold, k=k, search=search, groups=kinds)
     report.n_pairs = len(i)
@@ -316,13 +316,12 @@ def find_duplicates(
     return report
 
 
-def _index_search(library: Library, lv: LibraryVectors, reps: np.ndarray) -> NeighbourSearch:
-    """Neighbours through the library's vector index, restricted to the representatives'
-    item-level vector rows; index ids are mapped back to positions in ``reps``."""
+def _index_search(index: VectorIndex, lv: LibraryVectors, reps: np.ndarray) -> NeighbourSearch:
+    """Neighbours through a vector index, restricted to the representatives' item-level
+    vector rows; index ids are mapped back to positions in ``reps``."""
     rep_ids = lv.vector_ids[reps]  # (R,) vector-row ids
     allowed = np.sort(rep_ids)
     position = np.argsort(rep_ids)  # position[r] = index into reps of allowed[r]
-    index = library.vector_index()
 
     def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         m = index.search(queries, k, allowed=allowed)

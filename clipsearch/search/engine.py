@@ -9,21 +9,23 @@ similarities (mean / max / softmax, DESIGN.md §4) and localising the best momen
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
-from clipsearch.errors import MediaError, QueryError, UsageError
+from clipsearch.errors import UsageError
 from clipsearch.index.base import VectorIndex
 from clipsearch.models.base import Encoder, l2_normalize
 from clipsearch.search.hits import FrameCurve, Hit
-from clipsearch.search.query import QueryPlan
+from clipsearch.search.rescore import Query, Rescorer
 
 if TYPE_CHECKING:
+    from clipsearch.search.query import QueryPlan
     from clipsearch.store import Catalog, ItemFilter
 
-POOLINGS = ("mean", "max", "softmax")
+Pooling = Literal["mean", "max", "softmax"]  # how a video's frame scores become its score
+POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
 MAX_K = 10_000
 
 
@@ -34,7 +36,7 @@ class SearchOptions:
     k: int = 20  # results to return
     offset: int = 0  # skip this many (paging)
     where: ItemFilter | None = None  # metadata filter (path, kind, dates, size, roots)
-    pooling: str = "mean"  # video scoring: mean (CLIP4Clip meanP) | max | softmax
+    pooling: Pooling = "mean"  # video scoring: mean (CLIP4Clip meanP) | max | softmax
     tau: float = 0.1  # softmax pooling temperature
     exact: bool = False  # force exact stage 1 even on an ANN index
     with_curve: bool = False  # attach each video's frame score curve
@@ -59,51 +61,6 @@ def decode_side(encoder: Encoder) -> int:
     return int(min(size)) if isinstance(size, tuple | list) else int(size)
 
 
-def encode_plan(
-    plan: QueryPlan, encoder: Encoder, *, video_sampler: str = "uniform:12"
-) -> np.ndarray:
-    """Embed a query plan: q = normalise(Σ wᵢ eᵢ), shape (D,), float32.
-
-    Raises QueryError when a query file is not readable media, or the terms cancel out.
-    """
-    parts: list[np.ndarray] = []
-    weights: list[float] = []
-    texts = [t for t in plan.terms if t.kind == "text"]
-    if texts:
-        parts.extend(encoder.encode_texts([t.value for t in texts]))
-        weights.extend(t.weight for t in texts)
-    for term in plan.terms:
-        if term.kind == "image":
-            from clipsearch.media import load_image
-
-            try:
-                image = load_image(term.value, min_side=decode_side(encoder)).image
-            except MediaError as e:
-                raise QueryError(f"query image {term.value} cannot be used: {e}") from e
-            parts.append(encoder.encode_images([image])[0])
-            weights.append(term.weight)
-        elif term.kind == "video":
-            parts.append(_embed_video(term.value, encoder, video_sampler))
-            weights.append(term.weight)
-    q = np.sum([w * l2_normalize(p) for w, p in zip(weights, parts, strict=True)], axis=0)
-    if float(np.linalg.norm(q)) < 1e-6:
-        raise QueryError("the query's terms cancel out: nothing is left to search for")
-    return l2_normalize(q)
-
-
-def _embed_video(path: str, encoder: Encoder, sampler: str) -> np.ndarray:
-    from clipsearch.media.sampling import FrameSampler
-    from clipsearch.media.video import decode_frames
-    from clipsearch.search.video import meanp
-
-    try:
-        decoded = decode_frames(path, FrameSampler.parse(sampler))
-    except MediaError as e:
-        raise QueryError(f"query video {path} cannot be used: {e}") from e
-    frames = encoder.encode_images([f.image for f in decoded.frames])  # (F, D)
-    return meanp(frames)
-
-
 class Searcher:
     """Runs searches against a catalog and an index. Holds no terminal or HTTP logic.
 
@@ -116,9 +73,38 @@ class Searcher:
         self.catalog = catalog
         self._index = index
 
-    def search(self, q: np.ndarray, options: SearchOptions = SearchOptions()) -> list[Hit]:
-        """Rank items for one query vector (D,). Returns at most ``k`` hits after ``offset``."""
-        return self.search_many(np.asarray(q, dtype=np.float32)[None, :], options)[0]
+    def search(
+        self,
+        q: np.ndarray,
+        options: SearchOptions = SearchOptions(),
+        *,
+        rescorer: Rescorer | None = None,
+        plan: QueryPlan | None = None,
+    ) -> list[Hit]:
+        """Rank items for one query vector (D,). Returns at most ``k`` hits after ``offset``.
+
+        rescorer: re-score the top candidates (`clipsearch.search.rescore`): the engine
+            fetches ``rescorer.depth(k + offset)`` raw hits, takes the rescorer's scores,
+            and sorts, pages and renumbers by them.
+        plan: the parsed query behind ``q``, for a rescorer that reads the query's text.
+        """
+        q = np.asarray(q, dtype=np.float32)
+        if rescorer is None:
+            return self.search_many(q[None, :], options)[0]
+        options.validate()
+        need = options.k + options.offset
+        depth = min(MAX_K, max(rescorer.depth(need), need))
+        hits = self.search_many(q[None, :], replace(options, k=depth, offset=0))[0]
+        if not hits:
+            return []
+        scores = np.asarray(rescorer.rescore(Query(q, plan), hits), dtype=np.float64)
+        if scores.shape != (len(hits),):
+            raise ValueError(f"a rescorer returned scores {scores.shape} for {len(hits)} hits")
+        order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), hits[i].item_id))
+        return [
+            replace(hits[i], score=float(scores[i]), rank=rank)
+            for rank, i in enumerate(order[options.offset : need], start=options.offset + 1)
+        ]
 
     def search_many(
         self, queries: np.ndarray, options: SearchOptions = SearchOptions()

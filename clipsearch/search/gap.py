@@ -16,28 +16,29 @@ with ``mode="shift"``: c = Δ (both vectors moved onto the text cloud's centre, 
 al. §4.2's shift along the gap) or ``mode="center"``: c = mean(image) (plain centring,
 removing the image cone's direction entirely). For a library, mean(image) is the mean of
 its item vectors and mean(text) the mean of the caption bank (search/data/captions.txt);
-both are cached under ``<library>/rerank/``. Which mode helps, if any, is measured in
+both are cached by `clipsearch.search.banks.BankCache.gap`. In a search, `GapRescorer`
+applies s' to the engine's candidates. Which mode helps, if any, is measured in
 docs/rerank.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 import numpy as np
 
-from clipsearch.errors import LibraryError, UsageError
+from clipsearch.errors import UsageError
 from clipsearch.models.base import l2_normalize
+from clipsearch.search.rescore import WidenedDepth
 
 if TYPE_CHECKING:
-    from clipsearch.library import Library
-    from clipsearch.search.engine import SearchOptions
     from clipsearch.search.hits import Hit
+    from clipsearch.search.rescore import Query
 
-GapMode = Literal["shift", "center"]
-MODES: tuple[str, ...] = ("shift", "center")
+GapMode = Literal["shift", "center"]  # the centre c the vectors are moved by (module docstring)
+MODES: tuple[GapMode, ...] = get_args(GapMode)
 
 
 @dataclass(frozen=True)
@@ -57,18 +58,20 @@ class ModalityGap:
         """‖Δ‖ (Liang et al. report ≈ 0.82 for CLIP ViT-B/32 on MSCOCO)."""
         return float(np.linalg.norm(self.delta))
 
-    def centre(self, mode: str) -> np.ndarray:
+    def centre(self, mode: GapMode) -> np.ndarray:
         check_mode(mode)
         return self.delta if mode == "shift" else self.image_mean.astype(np.float32)
 
-    def correct(self, vectors: np.ndarray, *, mode: str = "shift") -> np.ndarray:
+    def correct(self, vectors: np.ndarray, *, mode: GapMode = "shift") -> np.ndarray:
         """(N, D) or (D,) image vectors -> normalise(x − c), same shape, float32."""
         return l2_normalize(np.asarray(vectors, dtype=np.float32) - self.centre(mode))
 
 
-def check_mode(mode: str) -> None:
+def check_mode(mode: str) -> GapMode:
+    """``mode`` if it is one of `MODES`, else UsageError naming them."""
     if mode not in MODES:
         raise UsageError(f"unknown gap-correction mode {mode!r}; choose one of {', '.join(MODES)}")
+    return cast(GapMode, mode)
 
 
 def estimate_gap(image_vectors: np.ndarray, text_vectors: np.ndarray) -> ModalityGap:
@@ -86,91 +89,39 @@ def estimate_gap(image_vectors: np.ndarray, text_vectors: np.ndarray) -> Modalit
 
 
 def corrected_similarity(
-    queries: np.ndarray, gallery: np.ndarray, gap: ModalityGap, *, mode: str = "shift"
+    queries: np.ndarray, gallery: np.ndarray, gap: ModalityGap, *, mode: GapMode = "shift"
 ) -> np.ndarray:
     """s'(q, g) for (Q, D) image queries and a (G, D) image gallery -> (Q, G) float32."""
     return gap.correct(np.atleast_2d(queries), mode=mode) @ gap.correct(gallery, mode=mode).T
 
 
-def library_gap(library: Library, *, captions: Sequence[str] | None = None) -> ModalityGap:
-    """The library's gap: item vectors vs the caption bank, cached per catalog state.
+@dataclass(frozen=True)
+class GapRescorer(WidenedDepth):
+    """A `clipsearch.search.rescore.Rescorer` for image→image search with the gap corrected.
 
-    Raises UsageError for a library without indexed items.
+    The query vector is that of an example image (or video). Each of the
+    max(widen·(k + offset), 50) raw candidates is rescored by s'(q, g) on its item vector
+    (a video's meanP vector); a candidate without one keeps its raw score.
+
+    gap: the library's `ModalityGap` (`clipsearch.search.banks.BankCache.gap`).
+    item_vectors: item ids -> {id: (D,) item-level vector}, e.g. ``Catalog.item_vectors``.
     """
-    from clipsearch.search.rerank import (
-        _digest,
-        _prune,
-        _save_atomic,
-        caption_vectors,
-        default_captions,
-        library_gallery,
-        remember,
-        remembered,
-        state_key,
-    )
 
-    captions = list(captions) if captions is not None else default_captions()
-    name = f"gap-{_digest(*captions)}"
-    memo = remembered(library, name)
-    if memo is not None:
-        return memo
-    state = state_key(library)
-    folder = library.path / "rerank"
-    path = folder / f"gap-{state}-{_digest(*captions)}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as z:
-                return remember(library, name, ModalityGap(z["image_mean"], z["text_mean"]))
-        except (OSError, ValueError, KeyError):
-            pass  # damaged: rebuild
-    _, vectors = library_gallery(library)
-    if len(vectors) == 0:
-        raise UsageError(f"library {library.path} has no indexed items: no image cloud to correct")
-    gap = estimate_gap(vectors, caption_vectors(library.encoder, captions, cache_dir=folder))
-    try:
-        _save_atomic(
-            path, lambda f: np.savez(f, image_mean=gap.image_mean, text_mean=gap.text_mean)
+    gap: ModalityGap
+    item_vectors: Callable[[list[int]], Mapping[int, np.ndarray]]
+    mode: GapMode = "shift"
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+
+    def rescore(self, query: Query, hits: Sequence[Hit]) -> np.ndarray:
+        vecs = self.item_vectors([h.item_id for h in hits])
+        qc = self.gap.correct(np.asarray(query.vector, dtype=np.float32), mode=self.mode)  # (D,)
+        return np.array(
+            [
+                float(self.gap.correct(vecs[h.item_id], mode=self.mode) @ qc)
+                if h.item_id in vecs
+                else h.score
+                for h in hits
+            ]
         )
-        _prune(folder, "gap-", keep=f"gap-{state}-")
-    except LibraryError:
-        pass  # read-only library
-    return remember(library, name, gap)
-
-
-def gap_corrected_search(
-    library: Library,
-    q: np.ndarray,
-    options: SearchOptions,
-    *,
-    gap: ModalityGap | None = None,
-    mode: str = "shift",
-    widen: int = 3,
-) -> list[Hit]:
-    """Image→image search with the gap correction applied to the engine's candidates.
-
-    q: the (D,) vector of an example-image (or video) query. The engine returns
-    max(widen·(k + offset), 50) raw candidates (`candidate_count`); each is rescored by s'(q, g) on its
-    item vector (a video's meanP vector) and the page is cut from the new order.
-    """
-    from clipsearch.search.rerank import candidate_count
-
-    check_mode(mode)
-    gap = gap if gap is not None else library_gap(library)
-    need = options.k + options.offset
-    hits = library.searcher().search(
-        q, replace(options, k=candidate_count(options, widen=widen), offset=0)
-    )
-    if not hits:
-        return []
-    vecs = library.catalog.item_vectors([h.item_id for h in hits])
-    qc = gap.correct(np.asarray(q, dtype=np.float32), mode=mode)  # (D,)
-    scores = [
-        float(gap.correct(vecs[h.item_id], mode=mode) @ qc) if h.item_id in vecs else h.score
-        for h in hits
-    ]
-    order = sorted(range(len(hits)), key=lambda i: (-scores[i], hits[i].item_id))
-    page = order[options.offset : need]
-    return [
-        replace(hits[i], score=scores[i], rank=r)
-        for r, i in enumerate(page, start=options.offset + 1)
-    ]

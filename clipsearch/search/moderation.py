@@ -30,7 +30,8 @@ from clipsearch.errors import UsageError
 from clipsearch.search.classify import build_classifier, check_threshold, library_vectors
 
 if TYPE_CHECKING:
-    from clipsearch.library import Library
+    from clipsearch.models.base import Encoder
+    from clipsearch.store import Catalog
 
 
 class PolicyError(UsageError):
@@ -170,28 +171,28 @@ class Flag:
 
 
 def moderate(
-    library: Library,
+    catalog: Catalog,
+    encoder: Encoder,
     policy: ModerationPolicy,
     *,
     where: Sequence[str] = (),
     tag: bool = False,
 ) -> tuple[list[Flag], int]:
-    """Flag the library's items against ``policy``: (flags sorted by score, items checked).
+    """Flag the catalog's items against ``policy``: (flags sorted by score, items checked).
+    ``encoder`` embeds the policy's labels (the model the catalog's vectors come from).
 
     Videos score by their best frame (``video = "max"``) or their meanP vector. With
     ``tag``, flagged labels are also stored as tags (source ``"policy:<label>"``).
     """
-    clf = build_classifier(
-        library.encoder, [r.label for r in policy.rules], templates=policy.templates
-    )
-    lv = library_vectors(library, where)
+    clf = build_classifier(encoder, [r.label for r in policy.rules], templates=policy.templates)
+    lv = library_vectors(catalog, where)
     S = clf.scores(lv.vectors) if len(lv.item_ids) else np.zeros((0, len(policy.rules)), np.float32)
     times: dict[int, np.ndarray] = {}
     if policy.video == "max":
         videos = [i for i, k in zip(lv.item_ids.tolist(), lv.kinds, strict=True) if k == "video"]
         row_of = {int(i): r for r, i in enumerate(lv.item_ids.tolist())}
         for lo in range(0, len(videos), 256):  # frames of a few videos at a time
-            for item, (ts, fv) in library.catalog.frames(videos[lo : lo + 256]).items():
+            for item, (ts, fv) in catalog.frames(videos[lo : lo + 256]).items():
                 fs = clf.scores(fv)  # (F, C)
                 best = fs.argmax(axis=0)  # (C,)
                 S[row_of[item]] = fs[best, np.arange(fs.shape[1])]
@@ -216,5 +217,5 @@ def moderate(
                 int(i): ({rule.label.lower(): hit[int(i)]} if int(i) in hit else {})
                 for i in lv.item_ids
             }
-            library.catalog.set_tags(tags, source=f"{policy.source}:{rule.label.lower()}")
+            catalog.set_tags(tags, source=f"{policy.source}:{rule.label.lower()}")
     return flags, len(lv.item_ids)

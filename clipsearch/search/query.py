@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from clipsearch.errors import QueryError
+from clipsearch.errors import QueryError, QueryFileRefusedError
 from clipsearch.media import kind_of
 
 TermKind = Literal["text", "image", "video"]
@@ -116,8 +116,16 @@ def parse_query(
     query: str,
     *,
     is_file: Callable[[str], bool] = os.path.isfile,
+    files: bool = True,
 ) -> QueryPlan:
-    """Parse a query string into a plan. Raises QueryError on empty or malformed input."""
+    """Parse a query string into a plan. Raises QueryError on empty or malformed input.
+
+    files: False reads every term as text, never as a path (a remote client's query must
+        not open files on this machine); an unquoted term that looks like a media file's
+        path (``/home/me/a.jpg``) then raises QueryFileRefusedError instead.
+    """
+    if not files:
+        is_file = _never_a_file
     if not query or not query.strip():
         raise QueryError("the query is empty: give some text, --image or --video")
     terms: list[Term] = []
@@ -137,6 +145,11 @@ def parse_query(
             kind = media_kind
             value = expanded
         elif not quoted and media_kind is not None and ("/" in value or "\\" in value):
+            if not files:
+                raise QueryFileRefusedError(
+                    f"query files are not read by path here: {value}; give the image itself, "
+                    "or put the text in quotes"
+                )
             raise QueryError(f"query file not found: {value}")
         terms.append(Term(kind, value, sign * weight))
     if not terms:
@@ -144,6 +157,10 @@ def parse_query(
     if all(t.weight <= 0 for t in terms):
         raise QueryError("a query needs at least one positive term (only negatives were given)")
     return QueryPlan(tuple(terms))
+
+
+def _never_a_file(_: str) -> bool:
+    return False
 
 
 def plan_from_parts(

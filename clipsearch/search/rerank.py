@@ -41,35 +41,29 @@ Notation: s(q, g) cosine similarity; B a query bank (captions, or past queries);
   random sample of the library itself, and an item never normalises against itself.
 
 Banks for a library are precomputed once (`BankTerms`: a (G,) LSE vector and an
-activation mask per bank, over the whole gallery) and persisted under
-``<library>/rerank/``, keyed by model fingerprint + the catalog's set of vector ids +
-bank contents + β; a reranked query only gathers G-vector entries for its candidates.
+activation mask per bank, over the whole gallery; cached by
+`clipsearch.search.banks.BankCache`); a reranked query (`HubnessRescorer`) only gathers
+G-vector entries for its candidates.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import threading
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import numpy as np
 
-from clipsearch.errors import LibraryError, UsageError
+from clipsearch.errors import UsageError
+from clipsearch.search.rescore import WidenedDepth
 
 if TYPE_CHECKING:
-    from clipsearch.library import Library
-    from clipsearch.models.base import Encoder
-    from clipsearch.search.engine import SearchOptions
     from clipsearch.search.hits import Hit
+    from clipsearch.search.rescore import Query
 
-METHODS = ("none", "is", "qbnorm", "dbnorm", "dbnorm-dynamic")
+RerankMethod = Literal["none", "is", "qbnorm", "dbnorm", "dbnorm-dynamic"]
+METHODS: tuple[RerankMethod, ...] = get_args(RerankMethod)
 DEFAULT_BETA = 20.0  # QB-Norm's inverse temperature for cosine similarities
 GALLERY_BANK_SIZE = 2048  # gallery-bank sample for DBNorm (the paper uses a training gallery)
 _CHUNK = 16_384  # gallery rows per matrix product while precomputing
@@ -223,60 +217,6 @@ def _sample(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-# --- the caption bank ----------------------------------------------------------------------------
-def default_captions() -> list[str]:
-    """The caption bank shipped with clipsearch (search/data/captions.txt): everyday scenes."""
-    text = resources.files("clipsearch.search").joinpath("data/captions.txt").read_text("utf-8")
-    return read_caption_lines(text.splitlines())
-
-
-def read_caption_lines(lines: Sequence[str]) -> list[str]:
-    """Strip lines, drop blanks and ``#`` comments, keep the first of repeated captions."""
-    seen: dict[str, None] = {}
-    for line in lines:
-        line = line.strip()
-        if line and not line.startswith("#"):
-            seen.setdefault(line, None)
-    return list(seen)
-
-
-def load_captions(path: str | Path | None) -> list[str]:
-    """Captions from a text file (one per line, e.g. a query log), or the shipped bank for None.
-    Raises UsageError for an unreadable or empty file."""
-    if path is None:
-        return default_captions()
-    p = Path(path).expanduser()
-    try:
-        captions = read_caption_lines(p.read_text(encoding="utf-8").splitlines())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read the query bank {p}: {e}") from e
-    if not captions:
-        raise UsageError(f"the query bank {p} has no captions (one per line)")
-    return captions
-
-
-def caption_vectors(
-    encoder: Encoder, captions: Sequence[str], *, cache_dir: Path | None = None
-) -> np.ndarray:
-    """(B, D) embeddings of ``captions``, cached in ``cache_dir`` per model and caption set."""
-    digest = _digest(encoder.fingerprint, "\n".join(captions))
-    path = cache_dir / f"captions-{digest}.npy" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            vecs = np.load(path)
-            if vecs.shape == (len(captions), encoder.dim):
-                return vecs
-        except (OSError, ValueError):
-            pass  # a damaged cache is rebuilt
-    vecs = np.concatenate(
-        [encoder.encode_texts(list(captions[i : i + 256])) for i in range(0, len(captions), 256)]
-    ).astype(np.float32)
-    if path is not None:
-        with contextlib.suppress(LibraryError):  # read-only library: recomputed next time
-            _save_atomic(path, lambda f: np.save(f, vecs))
-    return vecs
-
-
 # --- precomputed bank terms for a library --------------------------------------------------------
 @dataclass(frozen=True)
 class BankTerms:
@@ -300,7 +240,7 @@ class BankTerms:
     key: str = ""
 
     def rescore(
-        self, item_ids: np.ndarray, scores: np.ndarray, *, method: str, top1: int
+        self, item_ids: np.ndarray, scores: np.ndarray, *, method: RerankMethod, top1: int
     ) -> np.ndarray:
         """Reranked scores (n,) for candidates ``item_ids`` with raw ``scores``; ``top1`` is the
         query's raw best item (the activation rule). Unknown items keep their raw score."""
@@ -330,6 +270,7 @@ class BankTerms:
         return np.where(known, scores - penalty, scores).astype(np.float32)
 
     def save(self, path: Path) -> None:
+        """Write to ``path`` (.npz); `BankCache` makes it atomic."""
         arrays = {
             f: getattr(self, f)
             for f in ("item_ids", "query_lse", "query_active", "gallery_lse", "gallery_active")
@@ -337,7 +278,8 @@ class BankTerms:
         meta = np.array(
             [self.beta_q, self.beta_g, self.n_query_bank, self.n_gallery_bank], dtype=np.float64
         )
-        _save_atomic(path, lambda f: np.savez(f, meta=meta, key=np.array(self.key), **arrays))
+        with open(path, "wb") as f:
+            np.savez(f, meta=meta, key=np.array(self.key), **arrays)
 
     @classmethod
     def load(cls, path: Path) -> BankTerms:
@@ -349,9 +291,11 @@ class BankTerms:
             )  # fmt: skip
 
 
-def check_method(method: str) -> None:
+def check_method(method: str) -> RerankMethod:
+    """``method`` if it is one of `METHODS`, else UsageError naming them."""
     if method not in METHODS:
         raise UsageError(f"unknown reranker {method!r}; choose one of {', '.join(METHODS)}")
+    return cast(RerankMethod, method)
 
 
 def build_bank_terms(
@@ -425,187 +369,39 @@ def build_bank_terms(
     )
 
 
-def library_gallery(library: Library) -> tuple[np.ndarray, np.ndarray]:
-    """(item_ids (G,) int64, vectors (G, D) float32) of every item-level vector of the library."""
-    table = library.catalog.load_vectors()
-    rows = np.isnan(table.timestamps)
-    return table.item_ids[rows].astype(np.int64), table.vectors[rows].astype(np.float32)
+# --- the search hook ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HubnessRescorer(WidenedDepth):
+    """A `clipsearch.search.rescore.Rescorer` reranking a search's candidates by hubness.
 
-
-def state_key(library: Library) -> str:
-    """The library's vector state: model fingerprint + the catalog's vector ids. Ids are
-    never reused, so the id set pins the vectors; tagging does not change it."""
-    ids = np.ascontiguousarray(library.catalog.vector_ids(), dtype="<i8")
-    return _digest(
-        library.encoder.fingerprint, hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest()
-    )
-
-
-def library_bank(
-    library: Library,
-    *,
-    captions: Sequence[str] | None = None,
-    beta_q: float = DEFAULT_BETA,
-    beta_g: float = DEFAULT_BETA,
-    gallery_bank_size: int = GALLERY_BANK_SIZE,
-) -> BankTerms:
-    """The library's `BankTerms`, loaded from ``<library>/rerank/`` or built and saved there.
-
-    captions: the query bank (default: the shipped caption bank). gallery_bank_size: 0
-    skips the gallery bank (enough for is / qbnorm). Files are named
-    ``bank-<state>-<params>.npz`` (see `state_key`); those of an older state are removed
-    when a new one is written. A read-only library folder only skips the saving.
-    Raises UsageError for an empty library.
+    Each of the max(widen·(k + offset), 50) raw candidates gets ``terms.rescore`` of its
+    raw score (the engine's exact rescoring, filters and video pooling apply as usual),
+    with the raw top-1 deciding activation (QB-Norm's rule). terms: the library's
+    `BankTerms` (`clipsearch.search.banks.BankCache.terms`).
     """
-    captions = list(captions) if captions is not None else default_captions()
-    params = _digest("\n".join(captions), f"{beta_q:g}/{beta_g:g}/{gallery_bank_size}")
-    memo = remembered(library, f"bank-{params}")
-    if memo is not None:
-        return memo
-    state = state_key(library)
-    key = f"{state}-{params}"
-    folder = library.path / "rerank"
-    path = folder / f"bank-{key}.npz"
-    if path.is_file():
-        try:
-            terms = BankTerms.load(path)
-            if terms.key == key:
-                return remember(library, f"bank-{params}", terms)
-        except (OSError, ValueError, KeyError):
-            pass  # damaged: rebuild
-    item_ids, vectors = library_gallery(library)
-    if len(item_ids) == 0:
-        raise UsageError(f"library {library.path} has no indexed items to rerank")
-    qbank = caption_vectors(library.encoder, captions, cache_dir=folder)
-    terms = build_bank_terms(
-        vectors,
-        item_ids,
-        qbank,
-        beta_q=beta_q,
-        beta_g=beta_g,
-        gallery_bank_size=gallery_bank_size,
-        key=key,
-    )
-    try:
-        terms.save(path)
-        _prune(folder, "bank-", keep=f"bank-{state}-")
-    except LibraryError:
-        pass  # read-only library: keep it in memory only
-    return remember(library, f"bank-{params}", terms)
 
+    terms: BankTerms
+    method: RerankMethod
 
-# Per Library object: what was loaded, and the catalog generation it was valid at. A query
-# then costs one generation read instead of hashing every vector id again.
-_MEMO: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, Any]]] = weakref.WeakKeyDictionary()
-_MEMO_LOCK = threading.Lock()
+    def __post_init__(self) -> None:
+        check_method(self.method)
 
-
-def remembered(library: Library, name: str) -> Any | None:
-    """The value remembered for ``library`` under ``name`` if the catalog has not changed."""
-    with _MEMO_LOCK:
-        hit = _MEMO.get(library, {}).get(name)
-    if hit is not None and hit[0] == library.catalog.generation():
-        return hit[1]
-    return None
-
-
-def remember(library: Library, name: str, value: Any) -> Any:
-    # Stamped with the generation read *now*: a change after the state key was computed
-    # only makes the next call recompute (a value is never kept past a change).
-    generation = library.catalog.generation()
-    with _MEMO_LOCK:
-        _MEMO.setdefault(library, {})[name] = (generation, value)
-    return value
-
-
-def _prune(folder: Path, prefix: str, *, keep: str) -> None:
-    """Remove ``prefix*`` files of ``folder`` not starting with ``keep`` (an older state)."""
-    for old in folder.glob(f"{prefix}*"):
-        if not old.name.startswith(keep):
-            with contextlib.suppress(OSError):
-                old.unlink()
-
-
-def candidate_count(options: SearchOptions, *, widen: int = 3, floor: int = 50) -> int:
-    """How many raw hits a reranked page of ``options`` rescores: max(widen·(k+offset), floor)."""
-    from clipsearch.search.engine import MAX_K
-
-    return min(MAX_K, max(widen * (options.k + options.offset), floor))
-
-
-def reranked_search(
-    library: Library,
-    q: np.ndarray,
-    options: SearchOptions,
-    *,
-    method: str,
-    terms: BankTerms | None = None,
-    widen: int = 3,
-) -> list[Hit]:
-    """Search, then rerank the engine's candidates with ``method`` (see `METHODS`).
-
-    The engine is asked for `candidate_count` = max(widen·(k + offset), 50) raw hits (its exact rescoring,
-    filters and video pooling apply as usual); each candidate's score becomes
-    ``terms.rescore`` of it, with the raw top-1 deciding activation; the page
-    [offset, offset + k) of the new order is returned with new ranks and scores.
-    """
-    check_method(method)
-    searcher = library.searcher()
-    if method == "none":
-        return searcher.search(q, options)
-    if terms is None:
-        dual = method.startswith("dbnorm")
-        terms = library_bank(library, gallery_bank_size=GALLERY_BANK_SIZE if dual else 0)
-    need = options.k + options.offset
-    hits = searcher.search(q, replace(options, k=candidate_count(options, widen=widen), offset=0))
-    if not hits:
-        return []
-    ids = np.array([h.item_id for h in hits], dtype=np.int64)
-    new = terms.rescore(ids, np.array([h.score for h in hits]), method=method, top1=hits[0].item_id)
-    order = sorted(range(len(hits)), key=lambda i: (-float(new[i]), hits[i].item_id))
-    page = order[options.offset : need]
-    return [
-        replace(hits[i], score=float(new[i]), rank=r)
-        for r, i in enumerate(page, start=options.offset + 1)
-    ]
-
-
-# --- small shared pieces ---------------------------------------------------------------------
-def _digest(*parts: str) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    for p in parts:
-        h.update(p.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()
-
-
-def _save_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via a temporary file and rename. Raises LibraryError if the folder is not writable."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise LibraryError(f"cannot write {path}: {e.strerror or e}") from e
+    def rescore(self, query: Query, hits: Sequence[Hit]) -> np.ndarray:
+        ids = np.array([h.item_id for h in hits], dtype=np.int64)
+        raw = np.array([h.score for h in hits])
+        return self.terms.rescore(ids, raw, method=self.method, top1=hits[0].item_id)
 
 
 __all__ = [
     "METHODS",
     "BankTerms",
+    "HubnessRescorer",
+    "RerankMethod",
     "activation_mask",
     "bank_lse",
     "build_bank_terms",
-    "caption_vectors",
-    "default_captions",
     "dual_inverted_softmax",
     "dynamic_inverted_softmax",
     "eval_rerankers",
     "inverted_softmax",
-    "library_bank",
-    "load_captions",
-    "reranked_search",
 ]

@@ -1,5 +1,7 @@
-"""Classification, tags as search filters, moderation, duplicates, rerankers and the gap
-correction on a real library (ingest + catalog + index) built with the ColourEncoder."""
+"""The Library wiring of classification, tags as search filters, moderation, duplicates,
+rerankers, the gap correction and composed queries, on a real library (ingest + catalog +
+index) built with the ColourEncoder. The features themselves are unit-tested on catalogs
+(tests/unit/test_classify.py, test_dedup.py, test_rescore.py, test_banks.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,11 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from clipsearch.errors import UsageError
+from clipsearch.errors import NotFoundError, QueryError, QueryFileRefusedError, UsageError
 from clipsearch.library import Library
 from clipsearch.search import classify as C
-from clipsearch.search import dedup, gap, rerank
+from clipsearch.search import gap, rerank
 from clipsearch.search.engine import SearchOptions
-from clipsearch.search.moderation import ModerationPolicy, moderate
 from tests.fakes import PALETTE, ColourEncoder, make_image
 from tests.videogen import make_video
 
@@ -59,43 +60,12 @@ def photos(tmp_path: Path) -> Path:
     return root
 
 
-class ExactIndex:
-    """Exact inner-product index over the catalog (used only while clipsearch.index has no
-    IndexCache yet; the library's own index is used when it exists)."""
-
-    def __init__(self, catalog) -> None:
-        table = catalog.load_vectors()
-        self.ids, self.vectors = table.ids, table.vectors.astype(np.float32)
-        self.dim = self.vectors.shape[1]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def search(self, queries, k, *, allowed=None, exact=False):
-        from clipsearch.index.base import Matches
-
-        S = np.atleast_2d(queries) @ self.vectors.T
-        if allowed is not None:
-            S[:, ~np.isin(self.ids, allowed)] = -np.inf
-        top = np.argsort(-S, axis=1, kind="stable")[:, : min(k, len(self.ids))]
-        scores = np.take_along_axis(S, top, axis=1)
-        return Matches(np.where(np.isfinite(scores), self.ids[top], -1), scores.astype(np.float32))
-
-
-def _attach_index(lib: Library) -> None:
-    try:
-        from clipsearch.index import IndexCache  # noqa: F401
-    except ImportError:
-        lib.vector_index = lambda: ExactIndex(lib.catalog)  # type: ignore[method-assign]
-
-
 @pytest.fixture
 def lib(tmp_path: Path, photos: Path):
     enc = ColourEncoder()
     with Library(tmp_path / "lib", encoder=enc) as lib:
         report = lib.index([photos])
         assert report.failed == 0 and report.added == len(IMAGES) + 4
-        _attach_index(lib)
         yield lib
 
 
@@ -103,22 +73,9 @@ def _name(path: str) -> str:
     return Path(path).name
 
 
-def test_items_are_classified_from_stored_vectors_without_decoding(lib):
-    clf = C.build_classifier(lib.encoder, "red,blue,green,yellow", templates="simple")
-    before = lib.encoder.images_encoded
-    results = {_name(r.path): r for r in C.classify_items(lib, clf, top_k=2, per_moment=True)}
-    assert lib.encoder.images_encoded == before
-    for name, colour in IMAGES.items():
-        assert results[_name(name)].prediction.labels[0] == colour
-    clip = results["clip.mp4"]
-    assert set(clip.prediction.labels) == {"red", "blue"}
-    assert [m.label for m in clip.moments] == ["red", "blue"]
-    assert clip.moments[0].end == pytest.approx(2.0, abs=0.5)
-
-
 def test_auto_tags_are_usable_as_search_filters(lib):
     clf = C.build_classifier(lib.encoder, "red,blue,purple")  # no item has any purple
-    report = C.tag_library(lib, clf, threshold="auto")
+    report = lib.tag(clf, threshold="auto")
     assert report.thresholds["red"] is not None and report.thresholds["blue"] is not None
     tagged = lib.catalog.tags(list(lib.catalog.items(range(1, 100))))
     red_items = {i for i, t in tagged.items() if "red" in t}
@@ -134,131 +91,47 @@ def test_auto_tags_are_usable_as_search_filters(lib):
     assert any("'purple'" in n for n in report.notes)
 
 
-def test_retagging_one_label_keeps_the_others(lib):
-    C.tag_library(lib, C.build_classifier(lib.encoder, "red"), threshold=0.5)
-    C.tag_library(lib, C.build_classifier(lib.encoder, "blue"), threshold=0.5)
-    tags = lib.catalog.tags(range(1, 100))
-    assert any("red" in t for t in tags.values()) and any("blue" in t for t in tags.values())
-    report = C.tag_library(lib, C.build_classifier(lib.encoder, "red"), threshold=1.0)
-    assert report.counts["red"] == 0
-    tags = lib.catalog.tags(range(1, 100))
-    assert not any("red" in t for t in tags.values()) and any("blue" in t for t in tags.values())
-
-
-def test_auto_needs_enough_items(tmp_path, fake_encoder):
-    make_image(tmp_path / "p" / "one.jpg", "red")
-    with Library(tmp_path / "small", encoder=fake_encoder) as small:
-        small.index([tmp_path / "p"])
-        with pytest.raises(UsageError, match="at least 8 items"):
-            C.tag_library(small, C.build_classifier(fake_encoder, "red"), threshold="auto")
-
-
-def test_moderation_flags_items_with_reason_score_and_video_time(lib, tmp_path):
-    policy_file = tmp_path / "policy.toml"
-    policy_file.write_text(
-        '[labels]\n"red" = { threshold = 0.75, reason = "too red" }\n"yellow" = 0.75\n'
-    )
-    flags, checked = moderate(lib, ModerationPolicy.load(policy_file), tag=True)
-    assert checked == len(IMAGES) + 4
-    by_item = {}
-    for f in flags:
-        by_item.setdefault(_name(f.path), []).append(f)
-    red_names = {_name(n) for n, c in IMAGES.items() if c == "red"}
-    assert {n for n, fs in by_item.items() if fs[0].label == "red"} == red_names | {"clip.mp4"}
-    assert [f.reason for f in by_item["yellow_a.jpg"]] == ["yellow"]
-    (video_flag,) = by_item["clip.mp4"]
-    assert video_flag.reason == "too red" and 0.0 <= video_flag.t < 2.0  # its best (red) frame
-    assert all(f.score >= f.threshold for f in flags)
-    assert [f.score for f in flags] == sorted((f.score for f in flags), reverse=True)
-    tags = lib.catalog.tags(range(1, 100))
-    assert sum("red" in t for t in tags.values()) == len(red_names) + 1
-    # pooled video vectors are half red: below the threshold, so not flagged
-    pooled = ModerationPolicy(ModerationPolicy.load(policy_file).rules, video="pooled")
-    assert "clip.mp4" not in {_name(f.path) for f in moderate(lib, pooled)[0]}
-
-
-def test_duplicates_exact_by_content_and_near_by_embedding(lib):
-    report = dedup.find_duplicates(lib, threshold=NEAR_THRESHOLD, k=5)
-    groups = {g.kind: g for g in report.groups}
-    assert len(report.groups) == 2
-    exact = groups["exact"]
-    assert _name(exact.keep.path) == "blue_a.jpg"  # the older of two identical files
-    assert [_name(m.path) for m in exact.remove] == ["blue_a copy.jpg"]
-    near = groups["near"]
-    assert _name(near.keep.path) == "grid.png"  # the larger resolution
-    assert [_name(m.path) for m in near.remove] == ["grid small.jpg"]
-    assert near.remove[0].similarity >= NEAR_THRESHOLD
-    assert report.removable == 2
-    exact_only = dedup.find_duplicates(lib, near=False)
-    assert [g.kind for g in exact_only.groups] == ["exact"]
-    # the exact (no index) neighbour search agrees with the index-backed one
-    no_index = dedup.find_duplicates(lib, threshold=NEAR_THRESHOLD, k=5, use_index=False)
-    assert [g.to_dict() for g in no_index.groups] == [g.to_dict() for g in report.groups]
-
-
-def test_rerank_bank_is_built_once_persisted_and_refreshed(lib, photos, monkeypatch):
-    terms = rerank.library_bank(lib, gallery_bank_size=0)
-    files = list((lib.path / "rerank").glob("bank-*.npz"))
-    assert len(files) == 1
-    assert rerank.library_bank(lib, gallery_bank_size=0) is terms  # remembered until a change
-    assert len(terms.item_ids) == len(IMAGES) + 4 and terms.n_query_bank == len(
-        rerank.default_captions()
-    )
-
-    def no_rebuild(*a, **k):
-        raise AssertionError("the bank was rebuilt although nothing changed")
-
-    monkeypatch.setattr(rerank, "build_bank_terms", no_rebuild)
-    C.tag_library(lib, C.build_classifier(lib.encoder, "red"), threshold=0.5)  # tags: same vectors
-    again = rerank.library_bank(lib, gallery_bank_size=0)
-    np.testing.assert_array_equal(again.query_lse, terms.query_lse)
-    monkeypatch.undo()
-    make_image(photos / "new_green.jpg", "green", seed=77)
-    lib.index([photos])
-    fresh = rerank.library_bank(lib, gallery_bank_size=0)
-    assert len(fresh.item_ids) == len(terms.item_ids) + 1
-    assert [p.name for p in (lib.path / "rerank").glob("bank-*.npz")] != [f.name for f in files]
-    assert len(list((lib.path / "rerank").glob("bank-*.npz"))) == 1  # the stale file is gone
-
-
-def test_reranked_search_rescored_candidates(lib):
+def test_library_search_reranks_through_its_cached_banks(lib):
     q = lib.embed_query("a red thing")
-    options = SearchOptions(k=5)
-    plain = lib.searcher().search(q, options)
-    assert rerank.reranked_search(lib, q, options, method="none") == plain
-    terms = rerank.library_bank(lib)
-    wide = lib.searcher().search(q, SearchOptions(k=50))
+    plain = lib.search("a red thing", k=5)
+    assert plain == lib.searcher().search(q, SearchOptions(k=5))
+    assert not (lib.path / "rerank").exists()  # nothing is built for a plain search
     for method in ("is", "qbnorm", "dbnorm", "dbnorm-dynamic"):
-        hits = rerank.reranked_search(lib, q, options, method=method, terms=terms)
-        expected = terms.rescore(
-            np.array([h.item_id for h in wide]),
-            np.array([h.score for h in wide]),
-            method=method,
-            top1=wide[0].item_id,
-        )
-        best = sorted(
-            zip(expected.tolist(), [h.item_id for h in wide], strict=True),
-            key=lambda t: (-t[0], t[1]),
-        )[:5]
-        assert [h.item_id for h in hits] == [i for _, i in best]
-        np.testing.assert_allclose([h.score for h in hits], [s for s, _ in best], atol=1e-6)
-        assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
-    page2 = rerank.reranked_search(lib, q, SearchOptions(k=2, offset=2), method="is", terms=terms)
-    first = rerank.reranked_search(lib, q, SearchOptions(k=4), method="is", terms=terms)
-    assert [h.item_id for h in page2] == [h.item_id for h in first[2:4]] and page2[0].rank == 3
+        hits = lib.search("a red thing", k=5, rerank=method)
+        gallery_bank = rerank.GALLERY_BANK_SIZE if method.startswith("dbnorm") else 0
+        rescorer = rerank.HubnessRescorer(lib.banks.terms(gallery_bank_size=gallery_bank), method)
+        assert hits == lib.searcher().search(q, SearchOptions(k=5), rescorer=rescorer)
+    assert len(list((lib.path / "rerank").glob("bank-*.npz"))) == 2  # with and without G_B
+    with pytest.raises(UsageError, match="unknown reranker"):
+        lib.search("red", rerank="bm25")  # type: ignore[arg-type]
 
 
-def test_gap_corrected_image_search(lib, photos):
-    g = gap.library_gap(lib)
-    assert len(list((lib.path / "rerank").glob("gap-*.npz"))) == 1
-    q = lib.embed_query(image=photos / "red_a.jpg")
-    hits = gap.gap_corrected_search(lib, q, SearchOptions(k=3), gap=g, mode="center")
+def test_library_search_corrects_the_gap_for_example_images(lib, photos):
+    hits = lib.search(image=photos / "red_a.jpg", k=3, gap_correction="center")
     assert _name(hits[0].path) == "red_a.jpg" and hits[0].score == pytest.approx(1.0, abs=2e-3)
-    vecs = lib.catalog.item_vectors([h.item_id for h in hits])
-    for h in hits:
-        assert h.score == pytest.approx(
-            float(g.correct(vecs[h.item_id], mode="center") @ g.correct(q, mode="center")), abs=1e-5
-        )
+    q = lib.embed_query(image=photos / "red_a.jpg")
+    rescorer = gap.GapRescorer(lib.banks.gap(), lib.catalog.item_vectors, mode="center")
+    assert hits == lib.searcher().search(q, SearchOptions(k=3), rescorer=rescorer)
+    assert len(list((lib.path / "rerank").glob("gap-*.npz"))) == 1
+
+
+def test_compose_query_from_text_example_images_and_liked_items(lib, photos):
+    red = lib.catalog.item_by_path(str(photos / "red_a.jpg"))
+    liked = lib.compose_query(like=[red.id])
+    assert lib.search(vector=liked, k=1)[0].item_id == red.id  # more like this: itself first
+    moved = lib.compose_query("blue", like=[red.id], text_weight=3.0)
+    assert _name(lib.search(vector=moved, k=1, kind="image")[0].path).startswith("blue")
+    by_file = lib.compose_query(str(photos / "red_a.jpg"))  # a path in the text: an example
+    np.testing.assert_allclose(by_file, liked, atol=2e-3)
+    image = Image.open(photos / "green_a.jpg").convert("RGB")
+    uploaded = lib.compose_query(images=[image])
+    assert _name(lib.search(vector=uploaded, k=1)[0].path) == "green_a.jpg"
+    with pytest.raises(QueryFileRefusedError):
+        lib.compose_query(str(photos / "red_a.jpg"), files=False)
+    with pytest.raises(NotFoundError, match="999999"):
+        lib.compose_query("red", like=[999999])
+    with pytest.raises(QueryError, match="empty"):
+        lib.compose_query("   ")
 
 
 # --- the CLI -------------------------------------------------------------------------------------
@@ -276,9 +149,7 @@ def cli(lib, monkeypatch):
 
 
 def _reopen(lib: Library) -> Library:
-    other = Library(lib.path, encoder=lib.encoder, create=False)
-    _attach_index(other)
-    return other
+    return Library(lib.path, encoder=lib.encoder, create=False)
 
 
 def test_cli_classify_files_and_items_as_json(cli, photos):

@@ -229,3 +229,108 @@ def test_policy_errors_name_the_line_and_the_reason(text, message):
 def test_unreadable_policy_file(tmp_path):
     with pytest.raises(PolicyError, match="cannot read"):
         ModerationPolicy.load(tmp_path / "nope.toml")
+
+
+# --- indexed items, tags, moderation: a catalog and the fake encoder, no Library ---------------
+ITEMS = {
+    "/p/red_a.jpg": "red",
+    "/p/red_b.jpg": "red",
+    "/p/red_c.png": "red",
+    "/p/blue_a.jpg": "blue",
+    "/p/blue_b.jpg": "blue",
+    "/p/blue_c.png": "blue",
+    "/p/green_a.jpg": "green",
+    "/p/green_b.png": "green",
+    "/p/yellow_a.jpg": "yellow",
+}
+CLIP = "/p/clip.mp4"  # 2 s red, then 2 s blue (frames 0.5 s apart)
+
+
+@pytest.fixture
+def catalog(tmp_path, fake_encoder):
+    from tests.fakes import colour_image, write_catalog
+
+    items: dict = {p: colour_image(c, seed=i) for i, (p, c) in enumerate(ITEMS.items())}
+    items[CLIP] = [colour_image(c, seed=20 + i) for i, c in enumerate(["red"] * 4 + ["blue"] * 4)]
+    cat = write_catalog(tmp_path / "lib", fake_encoder, items)
+    yield cat
+    cat.close()
+
+
+def _tagged(catalog, label: str) -> set[str]:
+    tags = catalog.tags(range(1, 100))
+    return {catalog.item(i).path for i, t in tags.items() if label in t}
+
+
+def test_items_are_classified_from_stored_vectors_without_decoding(catalog, fake_encoder):
+    clf = C.build_classifier(fake_encoder, "red,blue,green,yellow", templates="simple")
+    before = fake_encoder.images_encoded
+    results = {r.path: r for r in C.classify_items(catalog, clf, top_k=2, per_moment=True)}
+    assert fake_encoder.images_encoded == before
+    for path, colour in ITEMS.items():
+        assert results[path].prediction.labels[0] == colour
+    clip = results[CLIP]
+    assert set(clip.prediction.labels) == {"red", "blue"}
+    assert [m.label for m in clip.moments] == ["red", "blue"]
+    assert clip.moments[0].end == pytest.approx(2.0, abs=0.5)
+    only_green = C.classify_items(catalog, clf, where=["path:/p/green*"])
+    assert sorted(r.path for r in only_green) == ["/p/green_a.jpg", "/p/green_b.png"]
+
+
+def test_auto_tags_split_each_label_by_the_items_own_scores(catalog, fake_encoder):
+    clf = C.build_classifier(fake_encoder, "red,blue,purple")  # no item has any purple
+    report = C.tag_items(catalog, clf, threshold="auto")
+    assert report.thresholds["red"] is not None and report.thresholds["blue"] is not None
+    red = _tagged(catalog, "red")
+    assert {p for p, c in ITEMS.items() if c == "red"} <= red
+    assert not red & {p for p, c in ITEMS.items() if c != "red"}
+    assert report.counts["red"] == len(red)
+    # purple matches nothing: its scores are one group, so auto tags no item and says so
+    assert report.thresholds["purple"] is None and report.counts["purple"] == 0
+    assert any("'purple'" in n for n in report.notes)
+
+
+def test_retagging_one_label_keeps_the_others_and_dry_run_stores_nothing(catalog, fake_encoder):
+    C.tag_items(catalog, C.build_classifier(fake_encoder, "red"), threshold=0.5)
+    C.tag_items(catalog, C.build_classifier(fake_encoder, "blue"), threshold=0.5)
+    assert _tagged(catalog, "red") and _tagged(catalog, "blue")
+    report = C.tag_items(catalog, C.build_classifier(fake_encoder, "red"), threshold=1.0)
+    assert report.counts["red"] == 0
+    assert not _tagged(catalog, "red") and _tagged(catalog, "blue")
+    dry = C.tag_items(catalog, C.build_classifier(fake_encoder, "red"), threshold=0.5, dry_run=True)
+    assert dry.counts["red"] >= 3 and not _tagged(catalog, "red")
+
+
+def test_auto_needs_enough_items(tmp_path, fake_encoder):
+    from tests.fakes import colour_image, write_catalog
+
+    small = write_catalog(tmp_path / "small", fake_encoder, {"/p/one.jpg": colour_image("red")})
+    with pytest.raises(UsageError, match="at least 8 items"):
+        C.tag_items(small, C.build_classifier(fake_encoder, "red"), threshold="auto")
+    small.close()
+
+
+def test_moderation_flags_items_with_reason_score_and_video_time(catalog, fake_encoder, tmp_path):
+    from clipsearch.search.moderation import moderate
+
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(
+        '[labels]\n"red" = { threshold = 0.75, reason = "too red" }\n"yellow" = 0.75\n'
+    )
+    policy = ModerationPolicy.load(policy_file)
+    flags, checked = moderate(catalog, fake_encoder, policy, tag=True)
+    assert checked == len(ITEMS) + 1
+    by_item: dict[str, list] = {}
+    for f in flags:
+        by_item.setdefault(f.path, []).append(f)
+    reds = {p for p, c in ITEMS.items() if c == "red"}
+    assert {p for p, fs in by_item.items() if fs[0].label == "red"} == reds | {CLIP}
+    assert [f.reason for f in by_item["/p/yellow_a.jpg"]] == ["yellow"]
+    (video_flag,) = by_item[CLIP]
+    assert video_flag.reason == "too red" and 0.0 <= video_flag.t < 2.0  # its best (red) frame
+    assert all(f.score >= f.threshold for f in flags)
+    assert [f.score for f in flags] == sorted((f.score for f in flags), reverse=True)
+    assert _tagged(catalog, "red") == reds | {CLIP}
+    # pooled video vectors are half red: below the threshold, so not flagged
+    pooled = ModerationPolicy(policy.rules, video="pooled")
+    assert CLIP not in {f.path for f in moderate(catalog, fake_encoder, pooled)[0]}

@@ -141,3 +141,48 @@ def test_bad_threshold_is_refused(threshold):
 
     with pytest.raises(UsageError, match="between -1 and 1"):
         dedup.find_duplicates(None, threshold=threshold)  # type: ignore[arg-type]
+
+
+def test_duplicates_in_a_catalog_exact_by_content_and_near_by_embedding(tmp_path, fake_encoder):
+    from clipsearch.index import ExactIndex
+    from tests.fakes import colour_image, write_catalog
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    original, copy = photos / "blue_a.jpg", photos / "blue_a copy.jpg"
+    for path in (original, copy):
+        colour_image("blue", seed=1).save(path, quality=95)  # identical bytes
+    grid = pattern(5, (320, 240))
+    items = {
+        str(original): Image.open(original).convert("RGB"),
+        str(copy): Image.open(copy).convert("RGB"),
+        str(photos / "grid.png"): grid,
+        str(photos / "grid small.jpg"): reencoded(grid.resize((160, 120)), quality=85),
+        **{str(photos / f"{c}.jpg"): colour_image(c, seed=9) for c in ("red", "green", "yellow")},
+    }
+    same = {"content_hash": "h:blue", "size": original.stat().st_size}
+    fields = {str(original): {**same, "mtime_ns": 1}, str(copy): {**same, "mtime_ns": 2}}
+    catalog = write_catalog(tmp_path / "lib", fake_encoder, items, fields=fields)
+    table = catalog.load_vectors()
+    index = ExactIndex(table.ids, table.vectors, precision="fp32")
+    calls = []
+
+    def vector_index():
+        calls.append(1)
+        return index
+
+    report = dedup.find_duplicates(catalog, index=vector_index, threshold=0.97, k=5)
+    groups = {g.kind: g for g in report.groups}
+    assert len(report.groups) == 2 and calls == [1]
+    exact = groups["exact"]
+    assert exact.keep.path == str(original)  # the older of two identical files
+    assert [m.path for m in exact.remove] == [str(copy)]
+    near = groups["near"]
+    assert Path(near.keep.path).name == "grid.png"  # the larger resolution
+    assert [Path(m.path).name for m in near.remove] == ["grid small.jpg"]
+    assert near.remove[0].similarity >= 0.97 and report.removable == 2
+    exact_only = dedup.find_duplicates(catalog, index=vector_index, near=False)
+    assert [g.kind for g in exact_only.groups] == ["exact"] and calls == [1]  # index not needed
+    no_index = dedup.find_duplicates(catalog, threshold=0.97, k=5)  # exact blockwise search
+    assert [g.to_dict() for g in no_index.groups] == [g.to_dict() for g in report.groups]
+    catalog.close()

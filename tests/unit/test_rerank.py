@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch.errors import QueryError, UsageError
+from clipsearch.errors import UsageError
 from clipsearch.eval.rerank import RerankContext
-from clipsearch.search import compose, gap, rerank
+from clipsearch.search import gap, rerank
 
 # Two gallery items, three queries, a bank of two queries that both pick gallery item 0.
 S = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.6]], dtype=np.float32)  # (Q=3, G=2)
@@ -197,39 +197,6 @@ def test_eval_rerankers_plug_into_the_harness_context():
     assert fns["dbnorm"](sims, ctx).shape == sims.shape
 
 
-def test_shipped_caption_bank_is_large_diverse_and_clean():
-    captions = rerank.default_captions()
-    assert len(captions) >= 300
-    assert len(set(captions)) == len(captions)
-    assert all(c and not c.startswith("#") for c in captions)
-    words = " ".join(captions).split()
-    for theme in (
-        "dog",
-        "cat",
-        "beach",
-        "night",
-        "rain",
-        "snow",
-        "red",
-        "child",
-        "city",
-        "kitchen",
-    ):
-        assert theme in words, theme
-
-
-def test_query_bank_file_errors(tmp_path: Path):
-    empty = tmp_path / "empty.txt"
-    empty.write_text("# only a comment\n\n")
-    with pytest.raises(UsageError, match="no captions"):
-        rerank.load_captions(empty)
-    with pytest.raises(UsageError, match="cannot read"):
-        rerank.load_captions(tmp_path / "missing.txt")
-    log = tmp_path / "log.txt"
-    log.write_text("a dog\n a dog \na cat\n")
-    assert rerank.load_captions(log) == ["a dog", "a cat"]
-
-
 # --- modality gap ----------------------------------------------------------------------------
 def test_gap_vector_and_corrected_similarity_by_hand():
     imgs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -249,42 +216,6 @@ def test_gap_vector_and_corrected_similarity_by_hand():
         g.correct(imgs, mode="sideways")
     with pytest.raises(UsageError):
         gap.estimate_gap(np.zeros((0, 3)), txts)
-
-
-# --- composed queries ------------------------------------------------------------------------
-def test_slerp_walks_the_great_circle():
-    a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
-    np.testing.assert_allclose(compose.slerp(a, b, 0.0), a, atol=1e-6)
-    np.testing.assert_allclose(compose.slerp(a, b, 1.0), b, atol=1e-6)
-    mid = compose.slerp(a, b, 0.5)
-    np.testing.assert_allclose(mid, [math.sqrt(0.5), math.sqrt(0.5), 0.0], atol=1e-6)
-    third = compose.slerp(a, b, 1 / 3)  # constant angular speed: 30° from a
-    assert math.degrees(math.acos(float(third @ a))) == pytest.approx(30.0, abs=1e-3)
-    np.testing.assert_allclose(compose.slerp(a, a * 2, 0.3), a, atol=1e-6)  # parallel: no NaN
-    with pytest.raises(QueryError, match="opposite"):
-        compose.slerp(a, -a, 0.5)
-    with pytest.raises(UsageError, match="between 0 and 1"):
-        compose.slerp(a, b, 1.5)
-
-
-def test_weighted_sum_composition_by_hand():
-    v, t = np.array([3.0, 0.0]), np.array([0.0, 1.0])
-    q = compose.compose(v, t, method="sum", text_weight=0.25)  # normalise(0.75·v̂ + 0.25·t̂)
-    np.testing.assert_allclose(q, np.array([0.75, 0.25]) / math.hypot(0.75, 0.25), atol=1e-6)
-    with pytest.raises(UsageError, match="unknown composition"):
-        compose.compose(v, t, method="average")
-    with pytest.raises(QueryError, match="cancel"):
-        compose.weighted_sum([v, 2 * v], [1.0, -1.0])
-
-
-def test_composed_query_from_files_moves_towards_the_text(tmp_path, fake_encoder, make_image):
-    shirt = make_image(tmp_path / "shirt.png", "blue")
-    image_only = compose.composed_query(fake_encoder, shirt, "red", text_weight=0.0)
-    composed = compose.composed_query(fake_encoder, shirt, "red", text_weight=0.6)
-    red = fake_encoder.encode_texts(["red"])[0]
-    assert float(composed @ red) > float(image_only @ red) + 0.3
-    with pytest.raises(QueryError, match="empty"):
-        compose.composed_query(fake_encoder, shirt, "  ")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

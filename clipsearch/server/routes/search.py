@@ -12,16 +12,14 @@ import os
 import time
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from clipsearch.errors import MediaError, MediaTooLargeError, QueryError
+from clipsearch.errors import MediaError, MediaTooLargeError, QueryError, QueryFileRefusedError
 from clipsearch.search.engine import decode_side
-from clipsearch.server.compose import combine, parse_text
 from clipsearch.server.errors import ApiError
 from clipsearch.server.schemas import ERROR_RESPONSES, SearchRequest, SearchResponse
 from clipsearch.server.state import ServerState, get_state
@@ -182,31 +180,42 @@ def _decode_upload(name: str, data: bytes, library):
 async def run_search(
     state: ServerState, req: SearchRequest, uploads: list[tuple[str, bytes]]
 ) -> dict[str, Any]:
-    """Encode the request's parts, combine them, search, and shape the response."""
+    """Check the request's parts, encode them, combine them (`Library.query_parts`), search,
+    and shape the response."""
     t0 = time.perf_counter()
-    plan = parse_text(req.q) if req.q is not None and req.q.strip() else None
-    if plan is None and not uploads and not req.like:
-        raise QueryError("the query is empty: type some text, drop an image, or pick an item")
-    state.require_model()
     library = state.library
-    parts: list[np.ndarray] = []
-    weights: list[float] = []
-    if plan is not None:
-        vectors = await state.worker.encode_texts([t.value for t in plan.terms])  # (T, D)
-        parts.extend(vectors)
-        weights.extend(req.text_weight * t.weight for t in plan.terms)
+    images = []
     if uploads:
-        # Not library.encoder here: the property takes the library's lock, which a search
-        # may hold, and the event loop must never wait on it.
+        state.require_model()
         images = [await run_in_threadpool(_decode_upload, n, d, library) for n, d in uploads]
-        vectors = await state.worker.call(lambda: library.encoder.encode_images(images))  # (U, D)
-        parts.extend(vectors)
-        weights.extend([req.image_weight] * len(images))
-    if req.like:
-        liked = await run_in_threadpool(_liked_vectors, library, req.like)
-        parts.extend(liked)
-        weights.extend([req.like_weight] * len(liked))
-    q = combine(parts, weights)
+    try:
+        parts = await run_in_threadpool(
+            lambda: library.query_parts(
+                req.q,
+                images=images,
+                like=req.like,
+                text_weight=req.text_weight,
+                image_weight=req.image_weight,
+                like_weight=req.like_weight,
+                files=False,  # a remote client's string is never read as a path on this disk
+            )
+        )
+    except QueryFileRefusedError:
+        raise QueryError(
+            "the server does not read query files by path: upload the image instead, "
+            "or put the text in quotes"
+        ) from None
+    state.require_model()
+    term_vectors = image_vectors = None
+    if parts.plan is not None:  # batched with other requests' texts on the model thread
+        term_vectors = await state.worker.encode_texts([t.value for t in parts.plan.terms])
+    if parts.images:
+        # Not library.encoder on the event loop: the property takes the library's lock,
+        # which a search may hold, and the event loop must never wait on it.
+        image_vectors = await state.worker.call(
+            lambda: library.encoder.encode_images(list(parts.images))
+        )  # (U, D)
+    q = parts.combine(term_vectors, image_vectors)
     hits = await state.run_search(
         lambda: library.search(
             vector=q,
@@ -228,19 +237,6 @@ async def run_search(
         "next_offset": req.offset + len(out) if len(out) == req.k else None,
         "took_ms": round((time.perf_counter() - t0) * 1000, 2),
     }
-
-
-def _liked_vectors(library, ids: list[int]) -> list[np.ndarray]:
-    unique = list(dict.fromkeys(ids))
-    vectors = library.catalog.item_vectors(unique)
-    missing = [i for i in unique if i not in vectors]
-    if missing:
-        raise ApiError(
-            404,
-            "not_found",
-            f"no indexed item with id {', '.join(map(str, missing))} to search like",
-        )
-    return [np.asarray(vectors[i], dtype=np.float32) for i in unique]
 
 
 def hit_out(hit) -> dict[str, Any]:
