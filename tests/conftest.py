@@ -9,6 +9,8 @@
 - ``tiny_encoder``: that checkpoint loaded with ``precision="fp32"`` (session-wide: do not
   mutate it).
 - ``make_image``: `tests.fakes.make_image` (write a coloured test image).
+- ``run_cli``: run the ``clipsearch`` command line in-process through its entry point
+  (``clipsearch.cli.app.main``, the one error boundary) and get a `CliResult`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +95,30 @@ def tiny_encoder(tiny_checkpoint: Path):
 @pytest.fixture
 def make_image() -> Callable[..., Path]:
     return _make_image
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one ``clipsearch ...`` run printed and exited with."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """``run_cli("search", "dog", "-k", "3")``: the console script's ``main(argv)``."""
+    from clipsearch.cli.app import main
+
+    def run(*argv: str) -> CliResult:
+        capsys.readouterr()  # only this run's output
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run

@@ -1,13 +1,12 @@
-"""`clipsearch index-info` and `clipsearch reindex`: the nearest-neighbour index (issue 4)."""
+"""`clipsearch index-info` and `clipsearch reindex`: the nearest-neighbour index."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from clipsearch.cli import render
+from clipsearch.cli import options, render
 
 
 def _info_rows(info) -> list[tuple[str, str]]:
@@ -56,15 +55,11 @@ def _show(info, json_out: bool) -> None:
 
 
 def index_info(
-    library: Annotated[
-        Path | None, typer.Option("--library", "-L", help="Library directory.")
-    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    library: options.LibraryOpt = None,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """Show the search index: backend, parameters, vectors, memory, measured recall@10."""
-    from clipsearch.cli.app import open_library
-
-    with open_library(library, None, create=False) as lib:
+    with options.open_library(library, create=False) as lib:
         _show(lib.index_info(), json_out)
 
 
@@ -82,16 +77,12 @@ def reindex(
             "--recall-target", help="Raise search parameters until recall@10 reaches this."
         ),
     ] = None,
-    library: Annotated[
-        Path | None, typer.Option("--library", "-L", help="Library directory.")
-    ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    library: options.LibraryOpt = None,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """Rebuild the search index (optionally with explicit FAISS parameters, remembered)."""
-    from clipsearch.cli.app import open_library
-
     with (
-        open_library(library, None, create=False) as lib,
+        options.open_library(library, create=False) as lib,
         render.err.status("building the search index…") as status,
     ):
 

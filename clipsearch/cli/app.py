@@ -13,72 +13,54 @@ from typing import Annotated
 
 import typer
 
-from clipsearch.cli import render
+from clipsearch.cli import (
+    ann_cmd,
+    classify_cmd,
+    eval_cmd,
+    options,
+    render,
+    serve_cmd,
+    train_cmd,
+)
 from clipsearch.errors import ClipsearchError, UsageError
+from clipsearch.search.engine import MAX_K
 
 app = typer.Typer(
     name="clipsearch",
     help="Search your own images and videos by text or by example (CLIP).",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-LibraryOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--library",
-        "-L",
-        help="Library directory (default: $CLIPSEARCH_HOME or ~/.local/share/clipsearch/default).",
-        show_default=False,
-    ),
-]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model spec: ARCH:TAG (open_clip), hf-hub:org/repo, ARCH@/weights.safetensors, "
-        "or a clipsearch checkpoint path (default: the library's model, else ViT-B-32:laion2b_s34b_b79k).",
-        show_default=False,
-    ),
-]
-PrecisionOpt = Annotated[
-    str,
-    typer.Option("--precision", help="Model precision: auto | fp32 | bf16 | fp16."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
+def _print_version(value: bool) -> None:
+    if value:
+        from clipsearch import __version__
 
-class _Globals:
-    library: Path | None = None
-    model: str | None = None
-    precision: str = "auto"
-
-
-G = _Globals()
+        render.out.print(f"clipsearch {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
-    library: LibraryOpt = None,
-    model: ModelOpt = None,
-    precision: PrecisionOpt = "auto",
+    library: options.LibraryOpt = None,
+    model: options.ModelOpt = None,
+    precision: Annotated[
+        options.PrecisionChoice,
+        options.precision_option(help="Model precision.", show_default=True),
+    ] = "auto",
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
 ) -> None:
     """Options given before the command apply to every command."""
-    G.library, G.model, G.precision = library, model, precision
-
-
-def open_library(library: Path | None, model: str | None, precision: str = "auto", **kw):
-    """Build a Library from CLI options (command options override the global ones)."""
-    from clipsearch.library import Library
-
-    return Library(
-        library or G.library,
-        model=model or G.model,
-        precision=precision if precision != "auto" else G.precision,
-        **kw,
-    )
+    options.root = options.RootOptions(library, model, precision)
 
 
 class _StopFlag:
@@ -111,9 +93,9 @@ def index(
     folders: Annotated[
         list[Path], typer.Argument(help="Folders (or files) to index.", show_default=False)
     ],
-    library: LibraryOpt = None,
-    model: ModelOpt = None,
-    precision: PrecisionOpt = "auto",
+    library: options.LibraryOpt = None,
+    model: options.ModelOpt = None,
+    precision: options.PrecisionOpt = None,
     include: Annotated[
         list[str], typer.Option("--include", help="Only files matching this glob (repeatable).")
     ] = [],  # noqa: B006
@@ -130,21 +112,21 @@ def index(
             "--sampler", help="Video frame sampling: auto | uniform:N | fps:R | shots[:K]."
         ),
     ] = "auto",
-    max_frames: Annotated[int, typer.Option("--max-frames", help="Cap on frames per video.")] = 512,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per encoder batch.")] = 32,
-    workers: Annotated[int, typer.Option("--workers", help="Decode threads.")] = 2,
+    max_frames: Annotated[
+        int, typer.Option("--max-frames", help="Cap on frames per video.", min=1)
+    ] = 512,
+    batch_size: options.BatchSizeOpt = 32,
+    workers: options.WorkersOpt = 2,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Retry files that failed before.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    json_out: JsonOpt = False,
+    quiet: options.QuietOpt = False,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """Index folders of images and videos (incremental: only new or changed files are encoded)."""
     from clipsearch.ingest import IndexOptions
 
-    if batch_size < 1 or workers < 1 or max_frames < 1:
-        raise UsageError("--batch-size, --workers and --max-frames must be at least 1")
-    options = IndexOptions(
+    index_options = IndexOptions(
         include=tuple(include),
         exclude=tuple(exclude),
         hidden=hidden,
@@ -155,12 +137,12 @@ def index(
         retry_failed=retry_failed,
     )
     with (
-        open_library(library, model, precision) as lib,
+        options.open_library(library, model, precision) as lib,
         _StopFlag() as stop,
         render.IndexProgress(quiet=quiet or json_out) as progress,
     ):
         report = lib.index(
-            folders, options=options, on_event=progress, should_stop=stop.event.is_set
+            folders, options=index_options, on_event=progress, should_stop=stop.event.is_set
         )
     if json_out:
         render.print_json(report.to_dict())
@@ -185,31 +167,28 @@ def search(
     video: Annotated[
         list[Path], typer.Option("--video", help="Example video (repeatable): its pooled vector.")
     ] = [],  # noqa: B006
-    k: Annotated[int, typer.Option("-k", "--top", help="Number of results.")] = 20,
-    offset: Annotated[int, typer.Option("--offset", help="Skip this many results (paging).")] = 0,
-    kind: Annotated[str | None, typer.Option("--kind", help="Only image or video results.")] = None,
-    where: Annotated[
-        list[str],
-        typer.Option(
-            "--where",
-            help='Filter, e.g. "path:/photos/2023/*", "after:2023-01-01", "size>1MB" (repeatable).',
-        ),
-    ] = [],  # noqa: B006
+    k: Annotated[int, options.top_option(max=MAX_K)] = 20,
+    offset: Annotated[
+        int, typer.Option("--offset", help="Skip this many results (paging).", min=0)
+    ] = 0,
+    kind: Annotated[
+        options.KindChoice | None,
+        typer.Option("--kind", help="Only image or video results.", show_default=False),
+    ] = None,
+    where: options.WhereOpt = [],  # noqa: B006
     pooling: Annotated[
-        str, typer.Option("--pooling", help="Video scoring: mean | max | softmax.")
+        options.PoolingChoice,
+        typer.Option("--pooling", help="Video scoring (docs/video.md)."),
     ] = "mean",
-    tau: Annotated[float, typer.Option("--tau", help="Softmax pooling temperature.")] = 0.1,
+    tau: options.TauOpt = 0.1,
     exact: Annotated[bool, typer.Option("--exact", help="Force exact search.")] = False,
     tag: Annotated[
         list[str],
         typer.Option("--tag", help="Only items with this tag (repeatable; see `clipsearch tag`)."),
     ] = [],  # noqa: B006
     rerank: Annotated[
-        str,
-        typer.Option(
-            "--rerank",
-            help="Hubness reranker: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md).",
-        ),
+        options.RerankChoice,
+        typer.Option("--rerank", help="Hubness reranker (docs/rerank.md)."),
     ] = "none",
     gap_correction: Annotated[
         bool,
@@ -225,22 +204,24 @@ def search(
         ),
     ] = None,
     compose: Annotated[
-        str, typer.Option("--compose", help="How --image and --text combine: slerp | sum.")
+        options.ComposeChoice,
+        typer.Option("--compose", help="How --image and --text combine."),
     ] = "slerp",
     text_weight: Annotated[
-        float, typer.Option("--text-weight", help="Weight of --text in a composed query, 0..1.")
+        float,
+        typer.Option(
+            "--text-weight", help="Weight of --text in a composed query, 0..1.", min=0.0, max=1.0
+        ),
     ] = 0.5,
-    library: LibraryOpt = None,
-    model: ModelOpt = None,
-    precision: PrecisionOpt = "auto",
-    json_out: JsonOpt = False,
+    library: options.LibraryOpt = None,
+    model: options.ModelOpt = None,
+    precision: options.PrecisionOpt = None,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """Search the library by text, image or video."""
-    if kind is not None and kind not in ("image", "video"):
-        raise UsageError("--kind must be image or video")
     if text is not None and (len(image) != 1 or query or video):
         raise UsageError("--text composes with exactly one --image (and no query text or --video)")
-    with open_library(library, model, precision, create=False) as lib:
+    with options.open_library(library, model, precision, create=False) as lib:
         vector = None
         if text is not None:
             from clipsearch.search.compose import composed_query
@@ -274,14 +255,14 @@ def search(
 
 @app.command()
 def status(
-    library: LibraryOpt = None,
+    library: options.LibraryOpt = None,
     failures: Annotated[
-        int, typer.Option("--failures", help="How many failed files to list.")
+        int, typer.Option("--failures", help="How many failed files to list.", min=0)
     ] = 20,
-    json_out: JsonOpt = False,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """Show the library: model, counts by kind and status, failed files with reasons."""
-    with open_library(library, None, create=False) as lib:
+    with options.open_library(library, create=False) as lib:
         st = lib.status(failures=failures).to_dict()
     if json_out:
         render.print_json(st)
@@ -295,7 +276,7 @@ def models(
     filter: Annotated[
         str | None, typer.Argument(help="Only architectures or tags containing this.")
     ] = None,
-    json_out: JsonOpt = False,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """List the open_clip models and pretrained tags clipsearch knows."""
     from clipsearch.models import DEFAULT_MODEL, list_models
@@ -313,30 +294,50 @@ def models(
     render.out.print(table)
 
 
-def _mount_subapps() -> None:
-    """Sub-commands that live in their own modules (each imports its heavy parts lazily)."""
-    import importlib
-
-    for module, name, attr in (("clipsearch.cli.eval_cmd", "eval", "eval_app"),):
-        app.add_typer(getattr(importlib.import_module(module), attr), name=name)
-    for module, attr, name in (
-        ("clipsearch.cli.ann_cmd", "index_info", "index-info"),
-        ("clipsearch.cli.ann_cmd", "reindex", "reindex"),
-        ("clipsearch.cli.train_cmd", "train", "train"),
-        ("clipsearch.cli.serve_cmd", "serve", "serve"),
-        ("clipsearch.cli.classify_cmd", "classify", "classify"),
-        ("clipsearch.cli.classify_cmd", "tag", "tag"),
-        ("clipsearch.cli.classify_cmd", "moderate", "moderate"),
-        ("clipsearch.cli.classify_cmd", "dedup", "dedup"),
-    ):
-        app.command(name=name)(getattr(importlib.import_module(module), attr))
+# Commands that live in their own modules (each imports its heavy parts lazily).
+app.add_typer(eval_cmd.eval_app, name="eval")
+for _name, _command in (
+    ("index-info", ann_cmd.index_info),
+    ("reindex", ann_cmd.reindex),
+    ("train", train_cmd.train),
+    ("serve", serve_cmd.serve),
+    ("classify", classify_cmd.classify),
+    ("tag", classify_cmd.tag),
+    ("moderate", classify_cmd.moderate),
+    ("dedup", classify_cmd.dedup),
+):
+    app.command(name=_name)(_command)
 
 
-_mount_subapps()
+# Typer >= 0.26 carries its own copy of click: the usage errors it raises are that copy's
+# classes, not the `click` package's. typer.BadParameter is one of them in every version.
+_ClickException: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+def usage_error_line(e: Exception) -> str:
+    """A click usage error as one line: the message, the commands when a command name was
+    missing or wrong, and where to find help."""
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    if ctx is None:
+        return message
+    command = ctx.command
+    if hasattr(command, "list_commands"):
+        names = [
+            n
+            for n in command.list_commands(ctx)
+            if not getattr(command.get_command(ctx, n), "hidden", False)
+        ]
+        message += f" Commands: {', '.join(names)}."
+    return f"{message} (see '{ctx.command_path} --help')"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point. Turns ClipsearchError into one red line and an exit code."""
+    """Console-script entry point and the CLI's one error boundary: a ClipsearchError
+    becomes one red line and its exit code; a usage error (unknown command or option, a
+    bad or missing value) one line and exit code 2."""
     import warnings
 
     from PIL import Image
@@ -348,20 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     except ClipsearchError as e:
         render.error_line(str(e))
         return e.exit_code
+    except _ClickException as e:
+        render.error_line(usage_error_line(e))
+        return int(getattr(e, "exit_code", 2))
     except typer.Exit as e:
         return e.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         render.err.print("[yellow]Interrupted.[/]")
         return 130
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
-            return 130
-        raise
     return rv if isinstance(rv, int) else 0
 
 

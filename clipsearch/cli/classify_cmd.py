@@ -1,50 +1,19 @@
 """`clipsearch classify | tag | moderate | dedup`: zero-shot labels, tags, policy flags and
 duplicate groups. Thin: parse options, call clipsearch.search.{classify,moderation,dedup},
-render with Rich. A ClipsearchError becomes one red line and its exit code.
-
-The lead mounts them with ``app.command()(fn)`` for fn in (classify, tag, moderate, dedup).
+render with Rich.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from clipsearch.errors import ClipsearchError
+from clipsearch.cli import options, render
+from clipsearch.search.templates import TEMPLATE_SETS
 
-if TYPE_CHECKING:
-    from clipsearch.library import Library
-    from clipsearch.models.base import Encoder
-
-_out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-LibraryOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--library",
-        "-L",
-        help="Library directory (default: the global --library).",
-        show_default=False,
-    ),
-]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model spec for files (default: the library's, else the default model).",
-        show_default=False,
-    ),
-]
 LabelsOpt = Annotated[
     str,
     typer.Option(
@@ -59,65 +28,15 @@ TemplatesOpt = Annotated[
     typer.Option(
         "--templates",
         "-t",
-        help="Prompt templates: default | simple | imagenet | a file with one {c} template per line.",
+        help=f"Prompt templates: {' | '.join(TEMPLATE_SETS)} | a file with one template per "
+        "line ({c} or {} = the label).",
     ),
 ]
-WhereOpt = Annotated[
-    list[str],
-    typer.Option(
-        "--where", help='Only items matching this filter, e.g. "path:/photos/2023/*" (repeatable).'
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """ClipsearchError -> one red line on stderr and exit with its code."""
-    try:
-        yield
-    except ClipsearchError as e:
-        _err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
-        raise typer.Exit(e.exit_code) from None
-
-
-def _global(name: str) -> object:
-    try:
-        from clipsearch.cli import app as root
-    except ImportError:  # pragma: no cover
-        return None
-    return getattr(getattr(root, "G", None), name, None)
-
-
-def _open_library(library: Path | None, *, create: bool = False) -> Library:
-    from clipsearch.library import Library
-
-    return Library(
-        library or _global("library"),
-        model=_global("model"),
-        precision=str(_global("precision") or "auto"),
-        create=create,
-    )
-
-
-def _file_encoder(model: str | None, library: Path | None) -> Encoder:
-    from clipsearch.models import DEFAULT_MODEL, load_encoder
-
-    spec = model or _global("model")
-    if spec is None and library is not None:
-        with _open_library(library) as lib:
-            spec = lib.model_spec
-    return load_encoder(str(spec or DEFAULT_MODEL), precision=str(_global("precision") or "auto"))
-
-
-def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 def _notes(notes: list[str] | tuple[str, ...]) -> None:
     for note in notes:
-        _err.print(f"[yellow]warning:[/] {note}", markup=True, highlight=False)
+        render.warning_line(note)
 
 
 def classify(
@@ -129,30 +48,30 @@ def classify(
     ] = [],  # noqa: B006
     labels: LabelsOpt = "",
     templates: TemplatesOpt = "default",
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels to show per file.")] = 5,
+    top_k: Annotated[int, options.top_option("Labels to show per file.", "--top-k")] = 5,
     per_moment: Annotated[
         bool, typer.Option("--per-moment", help="Videos: label each stretch of similar frames.")
     ] = False,
-    where: WhereOpt = [],  # noqa: B006
-    library: LibraryOpt = None,
-    model: ModelOpt = None,
-    json_out: JsonOpt = False,
+    where: options.WhereOpt = [],  # noqa: B006
+    library: options.LibraryOpt = None,
+    model: options.ModelOpt = None,
+    precision: options.PrecisionOpt = None,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """Classify files (or the library's items) zero-shot: top-k labels with probabilities."""
     from clipsearch.search import classify as C
 
-    with _errors():
-        if paths:
-            encoder = _file_encoder(model, library)
-            clf = C.build_classifier(encoder, labels, templates=templates)
-            results = C.classify_files(encoder, clf, paths, top_k=top_k, per_moment=per_moment)
-        else:
-            with _open_library(library) as lib:
-                clf = C.build_classifier(lib.encoder, labels, templates=templates)
-                results = lib.classify_items(clf, where=where, top_k=top_k, per_moment=per_moment)
+    if paths:
+        encoder = options.load_encoder(model, precision, library=options.library_path(library))
+        clf = C.build_classifier(encoder, labels, templates=templates)
+        results = C.classify_files(encoder, clf, paths, top_k=top_k, per_moment=per_moment)
+    else:
+        with options.open_library(library, model, precision, create=False) as lib:
+            clf = C.build_classifier(lib.encoder, labels, templates=templates)
+            results = lib.classify_items(clf, where=where, top_k=top_k, per_moment=per_moment)
     _notes(clf.notes)
     if json_out:
-        _print_json([r.to_dict() for r in results])
+        render.print_json([r.to_dict() for r in results])
         return
     table = Table(
         title=f"{len(results)} files · {len(clf.labels)} labels · {len(clf.templates)} templates"
@@ -169,7 +88,7 @@ def classify(
         if r.moments:
             text += "\n" + "  ".join(f"[{m.start:.1f}–{m.end:.1f}s] {m.label}" for m in r.moments)
         table.add_row(r.path, text)
-    _out.print(table)
+    render.out.print(table)
 
 
 def tag(
@@ -182,17 +101,19 @@ def tag(
         ),
     ] = "auto",
     templates: TemplatesOpt = "default",
-    where: WhereOpt = [],  # noqa: B006
+    where: options.WhereOpt = [],  # noqa: B006
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be tagged; store nothing.")
     ] = False,
-    library: LibraryOpt = None,
-    json_out: JsonOpt = False,
+    library: options.LibraryOpt = None,
+    model: options.ModelOpt = None,
+    precision: options.PrecisionOpt = None,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """Tag the library's items with labels; search them with --where tag:LABEL."""
     from clipsearch.search import classify as C
 
-    with _errors(), _open_library(library) as lib:
+    with options.open_library(library, model, precision, create=False) as lib:
         thr: float | str = (
             threshold
             if threshold.strip().lower() == C.AUTO
@@ -201,7 +122,7 @@ def tag(
         clf = C.build_classifier(lib.encoder, labels, templates=templates)
         report = lib.tag(clf, threshold=thr, where=where, dry_run=dry_run)
     if json_out:
-        _print_json(report.to_dict())
+        render.print_json(report.to_dict())
         return
     _notes(report.notes)
     table = Table(title=f"{'dry run: ' if dry_run else ''}{report.n_items} items scored")
@@ -209,7 +130,7 @@ def tag(
         table.add_column(col, justify="left" if col == "tag" else "right")
     for lab, thr_ in report.thresholds.items():
         table.add_row(lab, "—" if thr_ is None else f"{thr_:.3f}", str(report.counts[lab]))
-    _out.print(table)
+    render.out.print(table)
 
 
 def moderate(
@@ -219,22 +140,23 @@ def moderate(
             "--policy", help="TOML policy: [labels] with cosine thresholds.", show_default=False
         ),
     ],
-    where: WhereOpt = [],  # noqa: B006
+    where: options.WhereOpt = [],  # noqa: B006
     store_tags: Annotated[
         bool, typer.Option("--tag", help="Also store flagged labels as tags.")
     ] = False,
-    library: LibraryOpt = None,
-    json_out: JsonOpt = False,
+    library: options.LibraryOpt = None,
+    model: options.ModelOpt = None,
+    precision: options.PrecisionOpt = None,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """Flag the library's items that match a moderation policy, with the reason and score."""
     from clipsearch.search.moderation import ModerationPolicy
 
-    with _errors():
-        rules = ModerationPolicy.load(policy)
-        with _open_library(library) as lib:
-            flags, n = lib.moderate(rules, where=where, tag=store_tags)
+    rules = ModerationPolicy.load(policy)
+    with options.open_library(library, model, precision, create=False) as lib:
+        flags, n = lib.moderate(rules, where=where, tag=store_tags)
     if json_out:
-        _print_json(
+        render.print_json(
             {
                 "checked": n,
                 "flagged": len({f.item_id for f in flags}),
@@ -243,7 +165,7 @@ def moderate(
         )
         return
     if not flags:
-        _err.print(f"no item of {n} matches the policy")
+        render.err.print(f"no item of {n} matches the policy")
         return
     table = Table(title=f"{len({f.item_id for f in flags})} of {n} items flagged")
     for col in ("file", "reason", "score", "threshold", "at"):
@@ -256,7 +178,7 @@ def moderate(
             f"{f.threshold:.3f}",
             "" if f.t is None else f"{f.t:.1f}s",
         )
-    _out.print(table)
+    render.out.print(table)
 
 
 def dedup(
@@ -265,24 +187,25 @@ def dedup(
         typer.Option("--threshold", help="Cosine similarity for near duplicates, in [-1, 1]."),
     ] = 0.95,
     k: Annotated[
-        int, typer.Option("-k", "--neighbours", help="Nearest neighbours examined per item.")
+        int,
+        typer.Option("--neighbours", help="Nearest neighbours examined per item.", min=1),
     ] = 10,
     exact_only: Annotated[
         bool, typer.Option("--exact-only", help="Only identical files (content hash).")
     ] = False,
-    where: WhereOpt = [],  # noqa: B006
-    library: LibraryOpt = None,
-    json_out: JsonOpt = False,
+    where: options.WhereOpt = [],  # noqa: B006
+    library: options.LibraryOpt = None,
+    json_out: options.JsonOpt = False,
 ) -> None:
     """Find exact and near-duplicate items, with a keep/remove suggestion per group."""
-    with _errors(), _open_library(library) as lib:
+    with options.open_library(library, create=False) as lib:
         report = lib.find_duplicates(threshold=threshold, k=k, where=where, near=not exact_only)
     if json_out:
-        _print_json(report.to_dict())
+        render.print_json(report.to_dict())
         return
     _notes(report.notes)
     if not report.groups:
-        _err.print(f"no duplicates among {report.n_items} items")
+        render.err.print(f"no duplicates among {report.n_items} items")
         return
     table = Table(title=f"{len(report.groups)} groups · {report.removable} files could go")
     for col in ("group", "", "file", "size", "similarity"):
@@ -298,4 +221,4 @@ def dedup(
                 f"{dims} {m.size:,} B".strip(),
                 f"{m.similarity:.3f}",
             )
-    _out.print(table)
+    render.out.print(table)

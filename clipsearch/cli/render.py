@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -45,7 +46,13 @@ def print_json(data: Any) -> None:
 
 
 def error_line(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    """``error: MESSAGE`` in red on stderr; the message is shown as is (no Rich markup)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+
+
+def warning_line(message: str) -> None:
+    """``warning: MESSAGE`` in yellow on stderr (no Rich markup in the message)."""
+    err.print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False)
 
 
 def fmt_time(seconds: float | None) -> str:

@@ -5,33 +5,18 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from clipsearch.errors import ClipsearchError, MissingDependencyError
+from clipsearch.cli import options
+from clipsearch.errors import MissingDependencyError, UsageError
 
 
 def serve(
-    library: Annotated[
-        Path | None,
-        typer.Option(
-            "--library",
-            "-L",
-            help="Library directory (default: $CLIPSEARCH_HOME or ~/.local/share/clipsearch/default).",
-            show_default=False,
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help="Model spec (default: the library's model).", show_default=False
-        ),
-    ] = None,
-    precision: Annotated[
-        str, typer.Option("--precision", help="Model precision: auto | fp32 | bf16 | fp16.")
-    ] = "auto",
+    library: options.LibraryOpt = None,
+    model: options.ModelOpt = None,
+    precision: options.PrecisionOpt = None,
     host: Annotated[
         str,
         typer.Option(
@@ -67,7 +52,6 @@ def serve(
     from rich.markup import escape
 
     from clipsearch.cli import render
-    from clipsearch.cli.app import open_library
     from clipsearch.server.security import LOOPBACK_HOSTS, is_loopback
 
     try:
@@ -79,9 +63,9 @@ def serve(
     if token == "auto":
         token = secrets.token_urlsafe(24)
     if token is not None and len(token) < 8:
-        raise ClipsearchError("--token must be at least 8 characters (or 'auto' to generate one)")
+        raise UsageError("--token must be at least 8 characters (or 'auto' to generate one)")
     loopback = is_loopback(host)
-    with open_library(library, model, precision) as lib:
+    with options.open_library(library, model, precision) as lib:
         render.err.print(f"Library [bold]{lib.path}[/] · loading model {lib.model_spec}…")
         lib.encoder  # noqa: B018 - load once, now: a missing model fails here, not per request
         if not loopback and token is None:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clipsearch.errors import ClipsearchError
+from clipsearch.cli import options
+from clipsearch.errors import UsageError
+from clipsearch.train.config import LossName, TrainMode, TrainPrecision, VideoPooling
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -111,7 +113,7 @@ def train(
         typer.Option("--frames", help="Video frame sampler (uniform:N).", rich_help_panel=_DATA),
     ] = "uniform:12",
     pooling: Annotated[
-        str,
+        VideoPooling,
         typer.Option(
             "--pooling",
             help="Video pooling of frame embeddings (mean = CLIP4Clip meanP).",
@@ -130,10 +132,11 @@ def train(
         ),
     ] = None,
     mode: Annotated[
-        str,
+        TrainMode,
         typer.Option(
             "--mode",
-            help="full | lit (locked image tower) | proj (projection heads) | lora.",
+            help="What to train: all weights, the text tower with the image tower locked "
+            "(LiT), the projection heads, or LoRA adapters.",
             rich_help_panel=_MODEL,
         ),
     ] = "full",
@@ -144,8 +147,10 @@ def train(
         float, typer.Option("--lora-alpha", help="LoRA scale α.", rich_help_panel=_MODEL)
     ] = 16.0,
     loss: Annotated[
-        str,
-        typer.Option("--loss", help="clip (InfoNCE) | siglip (sigmoid).", rich_help_panel=_MODEL),
+        LossName,
+        typer.Option(
+            "--loss", help="CLIP's InfoNCE or SigLIP's sigmoid loss.", rich_help_panel=_MODEL
+        ),
     ] = "clip",
     epochs: Annotated[
         int, typer.Option("--epochs", help="Passes over the training media.", rich_help_panel=_OPT)
@@ -181,7 +186,10 @@ def train(
         float | None, typer.Option("--grad-clip", help="Max gradient norm.", rich_help_panel=_OPT)
     ] = 1.0,
     precision: Annotated[
-        str, typer.Option("--precision", help="fp32 | bf16 (autocast).", rich_help_panel=_OPT)
+        TrainPrecision,
+        typer.Option(
+            "--precision", help="Autocast precision (weights stay fp32).", rich_help_panel=_OPT
+        ),
     ] = "fp32",
     grad_checkpointing: Annotated[
         bool,
@@ -190,9 +198,7 @@ def train(
         ),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", rich_help_panel=_OPT)] = 0,
-    workers: Annotated[
-        int, typer.Option("--workers", help="Decode threads.", rich_help_panel=_OPT)
-    ] = 2,
+    workers: Annotated[int, options.workers_option(rich_help_panel=_OPT)] = 2,
     eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", rich_help_panel=_OPT)] = 64,
     resume: Annotated[
         bool,
@@ -207,41 +213,46 @@ def train(
         typer.Option("--overwrite", help="Replace a run already in --out.", rich_help_panel=_OUT),
     ] = False,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the final report as JSON.", rich_help_panel=_OUT)
+        bool, options.json_option(help="Print the final report as JSON.", rich_help_panel=_OUT)
     ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress display.", rich_help_panel=_OUT)
-    ] = False,
+    quiet: Annotated[bool, options.quiet_option(rich_help_panel=_OUT)] = False,
 ) -> None:
     """Fine-tune (or train from scratch) a CLIP model contrastively on your (media, caption) pairs."""
     values = {k: v for k, v in locals().items() if k not in ("json_out", "quiet")}
     from clipsearch.cli import render
     from clipsearch.train import TrainConfig, resume_config, run
-    from clipsearch.train.state import RESUME_OVERRIDES
 
-    try:
+    no_source = pairs is None and images is None and not shards and videos is None
+    if resume and no_source:
+        config = resume_config(out, **_resume_overrides(values))
+    else:
         if from_scratch:
             values["base"] = None
-        no_source = pairs is None and images is None and not shards and videos is None
-        if resume and no_source:
-            # Reuse the run's settings; options the user changed from their defaults
-            # override the optimiser ones.
-            defaults = {name: p.default for name, p in inspect.signature(train).parameters.items()}
-            config = resume_config(
-                out,
-                **{k: values[k] for k in RESUME_OVERRIDES if values[k] != defaults[k]},
-            )
-        else:
-            config = TrainConfig(**values)
-        with TrainProgress(quiet=quiet or json_out) as progress:
-            report = run(config, on_event=progress)
-    except ClipsearchError as e:
-        render.error_line(str(e))
-        raise typer.Exit(e.exit_code) from None
+        config = TrainConfig(**values)
+    with TrainProgress(quiet=quiet or json_out) as progress:
+        report = run(config, on_event=progress)
     if json_out:
         render.print_json(report.to_dict())
     else:
         render.out.print(report_table(report))
+
+
+def _resume_overrides(values: dict[str, object]) -> dict[str, object]:
+    """``--resume`` with no data option reuses the run's own settings: the optimiser
+    options the user changed from their defaults override them; changing any other option
+    is a usage error (the data and the model of a run cannot change half-way)."""
+    from clipsearch.train.state import RESUME_OVERRIDES
+
+    defaults = {name: p.default for name, p in inspect.signature(train).parameters.items()}
+    changed = {k for k, v in values.items() if k in defaults and v != defaults[k]}
+    fixed = sorted(changed - RESUME_OVERRIDES - {"out", "resume", "overwrite"})
+    if fixed:
+        raise UsageError(
+            f"with --resume and no data option, only --out and the optimiser options "
+            f"({', '.join('--' + k.replace('_', '-') for k in sorted(RESUME_OVERRIDES))}) "
+            f"may be given; got --{fixed[0].replace('_', '-')}"
+        )
+    return {k: values[k] for k in RESUME_OVERRIDES if k in changed}
 
 
 class TrainProgress:

@@ -1,4 +1,4 @@
-"""Prompt templates for zero-shot classification (``{c}`` is replaced by the class name).
+"""Prompt templates for zero-shot classification (``{c}`` or ``{}`` is replaced by the class name).
 
 - ``IMAGENET_TEMPLATES``: the 80 templates OpenAI CLIP used for ImageNet (Radford et al.
   2021, notebook "Prompt_Engineering_for_ImageNet"); the same list as open_clip's
@@ -10,7 +10,9 @@
 - ``DEFAULT_TEMPLATES``: the single CLIP prompt ``"a photo of a {c}."``.
 
 ``resolve_templates(name_or_path)`` returns one of these by name ("imagenet", "simple",
-"default") or reads a text file with one template per line.
+"default") or reads a text file with one template per line. A template names the class
+with ``{c}`` (CLIP_benchmark's placeholder, used here) or ``{}`` (OpenAI CLIP's notebook,
+``template.format(classname)``); either is accepted wherever templates are.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from clipsearch.errors import UsageError
 
 PLACEHOLDER = "{c}"
+PLACEHOLDERS: tuple[str, ...] = (PLACEHOLDER, "{}")
 
 IMAGENET_TEMPLATES: tuple[str, ...] = (
     "a bad photo of a {c}.",
@@ -117,28 +120,32 @@ SIMPLE_TEMPLATES: tuple[str, ...] = (
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {c}.",)
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
-    "imagenet": IMAGENET_TEMPLATES,
-    "simple": SIMPLE_TEMPLATES,
     "default": DEFAULT_TEMPLATES,
+    "simple": SIMPLE_TEMPLATES,
+    "imagenet": IMAGENET_TEMPLATES,
 }
 
 
 def fill_template(template: str, classname: str) -> str:
-    """``template`` with every ``{c}`` replaced by ``classname`` (other braces kept as is)."""
-    return template.replace(PLACEHOLDER, classname)
+    """``template`` with every ``{c}`` and ``{}`` replaced by ``classname`` (other braces
+    kept as is)."""
+    for placeholder in PLACEHOLDERS:
+        template = template.replace(placeholder, classname)
+    return template
 
 
 def check_templates(
     templates: list[str] | tuple[str, ...], *, source: str = "templates"
 ) -> list[str]:
-    """Strip blank entries; raise UsageError if none is left or one lacks ``{c}``."""
+    """Strip blank entries; raise UsageError if none is left or one has neither ``{c}``
+    nor ``{}``."""
     out = [t.strip() for t in templates if t.strip()]
     if not out:
-        raise UsageError(f"{source}: no templates (one per line, each containing {{c}})")
-    bad = [t for t in out if PLACEHOLDER not in t]
+        raise UsageError(f"{source}: no templates (one per line, each containing {{c}} or {{}})")
+    bad = [t for t in out if not any(p in t for p in PLACEHOLDERS)]
     if bad:
         raise UsageError(
-            f"{source}: template {bad[0]!r} has no {{c}} placeholder for the class name"
+            f"{source}: template {bad[0]!r} has no {{c}} or {{}} placeholder for the class name"
         )
     return out
 
@@ -156,7 +163,7 @@ def resolve_templates(name_or_path: str) -> list[str]:
     if not path.is_file():
         raise UsageError(
             f"unknown template set {name_or_path!r}: use one of {', '.join(TEMPLATE_SETS)} "
-            "or a text file with one template per line containing {c}"
+            "or a text file with one template per line containing {c} or {}"
         )
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,13 +1,36 @@
 """clipsearch.train: contrastive training and fine-tuning of CLIP models on your own pairs.
 
-The library entry point is ``run(TrainConfig(...), on_event=...)``; the program entry
-point is ``main(argv)`` (``python -m clipsearch.train``). Pieces usable on their own:
-``clipsearch.train.loss`` (CLIP / SigLIP losses), ``clipsearch.train.gradcache``
+The library entry point is ``run(TrainConfig(...), on_event=...)``; the command line is
+``clipsearch train`` (``python -m clipsearch.train`` runs the same command). Pieces usable
+on their own: ``clipsearch.train.loss`` (CLIP / SigLIP losses), ``clipsearch.train.gradcache``
 (gradient-cached steps), ``clipsearch.train.modes`` (full / LiT / proj / LoRA).
+
+``TrainConfig`` imports no torch; ``run``, ``resume_config`` and ``TrainReport`` load the
+training loop (and torch) on first use.
 """
 
-from clipsearch.train.config import TrainConfig, parse_args
-from clipsearch.train.loop import main, resume_config, run
-from clipsearch.train.report import TrainReport
+from __future__ import annotations
 
-__all__ = ["TrainConfig", "TrainReport", "main", "parse_args", "resume_config", "run"]
+from typing import TYPE_CHECKING, Any
+
+from clipsearch.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from clipsearch.train.loop import resume_config, run
+    from clipsearch.train.report import TrainReport
+
+__all__ = ["TrainConfig", "TrainReport", "resume_config", "run"]
+
+_LAZY = {
+    "run": "clipsearch.train.loop",
+    "resume_config": "clipsearch.train.loop",
+    "TrainReport": "clipsearch.train.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'clipsearch.train' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The training loop: ``run(config)`` for the library, ``main(argv)`` for the program.
+"""The training loop: ``run(config)`` (the `clipsearch train` command calls it).
 
 One epoch = every training media once (see :mod:`clipsearch.train.batches`). Each step:
 cosine learning rate with linear warm-up (open_clip's ``cosine_lr``), the contrastive
@@ -19,17 +19,16 @@ optimiser step, so the checkpoint on disk (the last completed epoch) stays good.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from pathlib import Path
 
 import torch
 
-from clipsearch.errors import ClipsearchError, TrainingError, UsageError
+from clipsearch.errors import TrainingError
 from clipsearch.train import state as run_state
 from clipsearch.train.batches import Batch
-from clipsearch.train.config import TrainConfig, parse_args
+from clipsearch.train.config import TrainConfig
 from clipsearch.train.evaluate import validation_recall
 from clipsearch.train.events import (
     CheckpointSaved,
@@ -46,8 +45,6 @@ from clipsearch.train.modes import ModeSetup, merged_model, trainable_state_dict
 from clipsearch.train.report import TrainReport
 from clipsearch.train.session import TrainingSession, prepare
 from clipsearch.train.trainable import TrainableModel
-
-log = logging.getLogger("clipsearch.train")
 
 
 def cosine_lr(step: int, *, base_lr: float, warmup: int, total: int) -> float:
@@ -307,87 +304,3 @@ def resume_config(out: Path, **overrides: object) -> TrainConfig:
             saved[key] = Path(saved[key])
     saved["shards"] = [Path(s) for s in saved.get("shards") or []]
     return TrainConfig(**saved)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m clipsearch.train``: parse ``argv``, train, log progress; return an exit code.
-
-    ``--resume --out DIR`` with no data option reuses the run's own settings (optimiser
-    options such as ``--lr`` and ``--epochs`` may be given to change them). Progress
-    and errors go to the ``clipsearch.train`` logger (the program configures logging);
-    a ClipsearchError becomes one error line and its ``exit_code``.
-    """
-    try:
-        args = list(argv) if argv is not None else None
-        config = _config_from_argv(args)
-        run(config, on_event=_log_event)
-    except ClipsearchError as e:
-        log.error("error: %s", e)
-        return e.exit_code
-    return 0
-
-
-def _config_from_argv(argv: list[str] | None) -> TrainConfig:
-    import sys
-
-    args = sys.argv[1:] if argv is None else argv
-    sources = ("--pairs", "--images", "--shards", "--videos")
-    if "--resume" in args and not any(a.split("=")[0] in sources for a in args):
-        out, overrides = _resume_args(args)
-        return resume_config(out, **overrides)
-    return parse_args(args)
-
-
-def _resume_args(args: list[str]) -> tuple[Path, dict[str, object]]:
-    """``--resume --out DIR`` plus optional optimiser overrides (``--lr``, ``--epochs``...)."""
-    from clipsearch.train.config import build_parser
-
-    full = build_parser()
-    p = type(full)(add_help=False)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--resume", action="store_true")
-    for action in full._actions:
-        if action.dest in run_state.RESUME_OVERRIDES:
-            kwargs: dict = {"dest": action.dest, "default": None}
-            if action.nargs == 0:  # store_true flags
-                kwargs["action"] = "store_const"
-                kwargs["const"] = True
-            else:
-                kwargs["type"] = action.type
-            p.add_argument(*action.option_strings, **kwargs)
-    ns, rest = p.parse_known_args(args)
-    if rest:
-        raise UsageError(
-            f"with --resume and no data option, only --out and optimiser options "
-            f"({', '.join(sorted(run_state.RESUME_OVERRIDES))}) may be given (got {rest})"
-        )
-    overrides = {
-        k: v for k, v in vars(ns).items() if k in run_state.RESUME_OVERRIDES and v is not None
-    }
-    return ns.out, overrides
-
-
-def _log_event(event: object) -> None:
-    if isinstance(event, StepDone):
-        log.info(
-            "epoch %d step %d/%d  loss %.4f  %.1f pairs/s  lr %.2e",
-            event.epoch,
-            event.step,
-            event.steps_per_epoch,
-            event.loss,
-            event.pairs_per_s,
-            event.lr,
-        )
-    elif isinstance(event, EvalDone):
-        t2m = event.metrics.get("text_to_media", {})
-        m2t = event.metrics.get("media_to_text", {})
-        log.info(
-            "epoch %d validation: text→media R@1 %.1f R@5 %.1f R@10 %.1f | media→text R@1 %.1f",
-            event.epoch,
-            t2m.get("R@1", float("nan")),
-            t2m.get("R@5", float("nan")),
-            t2m.get("R@10", float("nan")),
-            m2t.get("R@1", float("nan")),
-        )
-    else:
-        log.info("%s", event)

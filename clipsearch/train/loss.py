@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipsearch.train.config import LossName
+
 MAX_LOGIT_SCALE = 100.0
 """Upper bound of the exponentiated logit scale (CLIP paper: clipped to prevent scaling above 100)."""
 
@@ -135,7 +137,7 @@ def siglip_loss(
     return loss
 
 
-LOSSES: dict[str, ContrastiveLoss] = {"clip": clip_loss, "siglip": siglip_loss}
+LOSSES: dict[LossName, ContrastiveLoss] = {"clip": clip_loss, "siglip": siglip_loss}
 
 
 def get_loss(name: str) -> ContrastiveLoss:

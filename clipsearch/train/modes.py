@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from clipsearch.errors import MissingDependencyError, UsageError
-
-MODES = ("full", "lit", "proj", "lora")
+from clipsearch.train.config import MODES, TrainMode
 
 # Parameter-name prefixes of the projection heads across open_clip's tower kinds:
 # ViT (visual.proj), ModifiedResNet (attnpool.c_proj), timm (visual.head), the built-in
@@ -81,7 +80,7 @@ def _is_temperature(name: str) -> bool:
 
 
 def apply_mode(
-    model: nn.Module, mode: str, *, lora_rank: int = 8, lora_alpha: float = 16.0
+    model: nn.Module, mode: TrainMode | str, *, lora_rank: int = 8, lora_alpha: float = 16.0
 ) -> ModeSetup:
     """Set ``requires_grad`` on an open_clip model's parameters for a fine-tuning mode.
 

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
-from typer.testing import CliRunner
 
 from clipsearch.errors import NotFoundError, QueryError, QueryFileRefusedError, UsageError
 from clipsearch.library import Library
@@ -136,16 +134,13 @@ def test_compose_query_from_text_example_images_and_liked_items(lib, photos):
 
 # --- the CLI -------------------------------------------------------------------------------------
 @pytest.fixture
-def cli(lib, monkeypatch):
-    from clipsearch.cli import classify_cmd
+def cli(lib, monkeypatch, run_cli):
+    """``clipsearch classify|tag|moderate|dedup ...`` on ``lib`` with its colour encoder."""
+    from clipsearch.cli import options
 
-    monkeypatch.setattr(classify_cmd, "_open_library", lambda library, create=False: _reopen(lib))
-    monkeypatch.setattr(classify_cmd, "_file_encoder", lambda model, library: lib.encoder)
-    app = typer.Typer()
-    for fn in (classify_cmd.classify, classify_cmd.tag, classify_cmd.moderate, classify_cmd.dedup):
-        app.command()(fn)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, list(args))
+    monkeypatch.setattr(options, "open_library", lambda *a, **k: _reopen(lib))
+    monkeypatch.setattr(options, "load_encoder", lambda *a, **k: lib.encoder)
+    return run_cli
 
 
 def _reopen(lib: Library) -> Library:
@@ -199,4 +194,5 @@ def test_cli_bad_input_is_one_red_line_and_exit_code_2(cli, tmp_path, args, mess
     bad.write_text('[labels]\n"red" = 7\n')
     res = cli(*[str(bad) if a == "POLICY" else a for a in args])
     assert res.exit_code == 2
-    assert message in res.output and "Traceback" not in res.output
+    assert res.stderr.startswith("error:") and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr

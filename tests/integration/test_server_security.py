@@ -211,9 +211,9 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
         def __exit__(self, *exc):
             return None
 
-    import clipsearch.cli.app as cli_app
+    from clipsearch.cli import options
 
-    monkeypatch.setattr(cli_app, "open_library", lambda *a, **k: FakeLib())
+    monkeypatch.setattr(options, "open_library", lambda *a, **k: FakeLib())
     serve_cmd.serve(
         library=tmp_path,
         model=None,

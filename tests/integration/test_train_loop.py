@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clipsearch.errors import TrainingError, UsageError
+from clipsearch.errors import TrainingError
 from clipsearch.eval.synthetic import make_image_set
-from clipsearch.train import TrainConfig, main, run
+from clipsearch.train import TrainConfig, run
 from clipsearch.train import loop as train_loop
 from clipsearch.train.events import CheckpointSaved, DataReady, EvalDone, StepDone
 from tests.fakes import register_tiny_models
@@ -277,29 +277,6 @@ def test_bf16_autocast_and_gradient_checkpointing_train(tmp_path, shapes):
     assert torch.isfinite(torch.tensor(report.history[0]["loss"]))
     tuned = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
     assert tuned["visual.proj"].dtype == torch.float32  # weights stay fp32 under autocast
-
-
-def test_main_returns_exit_codes_and_resumes_with_the_runs_own_settings(tmp_path, shapes):
-    out = tmp_path / "run"
-    argv = [
-        "--pairs", str(shapes), "--from-scratch", "tiny-vit", "--out", str(out),
-        "--epochs", "1", "--batch-size", "8", "--workers", "1", "--val-fraction", "0",
-    ]  # fmt: skip
-    assert main(argv) == 0
-    assert (out / "report.json").is_file()
-    assert main(argv) == TrainingError.exit_code  # refuses the existing run
-    assert main(["--out", str(out)]) == UsageError.exit_code  # no data source
-    assert main(["--pairs", str(shapes), "--out", str(out), "--mode", "nope"]) == 2
-    # --resume alone reuses run.json: the run already finished its 1 epoch, so it just
-    # re-reports (no step) and exits 0.
-    assert main(["--resume", "--out", str(out)]) == 0
-    # Optimiser options may change on resume: extend the run by one epoch at a lower lr.
-    assert main(["--resume", "--out", str(out), "--epochs", "2", "--lr", "1e-4"]) == 0
-    report = json.loads((out / "report.json").read_text())
-    assert [h["epoch"] for h in report["history"]] == [1, 2]
-    assert report["config"]["lr"] == 1e-4
-    # ...but not the data or the model.
-    assert main(["--resume", "--out", str(out), "--mode", "lit"]) == UsageError.exit_code
 
 
 def test_video_caption_pairs_train_with_meanp_pooling(tmp_path):

@@ -45,7 +45,7 @@ def test_resolve_templates_errors(tmp_path):
         resolve_templates("imagenett")
     f = tmp_path / "t.txt"
     f.write_text("a photo without placeholder\n")
-    with pytest.raises(UsageError, match="no \\{c\\} placeholder"):
+    with pytest.raises(UsageError, match="no \\{c\\} or \\{\\} placeholder"):
         resolve_templates(str(f))
     f.write_text("\n \n")
     with pytest.raises(UsageError, match="no templates"):
@@ -107,3 +107,29 @@ def test_build_classifier_hand_computed_ensemble():
 def test_build_classifier_bad_input(classnames, templates, match):
     with pytest.raises(UsageError, match=match):
         build_classifier(AxisEncoder({}), classnames, templates)
+
+
+def test_templates_file_may_use_clip_benchmarks_or_openai_clips_placeholder(tmp_path):
+    """A templates file written for CLIP_benchmark (``{c}``) or for OpenAI CLIP's notebook
+    (``{}``, filled by ``str.format``) gives the same prompts and the same classifier."""
+    table = {
+        "a cat": [2.0, 0.0, 0.0],
+        "the cat": [0.0, 5.0, 0.0],
+        "a dog": [0.0, 0.0, 1.0],
+        "the dog": [0.0, 0.0, 3.0],
+    }
+    benchmark_style = tmp_path / "cb.txt"
+    benchmark_style.write_text("a {c}\nthe {c}\n")
+    notebook_style = tmp_path / "openai.txt"
+    notebook_style.write_text("a {}\nthe {}\n")
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("a {}\nthe {c}\n")
+    want = build_classifier(
+        AxisEncoder(table), ["cat", "dog"], resolve_templates(str(benchmark_style))
+    )
+    for path in (notebook_style, mixed):
+        templates = resolve_templates(str(path))
+        assert [fill_template(t, "cat") for t in templates] == ["a cat", "the cat"]
+        got = build_classifier(AxisEncoder(table), ["cat", "dog"], templates)
+        np.testing.assert_array_equal(got, want)
+    assert fill_template("{} and {c} and {other}", "dog") == "dog and dog and {other}"

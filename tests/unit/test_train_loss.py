@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss, SigLipLoss
 
 from clipsearch.errors import UsageError
+from clipsearch.train.config import LOSS_NAMES
 from clipsearch.train.loss import (
+    LOSSES,
     MAX_LOGIT_SCALE,
     clamp_logit_scale_,
     clip_loss,
@@ -92,5 +94,7 @@ def test_temperature_clamp_keeps_scale_at_most_100():
 def test_get_loss_by_name():
     assert get_loss("clip") is clip_loss
     assert get_loss("siglip") is siglip_loss
+    # Every name `clipsearch train --loss` offers has a loss, and every loss is offered.
+    assert set(LOSSES) == set(LOSS_NAMES)
     with pytest.raises(UsageError, match="unknown loss 'infonce'"):
         get_loss("infonce")

@@ -1,0 +1,200 @@
+"""Options several commands share, declared once, and the root options they fall back to.
+
+A command names a shared option by its alias (``library: LibraryOpt = None``); the flags,
+help and choices live here. Where a command needs its own help text or help panel for
+the same option, it calls the factory (``json_option(rich_help_panel=...)``), so the
+flags stay the same everywhere.
+
+Fixed value sets are ``Literal`` types built from the constant of the module that owns
+the concept (``clipsearch.search.engine.POOLINGS``, ``clipsearch.models.precision
+.PRECISIONS``...): click validates them, ``--help`` lists them, commands never re-check.
+Lists of them (``--pooling mean,softmax``) go through :func:`choice_list`.
+
+Options given before the command name (``clipsearch --library L search ...``) are kept
+in :data:`root`; a command's own option of the same name wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+
+from clipsearch.media.scan import MediaKind
+from clipsearch.models.precision import PRECISIONS
+from clipsearch.search.compose import METHODS as COMPOSE_METHODS
+from clipsearch.search.engine import POOLINGS
+from clipsearch.search.rerank import METHODS as RERANK_METHODS
+
+if TYPE_CHECKING:
+    from clipsearch.library import Library
+    from clipsearch.models.base import Encoder
+
+# -- value sets (built from the owning modules' constants) -----------------------------------
+PrecisionChoice = Literal[PRECISIONS]  # auto | fp32 | bf16 | fp16
+PoolingChoice = Literal[POOLINGS]  # mean | max | softmax
+RerankChoice = Literal[RERANK_METHODS]  # none | is | qbnorm | dbnorm | dbnorm-dynamic
+ComposeChoice = Literal[COMPOSE_METHODS]  # slerp | sum
+KindChoice = MediaKind  # image | video
+
+DEFAULT_LIBRARY_HELP = (
+    "Library directory (default: $CLIPSEARCH_HOME or ~/.local/share/clipsearch/default)."
+)
+
+
+# -- the root command's options ---------------------------------------------------------------
+@dataclass
+class RootOptions:
+    """``clipsearch --library L --model M --precision P COMMAND``: what every command falls
+    back to when it is not given the option itself."""
+
+    library: Path | None = None
+    model: str | None = None
+    precision: str = "auto"
+
+
+root = RootOptions()
+
+
+def library_path(library: Path | None) -> Path | None:
+    """The command's ``--library``, else the root one (None: the default library)."""
+    return library if library is not None else root.library
+
+
+def model_spec(model: str | None) -> str | None:
+    """The command's ``--model``, else the root one (None: the library's or the default)."""
+    return model if model is not None else root.model
+
+
+def precision_of(precision: str | None) -> str:
+    """The command's ``--precision``, else the root one (default ``auto``)."""
+    return precision if precision is not None else root.precision
+
+
+def open_library(
+    library: Path | None,
+    model: str | None = None,
+    precision: str | None = None,
+    **kw: Any,
+) -> Library:
+    """A Library from a command's options (the root options fill what the command lacks)."""
+    from clipsearch.library import Library
+
+    return Library(
+        library_path(library), model=model_spec(model), precision=precision_of(precision), **kw
+    )
+
+
+def load_encoder(
+    model: str | None, precision: str | None, *, library: Path | None = None
+) -> Encoder:
+    """The model for a command that encodes files rather than a library's items: ``--model``,
+    else the root ``--model``, else the model of ``library`` when one is named, else the
+    default model."""
+    from clipsearch.models import DEFAULT_MODEL
+    from clipsearch.models import load_encoder as load
+
+    spec = model_spec(model)
+    if spec is None and library is not None:
+        with open_library(library, create=False) as lib:
+            spec = lib.model_spec
+    return load(spec or DEFAULT_MODEL, precision=precision_of(precision))
+
+
+# -- option factories and aliases -------------------------------------------------------------
+def library_option(help: str = DEFAULT_LIBRARY_HELP, **kw: Any) -> Any:
+    return typer.Option("--library", "-L", help=help, **{"show_default": False, **kw})
+
+
+def model_option(
+    help: str = "Model spec: ARCH:TAG (open_clip), hf-hub:org/repo, ARCH@/weights.safetensors, "
+    "or a clipsearch checkpoint path (default: the library's model, else "
+    "ViT-B-32:laion2b_s34b_b79k).",
+    **kw: Any,
+) -> Any:
+    return typer.Option("--model", "-m", help=help, **{"show_default": False, **kw})
+
+
+def precision_option(
+    help: str = "Model precision (default: the --precision given before the command, else auto).",
+    **kw: Any,
+) -> Any:
+    return typer.Option("--precision", help=help, **{"show_default": False, **kw})
+
+
+def json_option(help: str = "Print JSON for scripts.", **kw: Any) -> Any:
+    return typer.Option("--json", help=help, **kw)
+
+
+def quiet_option(help: str = "No progress display.", **kw: Any) -> Any:
+    return typer.Option("--quiet", "-q", help=help, **kw)
+
+
+def top_option(help: str = "Number of results.", *aliases: str, **kw: Any) -> Any:
+    """``-k/--top``: how many results a command returns (``aliases``: older long names)."""
+    return typer.Option("-k", "--top", *aliases, help=help, min=1, **kw)
+
+
+def where_option(
+    help: str = 'Only items matching this filter, e.g. "path:/photos/2023/*", '
+    '"after:2023-01-01", "size>1MB" (repeatable).',
+    **kw: Any,
+) -> Any:
+    return typer.Option("--where", help=help, **kw)
+
+
+def batch_size_option(help: str = "Images per encoder batch.", **kw: Any) -> Any:
+    return typer.Option("--batch-size", help=help, min=1, **kw)
+
+
+def workers_option(help: str = "Decode threads.", **kw: Any) -> Any:
+    return typer.Option("--workers", help=help, min=1, **kw)
+
+
+LibraryOpt = Annotated[Path | None, library_option()]
+ModelOpt = Annotated[str | None, model_option()]
+PrecisionOpt = Annotated[PrecisionChoice | None, precision_option()]
+JsonOpt = Annotated[bool, json_option()]
+QuietOpt = Annotated[bool, quiet_option()]
+TopOpt = Annotated[int, top_option()]
+WhereOpt = Annotated[list[str], where_option()]
+BatchSizeOpt = Annotated[int, batch_size_option()]
+WorkersOpt = Annotated[int, workers_option()]
+TauOpt = Annotated[float, typer.Option("--tau", help="Softmax pooling temperature.")]
+
+
+# -- lists of choices -------------------------------------------------------------------------
+def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """A Typer ``parser`` for an option taking several of ``choices`` comma-separated
+    (``--pooling mean,softmax``; the option may also be repeated). Each value becomes a
+    list; :func:`flatten` joins the repeats. Unknown names are a usage error naming the
+    choices."""
+    allowed = tuple(choices)
+
+    def parse(value: str | list[str]) -> list[str]:
+        if isinstance(value, list):  # a default that is already parsed
+            return value
+        names = [v.strip().lower() for v in value.split(",") if v.strip()]
+        if not names:
+            raise typer.BadParameter(f"give at least one of {', '.join(allowed)}")
+        for name in names:
+            if name not in allowed:
+                raise typer.BadParameter(
+                    f"{name!r} is not one of {', '.join(repr(c) for c in allowed)}."
+                )
+        return names
+
+    return parse
+
+
+def choice_list_metavar(choices: Sequence[str]) -> str:
+    """How ``--help`` shows a :func:`choice_list` option: ``[mean|max|softmax],...``."""
+    return "[" + "|".join(choices) + "],..."
+
+
+def flatten(values: Sequence[Sequence[str]]) -> list[str]:
+    """The values of a repeated :func:`choice_list` option, in order, without repeats."""
+    return list(dict.fromkeys(v for group in values for v in group))
