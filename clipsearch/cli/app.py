@@ -324,7 +324,8 @@ def usage_error_line(e: Exception) -> str:
     if ctx is None:
         return message
     command = ctx.command
-    if hasattr(command, "list_commands"):
+    about_the_command = not hasattr(e, "param") and not hasattr(e, "option_name")
+    if hasattr(command, "list_commands") and about_the_command:  # missing or unknown
         names = [
             n
             for n in command.list_commands(ctx)

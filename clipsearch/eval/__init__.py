@@ -7,34 +7,89 @@
 
 See docs/eval.md for the conventions (ranks, ties, the video→text variant) and how the
 numbers relate to CLIP_benchmark and CLIP4Clip. The core never imports this package.
+
+The names below load their module on first use, so importing one submodule (the command
+line reads the value sets of ``datasets`` and ``synthetic``) does not import the rest.
 """
 
-from clipsearch.eval.datasets import (
-    ClassificationDataset,
-    RetrievalDataset,
-    Skipped,
-    load_class_folders,
-    load_retrieval,
-    load_webdataset,
-)
-from clipsearch.eval.embed import EmbeddingCache, default_cache_dir
-from clipsearch.eval.metrics import (
-    ClassificationMetrics,
-    RankMetrics,
-    RetrievalMetrics,
-    classification_metrics,
-    media_to_text_ranks,
-    retrieval_metrics,
-    text_to_media_ranks,
-)
-from clipsearch.eval.report import write_report
-from clipsearch.eval.rerank import RerankContext, Reranker, register_reranker
-from clipsearch.eval.runner import (
-    ClassificationReport,
-    RetrievalReport,
-    evaluate_classification,
-    evaluate_retrieval,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clipsearch.eval.datasets import (
+        ClassificationDataset,
+        RetrievalDataset,
+        Skipped,
+        load_class_folders,
+        load_retrieval,
+        load_webdataset,
+    )
+    from clipsearch.eval.embed import EmbeddingCache, default_cache_dir
+    from clipsearch.eval.metrics import (
+        ClassificationMetrics,
+        RankMetrics,
+        RetrievalMetrics,
+        classification_metrics,
+        media_to_text_ranks,
+        retrieval_metrics,
+        text_to_media_ranks,
+    )
+    from clipsearch.eval.report import write_report
+    from clipsearch.eval.rerank import RerankContext, Reranker, register_reranker
+    from clipsearch.eval.runner import (
+        ClassificationReport,
+        RetrievalReport,
+        evaluate_classification,
+        evaluate_retrieval,
+    )
+
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "ClassificationDataset",
+            "RetrievalDataset",
+            "Skipped",
+            "load_class_folders",
+            "load_retrieval",
+            "load_webdataset",
+        ),
+        "clipsearch.eval.datasets",
+    ),
+    **dict.fromkeys(("EmbeddingCache", "default_cache_dir"), "clipsearch.eval.embed"),
+    **dict.fromkeys(
+        (
+            "ClassificationMetrics",
+            "RankMetrics",
+            "RetrievalMetrics",
+            "classification_metrics",
+            "media_to_text_ranks",
+            "retrieval_metrics",
+            "text_to_media_ranks",
+        ),
+        "clipsearch.eval.metrics",
+    ),
+    "write_report": "clipsearch.eval.report",
+    **dict.fromkeys(("RerankContext", "Reranker", "register_reranker"), "clipsearch.eval.rerank"),
+    **dict.fromkeys(
+        (
+            "ClassificationReport",
+            "RetrievalReport",
+            "evaluate_classification",
+            "evaluate_retrieval",
+        ),
+        "clipsearch.eval.runner",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'clipsearch.eval' has no attribute {name!r}")
+
 
 __all__ = [
     "ClassificationDataset",
