@@ -15,8 +15,8 @@ import numpy as np
 
 from clipsearch.errors import UsageError
 from clipsearch.eval.embed import FrameEmbeddings
+from clipsearch.search.engine import POOLINGS  # the search engine's poolings, measured here
 
-POOLINGS: tuple[str, ...] = ("mean", "max", "softmax")
 _TEXT_CHUNK = 256  # texts scored at once: bounds the (texts, all frames) temporaries
 
 
