@@ -5,9 +5,9 @@ help and choices live here. Where a command needs its own help text or help pane
 the same option, it calls the factory (``json_option(rich_help_panel=...)``), so the
 flags stay the same everywhere.
 
-Fixed value sets are ``Literal`` types built from the constant of the module that owns
-the concept (``clipsearch.search.engine.POOLINGS``, ``clipsearch.models.precision
-.PRECISIONS``...): click validates them, ``--help`` lists them, commands never re-check.
+Fixed value sets are the ``Literal`` types of the modules that own the concepts
+(``clipsearch.search.engine.Pooling``, ``clipsearch.search.rerank.RerankMethod``...):
+click validates them, ``--help`` lists them, commands never re-check.
 Lists of them (``--pooling mean,softmax``) go through :func:`choice_list`.
 
 Options given before the command name (``clipsearch --library L search ...``) are kept
@@ -25,19 +25,21 @@ import typer
 
 from clipsearch.media.scan import MediaKind
 from clipsearch.models.precision import PRECISIONS
-from clipsearch.search.compose import METHODS as COMPOSE_METHODS
-from clipsearch.search.engine import POOLINGS
-from clipsearch.search.rerank import METHODS as RERANK_METHODS
+from clipsearch.search.compose import Composition
+from clipsearch.search.engine import Pooling
+from clipsearch.search.rerank import RerankMethod
 
 if TYPE_CHECKING:
     from clipsearch.library import Library
     from clipsearch.models.base import Encoder
 
-# -- value sets (built from the owning modules' constants) -----------------------------------
+# -- value sets (the owning modules' Literal types) ------------------------------------------
+# The models layer keeps the weights' precision as a Literal without "auto" and the names a
+# user may ask for (with "auto") as a tuple; the choice is built from that tuple.
 PrecisionChoice = Literal[PRECISIONS]  # auto | fp32 | bf16 | fp16
-PoolingChoice = Literal[POOLINGS]  # mean | max | softmax
-RerankChoice = Literal[RERANK_METHODS]  # none | is | qbnorm | dbnorm | dbnorm-dynamic
-ComposeChoice = Literal[COMPOSE_METHODS]  # slerp | sum
+PoolingChoice = Pooling  # mean | max | softmax
+RerankChoice = RerankMethod  # none | is | qbnorm | dbnorm | dbnorm-dynamic
+ComposeChoice = Composition  # slerp | sum
 KindChoice = MediaKind  # image | video
 
 DEFAULT_LIBRARY_HELP = (
