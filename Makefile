@@ -38,6 +38,7 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check clipsearch tests benchmarks
 	$(BIN)/ruff format --check clipsearch tests benchmarks
+	$(BIN)/lint-imports --no-cache  # the layering of docs/architecture.md
 
 bench: install-dev
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
