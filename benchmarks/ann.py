@@ -1,7 +1,7 @@
 """ANN benchmark: exact and FAISS backends on synthetic clustered 512-d vectors.
 
     python benchmarks/ann.py --quick                  # 20k vectors, a minute or two
-    python benchmarks/ann.py --sizes 100000,1000000   # the issue's sizes (1M: an hour on 2 cores)
+    python benchmarks/ann.py --sizes 100000,1000000   # the target sizes (1M: an hour on 2 cores)
 
 Data: 1000 gaussian clusters, each on its own random 24-d subspace (CLIP embeddings have
 a low intrinsic dimension), around unit centres that share a common direction (CLIP

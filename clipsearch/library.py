@@ -219,7 +219,7 @@ class Library:
 
     def vector_index(self, *, progress: Callable[[str, float], None] | None = None) -> VectorIndex:
         """The nearest-neighbour index over the catalog, refreshed when the catalog changed
-        (loaded from the cache, updated incrementally, or rebuilt: DESIGN.md §2)."""
+        (loaded from the cache, updated incrementally, or rebuilt: docs/architecture.md#caches)."""
         with self._lock:
             generation = self.catalog.generation()
             if self._index is None or self._index_generation != generation:

@@ -1,7 +1,7 @@
 """Generate small test videos with PyAV: coloured scenes with exact cut times, an optional
 moving shape, variable frame rate, rotation metadata, an audio track; and damage them.
 
-Nothing is downloaded: PyAV ships libx264 and AAC encoders (DESIGN.md §7).
+Nothing is downloaded: PyAV ships libx264 and AAC encoders.
 
 Ground truth. Frame ``k`` has presentation time ``frame_times(...)[k]`` seconds, exactly
 (pts are integers in the stream time base, 1/fps for CFR and 1/1000 s for VFR). A frame's

@@ -1,6 +1,6 @@
 """Evaluation datasets: the standard annotation formats read into one shape.
 
-Retrieval formats (DESIGN.md §6):
+Retrieval formats (docs/eval.md#datasets):
 - Karpathy-split JSON (Flickr30k, COCO): ``{"images": [{"filename", "filepath"?, "split",
   "sentences": [{"raw"}]}]}``; media path = root/filepath/filename (or root/filename).
 - CSV or JSONL pairs: one (media, caption) per row, several rows per media grouped; in

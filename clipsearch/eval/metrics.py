@@ -1,6 +1,6 @@
 """Retrieval and zero-shot classification metrics (pure numpy).
 
-Conventions (DESIGN.md §6), shared with CLIP_benchmark and CLIP4Clip so numbers compare:
+Conventions (docs/eval.md#metrics), shared with CLIP_benchmark and CLIP4Clip so numbers compare:
 
 - A similarity matrix ``S`` is (n_texts, n_media); ``text_to_media[t]`` is the index of
   text t's one ground-truth media. A media may have several texts (Flickr30k/COCO: 5).

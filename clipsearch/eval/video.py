@@ -2,7 +2,7 @@
 
 The pooling itself is the search engine's (``clipsearch.search.video.pool_scores``), so
 the evaluation measures exactly what ``clipsearch search --pooling`` ranks with
-(DESIGN.md §4: ``mean`` = CLIP4Clip meanP, ``max``, ``softmax`` = text-conditioned
+(docs/video.md: ``mean`` = CLIP4Clip meanP, ``max``, ``softmax`` = text-conditioned
 X-Pool/CLIP-Hitchhiker style with temperature τ). Frame vectors come from the cache, so
 comparing poolings costs one pass of small matrix products.
 """

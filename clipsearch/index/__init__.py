@@ -1,4 +1,4 @@
-"""clipsearch.index: nearest-neighbour search over catalog vectors (DESIGN.md §1, §2, §7).
+"""clipsearch.index: nearest-neighbour search over catalog vectors (docs/architecture.md).
 
 - `ExactIndex`: exact top-k by blocked matrix products (bf16 scan + certified fp32
   rescoring where the CPU has native bf16);

@@ -2,7 +2,7 @@
 
 Ids are catalog vector-row ids (``vectors.id``), int64. Scores are inner products of
 L2-normalised vectors (cosine). An index is a derived cache of the catalog, never the
-source of truth (DESIGN.md §2).
+source of truth (docs/architecture.md#caches).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""`IndexCache`: the nearest-neighbour index as a derived, rebuildable cache (DESIGN.md §2).
+"""`IndexCache`: the nearest-neighbour index as a derived, rebuildable cache.
+
+How it is invalidated, next to the other caches: docs/architecture.md#caches.
 
 Layout of ``<library>/ann/``:
 

@@ -64,7 +64,8 @@ def _torch() -> Any:
 def native_bf16() -> bool:
     """True when the CPU computes bf16 dot products natively (AVX512-BF16 or AMX-BF16).
 
-    Elsewhere bf16 is emulated and slower than fp32 (DESIGN.md §7), so the scan uses fp32.
+    Elsewhere bf16 is emulated and slower than fp32 (docs/architecture.md#performance), so the
+    scan uses fp32.
     """
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="replace")

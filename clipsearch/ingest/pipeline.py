@@ -3,7 +3,8 @@
 Decoding and preprocessing run in a thread pool while the main thread encodes the
 previous batch: Pillow and PyAV release the GIL while decoding and torch releases it
 while computing, so threads overlap the two without the cost of pickling pixels
-between processes (DESIGN.md §7: 65 img/s on one decode thread, 140 on two).
+between processes (65 img/s on one decode thread, 140 on two:
+docs/architecture.md#performance).
 
 Crash safety: every encode batch is one catalog transaction. A kill -9 loses at most
 the batch in flight; the next run sees those files as new and encodes them (items

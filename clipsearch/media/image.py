@@ -12,7 +12,7 @@ with a short reason a user can read. What it does, in order:
 3. JPEG draft mode: libjpeg-turbo decodes at 1/2, 1/4 or 1/8 scale (DCT scaling), the
    largest reduction that keeps both sides ≥ ``min_side``, so the shorter side, whichever
    way the picture is rotated, stays ≥ ``min_side``. 4× faster than a full decode of
-   1080p and 12 MP photos on this machine (DESIGN.md §7);
+   1080p and 12 MP photos on the development machine (docs/architecture.md#performance);
 4. mode conversion to RGB: transparency (P with a transparent index, PA, LA, RGBA…)
    composited on white; CMYK through its embedded ICC profile when it has one; 16-bit and
    32-bit greyscale (``I;16``, ``I``, ``F``) scaled to 8 bits rather than clipped;
@@ -26,7 +26,8 @@ Animated GIF / WebP / APNG give their first frame. HEIC/HEIF decode through
 Pillow ≥ 11.
 
 Thread-safe: each call opens its own file object, closed before returning; Pillow
-releases the GIL while decoding and resizing, so a thread pool scales (DESIGN.md §7).
+releases the GIL while decoding and resizing, so a thread pool scales
+(docs/architecture.md#performance).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Frame sampling strategies: which instants of a video become frame vectors (DESIGN.md §4).
+"""Frame sampling strategies: which instants of a video become frame vectors (docs/video.md).
 
 A `FrameSampler` turns a video's duration (and, for ``shots``, its shot boundaries) into
 target timestamps in seconds from the video stream's start. The decoder

@@ -3,7 +3,7 @@
 An encoder maps images and texts into one space. Vectors are float32 numpy arrays,
 L2-normalised, shape (N, dim). Pixel preprocessing is separate from encoding so the
 indexing pipeline can run it in decode workers while the model encodes the previous
-batch (DESIGN.md §7).
+batch (docs/architecture.md#threads-and-processes).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ pickle, e.g. in a fresh subprocess:
     extra.<key>         caller-supplied strings (training run id, dataset, ...)
 
 Other weights files (``ARCH@path`` specs) are read as safetensors, or with
-``torch.load(weights_only=True)`` which refuses arbitrary pickled objects (DESIGN.md §9);
-the format is sniffed from the bytes, not the file name.
+``torch.load(weights_only=True)`` which refuses arbitrary pickled objects
+(docs/architecture.md#safety); the format is sniffed from the bytes, not the file name.
 """
 
 from __future__ import annotations

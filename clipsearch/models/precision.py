@@ -1,4 +1,4 @@
-"""Numeric precision of the model weights, chosen per machine (DESIGN.md §7).
+"""Numeric precision of the model weights, chosen per machine (docs/architecture.md#performance).
 
 "bf16" means the *weights* are cast to bfloat16 (open_clip's own ``precision="bf16"``:
 linear/conv/attention weights in bf16, LayerNorm computed in fp32), the pixel batch is cast

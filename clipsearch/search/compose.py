@@ -1,4 +1,4 @@
-"""Query composition: how the parts of a query become one vector (DESIGN.md §5).
+"""Query composition: how the parts of a query become one vector (docs/rerank.md).
 
 Every way of putting a query together ends in one rule (`weighted_sum`)::
 

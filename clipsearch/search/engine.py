@@ -3,7 +3,7 @@
 Stage 1 asks the `VectorIndex` for the rows nearest to the query among item vectors
 (images, and each video's meanP vector) and video frame vectors. Stage 2 rescores every
 candidate item exactly: an image by its own vector, a video by pooling its frame
-similarities (mean / max / softmax, DESIGN.md §4) and localising the best moment.
+similarities (mean / max / softmax: docs/video.md) and localising the best moment.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 Gap: Understanding the Modality Gap in Multi-modal Contrastive Representation Learning").
 
 CLIP's image and text embeddings occupy two separate narrow cones; the gap vector is the
-difference of their centres (DESIGN.md §5)::
+difference of their centres (docs/rerank.md)::
 
     Δ = mean(image embeddings) − mean(text embeddings)
 

@@ -1,6 +1,6 @@
 """Query parsing: a search string becomes a `QueryPlan`, a weighted sum of terms.
 
-Grammar (DESIGN.md §5)::
+Grammar (the user's view: docs/index.md#searching)::
 
     query  := [sign] term (sign term)*
     sign   := "+" | "-"                 (standing alone, between spaces, or first)

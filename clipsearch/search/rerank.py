@@ -7,7 +7,7 @@ Notation: s(q, g) cosine similarity; B a query bank (captions, or past queries);
 β an inverse temperature; LSE the log-sum-exp.
 
 - **Inverted softmax** (Smith et al. 2017, "Offline bilingual word vectors, orthogonal
-  transformations and the inverted softmax"; DESIGN.md §5)::
+  transformations and the inverted softmax"; docs/rerank.md)::
 
       s'(q, g) = s(q, g) − (1/β) · LSE_{b∈B}( β · s(b, g) )
 

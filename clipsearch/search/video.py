@@ -1,4 +1,4 @@
-"""Video scoring (frame pooling) and moment localization (DESIGN.md §4).
+"""Video scoring (frame pooling) and moment localization (docs/video.md).
 
 A video is a set of frame vectors f_1..f_F (L2-normalised CLIP image embeddings, sampled
 at times t_1..t_F). For a query vector t (text or image), s_i = t·f_i.

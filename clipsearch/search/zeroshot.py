@@ -2,7 +2,7 @@
 
 Per class c, every template is filled with the class name and encoded; the class vector
 is the normalised mean of the normalised prompt embeddings (CLIP_benchmark
-``zero_shot_classifier``, DESIGN.md §5):
+``zero_shot_classifier``; docs/classify.md):
 
     w_c = normalise( (1/|T|) Σ_{τ∈T} normalise(enc_text(τ(c))) )
 

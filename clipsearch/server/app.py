@@ -8,7 +8,7 @@
 Layout: `routes.search` (``/api/search``), `routes.items` (metadata, thumbnails, media),
 `routes.library` (status, indexing), the page at ``/`` with its files under
 ``/static``, and the OpenAPI schema at ``/api/openapi.json``. The interactive docs pages
-are off: they load scripts from a CDN, which the page's CSP (and DESIGN.md) forbids.
+are off: they load scripts from a CDN, which the page's CSP forbids (docs/server.md#safety).
 
 Concurrency: the model is loaded once, at startup, on the model worker thread
 (`worker.ModelWorker`), which then runs every encoder call; catalog reads, searches,

@@ -1,4 +1,4 @@
-"""Which file an item id may serve, and HTTP byte ranges (DESIGN.md §9).
+"""Which file an item id may serve, and HTTP byte ranges (docs/server.md#safety).
 
 The server never opens a path a client sends. A media or thumbnail request names an item
 id; the file is served only if

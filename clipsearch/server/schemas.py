@@ -45,7 +45,7 @@ class SearchRequest(BaseModel):
     """A search: text and/or example items ("more like this"); uploads come as multipart.
 
     The query vector is q = normalise(text_weight·t + image_weight·Σ uploads +
-    like_weight·Σ liked items), each part L2-normalised first (DESIGN.md §5).
+    like_weight·Σ liked items), each part L2-normalised first (docs/rerank.md, composed queries).
     """
 
     model_config = ConfigDict(
@@ -87,7 +87,7 @@ class SearchRequest(BaseModel):
         description='Filter clauses, ANDed: "path:/photos/2023/*", "after:2023-01-01", '
         '"before:2024", "size>1MB", "root:/photos", "tag:beach".',
     )
-    pooling: Pooling = Field("mean", description="Video scoring over frames (DESIGN.md §4).")
+    pooling: Pooling = Field("mean", description="Video scoring over frames (docs/video.md).")
     tau: float = Field(0.1, gt=0, le=10, description="Softmax pooling temperature.")
     with_curve: bool = Field(False, description="Attach each video's per-frame score curve.")
 

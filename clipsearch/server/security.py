@@ -1,4 +1,4 @@
-"""The request guard (DESIGN.md §9): one pure-ASGI middleware in front of every route.
+"""The request guard (docs/server.md#safety): one pure-ASGI middleware in front of every route.
 
 In order, for each HTTP request:
 

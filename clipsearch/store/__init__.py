@@ -1,4 +1,4 @@
-"""clipsearch.store: the catalog, the library's source of truth (DESIGN.md §2).
+"""clipsearch.store: the catalog, the library's source of truth (docs/architecture.md#the-catalog).
 
 ``Catalog`` (SQLite: roots, items, vectors, tags, model binding, generation counter),
 the records it reads and writes, and ``ItemFilter`` for metadata-filtered search.

@@ -1,4 +1,4 @@
-"""The catalog: one SQLite file per library, the source of truth (DESIGN.md §2).
+"""The catalog: one SQLite file per library, the source of truth (docs/architecture.md#the-catalog).
 
 It holds the roots, one row per file (``items``: path, kind, size, mtime, partial content
 hash, status, error, media metadata), the vectors (``vectors``: one item-level row per

@@ -3,8 +3,9 @@
 Settings and why:
 - WAL journal: readers (the server) never block the writer (the indexer) and see the
   last committed state; a writer's transaction is invisible until COMMIT.
-- ``synchronous = FULL`` (in WAL mode: one fsync of the WAL per COMMIT). DESIGN.md §2
-  asks that a crash — kill -9 *or power loss* — lose at most the batch in flight.
+- ``synchronous = FULL`` (in WAL mode: one fsync of the WAL per COMMIT). A crash — kill -9
+  *or power loss* — must lose at most the batch in flight
+  (docs/architecture.md#crash-safety-and-concurrency).
   ``NORMAL`` would meet that for a killed process (a committed transaction is already
   in the OS page cache) but not for a power cut or OS crash: the commits since the
   last checkpoint (up to ~16 MB of WAL, thousands of vectors) could roll back, and with

@@ -1,8 +1,9 @@
 """Plain records the catalog reads and writes, and the fp16 vector encoding.
 
-Vectors are stored as little-endian float16 blobs: 2·D bytes per row (1 KiB for D=512),
-DESIGN.md §7 "Memory". Encoders hand over float32 L2-normalised rows; fp16 keeps ~3
-significant digits, which moves cosines by < 1e-3 (measured in the tests).
+Vectors are stored as little-endian float16 blobs: 2·D bytes per row (1 KiB for D=512,
+the memory budget of docs/architecture.md#performance). Encoders hand over float32
+L2-normalised rows; fp16 keeps ~3 significant digits, which moves cosines by < 1e-3
+(measured in the tests).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ VECTOR_DTYPE = np.dtype("<f2")  # on-disk element type, whatever the host byte o
 
 @dataclass(frozen=True)
 class ModelBinding:
-    """The one model a library is bound to (DESIGN.md §2)."""
+    """The one model a library is bound to (docs/architecture.md#model-binding)."""
 
     spec: str  # the spec string the user gave, e.g. "ViT-B-32:laion2b_s34b_b79k"
     fingerprint: str  # spec + weights hash + dim; equal fingerprints = same vector space

@@ -1,4 +1,4 @@
-"""The request guard (DESIGN.md §9): token on every request, loopback Host names only,
+"""The request guard (docs/server.md#safety): token on every request, loopback Host names only,
 no cross-site writes, capped bodies, security headers, no CORS."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gen_cli_docs.py"
 REGENERATE = "run `python scripts/gen_cli_docs.py`"
 
-# What a user needs documented (the lead may add more commands; they are then checked by
+# What a user needs documented (commands added later are checked by
 # test_every_live_command_and_option_is_documented).
 REQUIRED_COMMANDS = (
     "index",
