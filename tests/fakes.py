@@ -1,6 +1,7 @@
-"""Shared test doubles: a deterministic colour encoder, tiny open_clip models, test images.
+"""Shared test doubles: a deterministic colour encoder, a text-table encoder, tiny open_clip
+models, test images.
 
-Import from tests: ``from tests.fakes import ColourEncoder, make_image, make_tiny_checkpoint``.
+Import from tests: ``from tests.fakes import ColourEncoder, TextTableEncoder, make_image``.
 ``write_catalog`` fills a catalog straight from images (no ingest), so search-layer code
 that takes a catalog is tested without a Library.
 Fixtures wrapping these live in tests/conftest.py (fake_encoder, tiny_checkpoint,
@@ -40,6 +41,16 @@ Texts:
 Identity: ``spec = "fake:colour"``, ``fingerprint = "fake-colour-32d-v1"`` (class attributes,
 so subclasses can override them), ``logit_scale = 100``, ``context_length = 77``.
 Counters ``images_encoded`` / ``texts_encoded`` count rows that reached the model.
+
+TextTableEncoder — texts to hand-written vectors
+------------------------------------------------
+``TextTableEncoder({"a cat": [2, 0, 0], ...}, logit_scale=10)`` returns, for each text, the
+table's vector exactly as written: deliberately *not* unit length, so a test can check by
+hand that code which must normalise (prompt ensembles, query composition) does. A text not
+in the table raises KeyError naming it; ``calls`` lists the batch size of every
+``encode_texts`` call (to check batching). No image tower: ``preprocess`` and
+``encode_pixels`` raise NotImplementedError. ``dim`` is the vectors' length; the
+fingerprint is derived from the table, so two different tables are two vector spaces.
 """
 
 from __future__ import annotations
@@ -177,6 +188,56 @@ def _rng(key: str) -> np.random.Generator:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+# --- text-table encoder --------------------------------------------------------------------------
+class TextTableEncoder(Encoder):
+    """Texts -> the vectors a test wrote down, returned exactly as given (see the module doc).
+
+    table: text -> vector; every vector has the same length, which is ``dim`` (pass ``dim=``
+        for an empty table).
+    """
+
+    context_length = 77
+
+    def __init__(
+        self,
+        table: Mapping[str, Sequence[float] | np.ndarray],
+        *,
+        dim: int | None = None,
+        logit_scale: float = 100.0,
+    ) -> None:
+        self.table = {t: np.asarray(v, dtype=np.float32) for t, v in table.items()}
+        widths = {v.shape for v in self.table.values()}
+        if len(widths) > 1 or any(len(w) != 1 for w in widths):
+            raise ValueError(f"table vectors must be 1-d and of one length, got {widths}")
+        if dim is None and not widths:
+            raise ValueError("an empty table needs dim=")
+        self.dim = int(dim if dim is not None else widths.pop()[0])
+        self.logit_scale = float(logit_scale)
+        digest = hashlib.sha256()
+        for text in sorted(self.table):
+            digest.update(text.encode() + b"\0" + self.table[text].tobytes())
+        self.spec = "fake:text-table"
+        self.fingerprint = f"fake-text-table-{self.dim}d-{digest.hexdigest()[:12]}"
+        self.calls: list[int] = []
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        raise NotImplementedError("a TextTableEncoder encodes texts only")
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("a TextTableEncoder encodes texts only")
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """N texts -> (N, dim) float32, the table's rows as written (not normalised)."""
+        texts = list(texts)
+        self.calls.append(len(texts))
+        missing = [t for t in texts if t not in self.table]
+        if missing:
+            raise KeyError(f"texts not in the table: {missing}")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self.table[t] for t in texts])
 
 
 # --- test images ---------------------------------------------------------------------------------

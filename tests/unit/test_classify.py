@@ -4,53 +4,31 @@ auto thresholds, per-moment video labels, and moderation policy files."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clipsearch.errors import NotFoundError, UsageError
-from clipsearch.models.base import Encoder
 from clipsearch.search import classify as C
 from clipsearch.search.moderation import ModerationPolicy, PolicyError
+from tests.fakes import TextTableEncoder
 
 COLOURS = ["red", "green", "blue", "yellow", "magenta", "cyan"]
-
-
-class TableEncoder(Encoder):
-    """Text vectors from a fixed table (deliberately not unit length, to test the
-    normalisation steps); images are not used."""
-
-    spec = "table"
-    fingerprint = "table-v1"
-    dim = 3
-    logit_scale = 10.0
-
-    def __init__(self, table: dict[str, Sequence[float]]) -> None:
-        self.table = {k: np.asarray(v, dtype=np.float32) for k, v in table.items()}
-
-    def preprocess(self, image):  # pragma: no cover - not used
-        raise NotImplementedError
-
-    def encode_pixels(self, pixels):  # pragma: no cover - not used
-        raise NotImplementedError
-
-    def encode_texts(self, texts):
-        return np.stack([self.table[t] for t in texts])
 
 
 def test_prompt_ensemble_arithmetic_by_hand():
     # class "cat": prompts -> (2,0,0) and (0,3,0); normalised (1,0,0), (0,1,0);
     # mean (0.5, 0.5, 0); normalised (1/√2, 1/√2, 0). class "dog": (0,0,5), (0,4,3):
     # normalised (0,0,1), (0,0.8,0.6); mean (0, 0.4, 0.8); normalised (0, 1/√5, 2/√5).
-    enc = TableEncoder(
+    enc = TextTableEncoder(
         {
             "a photo of a cat.": [2, 0, 0],
             "a drawing of a cat.": [0, 3, 0],
             "a photo of a dog.": [0, 0, 5],
             "a drawing of a dog.": [0, 4, 3],
-        }
+        },
+        logit_scale=10.0,
     )
     clf = C.build_classifier(
         enc, "cat, dog", templates=["a photo of a {c}.", "a drawing of a {c}."]

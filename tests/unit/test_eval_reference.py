@@ -243,8 +243,8 @@ def test_classification_equal_to_clip_benchmark(n_classes):
 
 
 def test_build_classifier_equals_clip_benchmark_zero_shot_classifier():
-    from clipsearch.models.base import Encoder
     from clipsearch.search.zeroshot import build_classifier
+    from tests.fakes import TextTableEncoder
 
     classnames = ["cat", "dog", "sea otter"]
     templates = ["a photo of a {c}.", "a drawing of the {c}.", "{c}"]
@@ -256,20 +256,6 @@ def test_build_classifier_equals_clip_benchmark_zero_shot_classifier():
         def encode_text(self, idx):
             return table[idx]
 
-    class TableEncoder(Encoder):
-        spec = fingerprint = "table"
-        dim = 16
-
-        def preprocess(self, image):
-            raise NotImplementedError
-
-        def encode_pixels(self, pixels):
-            raise NotImplementedError
-
-        def encode_texts(self, texts):
-            # unnormalised on purpose: build_classifier must normalise each prompt itself
-            return table[[index[t] for t in texts]].numpy()
-
     theirs = zc.zero_shot_classifier(
         Model(),
         lambda texts: torch.tensor([index[t] for t in texts]),
@@ -278,5 +264,7 @@ def test_build_classifier_equals_clip_benchmark_zero_shot_classifier():
         "cpu",
         amp=False,
     )  # (D, C)
-    ours = build_classifier(TableEncoder(), classnames, templates, batch_size=4)  # (C, D)
+    # unnormalised rows on purpose: build_classifier must normalise each prompt itself
+    encoder = TextTableEncoder(dict(zip(prompts, table.numpy(), strict=True)))
+    ours = build_classifier(encoder, classnames, templates, batch_size=4)  # (C, D)
     np.testing.assert_allclose(ours, theirs.numpy().T, atol=1e-6)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clipsearch.errors import UsageError
-from clipsearch.models.base import Encoder
 from clipsearch.search.templates import (
     DEFAULT_TEMPLATES,
     IMAGENET_TEMPLATES,
@@ -19,6 +17,7 @@ from clipsearch.search.templates import (
     resolve_templates,
 )
 from clipsearch.search.zeroshot import build_classifier, softmax, zero_shot_logits
+from tests.fakes import TextTableEncoder
 
 
 def test_imagenet_templates_equal_open_clip_and_clip_benchmark():
@@ -52,29 +51,8 @@ def test_resolve_templates_errors(tmp_path):
         resolve_templates(str(f))
 
 
-class AxisEncoder(Encoder):
-    """Text -> a fixed unnormalised vector from a table (so the arithmetic is checkable)."""
-
-    spec = fingerprint = "axis"
-    dim = 3
-
-    def __init__(self, table: dict[str, list[float]]) -> None:
-        self.table = table
-        self.calls: list[int] = []
-
-    def preprocess(self, image):
-        raise NotImplementedError
-
-    def encode_pixels(self, pixels):
-        raise NotImplementedError
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls.append(len(texts))
-        return np.asarray([self.table[t] for t in texts], dtype=np.float32)
-
-
 def test_build_classifier_hand_computed_ensemble():
-    enc = AxisEncoder(
+    enc = TextTableEncoder(
         {
             "a cat": [2.0, 0.0, 0.0],  # normalised: (1, 0, 0)
             "the cat": [0.0, 5.0, 0.0],  # normalised: (0, 1, 0)
@@ -106,7 +84,7 @@ def test_build_classifier_hand_computed_ensemble():
 )
 def test_build_classifier_bad_input(classnames, templates, match):
     with pytest.raises(UsageError, match=match):
-        build_classifier(AxisEncoder({}), classnames, templates)
+        build_classifier(TextTableEncoder({}, dim=3), classnames, templates)
 
 
 def test_templates_file_may_use_clip_benchmarks_or_openai_clips_placeholder(tmp_path):
@@ -125,11 +103,11 @@ def test_templates_file_may_use_clip_benchmarks_or_openai_clips_placeholder(tmp_
     mixed = tmp_path / "mixed.txt"
     mixed.write_text("a {}\nthe {c}\n")
     want = build_classifier(
-        AxisEncoder(table), ["cat", "dog"], resolve_templates(str(benchmark_style))
+        TextTableEncoder(table), ["cat", "dog"], resolve_templates(str(benchmark_style))
     )
     for path in (notebook_style, mixed):
         templates = resolve_templates(str(path))
         assert [fill_template(t, "cat") for t in templates] == ["a cat", "the cat"]
-        got = build_classifier(AxisEncoder(table), ["cat", "dog"], templates)
+        got = build_classifier(TextTableEncoder(table), ["cat", "dog"], templates)
         np.testing.assert_array_equal(got, want)
     assert fill_template("{} and {c} and {other}", "dog") == "dog and dog and {other}"

@@ -16,6 +16,7 @@ from tests.fakes import (
     COLOURS,
     PALETTE,
     ColourEncoder,
+    TextTableEncoder,
     colour_image,
     make_image,
     register_tiny_models,
@@ -192,3 +193,26 @@ def test_register_tiny_models_is_idempotent():
     n = len(open_clip.list_models())
     assert {"tiny-vit", "tiny-vit-wide"} <= set(register_tiny_models())
     assert len(open_clip.list_models()) == n
+
+
+def test_text_table_encoder_returns_the_table_as_written():
+    enc = TextTableEncoder({"a cat": [2, 0, 0], "a dog": [0, 0, 5]}, logit_scale=10)
+    assert isinstance(enc, Encoder) and enc.dim == 3 and enc.logit_scale == 10.0
+    out = enc.encode_texts(["a dog", "a cat", "a dog"])
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[0, 0, 5], [2, 0, 0], [0, 0, 5]])  # not normalised
+    assert enc.encode_texts([]).shape == (0, 3)
+    assert enc.calls == [3, 0]
+    with pytest.raises(KeyError, match="a bird"):
+        enc.encode_texts(["a cat", "a bird"])
+    with pytest.raises(NotImplementedError):
+        enc.encode_images([colour_image("red")])
+
+
+def test_text_table_encoder_fingerprint_names_the_table():
+    a = TextTableEncoder({"x": [1, 0]})
+    assert a.fingerprint == TextTableEncoder({"x": [1.0, 0.0]}).fingerprint
+    assert a.fingerprint != TextTableEncoder({"x": [0, 1]}).fingerprint
+    assert TextTableEncoder({}, dim=4).dim == 4
+    with pytest.raises(ValueError, match="one length"):
+        TextTableEncoder({"x": [1, 0], "y": [1, 0, 0]})
