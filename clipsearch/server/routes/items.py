@@ -102,11 +102,15 @@ async def thumb(
     """A JPEG thumbnail, generated on first request and then served from
     ``<library>/thumbs/``. ``X-Thumbnail-Cache: hit`` tells a cached one."""
 
-    def make():
+    def find():
         f = resolve_item_file(state.library.catalog, item_id)
-        return state.thumbs.get(f, size=size, t=t)
+        return f, state.thumbs.find(f, size=size, t=t)
 
-    th = await run_in_threadpool(make)
+    f, th = await run_in_threadpool(find)
+    if th is None:
+        cost = await run_in_threadpool(state.thumbs.decode_cost, f, size=size)
+        async with state.decode_budget.hold(cost):
+            th = await run_in_threadpool(state.thumbs.get, f, size=size, t=t)
     return FileResponse(
         th.path,
         media_type="image/jpeg",
