@@ -23,6 +23,7 @@ In order, for each HTTP request:
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Iterable
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
@@ -50,10 +51,33 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` spells, IPv4-mapped IPv6 (``::ffff:127.0.0.1``) unwrapped to
+    IPv4; None for a name."""
+    try:
+        ip = ipaddress.ip_address(host.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def canonical_host(host: str) -> str:
+    """One spelling per host: lower case, no brackets, addresses in their compressed form
+    (``0:0:0:0:0:0:0:1`` and ``[::1]`` -> ``::1``; ``::ffff:127.0.0.1`` -> ``127.0.0.1``)."""
+    ip = _ip(host)
+    return str(ip) if ip is not None else host.strip().strip("[]").lower()
+
+
 def is_loopback(host: str) -> bool:
-    """True for names and addresses that only this machine can reach."""
-    h = host.strip("[]").lower()
-    return h in LOOPBACK_HOSTS or h.startswith("127.")
+    """True for names and addresses that only this machine can reach: ``localhost`` and
+    every spelling of a loopback address (127.0.0.0/8, ``::1``, IPv4-mapped loopback).
+    ``0.0.0.0`` and ``::`` (every interface) are not loopback."""
+    ip = _ip(host)
+    if ip is not None:
+        return ip.is_loopback
+    return host.strip().strip("[]").lower() == "localhost"
 
 
 def _hostname(host_header: str) -> str:
@@ -84,9 +108,7 @@ class HttpGuard:
         self.app = app
         self.token = token.encode() if token else None
         self.allowed_hosts = (
-            None
-            if allowed_hosts is None
-            else frozenset(h.strip("[]").lower() for h in allowed_hosts)
+            None if allowed_hosts is None else frozenset(canonical_host(h) for h in allowed_hosts)
         )
         self.max_body_bytes = max_body_bytes
 
@@ -99,7 +121,10 @@ class HttpGuard:
         method = scope["method"].upper()
 
         host = headers.get("host", "")
-        if self.allowed_hosts is not None and _hostname(host) not in self.allowed_hosts:
+        if (
+            self.allowed_hosts is not None
+            and canonical_host(_hostname(host)) not in self.allowed_hosts
+        ):
             await error_response(
                 403,
                 "forbidden_host",

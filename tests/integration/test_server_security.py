@@ -90,7 +90,14 @@ def test_no_token_configured_means_open(lib):
 
 # -- host, origin, CORS ------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "10.0.0.5"]
+    "host",
+    [
+        "evil.example",
+        "evil.example:8000",
+        "127.0.0.1.evil.example",
+        "10.0.0.5",
+        "[::ffff:10.0.0.5]:8000",
+    ],
 )
 def test_foreign_host_header_is_refused_on_loopback(lib, host):
     """DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends Host: evil.example."""
@@ -99,7 +106,17 @@ def test_foreign_host_header_is_refused_on_loopback(lib, host):
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_host"
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "localhost:1234", "[::1]:8000"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1:8000",
+        "localhost",
+        "localhost:1234",
+        "[::1]:8000",
+        "[0:0:0:0:0:0:0:1]:8000",
+        "[::ffff:127.0.0.1]:8000",
+    ],
+)
 def test_loopback_host_headers_are_accepted(lib, host):
     with fresh(create_app(lib)) as c:
         assert c.get("/api/status", headers={"Host": host}).status_code == 200
@@ -173,7 +190,16 @@ def test_declared_length_over_the_cap_is_413(lib):
         ("::1", True),
         ("[::1]", True),
         ("127.0.0.2", True),
+        ("0:0:0:0:0:0:0:1", True),
+        ("[0:0:0:0:0:0:0:1]", True),
+        ("::ffff:127.0.0.1", True),
+        ("[::FFFF:7f00:1]", True),
+        ("LOCALHOST", True),
         ("0.0.0.0", False),
+        ("0:0:0:0:0:0:0:0", False),
+        ("::ffff:192.168.1.4", False),
+        ("fe80::1%lo", False),
+        ("127.0.0.1.evil.example", False),
         ("192.168.1.4", False),
         ("::", False),
         ("example.org", False),
@@ -239,3 +265,43 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
         open_browser=False,
     )
     assert seen["app"].state.clipsearch.allow_new_roots is False
+
+
+@pytest.mark.parametrize("host", ["::1", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1"])
+def test_serve_on_an_ipv6_loopback_spelling_keeps_the_host_check(monkeypatch, tmp_path, host):
+    """Every spelling of loopback is loopback: the Host (DNS-rebinding) check stays on and
+    the page may index new folders, with no "exposed" warning."""
+    import uvicorn
+
+    import clipsearch.cli.app as cli_app
+    from clipsearch.cli import serve_cmd
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app))
+
+    class FakeLib:
+        path = tmp_path
+        model_spec = "fake:colour"
+        encoder = ColourEncoder()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr(cli_app, "open_library", lambda *a, **k: FakeLib())
+    serve_cmd.serve(
+        library=tmp_path,
+        model=None,
+        precision="auto",
+        host=host,
+        port=8123,
+        token=None,
+        max_upload_mb=1,
+        open_browser=False,
+    )
+    assert seen["app"].state.clipsearch.allow_new_roots is True
+    with fresh(seen["app"]) as c:
+        r = c.get("/api/status", headers={"Host": "evil.example"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_host"
