@@ -9,7 +9,8 @@ In order, for each HTTP request:
    T``, as ``?token=T`` (GET/HEAD only, for links), or as the ``clipsearch_token`` cookie
    that a successful ``?token=`` request sets (HttpOnly, SameSite=Strict), so ``<img>``
    and ``<video>`` tags of the page work without the token in every URL. Compared in
-   constant time (``hmac.compare_digest``).
+   constant time (``hmac.compare_digest``). The Cookie header is parsed leniently, as
+   browsers do, so another app's malformed cookie on the same host cannot hide ours.
 3. Cross-site writes: a POST/PUT/PATCH/DELETE whose ``Origin`` is not this server is
    refused (403), so another web site cannot start indexing through your browser.
 4. Body cap: request bodies larger than ``max_body_bytes`` are refused with 413, from
@@ -25,9 +26,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Iterable
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipsearch.server.errors import error_response
@@ -174,13 +175,11 @@ class HttpGuard:
                 return values[-1], True
         cookie = headers.get("cookie")
         if cookie:
-            jar = SimpleCookie()
-            try:
-                jar.load(cookie)
-            except Exception:  # a malformed Cookie header is no token
-                return None, False
-            if TOKEN_COOKIE in jar:
-                return jar[TOKEN_COOKIE].value, False
+            # Browsers' lenient parsing: a malformed cookie of another localhost app (JSON,
+            # spaces, a stray quote) is skipped, where http.cookies would stop at it.
+            value = cookie_parser(cookie).get(TOKEN_COOKIE)
+            if value is not None:
+                return value, False
         return None, False
 
     def _with_cookie(self, send: Send) -> Send:

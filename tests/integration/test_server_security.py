@@ -83,6 +83,26 @@ def test_wrong_cookie_is_refused(app):
         assert c.get("/api/status").status_code == 401
 
 
+@pytest.mark.parametrize(
+    "other",
+    [
+        'session={"user":1}',  # JSON in a cookie: SimpleCookie stops parsing at it
+        "prefs=a b c",
+        'theme="dark',
+        "=orphan",
+        "flag",
+        "x=\\054\\073",
+    ],
+)
+def test_another_apps_malformed_cookie_does_not_hide_the_token_cookie(app, other):
+    with fresh(app) as c:
+        for header in (f"{other}; {TOKEN_COOKIE}={TOKEN}", f"{TOKEN_COOKIE}={TOKEN}; {other}"):
+            r = c.get("/api/status", headers={"Cookie": header})
+            assert r.status_code == 200, header
+        r = c.get("/api/status", headers={"Cookie": f"{other}; {TOKEN_COOKIE}=wrong"})
+        assert r.status_code == 401
+
+
 def test_no_token_configured_means_open(lib):
     with fresh(create_app(lib)) as c:
         assert c.get("/api/status").status_code == 200
