@@ -40,6 +40,7 @@ from clipsearch.server.decode_budget import (
 )
 from clipsearch.server.errors import install_error_handlers
 from clipsearch.server.jobs import IndexJobs
+from clipsearch.server.methods import HttpMethods
 from clipsearch.server.routes import items as items_routes
 from clipsearch.server.routes import library as library_routes
 from clipsearch.server.routes import search as search_routes
@@ -59,6 +60,7 @@ API_DESCRIPTION = """\
 Search your own images and videos by text or by example (CLIP).
 
 Every error is `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+Every GET endpoint also answers HEAD (headers only); OPTIONS lists a path's methods.
 When the server runs with a token, send `Authorization: Bearer <token>` (or `?token=`
 on GET requests, e.g. in `<img>` URLs).
 """
@@ -163,7 +165,8 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _document_search_body(app)
-    app.add_middleware(
+    app.add_middleware(HttpMethods, routes=lambda: app.routes)
+    app.add_middleware(  # added last: the outermost layer, before anything else runs
         HttpGuard,
         token=token,
         allowed_hosts=allowed_hosts,

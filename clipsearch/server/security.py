@@ -12,7 +12,8 @@ In order, for each HTTP request:
    constant time (``hmac.compare_digest``). The Cookie header is parsed leniently, as
    browsers do, so another app's malformed cookie on the same host cannot hide ours.
 3. Cross-site writes: a POST/PUT/PATCH/DELETE whose ``Origin`` is not this server is
-   refused (403), so another web site cannot start indexing through your browser.
+   refused (403), so another web site cannot start indexing through your browser; so is
+   a cross-site OPTIONS (a CORS preflight).
 4. Body cap: request bodies larger than ``max_body_bytes`` are refused with 413, from
    ``Content-Length`` before anything is read, or while reading a chunked body; a body
    within the cap is buffered and replayed to the route.
@@ -147,13 +148,14 @@ class HttpGuard:
                 return
             set_cookie = from_query
 
-        if method in UNSAFE_METHODS:
+        if method in UNSAFE_METHODS or method == "OPTIONS":  # OPTIONS: CORS preflights
             origin = headers.get("origin")
             if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
                 await error_response(403, "cross_origin", "cross-site requests are not accepted")(
                     scope, receive, send
                 )
                 return
+        if method in UNSAFE_METHODS:
             receive = await self._buffered_body(scope, receive, send, headers)
             if receive is None:
                 return

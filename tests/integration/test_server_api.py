@@ -363,6 +363,35 @@ def test_openapi_documents_every_endpoint_with_examples(client):
         assert schemas[name].get("examples"), name
 
 
+def test_openapi_lists_the_errors_routes_really_answer(client):
+    paths = client.get("/api/openapi.json").json()["paths"]
+    for method in ("get", "post"):
+        assert "404" in paths["/api/search"][method]["responses"]  # unknown `like` id
+    assert "413" in paths["/api/items/{item_id}/thumb"]["get"]["responses"]  # bomb guard
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/index", {"GET", "HEAD", "POST", "DELETE", "OPTIONS"}),
+        ("/api/search", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("/api/items/1/media", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_options_and_405_list_every_method_of_the_path(client, path, methods):
+    r = client.options(path)
+    assert r.status_code == 204
+    assert set(r.headers["allow"].replace(" ", "").split(",")) == methods
+    assert "access-control-allow-origin" not in r.headers  # OPTIONS is no CORS preflight
+    wrong = client.put(path, json={})
+    assert wrong.status_code == 405
+    assert set(wrong.headers["allow"].replace(" ", "").split(",")) == methods
+
+
+def test_options_on_an_unknown_path_is_404(client):
+    assert client.options("/api/nope").status_code == 404
+
+
 def test_the_page_and_its_files_are_served_without_cdn(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

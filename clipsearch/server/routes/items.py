@@ -83,6 +83,10 @@ def _item_out(state: ServerState, item_id: int) -> dict[str, Any]:
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "A JPEG, upright."},
         **FILE_RESPONSES,
+        413: {
+            "model": ErrorOut,
+            "description": "The image has more pixels than the decompression-bomb guard allows.",
+        },
         422: {"model": ErrorOut, "description": "The file cannot be decoded."},
     },
     summary="Thumbnail (cached on disk)",

@@ -24,10 +24,15 @@ from starlette.datastructures import UploadFile
 from clipsearch.errors import MediaError, MediaTooLargeError, QueryError, QueryFileRefusedError
 from clipsearch.search.engine import decode_side
 from clipsearch.server.errors import ApiError
-from clipsearch.server.schemas import ERROR_RESPONSES, SearchRequest, SearchResponse
+from clipsearch.server.schemas import ERROR_RESPONSES, ErrorOut, SearchRequest, SearchResponse
 from clipsearch.server.state import ServerState, get_state
 
 router = APIRouter(tags=["search"])
+
+SEARCH_RESPONSES = {
+    **ERROR_RESPONSES,
+    404: {"model": ErrorOut, "description": "An item named in `like` is not in the catalog."},
+}
 
 MAX_UPLOADS = 4
 MAX_FORM_FIELDS = 64
@@ -42,7 +47,7 @@ class SearchQueryParams(SearchRequest):
 @router.get(
     "/api/search",
     response_model=SearchResponse,
-    responses=ERROR_RESPONSES,
+    responses=SEARCH_RESPONSES,
     summary="Search by text or by example items",
 )
 async def search_get(
@@ -97,10 +102,15 @@ _POST_BODY = {
     "/api/search",
     response_model=SearchResponse,
     responses={
-        **ERROR_RESPONSES,
-        413: {"description": "An upload is larger than the limit."},
+        **SEARCH_RESPONSES,
+        413: {
+            "model": ErrorOut,
+            "description": "An upload is larger than the limit, or would take more memory "
+            "to decode than the server allows.",
+        },
         415: {
-            "description": "An upload is not an image, or the body is neither JSON nor multipart."
+            "model": ErrorOut,
+            "description": "An upload is not an image, or the body is neither JSON nor multipart.",
         },
     },
     openapi_extra=_POST_BODY,
