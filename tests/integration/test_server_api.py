@@ -245,11 +245,26 @@ def test_k_out_of_range_is_422_naming_k(client, k):
         ({"q": "red", "pooling": "median"}, "pooling"),
         ({"q": "red", "tau": 0}, "tau"),
         ({"like": "abc"}, "like"),
+        ({"like": 9223372036854775808}, "like"),  # beyond any id SQLite can hold
+        ({"like": 0}, "like"),
     ],
 )
 def test_bad_parameters_are_422_naming_the_field(client, params, field):
     err = assert_error(client.get("/api/search", params=params), 422, "validation_error")
     assert field in err["message"]
+
+
+def test_an_id_beyond_64_bits_in_a_json_body_is_422(client):
+    r = client.post("/api/search", json={"like": [9223372036854775808]})
+    assert "like" in assert_error(r, 422, "validation_error")["message"]
+
+
+@pytest.mark.parametrize(
+    "clause", ["after:2263", "before:2262-04-12", "after:1000", "size>99999999999999999999999999"]
+)
+def test_filter_bounds_beyond_64_bits_are_answered_not_500(client, clause):
+    r = client.get("/api/search", params={"q": "red", "where": clause, "k": 3})
+    assert r.status_code == 200, r.text
 
 
 def test_bad_filter_clause_is_400_naming_it(client):

@@ -16,14 +16,14 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from clipsearch.server.files import check_range, item_or_404, resolve_item_file
-from clipsearch.server.schemas import ERROR_RESPONSES, ErrorOut, ItemOut
+from clipsearch.server.schemas import ERROR_RESPONSES, MAX_ITEM_ID, ErrorOut, ItemOut
 from clipsearch.server.state import ServerState, get_state
 from clipsearch.server.thumbs import DEFAULT_SIZE, SIZES
 
 router = APIRouter(tags=["items"])
 
 ItemId = Annotated[
-    int, Path(ge=1, le=2**62, description="Item id from a search hit.", examples=[42])
+    int, Path(ge=1, le=MAX_ITEM_ID, description="Item id from a search hit.", examples=[42])
 ]
 FILE_RESPONSES = {
     **ERROR_RESPONSES,
