@@ -60,7 +60,7 @@ def clamp_to_int64(flt: ItemFilter) -> ItemFilter | None:
 
     Exact, not an approximation: every stored mtime_ns and size is an int64, so a lower
     bound above INT64_MAX excludes everything and one below INT64_MIN excludes nothing
-    (likewise for upper bounds). ``after:1000`` or ``size<1e30`` thus match everything,
+    (likewise for upper bounds). ``after:1000`` or ``size<10000000TiB`` thus match everything,
     ``after:2263`` (past the last instant an int64 of nanoseconds holds) nothing."""
     changes: dict[str, int | None] = {}
     for name in ("mtime_after_ns", "size_min"):  # inclusive lower bounds

@@ -25,7 +25,7 @@ Accepted clauses (one per ``--where``; every clause must hold, i.e. clauses are 
 A filter that no item can satisfy (``after:2024 before:2023``) is valid and matches
 nothing; a clause that cannot be parsed raises ``QueryError`` naming the clause. Dates
 and sizes beyond what the catalog's 64-bit integers hold (``after:1000``, ``after:2263``,
-``size>1e30``) are valid too: they are past every stored value, so they match
+``size>10000000TiB``) are valid too: they are past every stored value, so they match
 everything or nothing (see `filter_sql.clamp_to_int64`).
 """
 
