@@ -104,12 +104,40 @@ def test_foreign_sqlite_database_is_refused(tmp_path):
         Catalog.open(lib)
 
 
-def test_empty_catalog_file_becomes_a_fresh_catalog(tmp_path):
+def test_an_empty_catalog_file_is_an_error_not_a_new_library(tmp_path):
+    """A 0-byte catalog.sqlite is a catalog that lost its contents (a failed copy, a
+    damaged disk); silently starting a new library would hide that."""
     lib = tmp_path / "lib"
     lib.mkdir()
     (lib / CATALOG_FILE).write_bytes(b"")
+    for kw in ({}, {"readonly": True}, {"create": False}):
+        with pytest.raises(LibraryError, match=r"empty \(0 bytes\)") as e:
+            Catalog.open(lib, **kw)
+        assert str(lib / CATALOG_FILE) in str(e.value)
+    assert (lib / CATALOG_FILE).read_bytes() == b""  # left as it was, for the user to inspect
+
+
+def damage_page(db: Path, fraction: float) -> None:
+    """Overwrite 4 KB inside the page at ``fraction`` of the file (not its first bytes)."""
+    raw = bytearray(db.read_bytes())
+    at = int(len(raw) * fraction) // 16384 * 16384 + 100
+    raw[at : at + 4096] = np.random.default_rng(5).bytes(4096)
+    db.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
+def test_damage_anywhere_in_a_small_catalog_is_reported_on_open(tmp_path, fraction):
+    """Damage in pages that `stats` never reads used to pass unnoticed by status and
+    index; SQLite's quick_check on open reports it, to every command."""
+    lib = tmp_path / "lib"
     with Catalog.open(lib) as c:
-        assert c.stats()["schema_version"] == SCHEMA_VERSION
+        c.bind_model(BINDING)
+        c.write_items(writes(0, 3000))
+    damage_page(lib / CATALOG_FILE, fraction)
+    for kw in ({}, {"readonly": True}):
+        with pytest.raises(LibraryError, match=r"damaged.*index your folders again") as e:
+            Catalog.open(lib, **kw)
+        assert str(lib / CATALOG_FILE) in str(e.value) and len(str(e.value)) < 800
 
 
 def test_truncated_catalog_fails_with_library_error_not_sqlite_error(tmp_path):
