@@ -109,7 +109,8 @@ class Library:
 
     path: the library directory (created on first index); default `default_library_path()`.
     model: a model spec (see `clipsearch.models.parse_spec`); default: the model the library
-        is bound to, else `clipsearch.models.DEFAULT_MODEL`.
+        is bound to, else the one its interrupted first index was started with, else
+        `clipsearch.models.DEFAULT_MODEL`.
     precision: "auto" | "fp32" | "bf16" | "fp16" for the model's weights.
     encoder: an already-built `Encoder` (overrides ``model``).
     """
@@ -147,6 +148,9 @@ class Library:
             return self._model
         if binding is not None:
             return binding.spec
+        chosen = self.catalog.chosen_model()  # a first index interrupted while loading
+        if chosen is not None:
+            return chosen
         from clipsearch.models import DEFAULT_MODEL
 
         return DEFAULT_MODEL
@@ -193,6 +197,10 @@ class Library:
         from clipsearch.media.sampling import FrameSampler
 
         FrameSampler.parse(options.video_sampler, max_frames=options.max_frames)
+        if self.catalog.model_binding() is None:
+            # Before loading the model (maybe a long download): a run interrupted then is
+            # resumed by `index FOLDER` with the same model, not the default one.
+            self.catalog.choose_model(self.model_spec)
         indexer = Indexer(
             self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
         )
