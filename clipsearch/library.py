@@ -37,6 +37,7 @@ from clipsearch.search.query import QueryPlan, parse_query, plan_from_parts
 from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankMethod, check_method
 from clipsearch.search.rescore import Rescorer
 from clipsearch.store import Catalog, ItemFilter
+from clipsearch.store.writer_lock import WriterLock
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -197,18 +198,20 @@ class Library:
         from clipsearch.media.sampling import FrameSampler
 
         FrameSampler.parse(options.video_sampler, max_frames=options.max_frames)
-        if self.catalog.model_binding() is None:
-            # Before loading the model (maybe a long download): a run interrupted then is
-            # resumed by `index FOLDER` with the same model, not the default one.
-            self.catalog.choose_model(self.model_spec)
-        indexer = Indexer(
-            self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
-        )
-        report = indexer.run(roots)
-        if not report.interrupted:
-            # The ANN cache is built/updated as part of indexing, so the first search is fast.
-            emit = on_event or (lambda e: None)
-            self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
+        # One indexing run per library at a time, checked before the model is loaded.
+        with WriterLock(self.path, action="indexing"):
+            if self.catalog.model_binding() is None:
+                # Before loading the model (maybe a long download): a run interrupted then
+                # is resumed by `index FOLDER` with the same model, not the default one.
+                self.catalog.choose_model(self.model_spec)
+            indexer = Indexer(
+                self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
+            )
+            report = indexer.run(roots)
+            if not report.interrupted:
+                # The ANN cache is built/updated while indexing, so the first search is fast.
+                emit = on_event or (lambda e: None)
+                self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
         return report
 
     # -- search ----------------------------------------------------------------------------------
