@@ -3,6 +3,7 @@ no cross-site writes, capped bodies, security headers, no CORS."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,16 @@ def lib(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def app(lib):
     return create_app(lib, token=TOKEN)
+
+
+def _free_port(*, ipv6: bool = False) -> int:
+    family, host = (socket.AF_INET6, "::1") if ipv6 else (socket.AF_INET, "127.0.0.1")
+    with socket.socket(family) as s:
+        try:
+            s.bind((host, 0))
+        except OSError:
+            pytest.skip("this machine has no IPv6 loopback to listen on")
+        return s.getsockname()[1]
 
 
 def fresh(app, base_url: str = LOCAL) -> TestClient:
@@ -233,18 +244,19 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
     monkeypatch, tmp_path: Path
 ):
     """`clipsearch serve` binds 127.0.0.1 unless told otherwise; exposed without a token it
-    warns and refuses new folders. uvicorn.run is replaced to capture what would run."""
-    import uvicorn
-
+    warns and refuses new folders. listen.run is replaced to capture what would run."""
     from clipsearch.cli import serve_cmd
+    from clipsearch.server import listen
 
     seen: dict = {}
 
-    def fake_run(app, **kw):
+    def fake_run(app, sock, **kw):
         seen["app"] = app
+        seen["address"] = sock.getsockname()
         seen["kw"] = kw
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(listen, "run", fake_run)
+    port = _free_port()
 
     class FakeLib:
         path = tmp_path
@@ -265,13 +277,12 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
         model=None,
         precision="auto",
         host="127.0.0.1",
-        port=8123,
+        port=port,
         token=None,
         max_upload_mb=1,
         open_browser=False,
     )
-    assert seen["kw"]["host"] == "127.0.0.1" and seen["kw"]["port"] == 8123
-    assert seen["kw"]["access_log"] is False
+    assert seen["address"] == ("127.0.0.1", port)
     state = seen["app"].state.clipsearch
     assert state.allow_new_roots is True and state.max_upload_bytes == 2**20
     serve_cmd.serve(
@@ -279,7 +290,7 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
         model=None,
         precision="auto",
         host="0.0.0.0",
-        port=8123,
+        port=_free_port(),
         token=None,
         max_upload_mb=1,
         open_browser=False,
@@ -291,13 +302,12 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
 def test_serve_on_an_ipv6_loopback_spelling_keeps_the_host_check(monkeypatch, tmp_path, host):
     """Every spelling of loopback is loopback: the Host (DNS-rebinding) check stays on and
     the page may index new folders, with no "exposed" warning."""
-    import uvicorn
-
     import clipsearch.cli.app as cli_app
     from clipsearch.cli import serve_cmd
+    from clipsearch.server import listen
 
     seen: dict = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app))
+    monkeypatch.setattr(listen, "run", lambda app, sock, **kw: seen.update(app=app))
 
     class FakeLib:
         path = tmp_path
@@ -316,7 +326,7 @@ def test_serve_on_an_ipv6_loopback_spelling_keeps_the_host_check(monkeypatch, tm
         model=None,
         precision="auto",
         host=host,
-        port=8123,
+        port=_free_port(ipv6=":" in host and not host.startswith("::ffff:")),
         token=None,
         max_upload_mb=1,
         open_browser=False,
