@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from clipsearch.errors import DatasetError, UsageError
 from clipsearch.eval.datasets import load_class_folders, load_retrieval

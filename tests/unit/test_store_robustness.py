@@ -389,3 +389,43 @@ def test_reader_process_sees_only_whole_batches_while_writer_runs(tmp_path):
                 break
     assert proc.wait(timeout=60) == 0
     assert seen == 400 and last_gen == 40
+
+
+def test_a_healthy_catalog_with_tags_opens(tmp_path):
+    """SQLite 3.40's quick_check reports NULLs in the NOT NULL columns of WITHOUT ROWID
+    tables (tags) that hold none; a healthy library must still open."""
+    lib = tmp_path / "lib"
+    with Catalog.open(lib) as c:
+        c.bind_model(BINDING)
+        ids = c.write_items(writes(0, 20))
+        c.set_tags({i: {"red": 0.9, "blue": 0.4} for i in ids}, source="test")
+    with Catalog.open(lib) as c, Catalog.open(lib, readonly=True) as r:
+        assert c.tags(ids[:1]) == r.tags(ids[:1]) == {ids[0]: {"red": 0.9, "blue": 0.4}}
+
+
+def test_a_real_null_in_a_not_null_column_is_damage(tmp_path):
+    lib = tmp_path / "lib"
+    with Catalog.open(lib) as c:
+        c.bind_model(BINDING)
+        ids = c.write_items(writes(0, 5))
+    conn = sqlite3.connect(lib / CATALOG_FILE)
+    conn.execute("PRAGMA writable_schema = ON")  # what a damaged page can amount to
+    conn.execute("PRAGMA ignore_check_constraints = ON")
+    conn.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, 'path TEXT NOT NULL', 'path TEXT') "
+        "WHERE name = 'items'"
+    )
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(lib / CATALOG_FILE)
+    conn.execute("UPDATE items SET path = NULL WHERE id = ?", (ids[0],))
+    conn.commit()
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, 'path TEXT', 'path TEXT NOT NULL') "
+        "WHERE name = 'items'"
+    )
+    conn.commit()
+    conn.close()
+    with pytest.raises(LibraryError, match=r"damaged .*NULL value in items\.path"):
+        Catalog.open(lib)
