@@ -302,8 +302,7 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
 def test_serve_on_an_ipv6_loopback_spelling_keeps_the_host_check(monkeypatch, tmp_path, host):
     """Every spelling of loopback is loopback: the Host (DNS-rebinding) check stays on and
     the page may index new folders, with no "exposed" warning."""
-    import clipsearch.cli.app as cli_app
-    from clipsearch.cli import serve_cmd
+    from clipsearch.cli import options, serve_cmd
     from clipsearch.server import listen
 
     seen: dict = {}
@@ -320,7 +319,7 @@ def test_serve_on_an_ipv6_loopback_spelling_keeps_the_host_check(monkeypatch, tm
         def __exit__(self, *exc):
             return None
 
-    monkeypatch.setattr(cli_app, "open_library", lambda *a, **k: FakeLib())
+    monkeypatch.setattr(options, "open_library", lambda *a, **k: FakeLib())
     serve_cmd.serve(
         library=tmp_path,
         model=None,
