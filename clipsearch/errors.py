@@ -89,6 +89,14 @@ class NotFoundError(ClipsearchError):
     exit_code = 4
 
 
+# --- serving ------------------------------------------------------------------------------
+class BindError(ClipsearchError):
+    """The server cannot listen on the address asked for (port in use, a port below 1024
+    without privileges, an address that is not this machine's)."""
+
+    exit_code = 5
+
+
 # --- evaluation / training ----------------------------------------------------------------
 class DatasetError(ClipsearchError):
     """An evaluation or training dataset is malformed (missing split, empty captions...)."""

@@ -37,6 +37,7 @@ from clipsearch.search.query import QueryPlan, parse_query, plan_from_parts
 from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankMethod, check_method
 from clipsearch.search.rescore import Rescorer
 from clipsearch.store import Catalog, ItemFilter
+from clipsearch.store.writer_lock import WriterLock
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -109,7 +110,8 @@ class Library:
 
     path: the library directory (created on first index); default `default_library_path()`.
     model: a model spec (see `clipsearch.models.parse_spec`); default: the model the library
-        is bound to, else `clipsearch.models.DEFAULT_MODEL`.
+        is bound to, else the one its interrupted first index was started with, else
+        `clipsearch.models.DEFAULT_MODEL`.
     precision: "auto" | "fp32" | "bf16" | "fp16" for the model's weights.
     encoder: an already-built `Encoder` (overrides ``model``).
     """
@@ -147,6 +149,9 @@ class Library:
             return self._model
         if binding is not None:
             return binding.spec
+        chosen = self.catalog.chosen_model()  # a first index interrupted while loading
+        if chosen is not None:
+            return chosen
         from clipsearch.models import DEFAULT_MODEL
 
         return DEFAULT_MODEL
@@ -193,14 +198,20 @@ class Library:
         from clipsearch.media.sampling import FrameSampler
 
         FrameSampler.parse(options.video_sampler, max_frames=options.max_frames)
-        indexer = Indexer(
-            self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
-        )
-        report = indexer.run(roots)
-        if not report.interrupted:
-            # The ANN cache is built/updated as part of indexing, so the first search is fast.
-            emit = on_event or (lambda e: None)
-            self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
+        # One indexing run per library at a time, checked before the model is loaded.
+        with WriterLock(self.path, action="indexing"):
+            if self.catalog.model_binding() is None:
+                # Before loading the model (maybe a long download): a run interrupted then
+                # is resumed by `index FOLDER` with the same model, not the default one.
+                self.catalog.choose_model(self.model_spec)
+            indexer = Indexer(
+                self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
+            )
+            report = indexer.run(roots)
+            if not report.interrupted:
+                # The ANN cache is built/updated while indexing, so the first search is fast.
+                emit = on_event or (lambda e: None)
+                self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
         return report
 
     # -- search ----------------------------------------------------------------------------------

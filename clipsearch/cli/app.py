@@ -1,7 +1,8 @@
 """The `clipsearch` command line (Typer). Thin: parse options, call the library, render.
 
 Exit codes: 0 success; 1 a clipsearch error; 2 bad usage or query; 3 model problem;
-4 something named was not found; 130 interrupted (Ctrl-C; the run can be resumed).
+4 something named was not found; 5 the server cannot listen on its address; 130
+interrupted (Ctrl-C; the run can be resumed).
 """
 
 from __future__ import annotations

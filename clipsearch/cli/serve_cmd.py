@@ -55,17 +55,18 @@ def serve(
     from clipsearch.server.security import LOOPBACK_HOSTS, is_loopback
 
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - the [server] extra's check, before anything starts
     except ImportError:
         raise MissingDependencyError("uvicorn", "server") from None
-    from clipsearch.server import create_app
+    from clipsearch.server import create_app, listen
 
     if token == "auto":
         token = secrets.token_urlsafe(24)
     if token is not None and len(token) < 8:
         raise UsageError("--token must be at least 8 characters (or 'auto' to generate one)")
     loopback = is_loopback(host)
-    with options.open_library(library, model, precision) as lib:
+    # Bind first: a busy port is reported (BindError, exit 5) before the model loads.
+    with listen.bind(host, port) as sock, options.open_library(library, model, precision) as lib:
         render.err.print(f"Library [bold]{lib.path}[/] · loading model {lib.model_spec}…")
         lib.encoder  # noqa: B018 - load once, now: a missing model fails here, not per request
         if not loopback and token is None:
@@ -93,12 +94,4 @@ def serve(
             import webbrowser
 
             threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level=os.environ.get("CLIPSEARCH_LOG_LEVEL", "warning"),
-            access_log=False,  # URLs may carry ?token=
-            server_header=False,
-            proxy_headers=False,
-        )
+        listen.run(app, sock, log_level=os.environ.get("CLIPSEARCH_LOG_LEVEL", "warning"))

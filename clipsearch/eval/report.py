@@ -39,6 +39,7 @@ def retrieval_markdown(report: RetrievalReport) -> str:
         f"model `{report.model}` · {report.n_texts} captions · {report.n_media} {media}s"
         + (f" · frames `{report.sampler}`" if report.sampler else "")
         + (f" · softmax τ={report.tau:g}" if report.tau is not None else ""),
+        _how_line(report),
         "",
     ]
     head = ["pooling"] if report.kind == "video" else []
@@ -74,6 +75,7 @@ def classification_markdown(report: ClassificationReport) -> str:
         "",
         f"model `{report.model}` · {m.n} images · {len(report.classnames)} classes · "
         f"{report.n_templates} templates",
+        _how_line(report),
         "",
         "| " + " | ".join([*(f"top-{k}" for k in m.top_k), "mean per-class recall", "ties"]) + " |",
         "|" + "---|" * (len(m.top_k) + 2),
@@ -88,6 +90,14 @@ def classification_markdown(report: ClassificationReport) -> str:
     if report.empty_classes:
         lines.append(f"Classes with no image: {', '.join(report.empty_classes)}")
     return "\n".join(lines) + "\n"
+
+
+def _how_line(report: Report) -> str:
+    """How the numbers were measured: precision, runtime and time taken."""
+    total = sum(report.seconds.values())
+    return f"precision {report.precision or 'unknown'} · runtime {report.runtime or 'unknown'}" + (
+        f" · {total:.1f} s" if total else ""
+    )
 
 
 def _skipped_line(s: dict[str, object]) -> str:

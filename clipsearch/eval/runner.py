@@ -74,6 +74,8 @@ class RetrievalReport:
     cache: CacheStats = field(default_factory=lambda: CacheStats(0, 0))
     seconds: dict[str, float] = field(default_factory=dict)
     note: str = VIDEO_TO_TEXT_NOTE
+    precision: str | None = None  # the weights' precision the numbers were measured in
+    runtime: str | None = None  # what ran the model, e.g. "torch 2.14.1 on cpu"
 
     def best(self, direction: str = "text_to_media", k: int = 1) -> RetrievalRun:
         """The run with the highest R@k in ``direction``."""
@@ -85,6 +87,8 @@ class RetrievalReport:
             "dataset": self.dataset,
             "kind": self.kind,
             "model": self.model,
+            "precision": self.precision,
+            "runtime": self.runtime,
             "n_media": self.n_media,
             "n_texts": self.n_texts,
             "sampler": self.sampler,
@@ -110,6 +114,8 @@ class ClassificationReport:
     empty_classes: list[str] = field(default_factory=list)
     cache: CacheStats = field(default_factory=lambda: CacheStats(0, 0))
     seconds: dict[str, float] = field(default_factory=dict)
+    precision: str | None = None  # see RetrievalReport
+    runtime: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         per_class = {
@@ -120,6 +126,8 @@ class ClassificationReport:
             "task": "classification",
             "dataset": self.dataset,
             "model": self.model,
+            "precision": self.precision,
+            "runtime": self.runtime,
             "n_classes": len(self.classnames),
             "n_templates": self.n_templates,
             "skipped": self.skipped.to_dict(),
@@ -133,6 +141,27 @@ class ClassificationReport:
 
 def _model_name(encoder: Encoder) -> str:
     return str(getattr(encoder, "spec", None) or encoder.fingerprint)
+
+
+def encoder_precision(encoder: Encoder) -> str | None:
+    """The precision the encoder's weights run in ("fp32", "bf16"...), None if unknown."""
+    value = getattr(encoder, "precision", None)
+    return None if value is None else str(value)
+
+
+def encoder_runtime(encoder: Encoder) -> str:
+    """What runs the model: the encoder's own ``runtime`` when it says, else torch (with
+    its version and device) for torch-backed encoders, else the encoder's class."""
+    runtime = getattr(encoder, "runtime", None)
+    if runtime:
+        return str(runtime)
+    device = getattr(encoder, "device", None)
+    if device is not None:
+        import torch
+
+        return f"torch {torch.__version__} on {device}"
+    cls = type(encoder)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def evaluate_retrieval(
@@ -198,6 +227,8 @@ def evaluate_retrieval(
         dataset=dataset.name,
         kind=dataset.kind,
         model=_model_name(encoder),
+        precision=encoder_precision(encoder),
+        runtime=encoder_runtime(encoder),
         n_media=len(kept.media),
         n_texts=len(kept.captions),
         runs=runs,
@@ -362,6 +393,8 @@ def evaluate_classification(
     return ClassificationReport(
         dataset=dataset.name,
         model=_model_name(encoder),
+        precision=encoder_precision(encoder),
+        runtime=encoder_runtime(encoder),
         classnames=list(dataset.classnames),
         n_templates=len(templates),
         metrics=metrics,

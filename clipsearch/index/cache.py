@@ -6,7 +6,7 @@ Layout of ``<library>/ann/``:
 
 - ``stamp.json`` — the commit point: backend, factory, search parameters, dim, model
   fingerprint, catalog id, catalog generation, the id set (count + blake2b checksum), the
-  files below with their sizes, and the recall measured at build time;
+  files below with their sizes and xxHash3 digests, and the recall measured at build time;
 - ``g<generation>-<random>.ids.npy`` / ``.vectors.npy`` — the rows, ascending by id (the
   vector matrix: fp16, memory-mapped by the FAISS backend, loaded by the exact one);
 - ``….faiss`` — the FAISS index (FAISS backends), ``….tomb.npy`` — tombstoned ids.
@@ -14,7 +14,8 @@ Layout of ``<library>/ann/``:
 `IndexCache.get` loads the cache when its stamp matches the source, updates it
 incrementally when the source moved on with the same model (fetching only added rows,
 deleting removed ones), and rebuilds it when the model, dim, backend or catalog differ,
-too much changed, a file is missing or unreadable. Files are written under fresh names
+too much changed, a file is missing, unreadable or damaged (its digest differs: rows
+swapped or bytes flipped keep the size, not the digest). Files are written under fresh names
 (temp file, fsync, ``os.replace``) and only then is the stamp replaced the same way, so
 a process killed at any instant leaves the previous stamp and its files intact.
 Stale files are deleted after the new stamp is durable. One ``flock`` on ``ann/.lock``
@@ -47,6 +48,7 @@ from clipsearch.index.stamp import (
     OWN_FILE,
     STAMP_NAME,
     Stamp,
+    file_digest,
     now,
     stamp_info,
     write_npy,
@@ -336,6 +338,8 @@ class IndexCache:
                 path = self.cache_dir / name
                 if path.stat().st_size != stamp.sizes.get(name):
                     raise _Unusable(f"{role} file {name} has the wrong size")
+                if file_digest(path) != stamp.digests.get(name):
+                    raise _Unusable(f"{role} file {name} is damaged (digest mismatch)")
             if stamp.backend == "exact":
                 rows = self._rows_from(stamp, mmap=False)
                 return ExactIndex(rows.ids, rows.vectors)
@@ -399,6 +403,7 @@ class IndexCache:
             ids_checksum=ids_checksum(rows.ids),
             files={},
             sizes={},
+            digests={},
             memory_bytes=info.memory_bytes,
             built_at=built_at,
             recall_at_10=info.recall_at_10,
@@ -437,9 +442,10 @@ class IndexCache:
                     )
             stamp.files = files
             stamp.sizes = {name: (self.cache_dir / name).stat().st_size for name in files.values()}
+            stamp.digests = {name: file_digest(self.cache_dir / name) for name in files.values()}
         except OSError as exc:
             self.save_error = exc
-            stamp.files, stamp.sizes = {}, {}
+            stamp.files, stamp.sizes, stamp.digests = {}, {}, {}
             return stamp
         if self._write_stamp(stamp):
             self._collect_garbage(stamp)

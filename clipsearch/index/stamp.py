@@ -1,7 +1,8 @@
 """The stamp of an index cache and crash-safe file writes (see `IndexCache`).
 
 ``stamp.json`` is the commit point of ``<library>/ann``: it names the files of the
-current index and everything needed to decide whether they still describe the catalog.
+current index and everything needed to decide whether they still describe the catalog,
+with each file's size and a digest of its bytes, checked before a file is used.
 Files are written with `clipsearch.atomic.atomic_write` (temp file in the same directory, fsync, rename,
 fsync of the directory), so a reader sees either the old or the new file, never a part.
 """
@@ -18,8 +19,9 @@ import numpy as np
 
 from clipsearch.index.base import IndexInfo
 
-FORMAT = 1
+FORMAT = 2  # 2: per-file payload digests
 STAMP_NAME = "stamp.json"
+DIGEST_CHUNK = 16 << 20
 OWN_FILE = re.compile(r"^(g\d+-[0-9a-f]+\.(ids\.npy|vectors\.npy|faiss|tomb\.npy)|\.tmp-.*)$")
 
 
@@ -38,6 +40,7 @@ class Stamp:
     ids_checksum: str
     files: dict[str, str]  # role (ids, vectors, faiss, tombstones) -> file name
     sizes: dict[str, int]  # file name -> bytes
+    digests: dict[str, str]  # file name -> "xxh3_128:<hex>" of its bytes (see file_digest)
     memory_bytes: int
     built_at: str
     recall_at_10: float | None
@@ -54,6 +57,22 @@ class Stamp:
         if data.get("format") != FORMAT or not names.issuperset(data) or "files" not in data:
             raise ValueError("unknown stamp format")
         return cls(**data)
+
+
+def file_digest(path: Path) -> str:
+    """``xxh3_128:<hex>`` of the file's bytes, read in chunks.
+
+    xxHash3 is not cryptographic; it is here to catch damage (a flipped block, rows
+    swapped by a tool, a disk error) that keeps a file's size, at memory speed: about
+    3.6 GB/s on a loaded 2-core machine, so checking a 1M x 512 fp16 matrix (1 GB) on
+    load costs about 0.3 s."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    with path.open("rb") as f:
+        while chunk := f.read(DIGEST_CHUNK):
+            h.update(chunk)
+    return f"xxh3_128:{h.hexdigest()}"
 
 
 def write_npy(path: Path, array: np.ndarray, dtype: Any) -> None:

@@ -3,7 +3,8 @@
 - ``scan`` walks roots into ``MediaFile`` records (path, kind, size, mtime);
 - ``partial_hash`` gives a file's content identity, to recognise moves and copies;
 - ``load_image`` decodes an image robustly and fast (draft mode, EXIF orientation, every
-  colour mode, a decompression-bomb guard, typed errors).
+  colour mode, a decompression-bomb guard, typed errors); ``decode_cost`` tells from the
+  header alone how much memory that decode will take.
 
 Video (imported on demand: it needs PyAV): ``clipsearch.media.video`` decodes the frames
 a sampler asks for (``FrameReader``, ``decode_frames``); ``video_probe`` opens a container
@@ -12,7 +13,7 @@ decoder under both; ``sampling`` plans frame times and detects shots.
 """
 
 from clipsearch.media.identity import partial_hash
-from clipsearch.media.image import DEFAULT_MAX_PIXELS, DecodedImage, load_image
+from clipsearch.media.image import DEFAULT_MAX_PIXELS, DecodedImage, decode_cost, load_image
 from clipsearch.media.scan import (
     IMAGE_EXTENSIONS,
     MEDIA_KINDS,
@@ -31,6 +32,7 @@ __all__ = [
     "DecodedImage",
     "MediaFile",
     "MediaKind",
+    "decode_cost",
     "kind_of",
     "load_image",
     "partial_hash",

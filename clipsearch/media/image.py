@@ -36,9 +36,10 @@ import io
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
@@ -54,6 +55,7 @@ from clipsearch.errors import (
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own hard limit, 2 × Image.MAX_IMAGE_PIXELS
 
 ImageSource = Path | str | bytes
+T = TypeVar("T")
 
 # Pillow format ids we decode; anything else is refused. HEIF appears once pillow-heif
 # registers its opener.
@@ -89,6 +91,7 @@ def load_image(
     *,
     min_side: int | None = 224,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int | None = None,
 ) -> DecodedImage:
     """Decode an image file (or its bytes) into RGB, small and upright.
 
@@ -100,6 +103,11 @@ def load_image(
             ``None`` decodes and returns the full resolution.
         max_pixels: refuse images with more pixels than this (decompression bombs).
             Values above Pillow's own hard limit (178,956,970 by default) cannot raise it.
+        max_decode_bytes: refuse, from the header and before decoding anything, an image
+            whose decode would need more memory than this at its peak (see
+            `decode_cost`). JPEGs are measured after draft-mode scaling, so even a huge
+            JPEG stays cheap; PNG, WebP, TIFF… decode at full size and cost what their
+            pixels cost. None: no limit beyond ``max_pixels``.
 
     Returns:
         ``DecodedImage`` with the RGB image and the original (oriented) width and height.
@@ -111,20 +119,64 @@ def load_image(
             image file)".
         UnsupportedMediaError: a real image in a format we do not decode (JPEG XL, HEIC
             without pillow-heif, a colour mode with no RGB conversion), or not a file.
-        MediaTooLargeError: more than ``max_pixels`` pixels.
+        MediaTooLargeError: more than ``max_pixels`` pixels, or a decode costing more
+            than ``max_decode_bytes``.
         MediaError: the file cannot be read (missing, permission denied).
-        UsageError: ``min_side`` or ``max_pixels`` is not positive.
+        UsageError: ``min_side``, ``max_pixels`` or ``max_decode_bytes`` is not positive.
     """
+    _check_limits(min_side, max_pixels, max_decode_bytes)
+    return _with_image(source, lambda im: _to_decoded(im, min_side, max_pixels, max_decode_bytes))
+
+
+def decode_cost(
+    source: ImageSource,
+    *,
+    min_side: int | None = 224,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int | None = None,
+) -> int:
+    """Bytes of memory `load_image` (same ``min_side``) needs at its peak for this image,
+    estimated from the header alone: nothing is decoded.
+
+    The estimate is the decoded picture at the size the decoder produces (JPEG after
+    draft-mode scaling, every other format at full size) in Pillow's in-memory layout,
+    plus the full-size copies the conversion to RGB makes (a white canvas and the alpha
+    mask for transparent pictures, float arrays for 16/32-bit greyscale). A server
+    reserves this much of its decode budget before decoding an upload.
+
+    Raises the same errors as `load_image` for files that cannot be opened, and
+    MediaTooLargeError above ``max_pixels`` or ``max_decode_bytes``.
+    """
+    _check_limits(min_side, max_pixels, max_decode_bytes)
+
+    def measure(im: Image.Image) -> int:
+        _check_pixels(im, max_pixels)
+        size = im.size
+        if min_side is not None:
+            im.draft("RGB", (min_side, min_side))
+        return _checked_cost(im, size, max_decode_bytes)
+
+    return _with_image(source, measure)
+
+
+def _check_limits(min_side: int | None, max_pixels: int, max_decode_bytes: int | None) -> None:
     if min_side is not None and min_side < 1:
         raise UsageError(f"min_side must be a positive number of pixels or None, not {min_side}")
     if max_pixels < 1:
         raise UsageError(f"max_pixels must be positive, not {max_pixels}")
+    if max_decode_bytes is not None and max_decode_bytes < 1:
+        raise UsageError(f"max_decode_bytes must be positive or None, not {max_decode_bytes}")
+
+
+def _with_image(source: ImageSource, use: Callable[[Image.Image], T]) -> T:
+    """Open ``source`` with Pillow (restricted formats) and return ``use(image)``, turning
+    every failure into a typed MediaError; the file is closed before returning."""
     formats = _formats()
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         if not data:
             raise CorruptMediaError("empty file")
-        return _decode(io.BytesIO(data), data[:64], formats, min_side, max_pixels)
+        return _open_and_use(io.BytesIO(data), data[:64], formats, use)
     try:
         mode = os.stat(source).st_mode
         if stat.S_ISDIR(mode):
@@ -144,16 +196,12 @@ def load_image(
             raise MediaError(f"cannot read file ({(e.strerror or str(e)).lower()})") from e
         if not head:
             raise CorruptMediaError("empty file")
-        return _decode(f, head, formats, min_side, max_pixels)
+        return _open_and_use(f, head, formats, use)
 
 
-def _decode(
-    fp: IO[bytes],
-    head: bytes,
-    formats: tuple[str, ...],
-    min_side: int | None,
-    max_pixels: int,
-) -> DecodedImage:
+def _open_and_use(
+    fp: IO[bytes], head: bytes, formats: tuple[str, ...], use: Callable[[Image.Image], T]
+) -> T:
     fmt = _sniff(head)[0] or "image"
     try:
         im = Image.open(fp, formats=formats)
@@ -170,7 +218,7 @@ def _decode(
     with im:
         fmt = im.format or fmt
         try:
-            return _to_decoded(im, min_side, max_pixels)
+            return use(im)
         except MediaError:
             raise
         except MemoryError:
@@ -179,15 +227,50 @@ def _decode(
             raise _damaged(fmt, e) from e
 
 
-def _to_decoded(im: Image.Image, min_side: int | None, max_pixels: int) -> DecodedImage:
+def _check_pixels(im: Image.Image, max_pixels: int) -> None:
     width, height = im.size
     if width * height > max_pixels:
         raise MediaTooLargeError(
             f"{width}x{height} image has {width * height:,} pixels, more than the limit of "
             f"{max_pixels:,} (decompression-bomb guard)"
         )
+
+
+def _pixel_bytes(mode: str) -> int:
+    """Bytes a pixel takes in Pillow's memory (3-band images are stored as 4 bytes)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+def _peak_bytes(im: Image.Image) -> int:
+    """Peak memory of `_to_decoded` for ``im`` at its current (drafted) size and mode: the
+    decoded picture plus the full-size images and arrays `_to_rgb` makes from it."""
+    pixels = im.size[0] * im.size[1]
+    mode = im.mode
+    decoded = pixels * _pixel_bytes(mode)
+    if mode == "RGB":
+        conversion = 0
+    elif mode in _DEEP_GREY_MODES:
+        conversion = pixels * 3 * 8 + pixels * 5  # float64 working arrays, L and RGB images
+    elif mode in _TRANSPARENT_MODES or "transparency" in im.info:
+        # an RGBA copy (none when already RGBA), the white canvas and the alpha mask
+        conversion = pixels * ((0 if mode == "RGBA" else 4) + 4 + 1)
+    else:
+        conversion = pixels * 4  # one RGB image
+    return decoded + conversion
+
+
+def _to_decoded(
+    im: Image.Image, min_side: int | None, max_pixels: int, max_decode_bytes: int | None
+) -> DecodedImage:
+    _check_pixels(im, max_pixels)
+    width, height = im.size
     if min_side is not None:
         im.draft("RGB", (min_side, min_side))  # JPEG only; a no-op for other formats
+    _checked_cost(im, (width, height), max_decode_bytes)
     im.load()
     method = _ORIENTATION.get(_orientation(im))
     rgb = _to_rgb(im)
@@ -209,6 +292,22 @@ def _to_decoded(im: Image.Image, min_side: int | None, max_pixels: int) -> Decod
     return DecodedImage(image=rgb, width=width, height=height)
 
 
+def _checked_cost(im: Image.Image, size: tuple[int, int], limit: int | None) -> int:
+    """`_peak_bytes` of the (drafted) image; MediaTooLargeError above ``limit``."""
+    cost = _peak_bytes(im)
+    if limit is not None and cost > limit:
+        raise MediaTooLargeError(
+            f"decoding this {size[0]}x{size[1]} {im.format or 'image'} needs about "
+            f"{_size_text(cost)} of memory, more than the limit of {_size_text(limit)} "
+            "(a JPEG of the same picture decodes at reduced scale and costs far less)"
+        )
+    return cost
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 def _orientation(im: Image.Image) -> int:
     """The EXIF orientation (1..8), 1 when absent or unreadable: bad metadata must not
     cost the picture."""
@@ -228,7 +327,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if mode == "CMYK":
         return _cmyk_to_rgb(im)
     if mode in _TRANSPARENT_MODES or "transparency" in im.info:
-        return _on_white(im.convert("RGBA"))
+        return _on_white(im if mode == "RGBA" else im.convert("RGBA"))
     try:
         return im.convert("RGB")  # L, 1, P, YCbCr, HSV, I;16 variants with alpha...
     except ValueError as e:

@@ -143,12 +143,17 @@ class FrameSampler:
         if not (duration > 0 and math.isfinite(duration)):
             return np.zeros(1)
         s = self.resolve(duration)
+        # uniform and fps: the k-th target of n is known in closed form, so only the
+        # indices kept by the cap are computed; a header claiming 10^10 s costs
+        # max_frames targets, never one per period of the claimed length.
         if s.kind == "uniform":
-            t = (np.arange(s.n) + 0.5) * (duration / s.n)
-        elif s.kind == "fps":
+            return (_capped_indices(s.n, self.max_frames) + 0.5) * (duration / s.n)
+        if s.kind == "fps":
             n = max(1, math.ceil(duration * s.rate - 0.5))  # count of (k + 1/2)/R < D
-            t = (np.arange(n) + 0.5) / s.rate
-            t = t[t < duration] if n > 1 else np.array([min(t[0], duration / 2)])
+            if n == 1:
+                return np.array([min(0.5 / s.rate, duration / 2)])
+            t = (_capped_indices(n, self.max_frames) + 0.5) / s.rate
+            return t[t < duration]
         else:
             if shots is None:
                 raise UsageError("the shots sampler needs shot boundaries (detect_shots)")
@@ -158,12 +163,16 @@ class FrameSampler:
         return _cap(np.sort(t), self.max_frames)
 
 
-def _cap(t: np.ndarray, max_frames: int) -> np.ndarray:
-    n = len(t)
+def _capped_indices(n: int, max_frames: int) -> np.ndarray:
+    """Which of ``n`` evenly spread targets the cap keeps: all of them up to
+    ``max_frames``, else i_j = floor((j + 1/2) · n / max_frames). (K,) float64."""
     if n <= max_frames:
-        return t
-    idx = np.floor((np.arange(max_frames) + 0.5) * (n / max_frames)).astype(np.int64)
-    return t[idx]
+        return np.arange(n, dtype=np.float64)
+    return np.floor((np.arange(max_frames) + 0.5) * (n / max_frames))
+
+
+def _cap(t: np.ndarray, max_frames: int) -> np.ndarray:
+    return t[_capped_indices(len(t), max_frames).astype(np.int64)]
 
 
 def _number(arg: str, spec: str) -> float:

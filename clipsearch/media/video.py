@@ -341,7 +341,13 @@ class FrameReader:
         if dec.stopped:
             parts.append(f"decoding stopped at {dec.last_t or 0.0:.1f} s: {dec.stopped}")
         end = dec.last_t
-        if self._unreached is not None and end is not None:
+        claimed = self.info.header_duration
+        if claimed is not None and claimed > self.info.duration:
+            parts.append(
+                f"the header says {claimed:.1f} s but the stream ends at "
+                f"{self.info.duration:.1f} s (file truncated or damaged)"
+            )
+        elif self._unreached is not None and end is not None:
             tol = max(0.5, 3.0 / (self.info.fps or 25.0))
             if end + tol < self._unreached or end + tol < self.info.duration - tol:
                 parts.append(

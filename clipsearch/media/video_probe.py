@@ -33,7 +33,7 @@ MAX_PIXELS = 8192 * 8192  # frame size cap (8K UHD is 33 MP)
 class VideoInfo:
     """What the container says about a video's main video stream."""
 
-    duration: float  # seconds
+    duration: float  # seconds, as the stream's packets say (see header_duration)
     width: int  # displayed width (after rotation and pixel aspect)
     height: int  # displayed height
     fps: float | None  # average frame rate; None if the container does not say
@@ -41,6 +41,9 @@ class VideoInfo:
     codec: str  # decoder name, e.g. "h264"
     frame_count: int  # estimate (container's count, else duration x fps)
     has_audio: bool
+    # What the header claimed when the packets disagree (a truncated file, a forged
+    # header); None when it agrees with ``duration`` or the header says nothing.
+    header_duration: float | None = None
 
 
 def open_container(path: str | Path) -> Any:
@@ -128,18 +131,65 @@ def scaled_size(w: int, h: int, max_side: int) -> tuple[int, int]:
     return max(2, round(w * scale)), max(2, round(h * scale))
 
 
-def _duration(container: Any, stream: Any, dec: StreamDecoder) -> float:
+def _duration(container: Any, stream: Any, dec: StreamDecoder) -> tuple[float, float | None]:
+    """The video stream's length in seconds, as its packets say.
+
+    A header's duration is a claim: a 38 KB file may say 10^10 s. The claim is checked
+    by seeking to it and reading the remaining packets' times (one seek and one GOP of
+    demuxing, no decoding, for an honest file); the real end replaces a claim that is off
+    by more than a second (or 2%). Without a claim, or when the seek finds nothing, every
+    packet's time is read. Returns (duration, the header's claim when it was replaced)."""
+    claimed = None
     if stream.duration:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1_000_000
-    # No duration in the headers (raw streams, broken files): read every packet's pts.
-    last = 0.0
-    for packet in container.demux(stream):
-        if packet.pts is not None:
-            end = packet.pts + (packet.duration or 0) - dec.start_pts
-            last = max(last, float(end * stream.time_base))
-    return last
+        claimed = float(stream.duration * stream.time_base)
+    elif container.duration:
+        claimed = container.duration / 1_000_000
+    real = _last_packet_end(container, stream, dec, near=claimed)
+    if real is None:
+        return claimed or 0.0, None
+    if claimed is None:
+        return real, None
+    if abs(real - claimed) <= max(1.0, 0.02 * real):
+        return claimed, None
+    return real, claimed
+
+
+def _last_packet_end(
+    container: Any, stream: Any, dec: StreamDecoder, *, near: float | None
+) -> float | None:
+    """End time (s from the stream start) of the stream's last packet, read from a seek
+    to ``near`` onwards, else from the start; None when no packet has a time."""
+    av = import_av()
+    tb = stream.time_base
+    if not tb:
+        return None
+
+    def scan() -> float | None:
+        last = None
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None:
+                    end = float((packet.pts + (packet.duration or 0) - dec.start_pts) * tb)
+                    last = end if last is None else max(last, end)
+        except (av.error.FFmpegError, OSError):
+            pass  # damage past this point: the packets read so far are what there is
+        return last
+
+    found = None
+    if near is not None and math.isfinite(near):
+        try:
+            target = dec.start_pts + int(min(near, 1e12) / tb)
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+            found = scan()
+        except (av.error.FFmpegError, OSError, OverflowError, ValueError):
+            found = None
+    if found is None:
+        try:
+            container.seek(dec.start_pts, stream=stream, backward=True, any_frame=False)
+        except (av.error.FFmpegError, OSError):
+            return None
+        found = scan()
+    return found
 
 
 def probe_container(container: Any, path: str | Path) -> tuple[VideoInfo, list[Image.Transpose]]:
@@ -154,14 +204,16 @@ def probe_container(container: Any, path: str | Path) -> tuple[VideoInfo, list[I
             + (f" ({dec.stopped})" if dec.stopped else "")
         )
     rotation, ops = _orientation(_display_matrix(first))
-    duration = _duration(container, stream, dec)
+    duration, header_duration = _duration(container, stream, dec)
     sar = stream.sample_aspect_ratio or Fraction(1)
     w, h = max(1, round(first.width * sar)), first.height
     if rotation in (90, 270):
         w, h = h, w
     rate = stream.average_rate
     fps = float(rate) if rate else None
-    count = stream.frames or (round(duration * fps) if fps else 0)
+    count = (stream.frames if header_duration is None else 0) or (
+        round(duration * fps) if fps else 0
+    )
     info = VideoInfo(
         duration=duration,
         width=w,
@@ -171,6 +223,7 @@ def probe_container(container: Any, path: str | Path) -> tuple[VideoInfo, list[I
         codec=stream.codec_context.name,
         frame_count=int(count),
         has_audio=len(container.streams.audio) > 0,
+        header_duration=header_duration,
     )
     return info, ops
 

@@ -36,7 +36,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from clipsearch.models.checkpoint import (
     read_state_dict,
     weights_digest,
 )
+from clipsearch.models.hub import offline_if_unreachable
 from clipsearch.models.precision import Precision, resolve_precision
 from clipsearch.models.registry import check_architecture, check_tag
 from clipsearch.models.spec import DEFAULT_MODEL, ModelSpec, parse_spec
@@ -284,10 +285,13 @@ def _resolve_pretrained(spec: ModelSpec) -> _Source:
 
     check_tag(spec.arch, spec.tag)
     pcfg = oc_pretrained.get_pretrained_cfg(spec.arch, spec.tag)
-    try:
-        path = oc_pretrained.download_pretrained(pcfg)
-    except Exception as e:
-        raise WeightsUnavailableError(_unavailable_message(spec, e, pcfg)) from None
+    with offline_if_unreachable() if pcfg.get("hf_hub") else nullcontext() as unreachable:
+        try:
+            path = oc_pretrained.download_pretrained(pcfg)
+        except Exception as e:
+            raise WeightsUnavailableError(
+                _unavailable_message(spec, _offline_cause(e, unreachable), pcfg)
+            ) from None
     if not path or not os.path.isfile(path):
         raise WeightsUnavailableError(_unavailable_message(spec, "no file was obtained", pcfg))
     cfg = get_model_config(spec.arch)
@@ -299,20 +303,30 @@ def _resolve_pretrained(spec: ModelSpec) -> _Source:
 def _resolve_hub(spec: ModelSpec) -> _Source:
     from open_clip.pretrained import download_pretrained_from_hf
 
-    try:
-        config_path = download_pretrained_from_hf(spec.repo, filename="open_clip_config.json")
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-        weights = download_pretrained_from_hf(spec.repo)
-    except Exception as e:
-        raise WeightsUnavailableError(
-            _unavailable_message(spec, e, {"hf_hub": spec.repo})
-        ) from None
+    with offline_if_unreachable() as unreachable:
+        try:
+            config_path = download_pretrained_from_hf(spec.repo, filename="open_clip_config.json")
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+            weights = download_pretrained_from_hf(spec.repo)
+        except Exception as e:
+            raise WeightsUnavailableError(
+                _unavailable_message(spec, _offline_cause(e, unreachable), {"hf_hub": spec.repo})
+            ) from None
     if "model_cfg" not in config:
         raise ModelError(
             f"{spec} is not an open_clip model: its open_clip_config.json has no model_cfg."
         )
     return _Source(str(spec), config["model_cfg"], config.get("preprocess_cfg", {}), weights)
+
+
+def _offline_cause(error: Exception, unreachable: str | None) -> object:
+    """The reason to show: the unreachable hub when that is why nothing was downloaded."""
+    if unreachable is None:
+        return error
+    return (
+        f"the Hugging Face hub is unreachable ({unreachable}) and they are not in the local cache"
+    )
 
 
 def _unavailable_message(spec: ModelSpec, cause: object, pcfg: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ with wᵢ negative for terms after "-". Example::
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -134,6 +135,8 @@ def parse_query(
         m = _WEIGHT.match(raw)
         if m:
             weight = float(m.group(1))
+            if not math.isfinite(weight):
+                raise QueryError(f"the weight {m.group(1)} in the query is too large: {query!r}")
             raw = m.group(2)
         value = raw.strip()
         if not value:

@@ -12,7 +12,8 @@ are off: they load scripts from a CDN, which the page's CSP forbids (docs/server
 
 Concurrency: the model is loaded once, at startup, on the model worker thread
 (`worker.ModelWorker`), which then runs every encoder call; catalog reads, searches,
-thumbnails and uploads' decoding run in the threadpool; indexing runs in its own thread
+thumbnails and uploads' decoding run in the threadpool (decodes within a server-wide
+memory budget, `decode_budget`); indexing runs in its own thread
 (`jobs.IndexJobs`). The event loop only routes and serialises.
 """
 
@@ -32,8 +33,14 @@ try:
 except ImportError as e:  # pragma: no cover - the [server] extra is missing
     raise MissingDependencyError(e.name or "fastapi", "server") from e
 
+from clipsearch.server.decode_budget import (
+    DEFAULT_PER_DECODE_BYTES,
+    DEFAULT_TOTAL_BYTES,
+    DecodeBudget,
+)
 from clipsearch.server.errors import install_error_handlers
 from clipsearch.server.jobs import IndexJobs
+from clipsearch.server.methods import HttpMethods
 from clipsearch.server.routes import items as items_routes
 from clipsearch.server.routes import library as library_routes
 from clipsearch.server.routes import search as search_routes
@@ -53,6 +60,7 @@ API_DESCRIPTION = """\
 Search your own images and videos by text or by example (CLIP).
 
 Every error is `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+Every GET endpoint also answers HEAD (headers only); OPTIONS lists a path's methods.
 When the server runs with a token, send `Authorization: Bearer <token>` (or `?token=`
 on GET requests, e.g. in `<img>` URLs).
 """
@@ -83,6 +91,8 @@ def create_app(
     *,
     token: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_decode_bytes: int = DEFAULT_PER_DECODE_BYTES,
+    decode_budget_bytes: int = DEFAULT_TOTAL_BYTES,
     allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS,
     allow_new_roots: bool = True,
     thumbs_dir: Path | str | None = None,
@@ -94,6 +104,10 @@ def create_app(
 
     token: when set, required on every request (see `security.HttpGuard`).
     max_upload_bytes: most bytes of images one search may upload (413 beyond).
+    max_decode_bytes: most memory decoding one uploaded image may take, judged from its
+        header before decoding (413 beyond; see `decode_budget`).
+    decode_budget_bytes: most memory all image decodes running at once may take (uploads
+        and thumbnails); decodes beyond it wait their turn.
     allowed_hosts: accepted ``Host`` header names; the loopback names by default (DNS
         rebinding protection), None to accept any (a server exposed with ``--host``).
     allow_new_roots: may POST /api/index name folders the library does not know yet.
@@ -113,6 +127,9 @@ def create_app(
         max_upload_bytes=max_upload_bytes,
         allow_new_roots=allow_new_roots,
         search_threads=search_threads,
+        decode_budget=DecodeBudget(
+            per_decode_bytes=max_decode_bytes, total_bytes=decode_budget_bytes
+        ),
     )
 
     @asynccontextmanager
@@ -148,7 +165,8 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _document_search_body(app)
-    app.add_middleware(
+    app.add_middleware(HttpMethods, routes=lambda: app.routes)
+    app.add_middleware(  # added last: the outermost layer, before anything else runs
         HttpGuard,
         token=token,
         allowed_hosts=allowed_hosts,

@@ -4,7 +4,7 @@ unknown pooling or kind, wrong types are answered 422 before any work is done.""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,7 @@ from clipsearch.search.engine import MAX_K
 
 MAX_OFFSET = MAX_K  # paging deeper than this is not interactive search any more
 MAX_WHERE = 16  # filter clauses per request
+MAX_ITEM_ID = 2**62  # item ids are SQLite rowids; the item routes take the same range
 MAX_LIKE = 16  # "more like this" item ids per request
 
 Pooling = Literal["mean", "max", "softmax"]
@@ -70,7 +71,7 @@ class SearchRequest(BaseModel):
         description='Text query; the composed grammar works: \'"2:golden retriever" - "blurry"\'. '
         "File paths are not read (the server only searches by uploads or item ids).",
     )
-    like: list[int] = Field(
+    like: list[Annotated[int, Field(ge=1, le=MAX_ITEM_ID)]] = Field(
         default_factory=list,
         max_length=MAX_LIKE,
         description="Item ids whose stored vectors join the query (more like this).",

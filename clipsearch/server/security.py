@@ -9,9 +9,11 @@ In order, for each HTTP request:
    T``, as ``?token=T`` (GET/HEAD only, for links), or as the ``clipsearch_token`` cookie
    that a successful ``?token=`` request sets (HttpOnly, SameSite=Strict), so ``<img>``
    and ``<video>`` tags of the page work without the token in every URL. Compared in
-   constant time (``hmac.compare_digest``).
+   constant time (``hmac.compare_digest``). The Cookie header is parsed leniently, as
+   browsers do, so another app's malformed cookie on the same host cannot hide ours.
 3. Cross-site writes: a POST/PUT/PATCH/DELETE whose ``Origin`` is not this server is
-   refused (403), so another web site cannot start indexing through your browser.
+   refused (403), so another web site cannot start indexing through your browser; so is
+   a cross-site OPTIONS (a CORS preflight).
 4. Body cap: request bodies larger than ``max_body_bytes`` are refused with 413, from
    ``Content-Length`` before anything is read, or while reading a chunked body; a body
    within the cap is buffered and replayed to the route.
@@ -23,10 +25,11 @@ In order, for each HTTP request:
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Iterable
-from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipsearch.server.errors import error_response
@@ -50,10 +53,33 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` spells, IPv4-mapped IPv6 (``::ffff:127.0.0.1``) unwrapped to
+    IPv4; None for a name."""
+    try:
+        ip = ipaddress.ip_address(host.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def canonical_host(host: str) -> str:
+    """One spelling per host: lower case, no brackets, addresses in their compressed form
+    (``0:0:0:0:0:0:0:1`` and ``[::1]`` -> ``::1``; ``::ffff:127.0.0.1`` -> ``127.0.0.1``)."""
+    ip = _ip(host)
+    return str(ip) if ip is not None else host.strip().strip("[]").lower()
+
+
 def is_loopback(host: str) -> bool:
-    """True for names and addresses that only this machine can reach."""
-    h = host.strip("[]").lower()
-    return h in LOOPBACK_HOSTS or h.startswith("127.")
+    """True for names and addresses that only this machine can reach: ``localhost`` and
+    every spelling of a loopback address (127.0.0.0/8, ``::1``, IPv4-mapped loopback).
+    ``0.0.0.0`` and ``::`` (every interface) are not loopback."""
+    ip = _ip(host)
+    if ip is not None:
+        return ip.is_loopback
+    return host.strip().strip("[]").lower() == "localhost"
 
 
 def _hostname(host_header: str) -> str:
@@ -84,9 +110,7 @@ class HttpGuard:
         self.app = app
         self.token = token.encode() if token else None
         self.allowed_hosts = (
-            None
-            if allowed_hosts is None
-            else frozenset(h.strip("[]").lower() for h in allowed_hosts)
+            None if allowed_hosts is None else frozenset(canonical_host(h) for h in allowed_hosts)
         )
         self.max_body_bytes = max_body_bytes
 
@@ -99,7 +123,10 @@ class HttpGuard:
         method = scope["method"].upper()
 
         host = headers.get("host", "")
-        if self.allowed_hosts is not None and _hostname(host) not in self.allowed_hosts:
+        if (
+            self.allowed_hosts is not None
+            and canonical_host(_hostname(host)) not in self.allowed_hosts
+        ):
             await error_response(
                 403,
                 "forbidden_host",
@@ -121,13 +148,14 @@ class HttpGuard:
                 return
             set_cookie = from_query
 
-        if method in UNSAFE_METHODS:
+        if method in UNSAFE_METHODS or method == "OPTIONS":  # OPTIONS: CORS preflights
             origin = headers.get("origin")
             if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
                 await error_response(403, "cross_origin", "cross-site requests are not accepted")(
                     scope, receive, send
                 )
                 return
+        if method in UNSAFE_METHODS:
             receive = await self._buffered_body(scope, receive, send, headers)
             if receive is None:
                 return
@@ -149,13 +177,11 @@ class HttpGuard:
                 return values[-1], True
         cookie = headers.get("cookie")
         if cookie:
-            jar = SimpleCookie()
-            try:
-                jar.load(cookie)
-            except Exception:  # a malformed Cookie header is no token
-                return None, False
-            if TOKEN_COOKIE in jar:
-                return jar[TOKEN_COOKIE].value, False
+            # Browsers' lenient parsing: a malformed cookie of another localhost app (JSON,
+            # spaces, a stray quote) is skipped, where http.cookies would stop at it.
+            value = cookie_parser(cookie).get(TOKEN_COOKIE)
+            if value is not None:
+                return value, False
         return None, False
 
     def _with_cookie(self, send: Send) -> Send:

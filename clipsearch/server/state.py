@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 from fastapi import Request
 
+from clipsearch.server.decode_budget import DecodeBudget
 from clipsearch.server.errors import ApiError
 from clipsearch.server.jobs import IndexJobs
 from clipsearch.server.thumbs import ThumbnailCache
@@ -31,6 +32,7 @@ class ServerState:
     allow_new_roots: bool  # may POST /api/index name folders the library does not know yet
     model_error: str | None = None  # why the model failed to load at startup, if it did
     search_threads: int = 1  # library searches allowed to run at once (see run_search)
+    decode_budget: DecodeBudget = field(default_factory=DecodeBudget)  # image decode memory
     _search_limiter: Any = field(default=None, repr=False)
 
     async def run_search(self, fn: Callable[[], T]) -> T:

@@ -22,8 +22,13 @@ from pathlib import Path
 from PIL import Image
 
 from clipsearch.atomic import atomic_write_bytes
-from clipsearch.errors import CorruptMediaError, MissingDependencyError, UnsupportedMediaError
-from clipsearch.media import load_image
+from clipsearch.errors import (
+    CorruptMediaError,
+    MediaError,
+    MissingDependencyError,
+    UnsupportedMediaError,
+)
+from clipsearch.media import decode_cost, load_image
 from clipsearch.server.files import ItemFile
 
 SIZES = (128, 256, 512, 1024)
@@ -64,13 +69,12 @@ class ThumbnailCache:
         Raises MediaError subclasses when the file cannot be decoded,
         MissingDependencyError when a video needs PyAV and it is missing.
         """
+        cached = self.find(item, size=size, t=t)
+        if cached is not None:
+            return cached
         size = snap_size(size)
-        when = None
-        if item.record.kind == "video":
-            when = self._video_time(item, t)
+        when = self._video_time(item, t) if item.record.kind == "video" else None
         path = self._path(item, size, when)
-        if path.is_file():
-            return Thumbnail(path, cached=True)
         if item.record.kind == "video":
             image = grab_video_frame(item.real_path, when or 0.0, size=size)
         else:
@@ -78,6 +82,27 @@ class ThumbnailCache:
         image = fit(image, size)
         self._write(path, image)
         return Thumbnail(path, cached=False)
+
+    def find(
+        self, item: ItemFile, *, size: int = DEFAULT_SIZE, t: float | None = None
+    ) -> Thumbnail | None:
+        """The cached thumbnail `get` would return, or None when it must be made."""
+        size = snap_size(size)
+        when = self._video_time(item, t) if item.record.kind == "video" else None
+        path = self._path(item, size, when)
+        return Thumbnail(path, cached=True) if path.is_file() else None
+
+    @staticmethod
+    def decode_cost(item: ItemFile, *, size: int = DEFAULT_SIZE) -> int:
+        """Bytes of memory making the thumbnail of an image takes at its peak (from the
+        file's header; see `clipsearch.media.decode_cost`); 0 for videos, whose frames
+        are decoded at the stream's size, bounded by the video caps."""
+        if item.record.kind == "video":
+            return 0
+        try:
+            return decode_cost(item.real_path, min_side=snap_size(size))
+        except MediaError:
+            return 0  # `get` reports the same problem when it tries to decode
 
     # -- internals -----------------------------------------------------------------------------
     @staticmethod

@@ -206,6 +206,23 @@ class Catalog:
                 "library (--library NEW_PATH)."
             )
 
+    def choose_model(self, spec: str) -> None:
+        """Record the model an unbound library's first index runs with, before the model
+        is loaded (which may mean a long download): a run interrupted then resumes with
+        the same model. A no-op once bound; a later choice replaces an unused one."""
+        with self._reading("reading the model binding") as conn:
+            if meta.read_binding(conn) is not None or meta.read_chosen_model(conn) == spec:
+                return
+        with self._writing("recording the chosen model") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('model_chosen', ?)", (spec,)
+            )
+
+    def chosen_model(self) -> str | None:
+        """The spec `choose_model` recorded, or None."""
+        with self._reading("reading the model binding") as conn:
+            return meta.read_chosen_model(conn)
+
     # -- roots ----------------------------------------------------------------------------------
     def add_root(self, path: Path | str) -> int:
         """Register a root folder (idempotent); returns its id."""

@@ -8,16 +8,21 @@ range-scan the unique index on ``items.path`` instead of scanning every item.
 
 from __future__ import annotations
 
+import dataclasses
+
 from clipsearch.store.filters import ItemFilter
 
 _GLOB_SPECIAL = "*?["
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # SQLite INTEGER: what mtime_ns and size hold
 
 
 def filter_condition(flt: ItemFilter) -> tuple[str, list[object]] | None:
     """SQL boolean expression over ``items AS i`` and its parameters, or None when the
     filter can match nothing (the caller returns an empty result without querying)."""
-    if flt.is_unsatisfiable:
+    clamped = clamp_to_int64(flt)
+    if clamped is None or clamped.is_unsatisfiable:
         return None
+    flt = clamped
     conds: list[str] = []
     params: list[object] = []
     for pattern in flt.paths:
@@ -47,6 +52,32 @@ def filter_condition(flt: ItemFilter) -> tuple[str, list[object]] | None:
         conds.append("EXISTS (SELECT 1 FROM tags g WHERE g.tag = ? AND g.item_id = i.id)")
         params.append(tag)
     return (" AND ".join(conds) or "1", params)
+
+
+def clamp_to_int64(flt: ItemFilter) -> ItemFilter | None:
+    """The same filter with its mtime and size bounds inside SQLite's 64-bit integers
+    (which cannot bind a larger Python int), or None when it can match nothing.
+
+    Exact, not an approximation: every stored mtime_ns and size is an int64, so a lower
+    bound above INT64_MAX excludes everything and one below INT64_MIN excludes nothing
+    (likewise for upper bounds). ``after:1000`` or ``size<10000000TiB`` thus match everything,
+    ``after:2263`` (past the last instant an int64 of nanoseconds holds) nothing."""
+    changes: dict[str, int | None] = {}
+    for name in ("mtime_after_ns", "size_min"):  # inclusive lower bounds
+        value = getattr(flt, name)
+        if value is not None and value > INT64_MAX:
+            return None
+        if value is not None and value < INT64_MIN:
+            changes[name] = None
+    for name, exclusive in (("mtime_before_ns", True), ("size_max", False)):  # upper bounds
+        value = getattr(flt, name)
+        if value is None:
+            continue
+        if value < INT64_MIN or (exclusive and value == INT64_MIN):
+            return None
+        if value > INT64_MAX or (not exclusive and value == INT64_MAX):
+            changes[name] = None
+    return dataclasses.replace(flt, **changes) if changes else flt
 
 
 def path_condition(pattern: str) -> tuple[str, list[object]]:

@@ -23,7 +23,10 @@ Accepted clauses (one per ``--where``; every clause must hold, i.e. clauses are 
     tag:NAME         carries the tag NAME (case-insensitive)
 
 A filter that no item can satisfy (``after:2024 before:2023``) is valid and matches
-nothing; a clause that cannot be parsed raises ``QueryError`` naming the clause.
+nothing; a clause that cannot be parsed raises ``QueryError`` naming the clause. Dates
+and sizes beyond what the catalog's 64-bit integers hold (``after:1000``, ``after:2263``,
+``size>10000000TiB``) are valid too: they are past every stored value, so they match
+everything or nothing (see `filter_sql.clamp_to_int64`).
 """
 
 from __future__ import annotations
@@ -216,7 +219,10 @@ def _parse_size(clause: str, text: str) -> ItemFilter:
 
 
 def _parse_date(clause: str, value: str) -> int:
-    """DATE -> unix time in ns. Naive dates and times are local time."""
+    """DATE -> unix time in ns. Naive dates and times are local time.
+
+    The result may lie outside the 64-bit range the catalog stores mtimes in (years
+    before 1678 or after 2262): the SQL layer clamps such bounds, exactly."""
     try:
         if _YEAR.fullmatch(value):
             dt = datetime(int(value), 1, 1)
@@ -224,9 +230,14 @@ def _parse_date(clause: str, value: str) -> int:
             dt = datetime(int(m.group(1)), int(m.group(2)), 1)
         else:
             dt = datetime.fromisoformat(value)
-        ts = dt.timestamp()
-    except (ValueError, OverflowError, OSError) as e:
+    except ValueError as e:
         raise _bad(clause, f"{value!r} is not a date ({e})") from None
+    try:
+        ts = dt.timestamp()
+    except (OverflowError, OSError, ValueError):
+        # The platform's local-time conversion cannot reach year 1 or 9999; a date that
+        # far out is beyond every mtime the catalog can hold anyway.
+        return -(2**64) if dt.year < 1970 else 2**64
     return round(ts * 1_000_000) * 1000
 
 

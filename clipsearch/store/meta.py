@@ -43,6 +43,13 @@ def read_binding(conn: sqlite3.Connection) -> ModelBinding | None:
     )
 
 
+def read_chosen_model(conn: sqlite3.Connection) -> str | None:
+    """The model spec chosen for an unbound catalog's first index (see
+    `Catalog.choose_model`), or None."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'model_chosen'").fetchone()
+    return None if row is None else str(row[0])
+
+
 def stored_dim(conn: sqlite3.Connection) -> int | None:
     """The width of the stored vectors (fp16: 2 bytes each), or None when there are none."""
     row = conn.execute("SELECT length(vector) FROM vectors LIMIT 1").fetchone()

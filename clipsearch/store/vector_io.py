@@ -29,8 +29,10 @@ def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[list[T]]:
 
 def select_in(conn: sqlite3.Connection, sql: str, ids: Iterable[int]) -> Iterator[tuple]:
     """Run ``sql`` (containing one ``{ids}`` placeholder for an IN list) over ``ids`` in
-    chunks. ``sql`` is a constant of ours: only ``?`` marks are substituted into it."""
-    ids = list(dict.fromkeys(int(i) for i in ids))
+    chunks. ``sql`` is a constant of ours: only ``?`` marks are substituted into it.
+    Ids outside SQLite's 64-bit integers match no row and are left out (SQLite cannot
+    even bind them)."""
+    ids = list(dict.fromkeys(i for i in map(int, ids) if -(2**63) <= i < 2**63))
     for chunk in chunks(ids):
         yield from conn.execute(sql.format(ids=", ".join("?" * len(chunk))), chunk)
 

@@ -58,3 +58,23 @@ def test_index_info_and_reindex_cli(lib, capsys):
     assert data["backend"] == "exact" and data["vectors"] == 40
     assert main(["index-info", "--library", str(lib.path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["vectors"] == 40
+
+
+def test_a_nan_poisoned_cache_is_rebuilt_by_the_next_process(lib):
+    """4 rows of 0xFF bytes (NaN in fp16) in ann/*.vectors.npy, the file's size unchanged:
+    the next process notices, rebuilds from the catalog and answers exactly as before;
+    no one has to delete ann/ by hand. (Unit tests cover swapped rows and FAISS files.)"""
+    want = [(h.item_id, round(h.score, 5)) for h in lib.search("red", k=3)]
+    lib.close()
+    (vectors,) = (lib.path / "ann").glob("*.vectors.npy")
+    raw = bytearray(vectors.read_bytes())
+    row = ColourEncoder().dim * 2  # fp16
+    start = len(raw) - 40 * row  # the rows fill the file's tail
+    raw[start : start + 4 * row] = b"\xff" * (4 * row)
+    vectors.write_bytes(bytes(raw))
+
+    with Library(lib.path, encoder=ColourEncoder()) as again:
+        assert [(h.item_id, round(h.score, 5)) for h in again.search("red", k=3)] == want
+    with Library(lib.path, encoder=ColourEncoder()) as third:  # the rebuild was saved
+        assert [(h.item_id, round(h.score, 5)) for h in third.search("red", k=3)] == want
+        assert third.index_info().vectors == 40

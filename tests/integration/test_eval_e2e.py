@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from clipsearch.errors import DatasetError, UsageError
 from clipsearch.eval.datasets import load_class_folders, load_retrieval
@@ -353,3 +354,51 @@ def test_report_without_matplotlib_still_writes_json_and_markdown(
         tmp_path / "rep2" / "report.json",
         tmp_path / "rep2" / "report.md",
     ]
+
+
+# --- precision and runtime ---------------------------------------------------------------------
+def test_eval_loads_the_model_in_fp32_unless_told_otherwise(monkeypatch, colour_images):
+    """Reference numbers come from fp32: bf16 moved image->text R@1 from 0.0 to 1.7 on a
+    random-weight model. --precision trades it for speed."""
+    import clipsearch.models as models
+    from clipsearch.cli import eval_cmd
+
+    asked: list[str] = []
+
+    def load(spec, *, precision="auto", **kw):
+        asked.append(precision)
+        return ColourEncoder()
+
+    monkeypatch.setattr(models, "load_encoder", load)
+    args = ["retrieval", "--captions", str(colour_images / "images.csv"), "--no-cache", "--json"]
+    for extra, want in (
+        ([], "fp32"),
+        (["--precision", "bf16"], "bf16"),
+        (["--precision", "auto"], "auto"),
+    ):
+        r = CliRunner().invoke(eval_cmd.eval_app, [*args, *extra])
+        assert r.exit_code == 0, r.output
+        assert asked[-1] == want
+
+
+def test_every_report_records_precision_and_runtime(tiny_encoder, colour_images, tmp_path):
+    ds = load_retrieval(colour_images / "images.csv")
+    report = evaluate_retrieval(ds, tiny_encoder, cache_dir=None, batch_size=4)
+    data = report.to_dict()
+    assert data["precision"] == tiny_encoder.precision
+    assert data["runtime"].startswith("torch ") and str(tiny_encoder.device) in data["runtime"]
+    write_report(report, tmp_path / "rep", plots=False)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"precision {tiny_encoder.precision}" in md and "runtime torch " in md
+    saved = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert saved["precision"] == tiny_encoder.precision and saved["runtime"] == data["runtime"]
+
+    for colour in ("red", "blue"):
+        make_image(tmp_path / "cls" / colour / "0.png", colour)
+    cls = evaluate_classification(
+        load_class_folders(tmp_path / "cls"), tiny_encoder, templates=["{c}"], cache_dir=None
+    )
+    assert cls.to_dict()["precision"] == tiny_encoder.precision
+    assert cls.to_dict()["runtime"] == data["runtime"]
+    write_report(cls, tmp_path / "rep-cls", plots=False)
+    assert "runtime torch " in (tmp_path / "rep-cls" / "report.md").read_text()

@@ -245,11 +245,26 @@ def test_k_out_of_range_is_422_naming_k(client, k):
         ({"q": "red", "pooling": "median"}, "pooling"),
         ({"q": "red", "tau": 0}, "tau"),
         ({"like": "abc"}, "like"),
+        ({"like": 9223372036854775808}, "like"),  # beyond any id SQLite can hold
+        ({"like": 0}, "like"),
     ],
 )
 def test_bad_parameters_are_422_naming_the_field(client, params, field):
     err = assert_error(client.get("/api/search", params=params), 422, "validation_error")
     assert field in err["message"]
+
+
+def test_an_id_beyond_64_bits_in_a_json_body_is_422(client):
+    r = client.post("/api/search", json={"like": [9223372036854775808]})
+    assert "like" in assert_error(r, 422, "validation_error")["message"]
+
+
+@pytest.mark.parametrize(
+    "clause", ["after:2263", "before:2262-04-12", "after:1000", "size>99999999999999999999999999"]
+)
+def test_filter_bounds_beyond_64_bits_are_answered_not_500(client, clause):
+    r = client.get("/api/search", params={"q": "red", "where": clause, "k": 3})
+    assert r.status_code == 200, r.text
 
 
 def test_bad_filter_clause_is_400_naming_it(client):
@@ -361,6 +376,35 @@ def test_openapi_documents_every_endpoint_with_examples(client):
     schemas = spec["components"]["schemas"]
     for name in ("SearchRequest", "SearchResponse", "HitOut", "ItemOut", "ErrorOut"):
         assert schemas[name].get("examples"), name
+
+
+def test_openapi_lists_the_errors_routes_really_answer(client):
+    paths = client.get("/api/openapi.json").json()["paths"]
+    for method in ("get", "post"):
+        assert "404" in paths["/api/search"][method]["responses"]  # unknown `like` id
+    assert "413" in paths["/api/items/{item_id}/thumb"]["get"]["responses"]  # bomb guard
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/index", {"GET", "HEAD", "POST", "DELETE", "OPTIONS"}),
+        ("/api/search", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("/api/items/1/media", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_options_and_405_list_every_method_of_the_path(client, path, methods):
+    r = client.options(path)
+    assert r.status_code == 204
+    assert set(r.headers["allow"].replace(" ", "").split(",")) == methods
+    assert "access-control-allow-origin" not in r.headers  # OPTIONS is no CORS preflight
+    wrong = client.put(path, json={})
+    assert wrong.status_code == 405
+    assert set(wrong.headers["allow"].replace(" ", "").split(",")) == methods
+
+
+def test_options_on_an_unknown_path_is_404(client):
+    assert client.options("/api/nope").status_code == 404
 
 
 def test_the_page_and_its_files_are_served_without_cdn(client):

@@ -90,3 +90,30 @@ def test_serve_runs_the_library_on_loopback_with_a_token(tmp_path, tiny_checkpoi
     assert proc.returncode in (0, 130), err
     assert f"http://127.0.0.1:{port}/?token={TOKEN}" in err
     assert "Traceback" not in err
+
+
+def test_a_port_in_use_is_its_own_error_and_nothing_is_announced(tmp_path, tiny_checkpoint):
+    """`serve` binds before it says "Serving on": a busy port is reported at once, as
+    what it is (exit code 5), never as a model problem after loading the model."""
+    photos = tmp_path / "photos"
+    make_image(photos / "red.jpg", "red")
+    with Library(tmp_path / "lib", model=str(tiny_checkpoint)) as lib:
+        lib.index([photos])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, "-m", "clipsearch", "--library", str(tmp_path / "lib")]
+        r = subprocess.run(
+            [*cmd, "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert r.returncode == 5, r.stderr
+    assert "Serving on" not in r.stderr and "Traceback" not in r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr and "already in use" in r.stderr
+    assert "loading model" not in r.stderr  # refused before the model was loaded

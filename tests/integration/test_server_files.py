@@ -240,6 +240,14 @@ def test_media_multi_range(client, lib, media_root):
         ("bytes=abc", 400, "bad_range"),
         ("items=0-10", 400, "bad_range"),
         ("bytes=20-10", 400, "bad_range"),
+        ("bytes=1_0-2_0", 400, "bad_range"),  # int() would read these as 10 and 20
+        ("bytes=+1-+5", 400, "bad_range"),
+        ("bytes= 1 - 5", 400, "bad_range"),
+        ("bytes=0-9,abc", 400, "bad_range"),  # one bad part spoils the set
+        ("bytes=0x10-0x20", 400, "bad_range"),
+        ("bytes=-", 400, "bad_range"),
+        ("bytes=", 400, "bad_range"),
+        ("bytes=-0", 416, "range_not_satisfiable"),
     ],
 )
 def test_bad_ranges_are_json_errors(client, lib, media_root, header, status, code):
@@ -248,6 +256,36 @@ def test_bad_ranges_are_json_errors(client, lib, media_root, header, status, cod
     assert r.status_code == status and error_code(r) == code
     if status == 416:
         assert r.headers["content-range"] == f"bytes */{path.stat().st_size}"
+
+
+def test_a_malformed_range_is_not_echoed_back(client, lib, media_root):
+    path = media_root / "clip.mp4"
+    header = "bytes=<script>alert(1)</script>" + "x" * 5000
+    r = client.get(f"/api/items/{item_id(lib, path)}/media", headers={"Range": header})
+    assert r.status_code == 400
+    assert "script" not in r.text and len(r.text) < 500
+
+
+def test_ranges_with_spaces_around_commas_are_allowed(client, lib, media_root):
+    path = media_root / "clip.mp4"
+    data = path.read_bytes()
+    r = client.get(f"/api/items/{item_id(lib, path)}/media", headers={"Range": "bytes=0-3 , 10-13"})
+    assert r.status_code == 206
+    assert data[0:4] in r.content and data[10:14] in r.content
+
+
+@pytest.mark.parametrize("what", ["media", "thumb"])
+def test_head_answers_like_get_without_a_body(client, lib, media_root, what):
+    path = media_root / "clip.mp4"
+    url = f"/api/items/{item_id(lib, path)}/{what}"
+    got = client.get(url)
+    head = client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == str(len(got.content))
+    partial = client.head(f"/api/items/{item_id(lib, path)}/media", headers={"Range": "bytes=0-9"})
+    assert partial.status_code == 206 and partial.content == b""
+    assert client.head("/api/items/999999/media").status_code == 404
 
 
 # -- only the catalog's files ------------------------------------------------------------------

@@ -182,6 +182,32 @@ def test_bad_index_requests(tmp_path, folders):
         assert c.get("/api/index").json()["state"] == "idle"  # nothing started
 
 
+@pytest.mark.parametrize(
+    "root",
+    [
+        "a" * 300,  # one component longer than the file system allows (ENAMETOOLONG)
+        "/tmp/" + "b" * 300,
+        "/tmp/" + "/".join(["c" * 200] * 30),  # a path longer than PATH_MAX
+        "photos",  # relative: would resolve against the server's working directory
+        "./first",
+        "../first",
+    ],
+)
+def test_malformed_and_relative_folders_are_400_and_do_not_reveal_the_cwd(
+    tmp_path, folders, monkeypatch, root
+):
+    monkeypatch.chdir(tmp_path)  # "first" exists relative to here
+    with (
+        Library(tmp_path / "lib", encoder=ColourEncoder()) as lib,
+        TestClient(create_app(lib), base_url="http://127.0.0.1") as c,
+    ):
+        r = c.post("/api/index", json={"roots": [root]})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "bad_request"
+        assert str(tmp_path) not in r.json()["error"]["message"]
+        assert c.get("/api/index").json()["state"] == "idle"
+
+
 def test_new_folders_can_be_refused(tmp_path, folders):
     first, second = folders
     with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:

@@ -3,6 +3,7 @@ no cross-site writes, capped bodies, security headers, no CORS."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,16 @@ def lib(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def app(lib):
     return create_app(lib, token=TOKEN)
+
+
+def _free_port(*, ipv6: bool = False) -> int:
+    family, host = (socket.AF_INET6, "::1") if ipv6 else (socket.AF_INET, "127.0.0.1")
+    with socket.socket(family) as s:
+        try:
+            s.bind((host, 0))
+        except OSError:
+            pytest.skip("this machine has no IPv6 loopback to listen on")
+        return s.getsockname()[1]
 
 
 def fresh(app, base_url: str = LOCAL) -> TestClient:
@@ -83,6 +94,26 @@ def test_wrong_cookie_is_refused(app):
         assert c.get("/api/status").status_code == 401
 
 
+@pytest.mark.parametrize(
+    "other",
+    [
+        'session={"user":1}',  # JSON in a cookie: SimpleCookie stops parsing at it
+        "prefs=a b c",
+        'theme="dark',
+        "=orphan",
+        "flag",
+        "x=\\054\\073",
+    ],
+)
+def test_another_apps_malformed_cookie_does_not_hide_the_token_cookie(app, other):
+    with fresh(app) as c:
+        for header in (f"{other}; {TOKEN_COOKIE}={TOKEN}", f"{TOKEN_COOKIE}={TOKEN}; {other}"):
+            r = c.get("/api/status", headers={"Cookie": header})
+            assert r.status_code == 200, header
+        r = c.get("/api/status", headers={"Cookie": f"{other}; {TOKEN_COOKIE}=wrong"})
+        assert r.status_code == 401
+
+
 def test_no_token_configured_means_open(lib):
     with fresh(create_app(lib)) as c:
         assert c.get("/api/status").status_code == 200
@@ -90,7 +121,14 @@ def test_no_token_configured_means_open(lib):
 
 # -- host, origin, CORS ------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "10.0.0.5"]
+    "host",
+    [
+        "evil.example",
+        "evil.example:8000",
+        "127.0.0.1.evil.example",
+        "10.0.0.5",
+        "[::ffff:10.0.0.5]:8000",
+    ],
 )
 def test_foreign_host_header_is_refused_on_loopback(lib, host):
     """DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends Host: evil.example."""
@@ -99,7 +137,17 @@ def test_foreign_host_header_is_refused_on_loopback(lib, host):
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_host"
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "localhost:1234", "[::1]:8000"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1:8000",
+        "localhost",
+        "localhost:1234",
+        "[::1]:8000",
+        "[0:0:0:0:0:0:0:1]:8000",
+        "[::ffff:127.0.0.1]:8000",
+    ],
+)
 def test_loopback_host_headers_are_accepted(lib, host):
     with fresh(create_app(lib)) as c:
         assert c.get("/api/status", headers={"Host": host}).status_code == 200
@@ -130,7 +178,7 @@ def test_no_cors_headers_ever(lib):
         )
     for r in (got, pre):
         assert not any(h.lower().startswith("access-control-") for h in r.headers)
-    assert pre.status_code in (403, 405)
+    assert pre.status_code == 403
 
 
 # -- headers and body cap ----------------------------------------------------------------------
@@ -173,7 +221,16 @@ def test_declared_length_over_the_cap_is_413(lib):
         ("::1", True),
         ("[::1]", True),
         ("127.0.0.2", True),
+        ("0:0:0:0:0:0:0:1", True),
+        ("[0:0:0:0:0:0:0:1]", True),
+        ("::ffff:127.0.0.1", True),
+        ("[::FFFF:7f00:1]", True),
+        ("LOCALHOST", True),
         ("0.0.0.0", False),
+        ("0:0:0:0:0:0:0:0", False),
+        ("::ffff:192.168.1.4", False),
+        ("fe80::1%lo", False),
+        ("127.0.0.1.evil.example", False),
         ("192.168.1.4", False),
         ("::", False),
         ("example.org", False),
@@ -187,18 +244,19 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
     monkeypatch, tmp_path: Path
 ):
     """`clipsearch serve` binds 127.0.0.1 unless told otherwise; exposed without a token it
-    warns and refuses new folders. uvicorn.run is replaced to capture what would run."""
-    import uvicorn
-
+    warns and refuses new folders. listen.run is replaced to capture what would run."""
     from clipsearch.cli import serve_cmd
+    from clipsearch.server import listen
 
     seen: dict = {}
 
-    def fake_run(app, **kw):
+    def fake_run(app, sock, **kw):
         seen["app"] = app
+        seen["address"] = sock.getsockname()
         seen["kw"] = kw
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(listen, "run", fake_run)
+    port = _free_port()
 
     class FakeLib:
         path = tmp_path
@@ -219,13 +277,12 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
         model=None,
         precision="auto",
         host="127.0.0.1",
-        port=8123,
+        port=port,
         token=None,
         max_upload_mb=1,
         open_browser=False,
     )
-    assert seen["kw"]["host"] == "127.0.0.1" and seen["kw"]["port"] == 8123
-    assert seen["kw"]["access_log"] is False
+    assert seen["address"] == ("127.0.0.1", port)
     state = seen["app"].state.clipsearch
     assert state.allow_new_roots is True and state.max_upload_bytes == 2**20
     serve_cmd.serve(
@@ -233,9 +290,47 @@ def test_serve_defaults_to_loopback_and_warns_when_exposed_without_token(
         model=None,
         precision="auto",
         host="0.0.0.0",
-        port=8123,
+        port=_free_port(),
         token=None,
         max_upload_mb=1,
         open_browser=False,
     )
     assert seen["app"].state.clipsearch.allow_new_roots is False
+
+
+@pytest.mark.parametrize("host", ["::1", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1"])
+def test_serve_on_an_ipv6_loopback_spelling_keeps_the_host_check(monkeypatch, tmp_path, host):
+    """Every spelling of loopback is loopback: the Host (DNS-rebinding) check stays on and
+    the page may index new folders, with no "exposed" warning."""
+    from clipsearch.cli import options, serve_cmd
+    from clipsearch.server import listen
+
+    seen: dict = {}
+    monkeypatch.setattr(listen, "run", lambda app, sock, **kw: seen.update(app=app))
+
+    class FakeLib:
+        path = tmp_path
+        model_spec = "fake:colour"
+        encoder = ColourEncoder()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr(options, "open_library", lambda *a, **k: FakeLib())
+    serve_cmd.serve(
+        library=tmp_path,
+        model=None,
+        precision="auto",
+        host=host,
+        port=_free_port(ipv6=":" in host and not host.startswith("::ffff:")),
+        token=None,
+        max_upload_mb=1,
+        open_browser=False,
+    )
+    assert seen["app"].state.clipsearch.allow_new_roots is True
+    with fresh(seen["app"]) as c:
+        r = c.get("/api/status", headers={"Host": "evil.example"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden_host"

@@ -25,6 +25,7 @@ from clipsearch.errors import (
 )
 from clipsearch.media import DecodedImage, load_image
 from clipsearch.media import image as image_module
+from clipsearch.media.image import decode_cost
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 WHITE = (255, 255, 255)
@@ -316,14 +317,15 @@ def test_bytes_source(tmp_path: Path) -> None:
 
 
 # --- decompression bombs -------------------------------------------------------------------
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height (and whose pixels are absent)."""
+def png_header_only(width: int, height: int, *, colour_type: int = 2) -> bytes:
+    """A PNG whose header claims width x height (and whose pixels are absent); colour type
+    2 is RGB, 6 is RGBA."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = zlib.crc32(kind + body) & 0xFFFFFFFF
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
@@ -347,6 +349,53 @@ def test_max_pixels_is_a_per_call_limit(tmp_path: Path) -> None:
         load_image(path, max_pixels=7_999)
     assert load_image(path, max_pixels=8_000).image.size == (100, 80)
     assert load_image(path).image.size == (100, 80)  # the tight limit did not stick
+
+
+# --- decode memory budget ------------------------------------------------------------------
+MiB = 2**20
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decode_budget_refuses_from_the_header_before_any_pixel_is_decoded() -> None:
+    # 13300 x 13300 RGBA is under the pixel cap, yet decoding it takes gigabytes. Its pixels
+    # are absent here: a decoder that started would fail as "truncated" instead.
+    data = png_header_only(13_300, 13_300, colour_type=6)
+    with pytest.raises(MediaTooLargeError, match=r"13300x13300 .*GiB.*limit of 256 MiB"):
+        load_image(data, max_decode_bytes=256 * MiB)
+
+
+def test_decode_cost_counts_jpeg_draft_and_png_full_size() -> None:
+    pixels = np.full((3000, 4000, 3), 90, np.uint8)
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(pixels).save(jpeg, format="JPEG")
+    Image.fromarray(pixels).save(png, format="PNG")
+
+    png_cost = decode_cost(png.getvalue(), min_side=224)
+    jpeg_cost = decode_cost(jpeg.getvalue(), min_side=224)
+
+    assert png_cost >= 4000 * 3000 * 4  # Pillow holds RGB as 4 bytes a pixel
+    assert jpeg_cost <= png_cost / 32  # drafted at 1/8 scale: 1/64 of the pixels
+    budget = 8 * MiB
+    assert jpeg_cost < budget < png_cost
+    assert min(load_image(jpeg.getvalue(), max_decode_bytes=budget).image.size) >= 224
+    with pytest.raises(MediaTooLargeError, match=r"4000x3000 PNG needs about 4\d MiB"):
+        load_image(png.getvalue(), max_decode_bytes=budget)
+
+
+def test_decode_cost_includes_the_transparency_composite() -> None:
+    rgba, rgb = io.BytesIO(), io.BytesIO()
+    Image.new("RGBA", (500, 400), (10, 20, 30, 40)).save(rgba, format="PNG")
+    Image.new("RGB", (500, 400), (10, 20, 30)).save(rgb, format="PNG")
+    # RGBA: the decoded picture, a white canvas of the same size and its alpha mask.
+    assert decode_cost(rgba.getvalue(), min_side=224) >= 2 * decode_cost(rgb.getvalue())
+
+
+def test_a_budget_that_fits_changes_nothing() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(quadrants(400, 300)).save(buffer, format="PNG")
+    plain = load_image(buffer.getvalue())
+    budgeted = load_image(buffer.getvalue(), max_decode_bytes=64 * MiB)
+    assert np.array_equal(np.asarray(plain.image), np.asarray(budgeted.image))
 
 
 # --- bad files -----------------------------------------------------------------------------
@@ -418,7 +467,7 @@ def test_missing_file(tmp_path: Path) -> None:
         load_image(tmp_path / "gone.jpg")
 
 
-@pytest.mark.parametrize("kwargs", [{"min_side": 0}, {"max_pixels": 0}])
+@pytest.mark.parametrize("kwargs", [{"min_side": 0}, {"max_pixels": 0}, {"max_decode_bytes": 0}])
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, int]) -> None:
     with pytest.raises(UsageError):
         load_image(tmp_path / "x.jpg", **kwargs)

@@ -295,6 +295,48 @@ def test_unsatisfiable_filters_return_empty_not_error(library):
         assert got.dtype == np.int64 and len(got) == 0
 
 
+@pytest.mark.parametrize(
+    ("clauses", "everything"),
+    [
+        (["after:2263"], False),  # past the last instant an int64 of ns can hold
+        (["after:9999-12-31"], False),
+        (["before:2262-04-12"], True),
+        (["before:9999"], True),
+        (["after:1000"], True),  # before the first instant an int64 of ns can hold
+        (["after:0001-01-01"], True),
+        (["before:1000"], False),
+        (["size>99999999999999999999999999"], False),
+        (["size>=9223372036854775808"], False),
+        (["size<99999999999999999999999999"], True),
+        (["size<=99999999999999999999999999TiB"], True),
+        (["size=99999999999999999999999999"], False),
+        (["after:1000", "before:2263"], True),
+    ],
+)
+def test_bounds_beyond_what_the_catalog_can_store_are_clamped(library, clauses, everything):
+    """mtimes and sizes are 64-bit integers: a bound beyond that range is past every
+    stored value, so it matches everything or nothing instead of failing."""
+    cat, _, table = library
+    got = cat.vector_ids_where(ItemFilter.parse(clauses))
+    assert len(got) == (len(table.ids) if everything else 0)
+
+
+def test_out_of_range_bounds_built_directly_are_clamped_too(library):
+    cat, _, table = library
+    assert len(cat.vector_ids_where(ItemFilter(size_min=-(2**70), size_max=2**70))) == len(
+        table.ids
+    )
+    assert len(cat.vector_ids_where(ItemFilter(mtime_before_ns=-(2**64)))) == 0
+
+
+def test_lookups_by_ids_beyond_64_bits_find_nothing_instead_of_failing(library):
+    cat, meta, _ = library
+    some = meta[0]["id"]
+    got = cat.item_vectors([2**63, some, -(2**63) - 1])
+    assert list(got) == [some]
+    assert cat.items([2**70]) == {}
+
+
 def test_prefix_respects_component_boundary(library):
     cat, meta, _ = library
     got = set(

@@ -104,12 +104,40 @@ def test_foreign_sqlite_database_is_refused(tmp_path):
         Catalog.open(lib)
 
 
-def test_empty_catalog_file_becomes_a_fresh_catalog(tmp_path):
+def test_an_empty_catalog_file_is_an_error_not_a_new_library(tmp_path):
+    """A 0-byte catalog.sqlite is a catalog that lost its contents (a failed copy, a
+    damaged disk); silently starting a new library would hide that."""
     lib = tmp_path / "lib"
     lib.mkdir()
     (lib / CATALOG_FILE).write_bytes(b"")
+    for kw in ({}, {"readonly": True}, {"create": False}):
+        with pytest.raises(LibraryError, match=r"empty \(0 bytes\)") as e:
+            Catalog.open(lib, **kw)
+        assert str(lib / CATALOG_FILE) in str(e.value)
+    assert (lib / CATALOG_FILE).read_bytes() == b""  # left as it was, for the user to inspect
+
+
+def damage_page(db: Path, fraction: float) -> None:
+    """Overwrite 4 KB inside the page at ``fraction`` of the file (not its first bytes)."""
+    raw = bytearray(db.read_bytes())
+    at = int(len(raw) * fraction) // 16384 * 16384 + 100
+    raw[at : at + 4096] = np.random.default_rng(5).bytes(4096)
+    db.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
+def test_damage_anywhere_in_a_small_catalog_is_reported_on_open(tmp_path, fraction):
+    """Damage in pages that `stats` never reads used to pass unnoticed by status and
+    index; SQLite's quick_check on open reports it, to every command."""
+    lib = tmp_path / "lib"
     with Catalog.open(lib) as c:
-        assert c.stats()["schema_version"] == SCHEMA_VERSION
+        c.bind_model(BINDING)
+        c.write_items(writes(0, 3000))
+    damage_page(lib / CATALOG_FILE, fraction)
+    for kw in ({}, {"readonly": True}):
+        with pytest.raises(LibraryError, match=r"damaged.*index your folders again") as e:
+            Catalog.open(lib, **kw)
+        assert str(lib / CATALOG_FILE) in str(e.value) and len(str(e.value)) < 800
 
 
 def test_truncated_catalog_fails_with_library_error_not_sqlite_error(tmp_path):
@@ -361,3 +389,43 @@ def test_reader_process_sees_only_whole_batches_while_writer_runs(tmp_path):
                 break
     assert proc.wait(timeout=60) == 0
     assert seen == 400 and last_gen == 40
+
+
+def test_a_healthy_catalog_with_tags_opens(tmp_path):
+    """SQLite 3.40's quick_check reports NULLs in the NOT NULL columns of WITHOUT ROWID
+    tables (tags) that hold none; a healthy library must still open."""
+    lib = tmp_path / "lib"
+    with Catalog.open(lib) as c:
+        c.bind_model(BINDING)
+        ids = c.write_items(writes(0, 20))
+        c.set_tags({i: {"red": 0.9, "blue": 0.4} for i in ids}, source="test")
+    with Catalog.open(lib) as c, Catalog.open(lib, readonly=True) as r:
+        assert c.tags(ids[:1]) == r.tags(ids[:1]) == {ids[0]: {"red": 0.9, "blue": 0.4}}
+
+
+def test_a_real_null_in_a_not_null_column_is_damage(tmp_path):
+    lib = tmp_path / "lib"
+    with Catalog.open(lib) as c:
+        c.bind_model(BINDING)
+        ids = c.write_items(writes(0, 5))
+    conn = sqlite3.connect(lib / CATALOG_FILE)
+    conn.execute("PRAGMA writable_schema = ON")  # what a damaged page can amount to
+    conn.execute("PRAGMA ignore_check_constraints = ON")
+    conn.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, 'path TEXT NOT NULL', 'path TEXT') "
+        "WHERE name = 'items'"
+    )
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(lib / CATALOG_FILE)
+    conn.execute("UPDATE items SET path = NULL WHERE id = ?", (ids[0],))
+    conn.commit()
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, 'path TEXT', 'path TEXT NOT NULL') "
+        "WHERE name = 'items'"
+    )
+    conn.commit()
+    conn.close()
+    with pytest.raises(LibraryError, match=r"damaged .*NULL value in items\.path"):
+        Catalog.open(lib)

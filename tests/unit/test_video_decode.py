@@ -355,3 +355,54 @@ def test_frame_reader_streams_the_same_frames(vids):
         assert r.info.duration == 7.0 and len(r.targets) == 7
         streamed = [f.t for f in r]
     assert streamed == [f.t for f in decode_frames(vids["cfr"], "fps:1").frames]
+
+
+# -- a header that lies about the duration ---------------------------------------------------
+def forge_mkv_duration(path, seconds: float):
+    """Overwrite the Matroska Segment Info Duration (an 8-byte float, in TimecodeScale
+    units of 1 ms) with ``seconds``; the file keeps its size and its real frames."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Duration element, 8-byte payload
+    assert at > 0, "no 8-byte Duration element in this MKV"
+    data[at + 3 : at + 11] = struct.pack(">d", seconds * 1000.0)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("claimed", [2e8, 1e10])
+def test_a_lying_duration_is_replaced_by_the_streams_real_end(tmp_path, claimed):
+    import tracemalloc
+
+    path = make_video(tmp_path / "short.mkv", [("red", 2.0), ("blue", 2.0)], fps=10, gop=10)
+    forge_mkv_duration(path, claimed)
+    with av.open(str(path)) as c:
+        assert c.duration / 1e6 > 1e8  # the header does lie
+
+    assert probe_video(path).duration == pytest.approx(4.0, abs=0.15)
+    tracemalloc.start()
+    try:
+        got = decode_frames(path, "fps:1")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [round(f.t, 1) for f in got.frames] == [0.5, 1.5, 2.5, 3.5]
+    assert [nearest_colour(np.asarray(f.image)[20, 20]) for f in got.frames] == [
+        "red",
+        "red",
+        "blue",
+        "blue",
+    ]
+    assert got.info.duration == pytest.approx(4.0, abs=0.15)
+    assert got.info.frame_count == pytest.approx(40, abs=2)
+    assert peak < 64 << 20  # no allocation by the claimed length
+    assert f"header says {claimed:.1f} s but the stream ends at 4.0 s" in got.warning
+
+
+def test_an_honest_header_keeps_its_duration(vids):
+    for name in ("cfr", "mkv", "vfr"):
+        with av.open(str(vids[name])) as c:
+            header = c.streams.video[0].duration
+            header = float(header * c.streams.video[0].time_base) if header else c.duration / 1e6
+        assert probe_video(vids[name]).duration == header

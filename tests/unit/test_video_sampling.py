@@ -106,6 +106,31 @@ def test_ten_hour_video_is_capped_by_default():
     assert t[-1] > 10 * 3600 - 100
 
 
+@pytest.mark.parametrize("spec", ["fps:1", "fps:30", "auto", "uniform:100000000"])
+def test_a_huge_duration_costs_max_frames_not_the_duration(spec):
+    """A header may claim any duration (10^10 s): targets are computed for the capped
+    count only, never allocated for every period of the claimed length."""
+    import tracemalloc
+
+    sampler = FrameSampler.parse(spec, max_frames=64)
+    tracemalloc.start()
+    try:
+        t = sampler.timestamps(1e10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # bytes: the 64 targets and their index, not 10^10 of them
+    assert len(t) == 64 and np.all(np.diff(t) > 0) and t[0] > 0 and t[-1] < 1e10
+
+
+def test_capped_targets_are_the_same_as_thinning_the_full_list():
+    for spec, duration in (("fps:10", 60.0), ("fps:2.5", 1234.5), ("uniform:700", 33.0)):
+        full = FrameSampler.parse(spec, max_frames=100_000).timestamps(duration)
+        capped = FrameSampler.parse(spec, max_frames=50).timestamps(duration)
+        idx = np.floor((np.arange(50) + 0.5) * (len(full) / 50)).astype(int)
+        np.testing.assert_allclose(capped, full[idx])
+
+
 def test_shots_give_k_centres_per_shot_and_need_shots():
     shots = [(0.0, 2.0), (2.0, 5.0)]
     np.testing.assert_allclose(FrameSampler.parse("shots").timestamps(5.0, shots=shots), [1.0, 3.5])

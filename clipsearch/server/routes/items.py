@@ -16,14 +16,14 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from clipsearch.server.files import check_range, item_or_404, resolve_item_file
-from clipsearch.server.schemas import ERROR_RESPONSES, ErrorOut, ItemOut
+from clipsearch.server.schemas import ERROR_RESPONSES, MAX_ITEM_ID, ErrorOut, ItemOut
 from clipsearch.server.state import ServerState, get_state
 from clipsearch.server.thumbs import DEFAULT_SIZE, SIZES
 
 router = APIRouter(tags=["items"])
 
 ItemId = Annotated[
-    int, Path(ge=1, le=2**62, description="Item id from a search hit.", examples=[42])
+    int, Path(ge=1, le=MAX_ITEM_ID, description="Item id from a search hit.", examples=[42])
 ]
 FILE_RESPONSES = {
     **ERROR_RESPONSES,
@@ -83,6 +83,10 @@ def _item_out(state: ServerState, item_id: int) -> dict[str, Any]:
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "A JPEG, upright."},
         **FILE_RESPONSES,
+        413: {
+            "model": ErrorOut,
+            "description": "The image has more pixels than the decompression-bomb guard allows.",
+        },
         422: {"model": ErrorOut, "description": "The file cannot be decoded."},
     },
     summary="Thumbnail (cached on disk)",
@@ -102,11 +106,15 @@ async def thumb(
     """A JPEG thumbnail, generated on first request and then served from
     ``<library>/thumbs/``. ``X-Thumbnail-Cache: hit`` tells a cached one."""
 
-    def make():
+    def find():
         f = resolve_item_file(state.library.catalog, item_id)
-        return state.thumbs.get(f, size=size, t=t)
+        return f, state.thumbs.find(f, size=size, t=t)
 
-    th = await run_in_threadpool(make)
+    f, th = await run_in_threadpool(find)
+    if th is None:
+        cost = await run_in_threadpool(state.thumbs.decode_cost, f, size=size)
+        async with state.decode_budget.hold(cost):
+            th = await run_in_threadpool(state.thumbs.get, f, size=size, t=t)
     return FileResponse(
         th.path,
         media_type="image/jpeg",

@@ -122,7 +122,16 @@ def _check_roots(state: ServerState, requested: list[str]) -> list[str]:
     for raw in requested:
         if not raw.strip() or "\0" in raw:
             raise ApiError(400, "bad_request", "a folder name is empty or malformed")
-        path = Path(os.path.expanduser(raw.strip())).absolute()
+        expanded = os.path.expanduser(raw.strip())
+        if not os.path.isabs(expanded):
+            # It would resolve against the server's working directory, which the client
+            # neither knows nor should learn.
+            raise ApiError(
+                400,
+                "bad_request",
+                f"give the folder as an absolute path (from / or ~), not {_shown(raw)}",
+            )
+        path = Path(os.path.normpath(expanded))
         if not state.allow_new_roots and os.path.realpath(path) not in known_real:
             raise ApiError(
                 403,
@@ -130,7 +139,20 @@ def _check_roots(state: ServerState, requested: list[str]) -> list[str]:
                 "this server only re-indexes the folders it already knows (start it with a "
                 "--token to index new folders from the page)",
             )
-        if not path.exists():
-            raise NotFoundError(f"folder not found on the server: {path}")
+        try:
+            path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"folder not found on the server: {path}") from None
+        except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES...
+            reason = (e.strerror or type(e).__name__).lower()
+            raise ApiError(
+                400, "bad_request", f"cannot use the folder {_shown(raw)}: {reason}"
+            ) from None
         roots.append(str(path))
     return roots
+
+
+def _shown(raw: str, limit: int = 80) -> str:
+    """A client's path for an error message, cut short."""
+    text = raw.strip()
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")

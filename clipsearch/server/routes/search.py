@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
+from PIL import Image
 from pydantic import ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -21,10 +24,15 @@ from starlette.datastructures import UploadFile
 from clipsearch.errors import MediaError, MediaTooLargeError, QueryError, QueryFileRefusedError
 from clipsearch.search.engine import decode_side
 from clipsearch.server.errors import ApiError
-from clipsearch.server.schemas import ERROR_RESPONSES, SearchRequest, SearchResponse
+from clipsearch.server.schemas import ERROR_RESPONSES, ErrorOut, SearchRequest, SearchResponse
 from clipsearch.server.state import ServerState, get_state
 
 router = APIRouter(tags=["search"])
+
+SEARCH_RESPONSES = {
+    **ERROR_RESPONSES,
+    404: {"model": ErrorOut, "description": "An item named in `like` is not in the catalog."},
+}
 
 MAX_UPLOADS = 4
 MAX_FORM_FIELDS = 64
@@ -39,7 +47,7 @@ class SearchQueryParams(SearchRequest):
 @router.get(
     "/api/search",
     response_model=SearchResponse,
-    responses=ERROR_RESPONSES,
+    responses=SEARCH_RESPONSES,
     summary="Search by text or by example items",
 )
 async def search_get(
@@ -94,10 +102,15 @@ _POST_BODY = {
     "/api/search",
     response_model=SearchResponse,
     responses={
-        **ERROR_RESPONSES,
-        413: {"description": "An upload is larger than the limit."},
+        **SEARCH_RESPONSES,
+        413: {
+            "model": ErrorOut,
+            "description": "An upload is larger than the limit, or would take more memory "
+            "to decode than the server allows.",
+        },
         415: {
-            "description": "An upload is not an image, or the body is neither JSON nor multipart."
+            "model": ErrorOut,
+            "description": "An upload is not an image, or the body is neither JSON nor multipart.",
         },
     },
     openapi_extra=_POST_BODY,
@@ -162,11 +175,27 @@ async def _read_upload(upload: UploadFile, limit: int) -> tuple[str, bytes]:
     return name, data
 
 
-def _decode_upload(name: str, data: bytes, library):
+def _upload_decode_cost(name: str, data: bytes, library, limit: int) -> tuple[int, int]:
+    """(decode side for the model, bytes decoding the upload will cost), from the
+    upload's header; 413 above ``limit``."""
+    from clipsearch.media import decode_cost
+
+    min_side = decode_side(library.encoder)
+    with _upload_errors(name):
+        return min_side, decode_cost(data, min_side=min_side, max_decode_bytes=limit)
+
+
+def _decode_upload(name: str, data: bytes, min_side: int, limit: int):
     from clipsearch.media import load_image
 
+    with _upload_errors(name):
+        return load_image(data, min_side=min_side, max_decode_bytes=limit).image
+
+
+@contextmanager
+def _upload_errors(name: str) -> Iterator[None]:
     try:
-        return load_image(data, min_side=decode_side(library.encoder)).image
+        yield
     except MediaTooLargeError as e:
         raise ApiError(
             413, "payload_too_large", f"the uploaded image {name} is too large: {e}"
@@ -175,6 +204,25 @@ def _decode_upload(name: str, data: bytes, library):
         raise ApiError(
             415, "unsupported_media_type", f"the upload {name} is not an image we can read: {e}"
         ) from None
+
+
+async def decode_uploads(state: ServerState, uploads: list[tuple[str, bytes]]) -> list[Image.Image]:
+    """Decode uploads one after another, each within the server's decode budget."""
+    budget = state.decode_budget
+    images = []
+    for name, data in uploads:
+        # In the threadpool: library.encoder takes the library's lock, which a search may
+        # hold, and the event loop must never wait on it.
+        min_side, cost = await run_in_threadpool(
+            _upload_decode_cost, name, data, state.library, budget.per_decode_bytes
+        )
+        async with budget.hold(cost):
+            images.append(
+                await run_in_threadpool(
+                    _decode_upload, name, data, min_side, budget.per_decode_bytes
+                )
+            )
+    return images
 
 
 async def run_search(
@@ -187,7 +235,7 @@ async def run_search(
     images = []
     if uploads:
         state.require_model()
-        images = [await run_in_threadpool(_decode_upload, n, d, library) for n, d in uploads]
+        images = await decode_uploads(state, uploads)
     try:
         parts = await run_in_threadpool(
             lambda: library.query_parts(
