@@ -100,8 +100,9 @@ class IndexProgress:
         if isinstance(event, ScanProgress):
             p.update(self.task, description=f"scanning {event.root}: {event.found} files")
         elif isinstance(event, ScanDone):
-            p.update(self.task, description="indexing", total=event.to_encode, completed=0)
-            p.reset(self.task, total=event.to_encode, description="indexing")
+            total = event.to_encode + event.to_read
+            p.update(self.task, description="indexing", total=total, completed=0)
+            p.reset(self.task, total=total, description="indexing")
         elif isinstance(event, FileDone):
             if not event.ok:
                 self.errors += 1
@@ -133,6 +134,8 @@ def index_summary(report: IndexReport, console: Console = err) -> None:
         parts.append(f"{report.deleted} removed")
     if report.frames:
         parts.append(f"{report.frames} video frames")
+    if report.read:
+        parts.append(f"{report.read} read for text")
     if report.failed:
         parts.append(f"[red]{report.failed} failed[/] (see `clipsearch status`)")
     rate = report.encoded / report.elapsed_s if report.elapsed_s > 0 else 0.0

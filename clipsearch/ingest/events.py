@@ -18,13 +18,15 @@ class ScanProgress:
 
 @dataclass(frozen=True)
 class ScanDone:
-    """The walk finished; ``to_encode`` files need decoding and encoding."""
+    """The walk finished; ``to_encode`` files need decoding and encoding, and ``to_read``
+    files already indexed need only their text read (``index --ocr``)."""
 
     total: int
     unchanged: int
     reused: int
     to_encode: int
     deleted: int
+    to_read: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class IndexReport:
     failed: int = 0
     deleted: int = 0
     frames: int = 0  # video frames encoded
+    read: int = 0  # files whose text was read (OCR), encoded in this run or before
     scan_errors: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
     encode_s: float = 0.0
@@ -90,6 +93,7 @@ class IndexReport:
             "failed": self.failed,
             "deleted": self.deleted,
             "frames": self.frames,
+            "read": self.read,
             "scan_errors": [{"path": p, "error": e} for p, e in self.scan_errors],
             "elapsed_s": round(self.elapsed_s, 3),
             "interrupted": self.interrupted,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,10 +32,15 @@ from clipsearch.ingest.events import (
     ScanDone,
     ScanProgress,
 )
+from clipsearch.ingest.reading import FRAME_SIDE, TextReading, resolve_settings
 from clipsearch.media import MediaFile, load_image, partial_hash, scan
 from clipsearch.models.base import Encoder
 from clipsearch.search.engine import decode_side
 from clipsearch.store import Catalog, ItemWrite, ModelBinding
+from clipsearch.store.records import TextRead
+
+if TYPE_CHECKING:
+    from clipsearch.models.ocr import TextReader
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,10 @@ class IndexOptions:
     video_sampler: str = "auto"  # frame sampling strategy, see clipsearch.media.sampling
     max_frames: int = 512  # cap on frames per video (spread uniformly beyond it)
     retry_failed: bool = False  # re-try files that failed before even if unchanged
+    # Read the text in images (OCR, the ``ocr`` extra) / also in sampled video frames.
+    # None: as the library remembers from its last run (off for a new library).
+    ocr: bool | None = None
+    ocr_frames: bool | None = None
 
 
 @dataclass
@@ -67,6 +77,9 @@ class _Decoded:
     error: str | None = None  # failed: why
     warning: str | None = None  # ok but partial (e.g. video damaged mid-stream)
     cancelled: bool = False  # stopped mid-file (Ctrl-C): not written, redone next run
+    text: TextRead | None = None  # what was read in the picture (OCR), if it was read
+    text_only: bool = False  # an indexed item that only needed its text read
+    item_id: int | None = None  # its id (text_only)
 
 
 @dataclass
@@ -74,6 +87,7 @@ class _Todo:
     media: MediaFile
     root_id: int
     content_hash: str | None = None
+    item_id: int | None = None  # set for an indexed item that only needs its text read
 
 
 class Indexer:
@@ -82,6 +96,8 @@ class Indexer:
     on_event: receives `IndexEvent`s (progress); must be cheap.
     should_stop: polled between files; returning True stops after the batch in flight
         (the run is resumable).
+    text_reader: the OCR reader when the run reads text (default: PP-OCRv4 through
+        rapidocr-onnxruntime, `clipsearch.models.ocr`).
     """
 
     def __init__(
@@ -92,6 +108,7 @@ class Indexer:
         *,
         on_event: Callable[[IndexEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        text_reader: TextReader | None = None,
     ) -> None:
         self.catalog = catalog
         self.encoder = encoder
@@ -99,12 +116,15 @@ class Indexer:
         self._emit = on_event or (lambda e: None)
         self._should_stop = should_stop or (lambda: False)
         self._min_side = decode_side(encoder)
+        self._text_reader = text_reader
+        self._reading: TextReading | None = None
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, roots: Sequence[Path | str]) -> IndexReport:
         """Index ``roots`` incrementally. Raises NotFoundError for a missing root (before any
         work), ModelMismatchError when the library is bound to another model, DiskFullError
-        when the disk fills (committed batches are kept; run again to resume)."""
+        when the disk fills (committed batches are kept; run again to resume),
+        MissingDependencyError when text reading needs the ``ocr`` extra."""
         t0 = time.perf_counter()
         paths = list(dict.fromkeys(Path(os.path.expanduser(str(r))).absolute() for r in roots))
         for p in paths:
@@ -115,6 +135,7 @@ class Indexer:
         FrameSampler.parse(
             self.options.video_sampler, max_frames=self.options.max_frames
         )  # UsageError early
+        self._reading = self._text_reading()
         self.catalog.bind_model(
             ModelBinding(
                 spec=self.encoder.spec, fingerprint=self.encoder.fingerprint, dim=self.encoder.dim
@@ -134,6 +155,7 @@ class Indexer:
         todo = self._reuse(todo, report)
         if gone:
             report.deleted += self.catalog.delete_items(sorted(set(gone)))
+        to_read = self._unread(seen - {str(t.media.path) for t in todo}, report)
         self._emit(
             ScanDone(
                 total=report.scanned,
@@ -141,14 +163,46 @@ class Indexer:
                 reused=report.reused,
                 to_encode=len(todo),
                 deleted=report.deleted,
+                to_read=len(to_read),
             )
         )
+        todo += to_read
         if todo and not self._should_stop():
             self._encode_all(todo, report)
         elif todo:
             report.interrupted = True
         report.elapsed_s = time.perf_counter() - t0
         return report
+
+    # -- text reading ------------------------------------------------------------------------------
+    def _text_reading(self) -> TextReading | None:
+        """This run's text reading (the library's remembered settings, changed by the
+        options, and remembered again), or None when it reads no text."""
+        texts = self.catalog.texts
+        remembered = texts.settings()
+        settings = resolve_settings(
+            remembered, ocr=self.options.ocr, ocr_frames=self.options.ocr_frames
+        )
+        reader = None
+        if settings.ocr:
+            if self._text_reader is None:
+                from clipsearch.models.ocr import text_reader
+
+                self._text_reader = text_reader()
+            reader = self._text_reader
+        if settings != remembered:
+            texts.save_settings(settings)
+        return None if reader is None else TextReading(settings, reader)
+
+    def _unread(self, paths: set[str], report: IndexReport) -> list[_Todo]:
+        """Indexed files among ``paths`` whose text this run's reader has not read yet."""
+        if self._reading is None or not paths:
+            return []
+        pending = self._reading.pending(self.catalog, paths)
+        return [
+            _Todo(MediaFile(Path(r.path), r.kind, r.size, r.mtime_ns), r.root_id or 0, item_id=r.id)
+            for r in pending
+        ]
 
     # -- scan + sweep ------------------------------------------------------------------------------
     def _scan_root(
@@ -304,13 +358,19 @@ class Indexer:
     def _decode(self, t: _Todo) -> _Decoded:
         """Runs in a worker thread: decode + preprocess. Never raises for bad media."""
         out = _Decoded(media=t.media, root_id=t.root_id, content_hash=t.content_hash)
+        out.text_only, out.item_id = t.item_id is not None, t.item_id
+        reading = self._reading if self._reading and self._reading.reads(t.media.kind) else None
         try:
             if t.media.size == 0:
                 raise MediaError("empty file")
             if t.media.kind == "image":
-                img = load_image(t.media.path, min_side=self._min_side)
+                side = reading.image_side(self._min_side) if reading else self._min_side
+                img = load_image(t.media.path, min_side=side)
                 out.width, out.height = img.width, img.height
-                out.pixels = self.encoder.preprocess(img.image)[None]  # (1, 3, H, W)
+                if reading:  # the decoded image itself: the file is decoded once
+                    out.text = reading.read_image(img.image)
+                if not out.text_only:
+                    out.pixels = self.encoder.preprocess(img.image)[None]  # (1, 3, H, W)
             else:
                 self._decode_video(t, out)
         except _Stopped:
@@ -330,25 +390,40 @@ class Indexer:
         sampler = FrameSampler.parse(self.options.video_sampler, max_frames=self.options.max_frames)
         times: list[float] = []
         pixels: list[np.ndarray] = []
+        reading = self._reading if self._reading and self._reading.reads("video") else None
+        texts = reading.frame_texts() if reading else None
         # Stream frames and preprocess each at once: only model-sized pixels are kept.
         # One codec thread per video: the pool already runs one video per core.
-        with FrameReader(t.media.path, sampler, threads=1) as reader:
+        side = {"max_side": FRAME_SIDE} if reading else {}
+        with FrameReader(t.media.path, sampler, threads=1, **side) as reader:
             for frame in reader:
                 if self._should_stop():
                     raise _Stopped
                 times.append(frame.t)
+                if texts is not None:
+                    texts.add(frame.t, frame.image)
+                if out.text_only:
+                    continue
                 # fp16 while waiting for the encoder halves the memory of long videos; the
                 # rounding (~1e-3) is far below one 8-bit pixel step after normalisation.
                 pixels.append(self.encoder.preprocess(frame.image).astype(np.float16))
             info, out.warning = reader.info, reader.warning
-        if not pixels:
+        if not times:
             raise MediaError("no frame could be decoded")
+        out.text = texts.result() if texts is not None else None
         out.width, out.height, out.duration = info.width, info.height, info.duration
         out.timestamps = np.array(times, dtype=np.float64)
-        out.pixels = np.stack(pixels)  # (F, 3, H, W)
+        if not out.text_only:
+            out.pixels = np.stack(pixels)  # (F, 3, H, W)
 
     def _flush(self, ready: list[_Decoded], report: IndexReport, progress: _Progress) -> None:
-        """Encode every decoded file in ``ready`` and commit them in one transaction."""
+        """Encode every decoded file in ``ready`` and commit them in one transaction (and the
+        text read from already indexed files in a second one)."""
+        read_only = [d for d in ready if d.text_only]
+        if read_only:
+            self.catalog.texts.write({d.item_id: d.text for d in read_only if d.text is not None})
+            self._done(read_only, [None] * len(read_only), report, progress)
+            ready = [d for d in ready if not d.text_only]
         ok = [d for d in ready if d.error is None and d.pixels is not None and len(d.pixels)]
         flat = None
         if ok:
@@ -377,11 +452,28 @@ class Indexer:
                 )
             else:
                 writes.append(self._write_for(d, status="ok", vectors=vecs))
-        self.catalog.write_items(writes)
+        if writes:
+            self.catalog.write_items(writes)
+        self._done(ready, writes, report, progress)
+
+    def _done(
+        self,
+        ready: list[_Decoded],
+        writes: Sequence[ItemWrite | None],
+        report: IndexReport,
+        progress: _Progress,
+    ) -> None:
+        """Count and announce committed files (``None`` write: only its text was read)."""
         for d, w in zip(ready, writes, strict=True):
+            if w is None:  # an indexed file read for its text: ok even if reading failed
+                report.read += d.text is not None
+                progress.done += 1
+                self._emit(FileDone(str(d.media.path), d.media.kind, ok=True))
+                continue
             failed = w.status != "ok"
             frames = 0 if d.timestamps is None or failed else len(d.timestamps)
             report.added += 1
+            report.read += d.text is not None and not failed
             report.failed += failed
             report.frames += frames
             progress.done += 1
@@ -392,7 +484,10 @@ class Indexer:
                     str(d.media.path), d.media.kind, ok=not failed, error=w.error, frames=frames
                 )
             )
-        self._emit(BatchWritten(progress.done, progress.total, progress.failed, progress.frames))
+        if ready:
+            self._emit(
+                BatchWritten(progress.done, progress.total, progress.failed, progress.frames)
+            )
 
     @staticmethod
     def _write_for(
@@ -418,6 +513,7 @@ class Indexer:
             duration=d.duration if d else None,
             vectors=vectors,
             timestamps=timestamps,
+            text=d.text if d is not None and status == "ok" else None,
         )
 
 

@@ -155,7 +155,7 @@ class IndexJobs:
                 p.found = sum(p.found_by_root.values())
             elif isinstance(event, ScanDone):
                 p.found = event.total
-                p.to_encode = event.to_encode
+                p.to_encode = event.to_encode + event.to_read
                 p.phase = "encoding"
                 p.encode_started = time.monotonic()
             elif isinstance(event, FileDone):

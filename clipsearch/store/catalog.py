@@ -58,6 +58,7 @@ from clipsearch.store.records import (
     ModelBinding,
     VectorTable,
 )
+from clipsearch.store.texts import TextStore, copy_texts, replace_texts
 from clipsearch.store.writes import (
     INSERT_VECTOR,
     check_item,
@@ -149,6 +150,11 @@ class Catalog:
         return f"Catalog({str(self.path)!r}, {mode}{', closed' if self._conn is None else ''})"
 
     # -- model binding ------------------------------------------------------------------------
+    @property
+    def texts(self) -> TextStore:
+        """Text found in items (OCR): writing, matching, coverage (store/texts.py)."""
+        return TextStore(self)
+
     def model_binding(self) -> ModelBinding | None:
         """The model this library is bound to, or None before the first index run."""
         with self._reading("reading the model binding") as conn:
@@ -326,6 +332,9 @@ class Catalog:
                     for t, blob in p.vectors
                 ),
             )
+            # The file changed: what was read from it before is stale, whatever its source.
+            replace_texts(conn, dict.fromkeys(ids))
+            replace_texts(conn, {i: w.text for i, w in zip(ids, writes, strict=True) if w.text})
             meta.bump_generation(conn)
         return ids
 
@@ -366,6 +375,7 @@ class Catalog:
                     "SELECT ?, t, vector FROM vectors WHERE item_id = ? ORDER BY id",
                     (item_id, src.id),
                 )
+                copy_texts(conn, src.id, item_id)
             meta.bump_generation(conn)
         return item_id
 

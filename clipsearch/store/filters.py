@@ -21,6 +21,9 @@ Accepted clauses (one per ``--where``; every clause must hold, i.e. clauses are 
                      (powers of 1024); e.g. size>1MB, size<500k, size>=1.5GiB
     root:PATH        found while indexing the root folder PATH (as given to `index`)
     tag:NAME         carries the tag NAME (case-insensitive)
+    text:PHRASE      the text read in the picture (OCR) contains PHRASE, compared squashed:
+                     letters and digits only, case and spaces ignored (store/texts.py), so
+                     ``text:happy birthday`` matches "HAPPY BIRTHDAYANNA"
 
 A filter that no item can satisfy (``after:2024 before:2023``) is valid and matches
 nothing; a clause that cannot be parsed raises ``QueryError`` naming the clause. Dates
@@ -40,11 +43,12 @@ from pathlib import Path
 
 from clipsearch.errors import QueryError
 from clipsearch.media.scan import MEDIA_KINDS, MediaKind
+from clipsearch.store.texts import squash
 
 ACCEPTED_FORMS = (
     "path:GLOB (e.g. path:/archive/2023/*), kind:image|video, after:DATE, before:DATE "
     "(DATE like 2023, 2023-06, 2023-06-30 or 2023-06-30T14:00), size>N / size<N "
-    "(N like 500k, 1MB, 1.5GiB), root:PATH, tag:NAME"
+    "(N like 500k, 1MB, 1.5GiB), root:PATH, tag:NAME, text:PHRASE"
 )
 _UNITS = {
     "": 1,
@@ -86,16 +90,18 @@ class ItemFilter:
     size_max: int | None = None  # inclusive, bytes
     roots: tuple[str, ...] = ()  # root folders (root:...), each must match
     tags: tuple[str, ...] = ()  # lower-cased tags, each must be present
+    texts: tuple[str, ...] = ()  # squashed phrases the picture's OCR text must each contain
 
     def __post_init__(self) -> None:
         # Accept lists, sets or a single string where tuples/frozensets are expected, so
         # ItemFilter(kinds={"video"}) or ItemFilter(paths="/a/*") mean what they say.
-        for name in ("paths", "roots", "tags"):
+        normalise = {"tags": str.lower, "texts": squash}
+        for name in ("paths", "roots", "tags", "texts"):
             value = getattr(self, name)
             value = (value,) if isinstance(value, str) else tuple(value)
-            object.__setattr__(
-                self, name, tuple(v.lower() for v in value) if name == "tags" else value
-            )
+            if name in normalise:
+                value = tuple(normalise[name](v) for v in value)
+            object.__setattr__(self, name, value)
         if self.kinds is not None:
             kinds = (self.kinds,) if isinstance(self.kinds, str) else self.kinds
             object.__setattr__(self, "kinds", frozenset(kinds))
@@ -141,6 +147,7 @@ class ItemFilter:
             size_max=_bound(min, self.size_max, other.size_max),
             roots=_unique(self.roots + other.roots),
             tags=_unique(self.tags + other.tags),
+            texts=_unique(self.texts + other.texts),
         )
 
     @classmethod
@@ -186,6 +193,11 @@ def _parse_clause(clause: str, base: Path) -> ItemFilter:
         return ItemFilter(roots=(os.path.normpath(base / os.path.expanduser(value)),))
     if key == "tag":
         return ItemFilter(tags=(value.lower(),))
+    if key == "text":
+        phrase = value[1:-1] if len(value) > 1 and value[0] == value[-1] in "\"'" else value
+        if not squash(phrase):
+            raise _bad(clause, "text: needs letters or digits to look for")
+        return ItemFilter(texts=(phrase,))
     raise _bad(clause, f"unknown filter {key!r}")
 
 

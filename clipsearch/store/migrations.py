@@ -92,7 +92,60 @@ def m002_tags(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX tags_tag ON tags(tag, item_id)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_tags)
+def m003_item_texts(conn: sqlite3.Connection) -> None:
+    """Text found in or written about items (text read from the picture by OCR; later other
+    sources such as captions), full-text indexed for search, and which items were read.
+
+    ``texts.body`` is the squashed form of ``text`` (letters and digits, case-folded, no
+    spaces: store/texts.py) and ``texts_fts`` indexes it with FTS5's trigram tokenizer, so
+    any substring of three or more characters is found, glued words included ("HAPPY
+    BIRTHDAYANNA" contains "birthday"). The FTS table mirrors ``texts`` through triggers
+    (deleting an item cascades to its texts, and the cascade fires them). An SQLite without
+    FTS5's trigram tokenizer (before 3.34) gets the tables without the full-text index;
+    reading text is then refused with a message (store/texts.py).
+    """
+    conn.execute(
+        """CREATE TABLE texts (
+            id INTEGER PRIMARY KEY,
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            source TEXT NOT NULL,
+            t REAL,
+            text TEXT NOT NULL,
+            body TEXT NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX texts_item ON texts(item_id, source)")
+    # One row per item and source that was read, text found or not: coverage, and the
+    # items a reader still has to visit. frames = 1 when a video's frames were read.
+    conn.execute(
+        """CREATE TABLE text_runs (
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            source TEXT NOT NULL,
+            reader TEXT NOT NULL,
+            frames INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (item_id, source)
+        ) WITHOUT ROWID"""
+    )
+    try:
+        conn.execute(
+            "CREATE VIRTUAL TABLE texts_fts USING fts5("
+            "body, content='texts', content_rowid='id', tokenize='trigram')"
+        )
+    except sqlite3.OperationalError:
+        return  # no FTS5 or no trigram tokenizer: see the docstring
+    conn.execute(
+        """CREATE TRIGGER texts_fts_insert AFTER INSERT ON texts BEGIN
+            INSERT INTO texts_fts(rowid, body) VALUES (new.id, new.body);
+        END"""
+    )
+    conn.execute(
+        """CREATE TRIGGER texts_fts_delete AFTER DELETE ON texts BEGIN
+            INSERT INTO texts_fts(texts_fts, rowid, body) VALUES ('delete', old.id, old.body);
+        END"""
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_tags, m003_item_texts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

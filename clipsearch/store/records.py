@@ -55,6 +55,24 @@ ITEM_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class TextRead:
+    """The text one reader found in one item (``texts`` rows plus its ``text_runs`` row).
+
+    source: what produced the text: "ocr" (read from the picture); other sources (captions)
+        use their own name.
+    reader: the reader and its settings (`TextReader.name`), so a different one re-reads.
+    frames: True when a video's sampled frames were read (``rows`` then carry their times).
+    rows: (t, text) pairs; t is None for an image, a frame's time in seconds for a video.
+        Empty when the item was read and holds no text.
+    """
+
+    source: str
+    reader: str
+    frames: bool = False
+    rows: tuple[tuple[float | None, str], ...] = ()
+
+
 @dataclass
 class ItemWrite:
     """What ingest hands over for one file (see ``Catalog.write_items``)."""
@@ -74,6 +92,8 @@ class ItemWrite:
     # (n,) float64 seconds; NaN marks the item-level vector (image vector or a video's
     # meanP vector); None means ``vectors`` is one item-level vector (images).
     timestamps: np.ndarray | None = None
+    # Text read from the file in the same run (OCR), stored with its vectors; None = not read.
+    text: TextRead | None = None
 
 
 @dataclass(frozen=True)
