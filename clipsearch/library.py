@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipsearch.atomic import atomic_write_text
-from clipsearch.errors import ModelMismatchError, NotFoundError
+from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
 from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
 from clipsearch.models.base import Encoder
@@ -36,6 +36,7 @@ from clipsearch.search.hits import Hit
 from clipsearch.search.query import QueryPlan, parse_query, plan_from_parts
 from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankMethod, check_method
 from clipsearch.search.rescore import Rescorer
+from clipsearch.search.textmatch import TextFusion, query_terms, with_text_matches
 from clipsearch.store import Catalog, ItemFilter
 from clipsearch.store.writer_lock import WriterLock
 
@@ -86,6 +87,7 @@ class LibraryStatus:
     dim: int | None
     stats: dict[str, Any]
     failures: list[dict[str, str]] = field(default_factory=list)
+    ocr: dict[str, Any] = field(default_factory=dict)  # text reading: settings and coverage
 
     def to_dict(self) -> dict[str, Any]:
         st = self.stats
@@ -101,6 +103,8 @@ class LibraryStatus:
             "generation": st.get("generation"),
             "schema_version": st.get("schema_version"),
             "db_bytes": st.get("db_bytes"),
+            # {"enabled", "frames", "by_kind": {kind: {"items", "read", "with_text"}}, "texts"}
+            "ocr": self.ocr,
             "failures": self.failures,
         }
 
@@ -195,9 +199,18 @@ class Library:
         for root in roots:  # fail fast, before loading (maybe downloading) the model
             if not Path(os.path.expanduser(str(root))).exists():
                 raise NotFoundError(f"not found: {root}")
+        from clipsearch.ingest.reading import resolve_settings
         from clipsearch.media.sampling import FrameSampler
 
         FrameSampler.parse(options.video_sampler, max_frames=options.max_frames)
+        reading = resolve_settings(
+            self.catalog.texts.settings(), ocr=options.ocr, ocr_frames=options.ocr_frames
+        )
+        if reading.ocr:  # a missing `ocr` extra fails before the lock and the model
+            from clipsearch.models.ocr import text_reader
+
+            self.catalog.texts.require_index()
+            text_reader()
         # One indexing run per library at a time, checked before the model is loaded.
         with WriterLock(self.path, action="indexing"):
             if self.catalog.model_binding() is None:
@@ -313,6 +326,9 @@ class Library:
         with_curve: bool = False,
         rerank: RerankMethod = "none",
         gap_correction: GapMode | None = None,
+        plan: QueryPlan | None = None,
+        text_match: bool | None = None,
+        phrases: bool | None = None,
     ) -> list[Hit]:
         """Search by text, example image(s)/video(s), or a ready query ``vector``.
 
@@ -320,6 +336,13 @@ class Library:
         (``path:/a/*``, ``after:2023-01-01``, ``size>1MB`` ...) or an ItemFilter.
         rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md; off by default,
         as measured). gap_correction: None | "shift" | "center" for example-image queries.
+        plan: with ``vector``, the parsed query behind it (for the text options below).
+        text_match: also rank by the text read in the pictures (``index --ocr``), fused
+            with the model's ranking (docs/ocr.md); None: when the library has read text.
+            Hits whose text matched carry ``text_match``.
+        phrases: quoted words must appear in the picture's text (`clipsearch.search.query`);
+            None: when the library has read text, True: always (UsageError if it has none),
+            False: quotes only delimit terms.
         Raises QueryError for empty/unreadable queries, UsageError for bad options.
         """
         if isinstance(where, ItemFilter):
@@ -328,6 +351,17 @@ class Library:
             flt = ItemFilter.parse([where] if isinstance(where, str) else list(where))
         if kind:
             flt = flt & ItemFilter.parse([f"kind:{kind}"])
+        if vector is None:
+            plan = self.plan(query, image=image, video=video)
+        read = self.catalog.texts.has_text()
+        if plan is not None and plan.phrases and (read if phrases is None else phrases):
+            if not read:
+                raise UsageError(
+                    "quoted words must appear in the pictures' text, but no text has been "
+                    "read in this library: run `clipsearch index FOLDER --ocr` first"
+                )
+            flt = flt & ItemFilter(texts=plan.phrases)
+        fuse = bool(query_terms(plan)) and (read if text_match is None else text_match)
         options = SearchOptions(
             k=k,
             offset=offset,
@@ -338,13 +372,15 @@ class Library:
             with_curve=with_curve,
         )
         options.validate()  # bad options fail before the model is loaded
-        plan = None
         if vector is None:
-            plan = self.plan(query, image=image, video=video)
             vector = encode_plan(plan, self.encoder)
         with self._lock:
-            rescorer = self.rescorer(rerank=rerank, gap_correction=gap_correction)
-            return self.searcher().search(vector, options, rescorer=rescorer, plan=plan)
+            rescorer = self.rescorer(rerank=rerank, gap_correction=gap_correction, text_match=fuse)
+            hits = self.searcher().search(vector, options, rescorer=rescorer, plan=plan)
+        if fuse or flt.texts:
+            terms = (*query_terms(plan), *flt.texts)
+            hits = with_text_matches(hits, self.catalog.texts, terms)
+        return hits
 
     # -- query composition, rescoring -------------------------------------------------------------
     def query_parts(
@@ -405,12 +441,21 @@ class Library:
             return self._banks
 
     def rescorer(
-        self, *, rerank: RerankMethod = "none", gap_correction: GapMode | None = None
+        self,
+        *,
+        rerank: RerankMethod = "none",
+        gap_correction: GapMode | None = None,
+        text_match: bool = False,
     ) -> Rescorer | None:
         """The rescorer `search` applies for these options, or None for a plain search
-        (the bank terms or gap are built on first use and cached: docs/rerank.md)."""
-        if gap_correction is not None:
-            mode = check_mode(gap_correction)
+        (the bank terms or gap are built on first use and cached: docs/rerank.md).
+        text_match: fuse the result with the text read in the pictures (docs/ocr.md)."""
+        inner = self._vector_rescorer(rerank, gap_correction)
+        return TextFusion(self.catalog.texts, inner=inner) if text_match else inner
+
+    def _vector_rescorer(self, rerank: RerankMethod, gap: GapMode | None) -> Rescorer | None:
+        if gap is not None:
+            mode = check_mode(gap)
             return GapRescorer(self.banks.gap(), self.catalog.item_vectors, mode=mode)
         method = check_method(rerank)
         if method == "none":
@@ -488,7 +533,13 @@ class Library:
             dim=binding.dim if binding else None,
             stats=self.catalog.stats(),
             failures=fails,
+            ocr=self._text_status(),
         )
+
+    def _text_status(self) -> dict[str, Any]:
+        texts = self.catalog.texts
+        settings = texts.settings()
+        return {"enabled": settings.ocr, "frames": settings.ocr_frames, **texts.coverage()}
 
     def close(self) -> None:
         self.catalog.close()

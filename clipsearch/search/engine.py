@@ -18,7 +18,7 @@ from clipsearch.errors import UsageError
 from clipsearch.index.base import VectorIndex
 from clipsearch.models.base import Encoder, l2_normalize
 from clipsearch.search.hits import FrameCurve, Hit
-from clipsearch.search.rescore import Query, Rescorer
+from clipsearch.search.rescore import Query, Rescorer, extra_candidates
 
 if TYPE_CHECKING:
     from clipsearch.search.query import QueryPlan
@@ -84,8 +84,9 @@ class Searcher:
         """Rank items for one query vector (D,). Returns at most ``k`` hits after ``offset``.
 
         rescorer: re-score the top candidates (`clipsearch.search.rescore`): the engine
-            fetches ``rescorer.depth(k + offset)`` raw hits, takes the rescorer's scores,
-            and sorts, pages and renumbers by them.
+            fetches ``rescorer.depth(k + offset)`` raw hits plus the items the rescorer
+            brings in (``candidates``), takes the rescorer's scores, and sorts, pages and
+            renumbers by them.
         plan: the parsed query behind ``q``, for a rescorer that reads the query's text.
         """
         q = np.asarray(q, dtype=np.float32)
@@ -95,9 +96,11 @@ class Searcher:
         need = options.k + options.offset
         depth = min(MAX_K, max(rescorer.depth(need), need))
         hits = self.search_many(q[None, :], replace(options, k=depth, offset=0))[0]
+        query = Query(q, plan)
+        hits = self._bring_in(q, hits, extra_candidates(rescorer, query, depth), options)
         if not hits:
             return []
-        scores = np.asarray(rescorer.rescore(Query(q, plan), hits), dtype=np.float64)
+        scores = np.asarray(rescorer.rescore(query, hits), dtype=np.float64)
         if scores.shape != (len(hits),):
             raise ValueError(f"a rescorer returned scores {scores.shape} for {len(hits)} hits")
         order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), hits[i].item_id))
@@ -147,6 +150,22 @@ class Searcher:
                 ids, scores = m.ids[0], m.scores[0]
             results.append(self._page(scored, context, options))
         return results
+
+    def _bring_in(
+        self, q: np.ndarray, hits: list[Hit], ids: list[int], options: SearchOptions
+    ) -> list[Hit]:
+        """``hits`` plus the items ``ids`` that are not among them and pass the filter,
+        scored exactly like them, in raw order (ranks renumbered)."""
+        seen = {h.item_id for h in hits}
+        ids = [i for i in dict.fromkeys(ids) if i not in seen]
+        if ids:
+            ids = self.catalog.items_where(ids, options.where)
+        if not ids:
+            return hits
+        scored, context = self._score(l2_normalize(q[None, :])[0], ids, options)
+        extra = self._page(scored, context, replace(options, k=len(scored), offset=0))
+        merged = sorted([*hits, *extra], key=lambda h: (-h.score, h.item_id))
+        return [replace(h, rank=rank) for rank, h in enumerate(merged, start=1)]
 
     # -- stage 1 ------------------------------------------------------------------------------
     def _candidates(self, ids: np.ndarray) -> list[int]:

@@ -11,6 +11,7 @@ from clipsearch.media.scan import MediaKind
 
 if TYPE_CHECKING:
     from clipsearch.search.video import Moment
+    from clipsearch.store.texts import TextMatch
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Hit:
         before reranking.
     moment: for videos, the best-matching [start, end] (seconds) and best frame.
     curve: for videos when requested (``with_curve=True``), the frame score curve.
+    text_match: the text read in the picture (or the video frame) that matched the query's
+        words, when the search matched text (`clipsearch.search.textmatch`).
     """
 
     item_id: int
@@ -41,6 +44,7 @@ class Hit:
     duration: float | None = None
     moment: Moment | None = None
     curve: FrameCurve | None = field(default=None, repr=False)
+    text_match: TextMatch | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (what `clipsearch search --json` and the HTTP API return)."""
@@ -61,6 +65,18 @@ class Hit:
                     "end": round(float(self.moment.end), 3),
                     "best_t": round(float(self.moment.best_t), 3),
                 }
+        if self.text_match is not None:
+            from clipsearch.search.textmatch import match_spans
+
+            m = self.text_match
+            out["text_match"] = {
+                "text": m.text,  # as read (lines joined by newlines)
+                "terms": list(m.terms),  # the query terms found, squashed
+                "spans": [list(s) for s in match_spans(m.text, m.terms)],  # [start, end) in text
+                "coverage": round(m.coverage, 4),
+                "t": None if m.t is None else round(float(m.t), 3),  # video frame time (s)
+                "source": m.source,
+            }
         if self.curve is not None:
             out["curve"] = {
                 "t": [round(float(t), 3) for t in self.curve.timestamps],

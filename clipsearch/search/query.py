@@ -4,9 +4,18 @@ Grammar (the user's view: docs/index.md#searching)::
 
     query  := [sign] term (sign term)*
     sign   := "+" | "-"                 (standing alone, between spaces, or first)
-    term   := quoted | words
+    term   := quoted | (words | quoted)+
     quoted := '"' [weight ":"] text '"'  |  "'" [weight ":"] text "'"
     weight := a number (2, 0.5, 1e-1); "10:30 sunset" is text, not a weight
+
+A single quote inside a word (``dog's toy``) is an apostrophe, not a quote.
+
+Quoted text is also a *phrase* (`QueryPlan.phrases`): the words a picture's text (OCR)
+must contain when the search requires phrases (`clipsearch.Library.search`). Phrases come
+from quotes inside a term (``birthday cake "happy birthday"``: the model reads the whole
+term, quotes removed) and from a positive text term that is entirely quoted and carries no
+weight (``"happy birthday"``). A weighted term (``"2:golden retriever"``) and a term after
+"-" are model terms only.
 
 A term whose text is an existing media file (image or video extension) is an example
 query; everything else is text. The plan's vector is
@@ -48,9 +57,13 @@ class Term:
 
 @dataclass(frozen=True)
 class QueryPlan:
-    """What to encode and how to combine it: q = normalise(Σ weight · embedding)."""
+    """What to encode and how to combine it: q = normalise(Σ weight · embedding).
+
+    phrases: the quoted text of the positive text terms (module docstring), in order.
+    """
 
     terms: tuple[Term, ...]
+    phrases: tuple[str, ...] = ()
 
     @property
     def texts(self) -> list[Term]:
@@ -67,49 +80,67 @@ class QueryPlan:
         return " ".join(parts)
 
 
-def _split(query: str) -> list[tuple[int, str, bool]]:
-    """Split into (sign, raw text, was_quoted) at top-level standalone +/- operators."""
-    out: list[tuple[int, str, bool]] = []
-    sign, buf, i, n = 1, [], 0, len(query)
+@dataclass
+class _RawTerm:
+    """A term as split: its sign, its pieces of text (quoted or not), in order."""
 
-    def flush(quoted: bool = False) -> None:
-        text = "".join(buf).strip()
-        if text or quoted:
-            out.append((sign, text, quoted))
+    sign: int
+    pieces: list[tuple[str, bool]]  # (text, quoted)
+
+    @property
+    def whole_quote(self) -> bool:
+        """The term is one quoted span and nothing else (the original quoted form)."""
+        return len(self.pieces) == 1 and self.pieces[0][1]
+
+    @property
+    def text(self) -> str:
+        if self.whole_quote:
+            return self.pieces[0][0]
+        return " ".join(" ".join(p.split()) for p, _ in self.pieces if p.strip())
+
+    @property
+    def quoted(self) -> list[str]:
+        return [p for p, q in self.pieces if q]
+
+
+def _split(query: str) -> list[_RawTerm]:
+    """Split into terms at top-level standalone +/- operators."""
+    out: list[_RawTerm] = []
+    sign, buf, pieces, i, n = 1, [], [], 0, len(query)
+
+    def flush_words() -> None:
+        if "".join(buf).strip():
+            pieces.append(("".join(buf), False))
         buf.clear()
+
+    def flush_term() -> None:
+        nonlocal sign
+        flush_words()
+        if pieces:
+            out.append(_RawTerm(sign, list(pieces)))
+        pieces.clear()
+        sign = 1
 
     while i < n:
         c = query[i]
-        if c in "\"'":
+        apostrophe = c == "'" and i > 0 and query[i - 1].isalnum()
+        if c in "\"'" and not apostrophe:
             end = query.find(c, i + 1)
             if end < 0:
                 raise QueryError(f"unclosed quote {c} in query: {query!r}")
-            if "".join(buf).strip():
-                raise QueryError(
-                    f"put + or - between terms: {''.join(buf).strip()!r} is followed by a quote"
-                )
-            buf.clear()
-            buf.append(query[i + 1 : end])
-            text = "".join(buf)
-            buf.clear()
-            out.append((sign, text, True))
-            sign = 1
+            flush_words()
+            pieces.append((query[i + 1 : end], True))
             i = end + 1
-            # After a quoted term only spaces or an operator may follow.
-            while i < n and query[i].isspace():
-                i += 1
-            if i < n and query[i] not in "+-":
-                raise QueryError(f"put + or - after the quoted term {text!r}")
             continue
         standalone = (i == 0 or query[i - 1].isspace()) and (i + 1 == n or query[i + 1].isspace())
-        if c in "+-" and (standalone or not "".join(buf).strip()):
-            flush()
+        if c in "+-" and (standalone or not ("".join(buf).strip() or pieces)):
+            flush_term()
             sign = -1 if c == "-" else 1
             i += 1
             continue
         buf.append(c)
         i += 1
-    flush()
+    flush_term()
     return out
 
 
@@ -130,7 +161,9 @@ def parse_query(
     if not query or not query.strip():
         raise QueryError("the query is empty: give some text, --image or --video")
     terms: list[Term] = []
-    for sign, raw, quoted in _split(query):
+    phrases: list[str] = []
+    for part in _split(query):
+        sign, raw, quoted = part.sign, part.text, part.whole_quote
         weight = 1.0
         m = _WEIGHT.match(raw)
         if m:
@@ -155,11 +188,13 @@ def parse_query(
                 )
             raise QueryError(f"query file not found: {value}")
         terms.append(Term(kind, value, sign * weight))
+        if kind == "text" and sign > 0 and not (quoted and m):
+            phrases.extend(" ".join(p.split()) for p in part.quoted if p.strip())
     if not terms:
         raise QueryError("the query is empty: give some text, --image or --video")
     if all(t.weight <= 0 for t in terms):
         raise QueryError("a query needs at least one positive term (only negatives were given)")
-    return QueryPlan(tuple(terms))
+    return QueryPlan(tuple(terms), tuple(dict.fromkeys(phrases)))
 
 
 def _never_a_file(_: str) -> bool:
@@ -174,8 +209,11 @@ def plan_from_parts(
 ) -> QueryPlan:
     """Build a plan from separate options (``--image``, ``--video``, a query string)."""
     terms: list[Term] = []
+    phrases: tuple[str, ...] = ()
     if text:
-        terms.extend(parse_query(text).terms)
+        parsed = parse_query(text)
+        terms.extend(parsed.terms)
+        phrases = parsed.phrases
     for kind, paths in (("image", images), ("video", videos)):
         for p in paths:
             expanded = os.path.expanduser(str(p))
@@ -184,4 +222,4 @@ def plan_from_parts(
             terms.append(Term(kind, expanded, 1.0))  # type: ignore[arg-type]
     if not terms:
         raise QueryError("the query is empty: give some text, --image or --video")
-    return QueryPlan(tuple(terms))
+    return QueryPlan(tuple(terms), phrases)

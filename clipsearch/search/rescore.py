@@ -5,17 +5,20 @@ once for every rescorer:
 
 1. widen — stage 1 and the exact rescoring (filters, video pooling, moments) run for
    ``max(rescorer.depth(k + offset), k + offset)`` raw hits (at most ``MAX_K``), offset 0;
-2. rescore — ``rescorer.rescore(query, hits)`` gives one new score per hit;
-3. sort by (−new score, item id), cut the page [offset, offset + k), renumber the ranks
+2. bring in — the items ``rescorer.candidates(query, depth)`` names that stage 1 did not
+   recall are scored exactly like the others (the search's filters apply) and merged
+   into the raw hits by raw score; a rescorer without ``candidates`` adds none;
+3. rescore — ``rescorer.rescore(query, hits)`` gives one new score per hit;
+4. sort by (−new score, item id), cut the page [offset, offset + k), renumber the ranks
    and replace each hit's score by its new one.
 
 Built in: `clipsearch.search.rerank.HubnessRescorer` (inverted softmax, QB-Norm, DBNorm)
 and `clipsearch.search.gap.GapRescorer` (modality-gap shift / centring). The hook is made
 for re-rankers of other kinds as well, e.g. a cross-encoder (BLIP image-text matching)
 that re-reads the top K images of a text query (``query.text``, ``hit.path``, ``hit.kind``,
-``hit.moment`` for a video's best frame; ``depth`` returns K), or a fusion of CLIP ranks
-with full-text (OCR) ranks by reciprocal rank fusion, RRF(d) = Σ_r 1 / (60 + rank_r(d))
-(Cormack et al., SIGIR 2009), which reads the raw order of ``hits`` and ``query.text``.
+``hit.moment`` for a video's best frame; ``depth`` returns K). A second ranking, like the
+full-text match of the text read in pictures (`clipsearch.search.textmatch`), brings its
+own best items in through ``candidates`` and fuses the two orders in ``rescore``.
 """
 
 from __future__ import annotations
@@ -70,11 +73,21 @@ class Rescorer(Protocol):
         score) and, for a video, its best moment. Scores need not be cosines, but they
         replace the hits' scores in the results, so they should mean something to a user
         within one query. Raise a `ClipsearchError` for a condition the user can fix.
+    candidates(query, depth) (optional): item ids to rescore besides the raw candidates,
+        e.g. the best matches of another ranking; they reach ``rescore`` among ``hits``,
+        placed by their raw score. Ids already among the raw candidates, unknown ids and
+        items the search's filters exclude are dropped by the engine.
     """
 
     def depth(self, need: int) -> int: ...
 
     def rescore(self, query: Query, hits: Sequence[Hit]) -> np.ndarray: ...
+
+
+def extra_candidates(rescorer: Rescorer, query: Query, depth: int) -> list[int]:
+    """The item ids ``rescorer`` brings in (none when it has no ``candidates``)."""
+    candidates = getattr(rescorer, "candidates", None)
+    return [] if candidates is None else [int(i) for i in candidates(query, depth)]
 
 
 def widened(need: int, *, widen: int = DEFAULT_WIDEN, floor: int = DEFAULT_FLOOR) -> int:

@@ -468,6 +468,22 @@ class Catalog:
         with self._reading("filtering items") as conn:
             return vector_io.vector_ids(conn, "" if flt.is_empty else sql, params)
 
+    def items_where(self, ids: Sequence[int], flt: ItemFilter | None) -> list[int]:
+        """The indexed (ok) items among ``ids`` that match ``flt`` (None: any), in order."""
+        cond = filter_condition(flt or ItemFilter())
+        if cond is None:
+            return []
+        where, params = cond
+        found: set[int] = set()
+        with self._reading("filtering items") as conn:
+            for chunk in vector_io.chunks(list(dict.fromkeys(int(i) for i in ids))):
+                sql = (
+                    f"SELECT i.id FROM items i WHERE i.status = 'ok' "
+                    f"AND i.id IN ({', '.join('?' * len(chunk))}) AND {where}"
+                )
+                found.update(i for (i,) in conn.execute(sql, [*chunk, *params]))
+        return [int(i) for i in ids if int(i) in found]
+
     def items_for_vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(item_ids (n,) int64, timestamps (n,) float64) aligned with vector ``ids``;
         timestamp NaN for item-level rows; item -1 (and NaN) for ids that no longer exist."""
