@@ -121,6 +121,8 @@ def index(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Retry files that failed before.")
     ] = False,
+    ocr: options.OcrOpt = None,
+    ocr_frames: options.OcrFramesOpt = None,
     quiet: options.QuietOpt = False,
     json_out: options.JsonOpt = False,
 ) -> None:
@@ -136,6 +138,8 @@ def index(
         batch_size=batch_size,
         workers=workers,
         retry_failed=retry_failed,
+        ocr=ocr,
+        ocr_frames=ocr_frames,
     )
     with (
         options.open_library(library, model, precision) as lib,
@@ -214,6 +218,8 @@ def search(
             "--text-weight", help="Weight of --text in a composed query, 0..1.", min=0.0, max=1.0
         ),
     ] = 0.5,
+    text_match: options.TextMatchOpt = None,
+    phrases: options.PhrasesOpt = None,
     library: options.LibraryOpt = None,
     model: options.ModelOpt = None,
     precision: options.PrecisionOpt = None,
@@ -244,6 +250,8 @@ def search(
             exact=exact,
             rerank=rerank,
             gap_correction="shift" if gap_correction else None,
+            text_match=text_match,
+            phrases=phrases,
         )
     if json_out:
         render.print_json([h.to_dict() for h in hits])

@@ -167,6 +167,42 @@ BatchSizeOpt = Annotated[int, batch_size_option()]
 WorkersOpt = Annotated[int, workers_option()]
 TauOpt = Annotated[float, typer.Option("--tau", help="Softmax pooling temperature.")]
 
+# -- text in pictures (OCR: docs/ocr.md) -----------------------------------------------------
+OcrOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--ocr/--no-ocr",
+        help="Read the text in images (OCR; the ocr extra) so searches match it. "
+        "Remembered by the library: default, as its last index run.",
+        show_default=False,
+    ),
+]
+OcrFramesOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--ocr-frames/--no-ocr-frames",
+        help="Also read the text in every sampled video frame (implies --ocr; remembered).",
+        show_default=False,
+    ),
+]
+TextMatchOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--text-match/--no-text-match",
+        help="Also rank by the text read in pictures (default: when the library has read text).",
+        show_default=False,
+    ),
+]
+PhrasesOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--phrases/--no-phrases",
+        help='"Quoted words" must appear in the picture\'s text (default: when the library '
+        "has read text; --no-phrases: quotes only delimit terms).",
+        show_default=False,
+    ),
+]
+
 
 # -- lists of choices -------------------------------------------------------------------------
 def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:

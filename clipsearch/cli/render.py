@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from clipsearch.ingest import (
     AnnProgress,
@@ -155,12 +156,35 @@ def hits_table(hits: Sequence[Hit], *, title: str | None = None) -> Table:
     table.add_column("kind")
     table.add_column("moment")
     table.add_column("path", overflow="fold")
+    texts = any(h.text_match is not None for h in hits)
+    if texts:
+        table.add_column("text in picture", overflow="fold")
     for h in hits:
         moment = ""
         if h.moment is not None:
             moment = f"{fmt_time(h.moment.start)}–{fmt_time(h.moment.end)}"
-        table.add_row(str(h.rank), f"{h.score:.4f}", h.kind, moment, h.path)
+        row = [str(h.rank), f"{h.score:.4f}", h.kind, moment, h.path]
+        if texts:
+            row.append(matched_text(h))
+        table.add_row(*row)
     return table
+
+
+def matched_text(hit: Hit, limit: int = 80) -> Text:
+    """The text a hit matched, its matched parts in bold, on one line (cut at ``limit``)."""
+    m = hit.text_match
+    if m is None:
+        return Text("")
+    from clipsearch.search.textmatch import match_spans
+
+    line = m.text.replace("\n", " ")  # one character for one: the spans stay valid
+    out = Text(line[:limit] + ("…" if len(line) > limit else ""))
+    for start, end in match_spans(m.text, m.terms):
+        if start < limit:
+            out.stylize("bold yellow", start, min(end, limit))
+    if m.t is not None:
+        out.append(f" @{fmt_time(m.t)}", style="dim")
+    return out
 
 
 def status_tables(status: dict[str, Any]) -> list[Table]:
@@ -185,6 +209,17 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
             t.add_column(col, justify="right")
         for kind, by_status in sorted(counts.items()):
             t.add_row(kind, *(str(by_status.get(c, 0)) for c in ("ok", "failed")))
+        tables.append(t)
+    ocr = status.get("ocr") or {}
+    if ocr.get("enabled") or (ocr.get("by_kind") and ocr.get("texts")):
+        t = Table(title="text in pictures (OCR)" + ("" if ocr.get("enabled") else ": off"))
+        t.add_column("kind")
+        for col in ("indexed", "read", "with text"):
+            t.add_column(col, justify="right")
+        for kind, c in sorted((ocr.get("by_kind") or {}).items()):
+            if kind == "video" and not ocr.get("frames") and not c.get("read"):
+                continue  # video frames are read only with --ocr-frames
+            t.add_row(kind, str(c["items"]), str(c["read"]), str(c["with_text"]))
         tables.append(t)
     fails = status.get("failures") or []
     if fails:

@@ -91,6 +91,16 @@ class SearchRequest(BaseModel):
     pooling: Pooling = Field("mean", description="Video scoring over frames (docs/video.md).")
     tau: float = Field(0.1, gt=0, le=10, description="Softmax pooling temperature.")
     with_curve: bool = Field(False, description="Attach each video's per-frame score curve.")
+    text_match: bool | None = Field(
+        None,
+        description="Also rank by the text read in pictures (OCR), fused with the model's "
+        "ranking; null: when the library has read text.",
+    )
+    phrases: bool | None = Field(
+        None,
+        description='"Quoted words" in q must appear in the picture\'s text; null: when the '
+        "library has read text; false: quotes only delimit terms.",
+    )
 
 
 class MomentOut(BaseModel):
@@ -102,6 +112,17 @@ class MomentOut(BaseModel):
 class CurveOut(BaseModel):
     t: list[float]
     score: list[float]
+
+
+class TextMatchOut(BaseModel):
+    """The text read in the picture (or video frame) that matched the query's words."""
+
+    text: str = Field(description="The text as read; lines joined by newlines.")
+    terms: list[str] = Field(description="The query terms found (squashed: letters and digits).")
+    spans: list[list[int]] = Field(description="[start, end) character spans of them in text.")
+    coverage: float = Field(description="Share of the query terms' characters found, 0..1.")
+    t: float | None = Field(None, description="The video frame's time in seconds.")
+    source: str = Field(description='Where the text comes from: "ocr".')
 
 
 class HitOut(BaseModel):
@@ -151,6 +172,7 @@ class HitOut(BaseModel):
     duration: float | None = None
     moment: MomentOut | None = None
     curve: CurveOut | None = None
+    text_match: TextMatchOut | None = None
     thumb_url: str
     media_url: str
 
@@ -271,6 +293,11 @@ class StatusOut(BaseModel):
         default_factory=list, description="Failed files and why."
     )
     roots: list[str]
+    ocr: dict[str, Any] | None = Field(
+        None,
+        description="Text reading: enabled, frames, and per kind the indexed items, the items "
+        "read and those with text.",
+    )
     model_loaded: bool
     model_error: str | None
     indexing: bool
@@ -301,6 +328,12 @@ class IndexRequest(BaseModel):
         "auto", max_length=40, description="auto | uniform:N | fps:R | shots[:K]"
     )
     retry_failed: bool = False
+    ocr: bool | None = Field(
+        None, description="Read the text in images (remembered; null: as last time)."
+    )
+    ocr_frames: bool | None = Field(
+        None, description="Also read the text in video frames (remembered; null: as last time)."
+    )
 
 
 class IndexProgressOut(BaseModel):

@@ -89,6 +89,8 @@ async def index_start(
         hidden=req.hidden,
         video_sampler=req.video_sampler,
         retry_failed=req.retry_failed,
+        ocr=req.ocr,
+        ocr_frames=req.ocr_frames,
     )
     if req.video_sampler != "auto":
         from clipsearch.media.sampling import FrameSampler

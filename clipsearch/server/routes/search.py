@@ -274,6 +274,9 @@ async def run_search(
             pooling=req.pooling,
             tau=req.tau,
             with_curve=req.with_curve,
+            plan=parts.plan,
+            text_match=req.text_match,
+            phrases=req.phrases,
         )
     )
     out = [hit_out(h) for h in hits]

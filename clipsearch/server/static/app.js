@@ -151,7 +151,21 @@ function searchSoon() {
 // ---------------------------------------------------------------- results grid
 function hitLabel(hit) {
   const moment = hit.moment ? `, best moment ${fmtTime(hit.moment.start)} to ${fmtTime(hit.moment.end)}` : "";
-  return `${hit.name}, ${hit.kind}, score ${fmtScore(hit.score)}${moment}`;
+  const text = hit.text_match ? `, text in picture: ${hit.text_match.text.replace(/\n/g, " ")}` : "";
+  return `${hit.name}, ${hit.kind}, score ${fmtScore(hit.score)}${moment}${text}`;
+}
+
+// The text read in a picture that matched the query, matched parts in <mark>.
+function matchedText(match) {
+  const text = match.text.replace(/\n/g, " "); // one character for one: spans stay valid
+  const out = el("span", { class: "ocr", title: "Text in the picture" + (match.t !== null ? ` at ${fmtTime(match.t)}` : "") });
+  let at = 0;
+  for (const [start, end] of match.spans) {
+    out.append(text.slice(at, start), el("mark", { text: text.slice(start, end) }));
+    at = end;
+  }
+  out.append(text.slice(at));
+  return out;
 }
 
 function card(hit, index) {
@@ -174,6 +188,7 @@ function card(hit, index) {
     badges,
     el("span", { class: "name", text: hit.name, title: hit.path }),
   );
+  if (hit.text_match) open.append(matchedText(hit.text_match));
   const like = el("button", {
     type: "button",
     class: "like",
@@ -312,6 +327,7 @@ function openViewer(hit, opener) {
   $("viewer-title").textContent = hit.name;
   const dims = hit.width ? ` · ${hit.width}×${hit.height}` : "";
   $("viewer-meta").textContent = `${hit.path} · score ${fmtScore(hit.score)}${dims}`;
+  if (hit.text_match) $("viewer-meta").append(" · text: ", matchedText(hit.text_match));
   $("viewer-open").href = hit.media_url;
   $("viewer-like").onclick = () => moreLikeThis(hit);
   $("timeline").hidden = hit.kind !== "video";
