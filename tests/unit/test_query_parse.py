@@ -44,7 +44,7 @@ def test_unquoted_words_between_operators(tmp_path):
     assert plan.terms == (Term("text", "red car", 1.0), Term("text", "night", -1.0))
 
 
-@pytest.mark.parametrize("bad", ["", "   ", '"unclosed', '"a" "b"', '"" + "x"'])
+@pytest.mark.parametrize("bad", ["", "   ", '"unclosed', '"" + "x"', "'a + b"])
 def test_malformed_queries_raise(bad):
     with pytest.raises(QueryError):
         parse_query(bad)
@@ -69,3 +69,47 @@ def test_plan_from_parts(tmp_path):
         plan_from_parts(images=(str(tmp_path / "nope.png"),))
     with pytest.raises(QueryError, match="empty"):
         plan_from_parts()
+
+
+# -- quoted phrases: what a picture's text must contain (docs/ocr.md) -------------------------
+def test_a_quoted_term_is_also_a_phrase():
+    plan = parse_query('"happy birthday"')
+    assert plan.terms == (Term("text", "happy birthday", 1.0),)
+    assert plan.phrases == ("happy birthday",)
+
+
+def test_quotes_inside_free_text_mark_phrases_and_the_model_reads_it_all():
+    plan = parse_query('birthday cake "happy birthday" - blurry')
+    assert plan.terms == (
+        Term("text", "birthday cake happy birthday", 1.0),
+        Term("text", "blurry", -1.0),
+    )
+    assert plan.phrases == ("happy birthday",)
+    plan = parse_query('"happy birthday" "anna" cake')
+    assert plan.terms == (Term("text", "happy birthday anna cake", 1.0),)
+    assert plan.phrases == ("happy birthday", "anna")
+
+
+def test_weighted_and_negative_quoted_terms_are_model_terms_only():
+    plan = parse_query('"2:golden retriever" + "dog" - "blurry"')
+    assert plan.phrases == ("dog",)
+    assert [t.weight for t in plan.terms] == [2.0, 1.0, -1.0]
+    assert parse_query('red - "watermark"').phrases == ()
+
+
+def test_queries_without_quotes_have_no_phrases():
+    assert parse_query("a dog on a beach").phrases == ()
+    assert parse_query("red car - night").phrases == ()
+
+
+def test_an_apostrophe_inside_a_word_is_not_a_quote():
+    plan = parse_query("dog's toy")
+    assert plan.terms == (Term("text", "dog's toy", 1.0),)
+    assert plan.phrases == ()
+    assert parse_query("'sunset' + beach").terms[0] == Term("text", "sunset", 1.0)
+
+
+def test_plan_from_parts_keeps_the_phrases(tmp_path):
+    img = tmp_path / "a.png"
+    img.write_bytes(b"x")
+    assert plan_from_parts(text='cake "happy"', images=(str(img),)).phrases == ("happy",)

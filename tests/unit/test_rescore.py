@@ -89,6 +89,45 @@ def test_the_hook_keeps_filters_and_returns_nothing_for_an_empty_selection(searc
     assert none == [] and len(rec.seen) == 1  # the rescorer is not called without candidates
 
 
+class BringsIn(Recorder):
+    """A Recorder that also names items to rescore (as a second ranking would)."""
+
+    def __init__(self, depth: int, extra: list[int]) -> None:
+        super().__init__(depth, score=lambda h: h.score)
+        self.extra = extra
+        self.asked: list[int] = []
+
+    def candidates(self, query, depth):
+        self.asked.append(depth)
+        return self.extra
+
+
+def test_a_rescorer_brings_in_items_the_vector_recall_missed(searcher, catalog, fake_encoder):
+    q = fake_encoder.encode_texts(["red"])[0]
+    raw = searcher.search(q, SearchOptions(k=11))
+    far = [h.item_id for h in raw[-2:]]  # the two least red items
+    rec = BringsIn(depth=3, extra=[*far, raw[0].item_id, 9999])  # 9999: no such item
+    hits = searcher.search(q, SearchOptions(k=5), rescorer=rec)
+    ((_, given),) = rec.seen
+    assert rec.asked == [5]  # depth = max(depth(need), need)
+    assert [h.item_id for h in given] == [h.item_id for h in raw[:5]] + far  # raw order
+    assert [h.rank for h in given] == list(range(1, 8))
+    by_id = {h.item_id: h for h in raw}
+    for h in given:  # brought-in items are scored exactly like recalled ones
+        assert h.score == pytest.approx(by_id[h.item_id].score)
+    assert [h.item_id for h in hits] == [h.item_id for h in raw[:5]]
+
+
+def test_brought_in_items_obey_the_filters(searcher, catalog, fake_encoder):
+    q = fake_encoder.encode_texts(["red"])[0]
+    video_id = next(h.item_id for h in searcher.search(q, SearchOptions(k=11)) if h.kind == "video")
+    images = [h.item_id for h in searcher.search(q, SearchOptions(k=11)) if h.kind == "image"]
+    rec = BringsIn(depth=1, extra=[video_id, *images])
+    hits = searcher.search(q, SearchOptions(k=5, where=_kind("image")), rescorer=rec)
+    assert video_id not in [h.item_id for h in rec.seen[0][1]]
+    assert all(h.kind == "image" for h in hits)
+
+
 def test_a_rescorer_must_score_every_candidate(searcher):
     class Short(Recorder):
         def rescore(self, query, hits):

@@ -1,0 +1,168 @@
+"""Text in pictures through the Library, end to end with the real OCR reader: index --ocr,
+text queries fused with the model, quoted phrases, remembered settings, text read later
+without re-encoding, changed files, video frames, status coverage.
+
+Model: the ColourEncoder (tests/fakes.py), which sees colours and cannot read, so what a
+word query finds, it finds through the text read in the pictures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clipsearch import Library
+from clipsearch.errors import UsageError
+from clipsearch.ingest import IndexOptions
+from clipsearch.ingest import pipeline as pipeline_module
+from clipsearch.store.texts import squash
+from tests.fakes import ColourEncoder
+from tests.textimages import text_video, write_sign
+
+SIGNS = {
+    "red_pizza.jpg": ("PIZZA", "red"),
+    "blue_birthday.jpg": ("HAPPY BIRTHDAYANNA", "blue"),  # glued, as signs and readers do
+    "yellow_exit.jpg": ("EXIT", "yellow"),
+    "red_plain.jpg": (None, "red"),
+    "green_plain.jpg": (None, "green"),
+}
+
+
+def write_signs(folder: Path, signs=SIGNS) -> Path:
+    for name, (text, colour) in signs.items():
+        write_sign(folder / name, text, colour)
+    return folder
+
+
+def names(hits) -> list[str]:
+    return [Path(h.path).name for h in hits]
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    folder = write_signs(tmp_path_factory.mktemp("ocr") / "photos")
+    with Library(tmp_path_factory.mktemp("ocr") / "lib", encoder=ColourEncoder()) as lib:
+        report = lib.index([folder], options=IndexOptions(ocr=True))
+        assert report.encoded == len(SIGNS) and report.read == len(SIGNS)
+        yield lib
+
+
+def test_a_word_query_finds_the_picture_that_shows_it(lib):
+    hits = lib.search("a sign saying pizza", k=3)
+    assert names(hits)[0] == "red_pizza.jpg"
+    match = hits[0].text_match
+    assert squash(match.text) == "pizza" and match.terms == ("pizza",)
+    assert hits[0].to_dict()["text_match"]["spans"] == [[0, 5]]
+    assert all(h.text_match is None for h in hits[1:])
+
+
+def test_glued_words_are_found(lib):
+    assert names(lib.search("birthday anna", k=1)) == ["blue_birthday.jpg"]
+
+
+def test_a_visual_query_keeps_the_model_order_when_no_text_matches(lib):
+    assert names(lib.search("green", k=1)) == ["green_plain.jpg"]
+    plain = lib.search("green", text_match=False)
+    assert names(lib.search("green")) == names(plain)
+
+
+def test_text_match_can_be_turned_off(lib):
+    assert names(lib.search("exit", k=1, text_match=False)) != ["yellow_exit.jpg"]
+    hits = lib.search("exit", k=5, text_match=False)
+    assert all(h.text_match is None for h in hits)
+
+
+def test_quoted_words_must_appear_in_the_pictures_text(lib):
+    assert names(lib.search('"happy birthday"')) == ["blue_birthday.jpg"]
+    assert names(lib.search('red "pizza"')) == ["red_pizza.jpg"]
+    assert lib.search('"pizza" "exit"') == []  # every phrase must be there
+    # --no-phrases: quotes only delimit the model's terms, as before text was read
+    assert len(lib.search('"happy birthday"', phrases=False)) == len(SIGNS)
+    # weighted quoted terms stay model terms
+    assert len(lib.search('"2:happy birthday"')) == len(SIGNS)
+
+
+def test_the_text_filter_clause(lib):
+    assert names(lib.search("red", where=["text:pizza"])) == ["red_pizza.jpg"]
+
+
+def test_status_shows_ocr_coverage(lib):
+    ocr = lib.status().to_dict()["ocr"]
+    assert ocr["enabled"] is True and ocr["frames"] is False
+    assert ocr["by_kind"]["image"] == {"items": 5, "read": 5, "with_text": 3}
+
+
+def test_phrases_in_a_library_without_text(tmp_path):
+    folder = write_signs(tmp_path / "photos", {"red.jpg": (None, "red")})
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        lib.index([folder])
+        assert names(lib.search('"red"')) == ["red.jpg"]  # quotes delimit terms, as before
+        with pytest.raises(UsageError, match="--ocr"):
+            lib.search('"red"', phrases=True)
+
+
+def test_reading_is_remembered_and_reads_indexed_files_without_encoding_them(tmp_path, monkeypatch):
+    decoded: list[str] = []
+    real_load = pipeline_module.load_image
+
+    def counting_load(path, **kw):
+        decoded.append(Path(path).name)
+        return real_load(path, **kw)
+
+    monkeypatch.setattr(pipeline_module, "load_image", counting_load)
+    folder = write_signs(
+        tmp_path / "photos", {k: SIGNS[k] for k in ("red_pizza.jpg", "red_plain.jpg")}
+    )
+    encoder = ColourEncoder()
+    with Library(tmp_path / "lib", encoder=encoder) as lib:
+        lib.index([folder])
+        assert encoder.images_encoded == 2 and lib.search("pizza", k=1)[0].text_match is None
+        assert lib.status().to_dict()["ocr"]["enabled"] is False
+
+        decoded.clear()
+        report = lib.index([folder], options=IndexOptions(ocr=True))
+        assert (report.read, report.encoded, encoder.images_encoded) == (2, 0, 2)
+        assert sorted(decoded) == ["red_pizza.jpg", "red_plain.jpg"]  # one decode per file
+        assert names(lib.search("pizza", k=1)) == ["red_pizza.jpg"]
+
+        write_sign(folder / "yellow_exit.jpg", "EXIT", "yellow")
+        decoded.clear()
+        report = lib.index([folder])  # no option: the library remembers --ocr
+        assert (report.read, report.encoded) == (1, 1)
+        assert decoded == ["yellow_exit.jpg"]  # read from the decode that fed the encoder
+        assert names(lib.search("exit", k=1)) == ["yellow_exit.jpg"]
+
+        assert lib.index([folder]).read == 0  # nothing left to read
+        lib.index([folder], options=IndexOptions(ocr=False))
+        assert lib.status().to_dict()["ocr"]["enabled"] is False
+        write_sign(folder / "blue.jpg", "TAXI", "blue")
+        assert lib.index([folder]).read == 0
+
+
+def test_a_changed_picture_is_read_again(tmp_path):
+    folder = write_signs(tmp_path / "photos", {"sign.jpg": ("PIZZA", "red")})
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        lib.index([folder], options=IndexOptions(ocr=True))
+        write_sign(folder / "sign.jpg", "PASTA", "red", size=(600, 400))
+        lib.index([folder])
+        assert lib.search('"pizza"') == []
+        assert names(lib.search('"pasta"')) == ["sign.jpg"]
+
+
+def test_video_frames_are_read_when_asked(tmp_path):
+    folder = tmp_path / "videos"
+    text_video(folder / "match.mp4", [(None, 1.0), ("GOAL", 1.0), (None, 1.0)])
+    write_sign(folder / "poster.jpg", "CINEMA", "red")
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        lib.index([folder], options=IndexOptions(ocr=True))
+        coverage = lib.status().to_dict()["ocr"]["by_kind"]
+        assert coverage["video"]["read"] == 0 and coverage["image"]["read"] == 1
+
+        report = lib.index([folder], options=IndexOptions(ocr_frames=True))
+        assert report.read == 1 and report.encoded == 0  # the video, read without encoding
+        hits = lib.search("goal", k=1)
+        assert names(hits) == ["match.mp4"]
+        match = hits[0].text_match
+        assert squash(match.text) == "goal" and 1.0 <= match.t < 2.0  # when it appeared
+        assert lib.status().to_dict()["ocr"]["frames"] is True
