@@ -1,6 +1,6 @@
 """clipsearch.store: the catalog, the library's source of truth (docs/architecture.md#the-catalog).
 
-``Catalog`` (SQLite: roots, items, vectors, tags, model binding, generation counter),
+``Catalog`` (SQLite: roots, items, vectors, tags, texts, model binding, generation counter),
 the records it reads and writes, and ``ItemFilter`` for metadata-filtered search.
 """
 

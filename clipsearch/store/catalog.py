@@ -3,10 +3,10 @@
 It holds the roots, one row per file (``items``: path, kind, size, mtime, partial content
 hash, status, error, media metadata), the vectors (``vectors``: one item-level row per
 ok item — an image's vector or a video's meanP vector — plus one row per sampled video
-frame with its timestamp, as little-endian fp16 blobs), tags, and ``meta`` (model
-binding, generation counter). Schema and migrations: migrations.py; SQLite settings and
-the crash-safety argument: connection.py; the ``meta`` helpers: meta.py; validating and
-upserting items: writes.py.
+frame with its timestamp, as little-endian fp16 blobs), tags, texts found in items
+(``Catalog.texts``: texts.py), and ``meta`` (model binding, generation counter). Schema and
+migrations: migrations.py; SQLite settings and the crash-safety argument: connection.py;
+the ``meta`` helpers: meta.py; validating and upserting items: writes.py.
 
 Concurrency: one writer (the indexer) and any number of readers (the server, another
 ``clipsearch search``), each with its own ``Catalog``. Every write method is one
@@ -14,7 +14,7 @@ Concurrency: one writer (the indexer) and any number of readers (the server, ano
 ``Catalog`` object may be shared by threads (calls are serialised by a lock).
 
 Derived caches: ``generation()`` increases with every committed change to items,
-vectors or tags, vector ids are never reused (AUTOINCREMENT), and commits are durable
+vectors, tags or texts, vector ids are never reused (AUTOINCREMENT), and commits are durable
 (connection.py), so a cache stamped with (catalog_id, fingerprint, generation) is
 exactly as fresh as its stamp says. ``catalog_id`` is random per catalog file: a
 catalog deleted and rebuilt at the same path starts again at generation 0 and id 1.
@@ -443,7 +443,7 @@ class Catalog:
             return vector_io.load_table(conn, self._dim(conn), meta.generation(conn))
 
     def generation(self) -> int:
-        """Increases with every committed change to items, vectors or tags."""
+        """Increases with every committed change to items, vectors, tags or texts."""
         with self._reading("reading the generation") as conn:
             return meta.generation(conn)
 

@@ -62,5 +62,5 @@ def generation(conn: sqlite3.Connection) -> int:
 
 
 def bump_generation(conn: sqlite3.Connection) -> None:
-    """Count one committed change to items, vectors or tags (call inside the write)."""
+    """Count one committed change to items, vectors, tags or texts (inside the write)."""
     conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from clipsearch.errors import LibraryError
 from clipsearch.store import vector_io
+from clipsearch.store.meta import bump_generation
 from clipsearch.store.records import TextRead
 
 if TYPE_CHECKING:
@@ -113,7 +114,8 @@ class TextStore:
     # -- writes ---------------------------------------------------------------------------------
     def write(self, reads: Mapping[int, TextRead]) -> None:
         """Store what was read from already indexed items (item id -> read), replacing what
-        the same source read before, in one transaction. Unknown item ids are skipped."""
+        the same source read before, in one transaction (the generation grows). Unknown
+        item ids are skipped."""
         if not reads:
             return
         with self._catalog._writing("writing text") as conn:
@@ -124,6 +126,8 @@ class TextStore:
                 )
             }
             replace_texts(conn, {i: r for i, r in reads.items() if i in known})
+            if known:
+                bump_generation(conn)
 
     # -- reads ----------------------------------------------------------------------------------
     def unread(self, source: str, reader: str, *, frames: bool) -> set[int]:

@@ -4,11 +4,21 @@ deleted), filtered with text:PHRASE, counted for status."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 
 from clipsearch.errors import QueryError
-from clipsearch.store import Catalog, ItemFilter, ItemWrite, ModelBinding
+from clipsearch.store import (
+    CATALOG_FILE,
+    SCHEMA_VERSION,
+    Catalog,
+    ItemFilter,
+    ItemWrite,
+    ModelBinding,
+)
+from clipsearch.store import migrations
 from clipsearch.store.records import TextRead
 from clipsearch.store.texts import OCR, ReadingSettings, squash
 
@@ -189,3 +199,25 @@ def test_coverage_counts_read_items_and_items_with_text(catalog):
     assert cov["by_kind"]["image"] == {"items": 3, "read": 2, "with_text": 1}
     assert cov["texts"] == 1
     assert catalog.texts.has_text()
+
+
+def test_a_catalog_from_before_text_reading_upgrades_with_its_data(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    db = lib / CATALOG_FILE
+    conn = sqlite3.connect(db, isolation_level=None)
+    assert migrations.migrate(conn, db, target=2) == 2
+    conn.execute(
+        "INSERT INTO items (path, kind, size, mtime_ns, status, indexed_at) "
+        "VALUES ('/a.jpg', 'image', 1, 1, 'ok', 0)"
+    )
+    conn.execute("INSERT INTO tags (item_id, tag, score, source) VALUES (1, 'sea', 1, 'user')")
+    conn.close()
+    with Catalog.open(lib) as c:
+        assert c.stats()["schema_version"] == SCHEMA_VERSION
+        assert c.item_by_path("/a.jpg").kind == "image" and c.tags([1]) == {1: {"sea": 1.0}}
+        assert c.texts.unread(OCR, "reader-1", frames=False) == {1}
+        generation = c.generation()
+        c.texts.write({1: TextRead(OCR, "reader-1", rows=((None, "LIGHTHOUSE"),))})
+        assert c.generation() == generation + 1
+        assert ids_of(c.texts.matches(["lighthouse"])) == [1]
