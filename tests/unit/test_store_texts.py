@@ -17,8 +17,8 @@ from clipsearch.store import (
     ItemFilter,
     ItemWrite,
     ModelBinding,
+    migrations,
 )
-from clipsearch.store import migrations
 from clipsearch.store.records import TextRead
 from clipsearch.store.texts import OCR, ReadingSettings, squash
 
