@@ -155,7 +155,7 @@ class Indexer:
         todo = self._reuse(todo, report)
         if gone:
             report.deleted += self.catalog.delete_items(sorted(set(gone)))
-        to_read = self._unread(seen - {str(t.media.path) for t in todo}, report)
+        to_read = self._unread(seen - {str(t.media.path) for t in todo})
         self._emit(
             ScanDone(
                 total=report.scanned,
@@ -194,7 +194,7 @@ class Indexer:
             texts.save_settings(settings)
         return None if reader is None else TextReading(settings, reader)
 
-    def _unread(self, paths: set[str], report: IndexReport) -> list[_Todo]:
+    def _unread(self, paths: set[str]) -> list[_Todo]:
         """Indexed files among ``paths`` whose text this run's reader has not read yet."""
         if self._reading is None or not paths:
             return []

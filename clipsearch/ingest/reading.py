@@ -51,8 +51,13 @@ class TextReading:
         """The shorter side to decode an image at: enough for the model and the reader."""
         return max(model_side, DECODE_SIDE)
 
-    def read_image(self, image: Image.Image) -> TextRead:
-        lines = self.reader.read(image)
+    def read_image(self, image: Image.Image) -> TextRead | None:
+        """What the reader finds in ``image``; None when the reader failed on it (the file
+        is indexed all the same, and its text is tried again on the next run)."""
+        try:
+            lines = self.reader.read(image)
+        except Exception:  # a reader failure must never fail the file's indexing
+            return None
         text = "\n".join(line.text for line in lines)
         return TextRead(OCR, self.reader.name, rows=((None, text),) if text else ())
 
@@ -75,15 +80,25 @@ class FrameTexts:
         self._reader = reader
         self._rows: list[tuple[float | None, str]] = []
         self._previous = ""
+        self._failed = False
 
     def add(self, t: float, image: Image.Image) -> None:
-        text = "\n".join(line.text for line in self._reader.read(image))
+        if self._failed:
+            return
+        try:
+            text = "\n".join(line.text for line in self._reader.read(image))
+        except Exception:  # as in read_image: the video is indexed, its text read next run
+            self._failed = True
+            return
         key = squash(text)
         if key and key != self._previous:
             self._rows.append((float(t), text))
         self._previous = key
 
-    def result(self) -> TextRead:
+    def result(self) -> TextRead | None:
+        """The frames' text, or None when the reader failed on one of them."""
+        if self._failed:
+            return None
         return TextRead(OCR, self._reader.name, frames=True, rows=tuple(self._rows))
 
 

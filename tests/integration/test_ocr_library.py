@@ -166,3 +166,29 @@ def test_video_frames_are_read_when_asked(tmp_path):
         match = hits[0].text_match
         assert squash(match.text) == "goal" and 1.0 <= match.t < 2.0  # when it appeared
         assert lib.status().to_dict()["ocr"]["frames"] is True
+
+
+class FailingReader:
+    """A `TextReader` that fails on every picture (a reader bug, an exotic image)."""
+
+    name = "failing-reader"
+
+    def read(self, image):
+        raise RuntimeError("the reader crashed")
+
+
+def test_a_reader_failure_never_fails_the_files_indexing(tmp_path):
+    from clipsearch.ingest import Indexer
+
+    folder = write_signs(tmp_path / "photos", {"red_pizza.jpg": SIGNS["red_pizza.jpg"]})
+    text_video(folder / "clip.mp4", [("GOAL", 1.0)])
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        options = IndexOptions(ocr_frames=True)
+        indexer = Indexer(lib.catalog, lib.encoder, options, text_reader=FailingReader())
+        report = indexer.run([folder])
+        assert (report.encoded, report.failed, report.read) == (2, 0, 0)
+        coverage = lib.status().to_dict()["ocr"]["by_kind"]
+        assert coverage["image"]["read"] == coverage["video"]["read"] == 0  # tried again later
+        report = lib.index([folder])  # the real reader, remembered settings
+        assert (report.encoded, report.read) == (0, 2)
+        assert names(lib.search('"pizza"')) == ["red_pizza.jpg"]
