@@ -192,3 +192,43 @@ def test_a_reader_failure_never_fails_the_files_indexing(tmp_path):
         report = lib.index([folder])  # the real reader, remembered settings
         assert (report.encoded, report.read) == (0, 2)
         assert names(lib.search('"pizza"')) == ["red_pizza.jpg"]
+
+
+def test_corrupt_pictures_are_recorded_failed_and_the_others_read(tmp_path):
+    folder = write_signs(tmp_path / "photos", {"red_pizza.jpg": SIGNS["red_pizza.jpg"]})
+    (folder / "garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a picture")
+    whole = write_sign(tmp_path / "whole.jpg", "EXIT", "yellow").read_bytes()
+    (folder / "cut.jpg").write_bytes(whole[:200])  # a header and nothing else
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        report = lib.index([folder], options=IndexOptions(ocr=True))
+        assert (report.scanned, report.encoded, report.failed) == (3, 1, 2)
+        assert report.read == 1
+        failures = {Path(f["path"]).name for f in lib.status().to_dict()["failures"]}
+        assert failures == {"garbage.jpg", "cut.jpg"}
+        assert names(lib.search('"pizza"')) == ["red_pizza.jpg"]
+        (folder / "cut.jpg").write_bytes(whole)  # repaired: indexed and read next run
+        report = lib.index([folder])
+        assert (report.encoded, report.read) == (1, 1)
+        assert names(lib.search('"exit"')) == ["cut.jpg"]
+
+
+def test_a_reader_failure_on_indexed_files_keeps_them_searchable(tmp_path):
+    from clipsearch.ingest import Indexer
+
+    folder = write_signs(
+        tmp_path / "photos", {k: SIGNS[k] for k in ("red_pizza.jpg", "green_plain.jpg")}
+    )
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        lib.index([folder])  # without text
+        options = IndexOptions(ocr=True)
+        indexer = Indexer(lib.catalog, lib.encoder, options, text_reader=FailingReader())
+        report = indexer.run([folder])
+        assert (report.encoded, report.failed, report.read) == (0, 0, 0)
+        assert names(lib.search("green", k=1)) == ["green_plain.jpg"]  # vectors untouched
+        assert lib.status().to_dict()["ocr"]["by_kind"]["image"] == {
+            "items": 2,
+            "read": 0,
+            "with_text": 0,
+        }
+        assert lib.index([folder]).read == 2  # the real reader reads them next run
+        assert names(lib.search('"pizza"')) == ["red_pizza.jpg"]
