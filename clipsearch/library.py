@@ -12,6 +12,7 @@ the library is bound to, or the default, is loaded on first use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -42,6 +43,8 @@ from clipsearch.store.writer_lock import WriterLock
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from clipsearch.ingest.ray_engine import RaySettings
 
 
 def default_library_path() -> Path:
@@ -135,6 +138,7 @@ class Library:
         self._model = model
         self._precision = precision
         self._encoder = encoder
+        self._model_injected = encoder is not None
         self._encoder_checked = False  # the binding's fingerprint is checked once, on first use
         self._index: VectorIndex | None = None
         self._cache = None
@@ -194,8 +198,14 @@ class Library:
         options: IndexOptions = IndexOptions(),
         on_event: Callable[[IndexEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        ray: RaySettings | None = None,
     ) -> IndexReport:
-        """Index (or incrementally re-index) folders. See `Indexer.run` for errors."""
+        """Index (or incrementally re-index) folders. See `Indexer.run` for errors.
+
+        ray: decode and encode on a Ray cluster (`clipsearch.ingest.ray_engine`) instead
+            of in this process; the catalog ends up the same either way. ``ray.model``
+            builds the model in each worker (default: this library's model spec and
+            precision; required when the library was given an ``encoder=``)."""
         for root in roots:  # fail fast, before loading (maybe downloading) the model
             if not Path(os.path.expanduser(str(root))).exists():
                 raise NotFoundError(f"not found: {root}")
@@ -203,9 +213,16 @@ class Library:
         from clipsearch.media.sampling import FrameSampler
 
         FrameSampler.parse(options.video_sampler, max_frames=options.max_frames)
+        if ray is not None:
+            ray.validate()
         reading = resolve_settings(
             self.catalog.texts.settings(), ocr=options.ocr, ocr_frames=options.ocr_frames
         )
+        if reading.ocr and ray is not None:
+            raise UsageError(
+                "reading text in pictures (--ocr, or remembered by this library) runs in "
+                "this process, not on Ray: index with --engine local, or add --no-ocr"
+            )
         if reading.ocr:  # a missing `ocr` extra fails before the lock and the model
             from clipsearch.models.ocr import text_reader
 
@@ -217,15 +234,43 @@ class Library:
                 # Before loading the model (maybe a long download): a run interrupted then
                 # is resumed by `index FOLDER` with the same model, not the default one.
                 self.catalog.choose_model(self.model_spec)
-            indexer = Indexer(
-                self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
-            )
-            report = indexer.run(roots)
+            with self._engine(options, ray) as engine:
+                indexer = Indexer(
+                    self.catalog,
+                    self.encoder,
+                    options,
+                    on_event=on_event,
+                    should_stop=should_stop,
+                    engine=engine,
+                )
+                report = indexer.run(roots)
             if not report.interrupted:
                 # The ANN cache is built/updated while indexing, so the first search is fast.
                 emit = on_event or (lambda e: None)
                 self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
         return report
+
+    def _engine(self, options: IndexOptions, ray: RaySettings | None):
+        """The encode engine for a run: None (local threads) or a `RayEngine`."""
+        if ray is None:
+            return contextlib.nullcontext()
+        from clipsearch.ingest.ray_engine import LoopSettings, ModelLoader, RayEngine
+
+        model = ray.model
+        if model is None:
+            if self._model_injected:
+                raise UsageError(
+                    "this library was given an encoder object, which Ray workers cannot load: "
+                    "pass RaySettings(model=...) with a function that builds it"
+                )
+            model = ModelLoader(self.model_spec, self._precision)
+        loop = LoopSettings(
+            batch_size=options.batch_size,
+            decode_threads=max(1, int(ray.cpus_per_worker)),
+            video_sampler=options.video_sampler,
+            max_frames=options.max_frames,
+        )
+        return RayEngine(model, self.encoder.fingerprint, ray, loop)
 
     # -- search ----------------------------------------------------------------------------------
     # -- nearest-neighbour index ---------------------------------------------------------------
