@@ -38,7 +38,8 @@ from clipsearch.search.query import QueryPlan, parse_query, plan_from_parts
 from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankMethod, check_method
 from clipsearch.search.rescore import Rescorer
 from clipsearch.search.textmatch import TextFusion, query_terms, with_text_matches
-from clipsearch.store import Catalog, ItemFilter
+from clipsearch.store import Catalog, ItemFilter, ModelBinding
+from clipsearch.store.exchange import ExchangeReport
 from clipsearch.store.writer_lock import WriterLock
 
 if TYPE_CHECKING:
@@ -563,6 +564,42 @@ class Library:
             near=near,
             verify=verify,
         )
+
+    # -- exchange ------------------------------------------------------------------------------
+    def export(
+        self,
+        out: Path | str,
+        *,
+        fmt: str = "clip-retrieval",
+        dtype: str = "float16",
+        items_only: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ExchangeReport:
+        """Write the library's vectors in clip-retrieval's layout (a folder) or as one
+        Parquet table (a file); see `clipsearch.store.exchange`."""
+        from clipsearch.store.exporting import export_catalog
+
+        return export_catalog(
+            self.catalog, out, fmt=fmt, dtype=dtype, items_only=items_only, progress=progress
+        )
+
+    def import_embeddings(
+        self, source: Path | str, *, progress: Callable[[int, int], None] | None = None
+    ) -> ExchangeReport:
+        """Store embeddings exported by clipsearch or clip-retrieval (see
+        `clipsearch.store.importing`). A source that does not record its model needs the
+        library to be opened with that model (``model=`` or ``encoder=``), which is loaded
+        to learn its fingerprint; a recorded model must match the library's."""
+        from clipsearch.store.importing import import_embeddings
+
+        binding = None
+        if self._model is not None or self._model_injected:
+            enc = self.encoder
+            binding = ModelBinding(spec=enc.spec, fingerprint=enc.fingerprint, dim=enc.dim)
+        report = import_embeddings(self.catalog, source, binding=binding, progress=progress)
+        with self._lock:
+            self.vector_index()
+        return report
 
     # -- status ----------------------------------------------------------------------------------
     def status(self, *, failures: int | None = 50) -> LibraryStatus:

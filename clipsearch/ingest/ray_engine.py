@@ -53,7 +53,9 @@ class RaySettings:
     gpus_per_worker: float = 0.0  # GPUs per actor (e.g. 1, or 0.5 to pack two per GPU)
     files_per_task: int = 64  # files per block sent to an actor
     shards: Path | None = None  # write results as Parquet shards here, then ingest them
-    model: Callable[[], Encoder] | None = None  # builds the encoder in an actor; None: the library's
+    model: Callable[[], Encoder] | None = (
+        None  # builds the encoder in an actor; None: the library's
+    )
 
     def validate(self) -> None:
         """Raise UsageError for settings Ray would reject later, after the scan."""
