@@ -61,24 +61,41 @@ def default_library_path() -> Path:
 class AnnSettings:
     """How the library's nearest-neighbour index is built (persisted by ``reindex``)."""
 
-    backend: str = "auto"  # "auto" (by size and memory), "exact", or a FAISS factory string
-    recall_target: float = 0.95  # FAISS search parameters are raised until recall@10 >= this
+    backend: str = (
+        "auto"  # "auto", "exact", a FAISS factory string, or "milvus[:HNSW|IVF_FLAT|FLAT]"
+    )
+    recall_target: float = 0.95  # search parameters are raised until recall@10 >= this
+    milvus_uri: str | None = (
+        None  # a Milvus server (http://host:19530); None: Milvus Lite in the library
+    )
 
     FILE = "ann.json"
+    MILVUS_LITE = "milvus.db"  # Milvus Lite's folder inside the library
+
+    @property
+    def milvus_index_type(self) -> str | None:
+        """ "HNSW", "IVF_FLAT" or "FLAT" for a Milvus backend (HNSW by default), else None."""
+        name, _, kind = self.backend.partition(":")
+        return (kind.upper() or "HNSW") if name.lower() == "milvus" else None
 
     @classmethod
     def load(cls, library: Path) -> AnnSettings:
         try:
             data = json.loads((library / cls.FILE).read_text())
-            return cls(backend=str(data["backend"]), recall_target=float(data["recall_target"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            uri = data.get("milvus_uri")
+            return cls(
+                backend=str(data["backend"]),
+                recall_target=float(data["recall_target"]),
+                milvus_uri=None if uri is None else str(uri),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return cls()  # missing or damaged: the defaults (the file is only a preference)
 
     def save(self, library: Path) -> None:
-        atomic_write_text(
-            library / self.FILE,
-            json.dumps({"backend": self.backend, "recall_target": self.recall_target}),
-        )
+        data = {"backend": self.backend, "recall_target": self.recall_target}
+        if self.milvus_uri is not None:
+            data["milvus_uri"] = self.milvus_uri
+        atomic_write_text(library / self.FILE, json.dumps(data))
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,7 @@ class Library:
         self._index: VectorIndex | None = None
         self._cache = None
         self._banks: BankCache | None = None
+        self._milvus_cache = None
         self._index_generation: int | None = None
         self._lock = threading.RLock()
 
@@ -293,13 +311,7 @@ class Library:
         with self._lock:
             generation = self.catalog.generation()
             if self._index is None or self._index_generation != generation:
-                ann = self.ann_settings
-                self._index = self._index_cache().get(
-                    self.catalog,
-                    backend=ann.backend,
-                    recall_target=ann.recall_target,
-                    progress=progress,
-                )
+                self._index = self._ann_get(self.ann_settings, progress, rebuild=False)
                 self._index_generation = generation
             return self._index
 
@@ -308,30 +320,60 @@ class Library:
         *,
         backend: str | None = None,
         recall_target: float | None = None,
+        milvus_uri: str | None = None,
         progress: Callable[[str, float], None] | None = None,
     ) -> IndexInfo:
         """Rebuild the ANN index, optionally with explicit FAISS parameters ("HNSW32",
-        "IVF4096,Flat", "exact", or "auto"), and remember the choice for later updates."""
+        "IVF4096,Flat", "exact", or "auto") or in Milvus ("milvus", "milvus:IVF_FLAT";
+        ``milvus_uri`` names a server, default Milvus Lite inside the library), and remember
+        the choice for later updates."""
         old = self.ann_settings
         ann = AnnSettings(
             backend=backend or old.backend,
             recall_target=old.recall_target if recall_target is None else recall_target,
+            milvus_uri=milvus_uri or old.milvus_uri,
         )
         with self._lock:
-            self._index = self._index_cache().get(
-                self.catalog,
-                backend=ann.backend,
-                recall_target=ann.recall_target,
-                progress=progress,
-                rebuild=True,
-            )
+            self._index = self._ann_get(ann, progress, rebuild=True)
             self._index_generation = self.catalog.generation()
             ann.save(self.path)  # only once the build succeeded (a bad string raised above)
         return self.index_info()
 
     def index_info(self) -> IndexInfo | None:
         """Backend, parameters, vectors, memory and measured recall@10 of the ANN cache."""
+        if self.ann_settings.milvus_index_type is not None:
+            return self._milvus().info()
         return self._index_cache().info()
+
+    def _ann_get(
+        self, ann: AnnSettings, progress: Callable[[str, float], None] | None, *, rebuild: bool
+    ) -> VectorIndex:
+        kind = ann.milvus_index_type
+        if kind is None:
+            return self._index_cache().get(
+                self.catalog,
+                backend=ann.backend,
+                recall_target=ann.recall_target,
+                progress=progress,
+                rebuild=rebuild,
+            )
+        from clipsearch.store.vector_meta import CatalogMetadata
+
+        return self._milvus().get(
+            CatalogMetadata(self.catalog),
+            uri=ann.milvus_uri or str(self.path / AnnSettings.MILVUS_LITE),
+            index_type=kind,
+            recall_target=ann.recall_target,
+            progress=progress,
+            rebuild=rebuild,
+        )
+
+    def _milvus(self):
+        if self._milvus_cache is None:
+            from clipsearch.index.milvus_cache import MilvusCache
+
+            self._milvus_cache = MilvusCache(self.path / "ann")
+        return self._milvus_cache
 
     def searcher(self) -> Searcher:
         return Searcher(self.catalog, self.vector_index)
@@ -624,6 +666,8 @@ class Library:
         return {"enabled": settings.ocr, "frames": settings.ocr_frames, **texts.coverage()}
 
     def close(self) -> None:
+        if self._milvus_cache is not None:
+            self._milvus_cache.close()  # Milvus Lite: lets another process open it
         self.catalog.close()
 
     def __enter__(self) -> Library:

@@ -1,0 +1,395 @@
+"""`MilvusIndex`: the `VectorIndex` protocol served by Milvus (DESIGN.md §8).
+
+The same client (pymilvus) talks to Milvus Lite — a folder inside the library, for one
+process at a time — or to a Milvus server or cluster (``http://host:19530``). The
+collection is a derived copy of the catalog, maintained by `MilvusCache`; one row per
+catalog vector row:
+
+    id int64 (primary, the catalog's vector-row id), vector float_vector(D) (inner
+    product), item_id int64, t double (frame time; -1 for an item-level row), kind
+    varchar, path varchar, size int64, mtime_ns int64, root varchar (the root folder's
+    path, "" if none), tags array<varchar>
+
+so a search filter runs inside Milvus as a boolean expression on those fields
+(`clipsearch.store.filter_milvus`). Index types: HNSW (default; M, efConstruction at
+build, ef at search — tuned to the recall target), IVF_FLAT (nlist; nprobe), FLAT.
+
+What Milvus cannot do here is done exactly from the catalog's own vectors: ``exact=True``,
+an id-list filter too long for one expression (split into several searches), and k above
+Milvus's top-k limit (16384).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipsearch.errors import EngineError, MissingDependencyError, UsageError
+from clipsearch.index.base import IndexInfo, Matches
+from clipsearch.index.exact import ExactIndex, as_queries, check_k, empty_matches
+
+INDEX_TYPES = ("HNSW", "IVF_FLAT", "FLAT")
+MAX_TOP_K = 16384  # Milvus's limit on k (and on nq) per search
+ID_LIST_CHUNK = 8192  # ids per "id in [...]" expression
+INSERT_CHUNK = 2000  # rows per insert call (well under gRPC's 64 MB message limit)
+PATH_MAX = 65535
+TAGS_MAX = 4096  # Milvus's array capacity limit
+DEFAULT_BUILD = {"HNSW": {"M": 16, "efConstruction": 80}, "IVF_FLAT": {"nlist": 1024}, "FLAT": {}}
+SCALAR_FIELDS = ("item_id", "t", "kind", "path", "size", "mtime_ns", "root", "tags")
+
+
+def import_pymilvus() -> Any:
+    try:
+        import pymilvus
+    except ImportError:
+        raise MissingDependencyError("pymilvus", "milvus") from None
+    return pymilvus
+
+
+def connect(uri: str) -> Any:
+    """A MilvusClient for ``uri`` (a local path: Milvus Lite; http(s)://: a server). The
+    token, if the server needs one, comes from ``$MILVUS_TOKEN``. Raises EngineError when
+    it cannot connect, MissingDependencyError without pymilvus (or milvus-lite for a path)."""
+    import os
+
+    pymilvus = import_pymilvus()
+    local = "://" not in uri
+    if local:
+        try:
+            import milvus_lite  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("milvus-lite", "milvus") from None
+    try:
+        return pymilvus.MilvusClient(uri=uri, token=os.environ.get("MILVUS_TOKEN", ""))
+    except Exception as e:
+        hint = (
+            "Milvus Lite opens its folder for one process at a time: stop the other "
+            "clipsearch process (a running `serve`?) or use a Milvus server (--milvus-uri)"
+            if local
+            else "check that the server is up and the address right (--milvus-uri)"
+        )
+        raise EngineError(f"cannot open Milvus at {uri}: {_first_line(e)}. {hint}") from e
+
+
+@dataclass
+class MilvusState:
+    """What a `MilvusIndex` is, besides its client (stored in the cache's stamp)."""
+
+    uri: str
+    collection: str
+    dim: int
+    index_type: str = "HNSW"
+    build: dict[str, int] = field(default_factory=dict)  # M/efConstruction or nlist
+    search: dict[str, int] = field(default_factory=dict)  # ef or nprobe (tuned)
+    count: int = 0
+    recall_at_10: float | None = None
+    recall_queries: int = 0
+    recall_target: float | None = None
+    built_at: str | None = None
+    rejected: dict[str, float] = field(default_factory=dict)  # "ef=16" -> recall that missed
+
+
+class MilvusIndex:
+    """Nearest-neighbour search in a Milvus collection (see the module doc).
+
+    exact_source: builds an `ExactIndex` over the catalog's vectors on first need (for
+        ``exact=True`` and what Milvus cannot answer); cached until the index changes.
+    Thread-safe (a lock around client calls; pymilvus clients are not meant to be shared
+    across threads without one).
+    """
+
+    filter_dialect = "milvus"
+
+    def __init__(
+        self,
+        client: Any,
+        state: MilvusState,
+        *,
+        exact_source: Callable[[], ExactIndex] | None = None,
+    ) -> None:
+        self.client = client
+        self.state = state
+        self._exact_source = exact_source
+        self._exact: ExactIndex | None = None
+        self._lock = threading.RLock()
+
+    # -- collection --------------------------------------------------------------------------
+    @classmethod
+    def create(cls, client: Any, state: MilvusState, **kw: Any) -> MilvusIndex:
+        """Drop ``state.collection`` if it exists and create it empty, indexed and loaded."""
+        pymilvus = import_pymilvus()
+        dt = pymilvus.DataType
+        if state.index_type not in INDEX_TYPES:
+            raise UsageError(f"unknown Milvus index type {state.index_type!r}; use {INDEX_TYPES}")
+        build = {**DEFAULT_BUILD[state.index_type], **state.build}
+        state.build = build
+        with _engine(f"creating the Milvus collection {state.collection}"):
+            if client.has_collection(state.collection):
+                client.drop_collection(state.collection)
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", dt.INT64, is_primary=True)
+            schema.add_field("vector", dt.FLOAT_VECTOR, dim=state.dim)
+            schema.add_field("item_id", dt.INT64)
+            schema.add_field("t", dt.DOUBLE)
+            schema.add_field("kind", dt.VARCHAR, max_length=16)
+            schema.add_field("path", dt.VARCHAR, max_length=PATH_MAX)
+            schema.add_field("size", dt.INT64)
+            schema.add_field("mtime_ns", dt.INT64)
+            schema.add_field("root", dt.VARCHAR, max_length=PATH_MAX)
+            schema.add_field(
+                "tags", dt.ARRAY, element_type=dt.VARCHAR, max_capacity=TAGS_MAX, max_length=512
+            )
+            params = client.prepare_index_params()
+            params.add_index("vector", index_type=state.index_type, metric_type="IP", params=build)
+            client.create_collection(
+                state.collection, schema=schema, index_params=params, consistency_level="Strong"
+            )
+            client.load_collection(state.collection)
+        state.count = 0
+        return cls(client, state, **kw)
+
+    def exists(self) -> bool:
+        """True when the collection is there with as many rows as the state says."""
+        with self._lock, _engine("reading the Milvus collection"):
+            if not self.client.has_collection(self.state.collection):
+                return False
+            self.client.load_collection(self.state.collection)
+            return self._count("") == self.state.count
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, meta: dict[str, Sequence]) -> None:
+        """Insert (or replace) rows: ``ids`` (n,), ``vectors`` (n, D), ``meta`` the scalar
+        fields (`SCALAR_FIELDS`), n values each."""
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32)  # (n, D)
+        with self._lock, _engine("writing to Milvus"):
+            for s in range(0, len(ids), INSERT_CHUNK):
+                rows = [
+                    {
+                        "id": int(ids[i]),
+                        "vector": vectors[i],
+                        **{f: meta[f][i] for f in SCALAR_FIELDS},
+                    }
+                    for i in range(s, min(len(ids), s + INSERT_CHUNK))
+                ]
+                self.client.upsert(self.state.collection, rows)
+            self.state.count = self._count("")
+            self._exact = None
+
+    def delete(self, ids: np.ndarray) -> None:
+        ids = [int(i) for i in np.asarray(ids, dtype=np.int64)]
+        with self._lock, _engine("deleting from Milvus"):
+            for s in range(0, len(ids), ID_LIST_CHUNK):
+                self.client.delete(self.state.collection, ids=ids[s : s + ID_LIST_CHUNK])
+            self.state.count = self._count("")
+            self._exact = None
+
+    def tags_by_item(self) -> dict[int, tuple[str, ...]]:
+        """item id -> tags, as the collection holds them (items with tags only)."""
+        out: dict[int, tuple[str, ...]] = {}
+        for row in self._query("array_length(tags) > 0", ["item_id", "tags"]):
+            out[int(row["item_id"])] = tuple(sorted(row["tags"]))
+        return out
+
+    def set_tags(self, tags: dict[int, tuple[str, ...]]) -> int:
+        """Replace the tags of the given items on every row of theirs; returns rows changed."""
+        items = sorted(tags)
+        changed = 0
+        with self._lock, _engine("updating tags in Milvus"):
+            for s in range(0, len(items), ID_LIST_CHUNK):
+                chunk = items[s : s + ID_LIST_CHUNK]
+                rows = self._query(f"item_id in {chunk}", ["id", "item_id"])
+                updates = [
+                    {"id": int(r["id"]), "tags": list(tags[int(r["item_id"])])} for r in rows
+                ]
+                for u in range(0, len(updates), INSERT_CHUNK):
+                    self.client.upsert(
+                        self.state.collection, updates[u : u + INSERT_CHUNK], partial_update=True
+                    )
+                changed += len(updates)
+        return changed
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(Exception):  # closing must never fail a caller
+            self.client.close()
+
+    # -- VectorIndex ---------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.state.dim
+
+    def __len__(self) -> int:
+        return self.state.count
+
+    def count(self, expression: str = "") -> int:
+        """Rows matching a Milvus boolean expression ("" = all)."""
+        with self._lock, _engine("counting rows in Milvus"):
+            return self._count(expression)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed: np.ndarray | None = None,
+        exact: bool = False,
+        expression: str | None = None,
+    ) -> Matches:
+        """Top-``k`` rows per query by inner product (`VectorIndex.search`).
+
+        expression: a Milvus boolean expression on the scalar fields (a filter evaluated
+            inside Milvus); allowed: an id list (sent as ``id in [...]`` expressions).
+        """
+        k = check_k(k)
+        q = as_queries(queries, self.dim)
+        if len(q) == 0 or len(self) == 0:
+            return empty_matches(len(q), k)
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=np.int64)
+            if len(allowed) == 0:
+                return empty_matches(len(q), k)
+        if exact or k > MAX_TOP_K:
+            return self._exact_search(q, k, allowed, expression)
+        if allowed is None:
+            return self._ann(q, k, expression or "")
+        parts = [
+            self._ann(q, k, _and(expression, f"id in {allowed[s : s + ID_LIST_CHUNK].tolist()}"))
+            for s in range(0, len(allowed), ID_LIST_CHUNK)
+        ]
+        return _merge(parts, k)
+
+    def ids_matching(self, expression: str) -> np.ndarray:
+        """(n,) int64 ascending ids of the rows an expression selects."""
+        return np.sort(
+            np.array([int(r["id"]) for r in self._query(expression, ["id"])], dtype=np.int64)
+        )
+
+    def info(self) -> IndexInfo:
+        s = self.state
+        return IndexInfo(
+            backend="milvus",
+            factory=s.index_type,
+            params={**s.build, **s.search, "uri": s.uri, "collection": s.collection},
+            vectors=s.count,
+            memory_bytes=memory_estimate(s.index_type, s.count, s.dim, s.build),
+            recall_at_10=s.recall_at_10,
+            recall_queries=s.recall_queries,
+            recall_target=s.recall_target,
+            built_at=s.built_at,
+            rejected=dict(s.rejected),
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+    def _ann(self, q: np.ndarray, k: int, expression: str) -> Matches:
+        params = dict(self.state.search)
+        if "ef" in params:
+            params["ef"] = max(params["ef"], k)  # Milvus requires ef >= k
+        out_ids = np.full((len(q), k), -1, dtype=np.int64)
+        out_scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        with self._lock, _engine("searching Milvus"):
+            for s in range(0, len(q), MAX_TOP_K):
+                res = self.client.search(
+                    self.state.collection,
+                    data=[row for row in q[s : s + MAX_TOP_K]],
+                    limit=k,
+                    filter=expression,
+                    output_fields=["id"],
+                    search_params={"metric_type": "IP", "params": params},
+                )
+                for j, hits in enumerate(res):
+                    n = min(k, len(hits))
+                    out_ids[s + j, :n] = [h["id"] for h in hits[:n]]
+                    out_scores[s + j, :n] = [h["distance"] for h in hits[:n]]
+        return Matches(ids=out_ids, scores=out_scores)
+
+    def _exact_search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None, expression: str | None
+    ) -> Matches:
+        if self._exact_source is None:
+            raise UsageError("exact search needs the catalog's vectors, which were not given")
+        with self._lock:
+            if self._exact is None:
+                self._exact = self._exact_source()
+            exact = self._exact
+        if expression:
+            ids = self.ids_matching(expression)
+            allowed = ids if allowed is None else np.intersect1d(allowed, ids)
+            if len(allowed) == 0:
+                return empty_matches(len(q), k)
+        return exact.search(q, k, allowed=allowed, exact=True)
+
+    def _count(self, expression: str) -> int:
+        res = self.client.query(
+            self.state.collection, filter=expression, output_fields=["count(*)"]
+        )
+        return int(res[0]["count(*)"])
+
+    def _query(self, expression: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+        """Every row an expression selects (in pages: Milvus caps one query's result)."""
+        with self._lock, _engine("querying Milvus"):
+            it = self.client.query_iterator(
+                self.state.collection, batch_size=4096, filter=expression, output_fields=fields
+            )
+            try:
+                while True:
+                    page = it.next()
+                    if not page:
+                        break
+                    yield from page
+            finally:
+                it.close()
+
+
+def memory_estimate(index_type: str, n: int, dim: int, build: dict[str, int]) -> int:
+    """Bytes Milvus holds in memory for ``n`` vectors: the float32 rows, plus the HNSW graph
+    (2·M neighbour ids of 4 bytes on layer 0; upper layers add ~1/M more). Scalar fields
+    not counted."""
+    per = 4 * dim
+    if index_type == "HNSW":
+        m = int(build.get("M", 16))
+        per += int(2 * m * 4 * (1 + 1 / m))
+    return n * per
+
+
+def _and(a: str | None, b: str) -> str:
+    return f"({a}) and ({b})" if a else b
+
+
+def _merge(parts: list[Matches], k: int) -> Matches:
+    """Top-k over several partial answers (disjoint id sets)."""
+    ids = np.concatenate([p.ids for p in parts], axis=1)
+    scores = np.concatenate([p.scores for p in parts], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return Matches(
+        ids=np.take_along_axis(ids, order, axis=1),
+        scores=np.take_along_axis(scores, order, axis=1),
+    )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class _engine:
+    """Turns pymilvus failures into EngineError naming what was being done."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not _is_milvus_error(exc):
+            return False
+        raise EngineError(f"Milvus failed while {self.action}: {_first_line(exc)}") from exc
+
+
+def _is_milvus_error(exc: BaseException) -> bool:
+    mod = type(exc).__module__ or ""
+    return mod.startswith(("pymilvus", "grpc", "milvus_lite"))

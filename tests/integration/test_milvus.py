@@ -1,0 +1,157 @@
+"""`reindex --ann milvus`: Milvus Lite (a folder in the library, real pymilvus + milvus-lite,
+nothing mocked) answers like exact search, filters inside Milvus, follows the catalog
+incrementally, rebuilds when its copy cannot be trusted, and reports its recall."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from clipsearch.library import Library
+from clipsearch.store.filters import ItemFilter
+from tests.fakes import COLOURS, ColourEncoder, make_image
+from tests.videogen import make_video
+
+pytest.importorskip("pymilvus")
+pytest.importorskip("milvus_lite")
+
+DAY = 86_400
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    for i in range(40):
+        colour = COLOURS[i % len(COLOURS)]
+        sub = "a" if i % 3 else "b_%"  # LIKE's wildcards in a folder name must stay literal
+        p = make_image(root / sub / f"{i:02d}-{colour}.jpg", colour, size=(64 + i, 48))
+        t = 1_600_000_000 + i * 30 * DAY
+        os.utime(p, (t, t))
+    (root / "v").mkdir()
+    make_video(root / "v" / "clip.mp4", (("red", 1.0), ("blue", 1.0)), fps=10)
+    return root
+
+
+@pytest.fixture
+def lib(tmp_path: Path, media: Path):
+    library = Library(tmp_path / "lib", encoder=ColourEncoder())
+    library.index([media])
+    library.reindex(backend="milvus")
+    yield library
+    library.close()
+
+
+def reference(lib: Library, tmp_path: Path) -> Library:
+    """A copy of the catalog searched exactly (no Milvus): the answer to compare with."""
+    copy = tmp_path / "reference"
+    copy.mkdir()
+    src = sqlite3.connect(lib.path / "catalog.sqlite")
+    dst = sqlite3.connect(copy / "catalog.sqlite")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    ref = Library(copy, encoder=ColourEncoder())
+    ref.reindex(backend="exact")
+    return ref
+
+
+def hits(lib: Library, query: str, **kw) -> list[tuple[str, float]]:
+    return [(h.path, round(h.score, 5)) for h in lib.search(query, k=8, **kw)]
+
+
+def stamp(lib: Library) -> dict:
+    return json.loads((lib.path / "ann" / "milvus.json").read_text())
+
+
+def test_milvus_index_reports_backend_params_and_measured_recall(lib):
+    info = lib.index_info()
+    assert info.backend == "milvus" and info.factory == "HNSW"
+    assert info.params["M"] == 16 and info.params["ef"] >= 16
+    assert info.params["uri"] == str(lib.path / "milvus.db")
+    assert info.vectors == len(lib.catalog.vector_ids())
+    assert info.recall_queries > 0 and info.recall_at_10 >= 0.95
+    assert (lib.path / "milvus.db").exists()
+
+
+def test_answers_like_exact_search_with_filters(lib, media, tmp_path):
+    lib.catalog.set_tags(
+        {
+            lib.catalog.item_by_path(str(p)).id: {"beach": 0.9}
+            for p in sorted(media.glob("a/1*.jpg"))
+        },
+        source="test",
+    )
+    ref = reference(lib, tmp_path)
+    clauses = [
+        [],
+        ["kind:video"],
+        [f"path:{media}/a/*"],
+        [f"path:{media}/b_%"],  # a folder prefix, wildcards literal
+        ["path:*/[0-1]?-*.jpg"],  # a character class: Milvus cannot say it, ids are used
+        ["after:2021-06-01", "before:2022-06-01"],
+        ["size>1000", "size<=1600"],
+        [f"root:{media}"],
+        ["tag:beach"],
+        ["tag:beach", "kind:image", "after:2020"],
+        ["after:2030"],  # nothing
+    ]
+    for where in clauses:
+        for query in ("red", "blue", "pink thing"):
+            got = hits(lib, query, where=where)
+            want = hits(ref, query, where=where)
+            assert got == want, (where, query)
+            allowed = set(ref.catalog.vector_ids_where(ItemFilter.parse(where)).tolist())
+            assert bool(got) == bool(allowed), where
+    ref.close()
+
+
+def test_follows_the_catalog_incrementally(lib, media, tmp_path):
+    before = stamp(lib)
+    make_image(media / "a" / "new-cyan.jpg", "cyan", size=(200, 100))
+    gone = next(iter(sorted((media / "a").glob("0*.jpg"))))
+    gone.unlink()
+    lib.index([media])  # refreshes the collection as part of indexing
+    after = stamp(lib)
+    assert not after["dirty"] and after["generation"] > before["generation"]
+    assert after["recall_generation"] == before["recall_generation"]  # updated, not rebuilt
+    assert lib.vector_index().count() == len(lib.catalog.vector_ids())
+    paths = [h.path for h in lib.search("cyan", k=50)]
+    assert str(media / "a" / "new-cyan.jpg") in paths and str(gone) not in paths
+    # Tags written after indexing reach Milvus's copy without re-encoding anything.
+    item = lib.catalog.item_by_path(str(media / "a" / "new-cyan.jpg")).id
+    lib.catalog.set_tags({item: {"sea": 1.0}}, source="test")
+    assert [h.path for h in lib.search("cyan", where=["tag:sea"])] == [
+        str(media / "a" / "new-cyan.jpg")
+    ]
+    lib.catalog.set_tags({item: {}}, source="test")
+    assert lib.search("cyan", where=["tag:sea"]) == []
+
+
+def test_a_collection_that_cannot_be_trusted_is_rebuilt(lib, tmp_path):
+    index = lib.vector_index()
+    index.client.drop_collection(index.state.collection)  # lost behind clipsearch's back
+    lib.close()
+    with Library(lib.path, encoder=ColourEncoder()) as again:
+        assert again.search("red", k=3)[0].path.endswith("red.jpg")
+        assert again.vector_index().count() == len(again.catalog.vector_ids())
+    # An update cut short leaves the stamp dirty: the next use rebuilds.
+    data = json.loads((lib.path / "ann" / "milvus.json").read_text())
+    data["dirty"] = True
+    (lib.path / "ann" / "milvus.json").write_text(json.dumps(data))
+    with Library(lib.path, encoder=ColourEncoder()) as again:
+        again.search("red", k=1)
+        assert not stamp(again)["dirty"]
+        assert stamp(again)["recall_generation"] == again.catalog.generation()
+
+
+def test_other_index_types_and_back_to_faiss(lib):
+    info = lib.reindex(backend="milvus:IVF_FLAT")
+    assert info.factory == "IVF_FLAT" and "nprobe" in info.params and info.recall_at_10 >= 0.95
+    assert lib.search("red", k=1)[0].path.endswith("red.jpg")
+    info = lib.reindex(backend="auto")
+    assert info.backend == "exact"
+    assert lib.search("red", k=1)[0].path.endswith("red.jpg")
