@@ -19,13 +19,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from clipsearch.ingest.decode import DecodedFile, FileDecoder, FileTask
 from clipsearch.models.base import Encoder
 from clipsearch.store import ItemWrite
+
+EngineName = Literal["local", "ray"]
+ENGINES: tuple[EngineName, ...] = ("local", "ray")  # `index --engine`: this process, or Ray
 
 Sink = Callable[[list[ItemWrite]], None]
 """Receives each batch of finished files (ok and failed) in the order they finished."""

@@ -3,6 +3,7 @@ lose nothing, and foreign clip-retrieval output read into a library of the same 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -211,3 +212,23 @@ def test_embeddings_of_another_width_are_refused(tmp_path, media):
         with pytest.raises(ModelMismatchError, match="16-d"):
             lib.import_embeddings(folder)
         assert lib.catalog.model_binding() is None  # nothing was bound or written
+
+
+def test_cli_export_then_import(source, tmp_path, capsys):
+    from clipsearch.cli.app import main
+
+    out = tmp_path / "export"
+    assert main(["export", str(out), "--library", str(source.path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["format"] == "clip-retrieval" and report["items"] == 8
+    assert (out / "img_emb" / "img_emb_0.npy").exists()
+    assert main(["import", str(out), "--library", str(tmp_path / "copy"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["items"] == 8 and report["skipped"] == []
+    with Library(tmp_path / "copy") as copy:
+        assert snapshot(copy) == snapshot(source)
+    # Bad choices are usage errors (exit 2) before anything is written.
+    assert (
+        main(["export", str(tmp_path / "x"), "--library", str(source.path), "--format", "npy"]) == 2
+    )
+    assert not (tmp_path / "x").exists()

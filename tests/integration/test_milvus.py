@@ -155,3 +155,27 @@ def test_other_index_types_and_back_to_faiss(lib):
     info = lib.reindex(backend="auto")
     assert info.backend == "exact"
     assert lib.search("red", k=1)[0].path.endswith("red.jpg")
+
+
+def test_cli_reindex_milvus_and_index_info(tmp_path, media, capsys):
+    from clipsearch.cli.app import main
+
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        lib.index([media])
+    path = str(tmp_path / "lib")
+    assert main(["reindex", "--library", path, "--ann", "milvus", "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert main(["index-info", "--library", path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info == built
+    assert info["backend"] == "milvus" and info["factory"] == "HNSW"
+    assert info["params"]["uri"] == str(tmp_path / "lib" / "milvus.db")
+    assert info["recall_at_10"] >= 0.95 and info["recall_queries"] > 0
+    assert json.loads((tmp_path / "lib" / "ann.json").read_text())["backend"] == "milvus"
+    # An unreachable server is an engine error (exit 1) and the old choice stays.
+    code = main(
+        ["reindex", "--library", path, "--ann", "milvus", "--milvus-uri", "http://127.0.0.1:9"]
+    )
+    assert code == 1
+    assert "Milvus" in capsys.readouterr().err
+    assert json.loads((tmp_path / "lib" / "ann.json").read_text()).get("milvus_uri") is None

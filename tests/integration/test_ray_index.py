@@ -138,3 +138,104 @@ def test_ray_run_stores_what_a_local_run_stores_and_resumes(
     assert remote.index([media], ray=settings).added == 0
     local.close()
     remote.close()
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that contain ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            found.append(cmd)
+    return found
+
+
+def test_cli_starts_its_own_ray_writes_parquet_shards_and_leaves_no_process(
+    media, tmp_path, tiny_checkpoint
+):
+    """`clipsearch index --engine ray` in a fresh process: a local Ray instance for the run,
+    results through Parquet shards that the catalog ingests, and nothing left running."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
+    shards = tmp_path / "shards"
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": str(ray_tmp),
+        "PYTHONPATH": os.pathsep.join(
+            [
+                str(Path(__file__).resolve().parents[2]),
+                *filter(None, [os.environ.get("PYTHONPATH")]),
+            ]
+        ),
+    }
+    env.pop("RAY_ADDRESS", None)
+    argv = [
+        sys.executable,
+        "-m",
+        "clipsearch",
+        "index",
+        str(media),
+        "--library",
+        str(tmp_path / "lib"),
+        "--model",
+        str(tiny_checkpoint),
+        "--precision",
+        "fp32",
+        "--engine",
+        "ray",
+        "--workers",
+        "2",
+        "--parquet-shards",
+        str(shards),
+        "--json",
+    ]
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        report = json.loads(proc.stdout)
+        assert report["added"] == 12 and report["failed"] == 1 and report["frames"] > 0
+        assert list(shards.glob("*.parquet")) == []  # every shard ingested, then deleted
+        assert processes_mentioning(str(ray_tmp)) == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with (
+        Library(tmp_path / "lib", model=str(tiny_checkpoint), precision="fp32") as lib,
+        Library(tmp_path / "local", model=str(tiny_checkpoint), precision="fp32") as local,
+    ):
+        local.index([media])
+        assert_same_catalog(local, lib)
+
+
+def test_shards_left_by_an_interrupted_run_are_ingested_first(media, tmp_path):
+    """A crash after the workers wrote their shards but before the catalog took them: the
+    next run ingests them instead of encoding those files again, and drops a shard the
+    crash cut short (its files are encoded again). No cluster is needed for that part."""
+    import pyarrow.parquet as pq
+
+    from clipsearch.ingest import Indexer
+    from clipsearch.ingest.decode import FileTask
+    from clipsearch.ingest.encode import EncodeLoop
+    from clipsearch.media import scan
+
+    lib = Library(tmp_path / "lib", encoder=ColourEncoder())
+    root_id = lib.catalog.add_root(str(media))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    writes: list = []
+    tasks = [FileTask(m, root_id) for m in scan([media])]
+    EncodeLoop(ColourEncoder()).run(tasks, writes.extend)
+    pq.write_table(item_table.writes_to_table(writes), shards / "part-0.parquet")
+    (shards / "part-1.parquet").write_bytes(b"PAR1 cut short")
+    engine = RayEngine(ColourEncoder, ColourEncoder.fingerprint, RaySettings(shards=shards))
+    report = Indexer(lib.catalog, ColourEncoder(), engine=engine).run([media])
+    assert report.added == 12 and report.failed == 1  # from the shard, before the scan
+    assert report.unchanged == 12  # so the scan sent nothing to a cluster
+    assert list(shards.iterdir()) == []
+    with Library(tmp_path / "local", encoder=ColourEncoder()) as local:
+        local.index([media])
+        assert_same_catalog(local, lib)
+    lib.close()
