@@ -179,3 +179,66 @@ def test_cli_reindex_milvus_and_index_info(tmp_path, media, capsys):
     assert code == 1
     assert "Milvus" in capsys.readouterr().err
     assert json.loads((tmp_path / "lib" / "ann.json").read_text()).get("milvus_uri") is None
+
+
+def test_path_globs_select_in_milvus_what_they_select_in_sqlite(tmp_path):
+    """The LIKE translation means what the SQL GLOB one means, on names full of the
+    characters either language treats specially."""
+    import numpy as np
+
+    from clipsearch.index.milvus_backend import MilvusIndex, MilvusState, connect
+    from clipsearch.store.filter_milvus import path_expression
+    from clipsearch.store.filter_sql import path_condition
+
+    paths = [
+        "/a/x.jpg",
+        "/a/b/y.png",
+        "/a%b/z.jpg",
+        "/a_b/q.jpg",
+        "/axb/q.jpg",
+        '/a"q/\\w.jpg',
+        "/A/x.jpg",
+        "/a/[x].jpg",
+        "/a*b/c.jpg",
+        "/a",
+    ]
+    patterns = [
+        "/a/*",
+        "/a",
+        "/a/",
+        "/a%b",
+        "/a_b/*",
+        "/a?b/*",
+        '/a"q/*',
+        '/a"q/\\\\w.jpg',
+        "*.jpg",
+        "/a/?.jpg",
+        "/a/\\[x].jpg",
+        "/a\\*b/*",
+        "/",
+        "*",
+    ]
+    client = connect(str(tmp_path / "m.db"))
+    index = MilvusIndex.create(client, MilvusState(uri="", collection="paths", dim=2))
+    n = len(paths)
+    meta = {
+        "item_id": list(range(n)),
+        "t": [-1.0] * n,
+        "kind": ["image"] * n,
+        "path": paths,
+        "size": [1] * n,
+        "mtime_ns": [0] * n,
+        "root": [""] * n,
+        "tags": [[] for _ in range(n)],
+    }
+    index.upsert(np.arange(n), np.ones((n, 2), np.float32) / np.sqrt(2), meta)
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE items (id INTEGER, path TEXT)")
+    db.executemany("INSERT INTO items VALUES (?, ?)", list(enumerate(paths)))
+    for pattern in patterns:
+        sql, args = path_condition(pattern)
+        want = [i for (i,) in db.execute(f"SELECT id FROM items i WHERE {sql} ORDER BY id", args)]
+        expr = path_expression(pattern)
+        assert expr is not None, pattern
+        assert index.ids_matching(expr).tolist() == want, (pattern, expr)
+    index.close()
