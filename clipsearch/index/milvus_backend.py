@@ -14,28 +14,38 @@ so a search filter runs inside Milvus as a boolean expression on those fields
 (`clipsearch.store.filter_milvus`). Index types: HNSW (default; M, efConstruction at
 build, ef at search — tuned to the recall target), IVF_FLAT (nlist; nprobe), FLAT.
 
-What Milvus cannot do here is done exactly from the catalog's own vectors: ``exact=True``,
-an id-list filter too long for one expression (split into several searches), and k above
-Milvus's top-k limit (16384).
+What is better done exactly is done from the catalog's own vectors: ``exact=True``, a
+filter that keeps few rows (as the FAISS backend does), and k above Milvus's top-k limit
+(16384). A long id list is split into several ``id in [...]`` searches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from clipsearch.errors import EngineError, MissingDependencyError, UsageError
 from clipsearch.index.base import IndexInfo, Matches
-from clipsearch.index.exact import ExactIndex, as_queries, check_k, empty_matches
+from clipsearch.index.exact import (
+    ExactIndex,
+    as_queries,
+    check_k,
+    empty_matches,
+    top_k_by_score_then_id,
+)
+from clipsearch.index.faiss_backend import EF_SEARCH_CAP as EF_CAP
+from clipsearch.index.faiss_backend import EXACT_FILTER_FRACTION, EXACT_FILTER_MIN_ROWS
 
 INDEX_TYPES = ("HNSW", "IVF_FLAT", "FLAT")
 MAX_TOP_K = 16384  # Milvus's limit on k (and on nq) per search
 ID_LIST_CHUNK = 8192  # ids per "id in [...]" expression
+FETCH_CHUNK = 50_000  # catalog rows per fetch when loading every vector
 INSERT_CHUNK = 2000  # rows per insert call (well under gRPC's 64 MB message limit)
 PATH_MAX = 65535
 TAGS_MAX = 4096  # Milvus's array capacity limit
@@ -49,6 +59,10 @@ def import_pymilvus() -> Any:
     except ImportError:
         raise MissingDependencyError("pymilvus", "milvus") from None
     return pymilvus
+
+
+_lite_users: dict[str, int] = {}  # Milvus Lite folder -> open clients in this process
+_lite_lock = threading.Lock()
 
 
 def connect(uri: str) -> Any:
@@ -65,7 +79,7 @@ def connect(uri: str) -> Any:
         except ImportError:
             raise MissingDependencyError("milvus-lite", "milvus") from None
     try:
-        return pymilvus.MilvusClient(uri=uri, token=os.environ.get("MILVUS_TOKEN", ""))
+        client = pymilvus.MilvusClient(uri=uri, token=os.environ.get("MILVUS_TOKEN", ""))
     except Exception as e:
         hint = (
             "Milvus Lite opens its folder for one process at a time: stop the other "
@@ -74,6 +88,41 @@ def connect(uri: str) -> Any:
             else "check that the server is up and the address right (--milvus-uri)"
         )
         raise EngineError(f"cannot open Milvus at {uri}: {_first_line(e)}. {hint}") from e
+    if local:
+        with _lite_lock:
+            _lite_users[os.path.abspath(uri)] = _lite_users.get(os.path.abspath(uri), 0) + 1
+    return client
+
+
+def disconnect(client: Any, uri: str) -> None:
+    """Close a client from `connect`. The last client of a Milvus Lite folder in this
+    process also stops its in-process server, which frees the folder for other processes
+    (closing the client alone leaves the server running until the process exits)."""
+    import os
+
+    with contextlib.suppress(Exception):  # closing must never fail a caller
+        client.close()
+    if "://" in uri:
+        return
+    path = os.path.abspath(uri)
+    with _lite_lock:
+        left = _lite_users.get(path, 1) - 1
+        if left > 0:
+            _lite_users[path] = left
+            return
+        _lite_users.pop(path, None)
+    with contextlib.suppress(Exception):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(path)
+
+
+class RowSource(Protocol):
+    """The catalog's vector rows (`clipsearch.store.Catalog` is one)."""
+
+    def vector_ids(self) -> np.ndarray: ...
+
+    def fetch_vectors(self, ids: np.ndarray) -> np.ndarray: ...  # (n, D), order of ids
 
 
 @dataclass
@@ -97,24 +146,27 @@ class MilvusState:
 class MilvusIndex:
     """Nearest-neighbour search in a Milvus collection (see the module doc).
 
-    exact_source: builds an `ExactIndex` over the catalog's vectors on first need (for
-        ``exact=True`` and what Milvus cannot answer); cached until the index changes.
+    rows: the catalog's vector rows (``vector_ids()``, ``fetch_vectors(ids)``), for the
+        searches answered exactly (``exact=True``, selective filters, k above Milvus's limit).
     Thread-safe (a lock around client calls; pymilvus clients are not meant to be shared
     across threads without one).
     """
 
     filter_dialect = "milvus"
+    exact_filter_rows = (
+        EXACT_FILTER_MIN_ROWS  # filters keeping at most this many rows (or 2%) go exact
+    )
 
     def __init__(
         self,
         client: Any,
         state: MilvusState,
         *,
-        exact_source: Callable[[], ExactIndex] | None = None,
+        rows: RowSource | None = None,
     ) -> None:
         self.client = client
         self.state = state
-        self._exact_source = exact_source
+        self._rows = rows
         self._exact: ExactIndex | None = None
         self._lock = threading.RLock()
 
@@ -161,9 +213,10 @@ class MilvusIndex:
             self.client.load_collection(self.state.collection)
             return self._count("") == self.state.count
 
-    def upsert(self, ids: np.ndarray, vectors: np.ndarray, meta: dict[str, Sequence]) -> None:
-        """Insert (or replace) rows: ``ids`` (n,), ``vectors`` (n, D), ``meta`` the scalar
-        fields (`SCALAR_FIELDS`), n values each."""
+    def insert(self, ids: np.ndarray, vectors: np.ndarray, meta: dict[str, Sequence]) -> None:
+        """Add rows: ``ids`` (n,) not in the collection yet (catalog ids are never reused),
+        ``vectors`` (n, D), ``meta`` the scalar fields (`SCALAR_FIELDS`), n values each.
+        Call `flush` after a series of inserts: Milvus searches unsealed rows by brute force."""
         ids = np.asarray(ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float32)  # (n, D)
         with self._lock, _engine("writing to Milvus"):
@@ -176,9 +229,14 @@ class MilvusIndex:
                     }
                     for i in range(s, min(len(ids), s + INSERT_CHUNK))
                 ]
-                self.client.upsert(self.state.collection, rows)
+                self.client.insert(self.state.collection, rows)
             self.state.count = self._count("")
             self._exact = None
+
+    def flush(self) -> None:
+        """Seal what was written, so it is indexed (and searched through the index)."""
+        with self._lock, _engine("flushing Milvus"):
+            self.client.flush(self.state.collection)
 
     def delete(self, ids: np.ndarray) -> None:
         ids = [int(i) for i in np.asarray(ids, dtype=np.int64)]
@@ -214,8 +272,11 @@ class MilvusIndex:
         return changed
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(Exception):  # closing must never fail a caller
-            self.client.close()
+        """Close the client (see `disconnect`)."""
+        with self._lock:
+            if self.client is not None:
+                disconnect(self.client, self.state.uri)
+                self.client = None
 
     # -- VectorIndex ---------------------------------------------------------------------------
     @property
@@ -243,6 +304,9 @@ class MilvusIndex:
 
         expression: a Milvus boolean expression on the scalar fields (a filter evaluated
             inside Milvus); allowed: an id list (sent as ``id in [...]`` expressions).
+        A filter that keeps few rows (at most ~2% or 8192, as the FAISS backend) is answered
+        exactly from the catalog's vectors of those rows; a wider one raises ``ef``/``nprobe``
+        by 1/selectivity, since the graph walk skips the rows the filter rejects.
         """
         k = check_k(k)
         q = as_queries(queries, self.dim)
@@ -250,14 +314,25 @@ class MilvusIndex:
             return empty_matches(len(q), k)
         if allowed is not None:
             allowed = np.asarray(allowed, dtype=np.int64)
+            if expression:  # both: the rows of the list that the expression keeps
+                allowed = np.intersect1d(allowed, self.ids_matching(expression))
+                expression = None
             if len(allowed) == 0:
                 return empty_matches(len(q), k)
         if exact or k > MAX_TOP_K:
             return self._exact_search(q, k, allowed, expression)
+        if allowed is None and not expression:
+            return self._ann(q, k, "", 1.0)
+        matching = len(allowed) if allowed is not None else self.count(expression or "")
+        if matching == 0:
+            return empty_matches(len(q), k)
+        if matching <= max(self.exact_filter_rows, EXACT_FILTER_FRACTION * len(self)):
+            return self._exact_search(q, k, allowed, expression)  # cheaper, and always right
+        widen = len(self) / matching  # the graph walk meets 1/selectivity more rejected rows
         if allowed is None:
-            return self._ann(q, k, expression or "")
+            return self._ann(q, k, expression or "", widen)
         parts = [
-            self._ann(q, k, _and(expression, f"id in {allowed[s : s + ID_LIST_CHUNK].tolist()}"))
+            self._ann(q, k, f"id in {allowed[s : s + ID_LIST_CHUNK].tolist()}", widen)
             for s in range(0, len(allowed), ID_LIST_CHUNK)
         ]
         return _merge(parts, k)
@@ -284,10 +359,13 @@ class MilvusIndex:
         )
 
     # -- internals -----------------------------------------------------------------------------
-    def _ann(self, q: np.ndarray, k: int, expression: str) -> Matches:
+    def _ann(self, q: np.ndarray, k: int, expression: str, widen: float) -> Matches:
         params = dict(self.state.search)
-        if "ef" in params:
-            params["ef"] = max(params["ef"], k)  # Milvus requires ef >= k
+        if "ef" in params:  # Milvus requires ef >= k
+            params["ef"] = max(min(EF_CAP, math.ceil(params["ef"] * widen)), k)
+        if "nprobe" in params:
+            nlist = int(self.state.build.get("nlist", params["nprobe"]))
+            params["nprobe"] = min(nlist, math.ceil(params["nprobe"] * widen))
         out_ids = np.full((len(q), k), -1, dtype=np.int64)
         out_scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         with self._lock, _engine("searching Milvus"):
@@ -309,18 +387,33 @@ class MilvusIndex:
     def _exact_search(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None, expression: str | None
     ) -> Matches:
-        if self._exact_source is None:
+        """Exact top-k from the catalog's vectors: of the rows an expression or id list
+        selects (fetched for the query), or of every row (loaded once, kept until the
+        collection changes)."""
+        if self._rows is None:
             raise UsageError("exact search needs the catalog's vectors, which were not given")
-        with self._lock:
-            if self._exact is None:
-                self._exact = self._exact_source()
-            exact = self._exact
         if expression:
-            ids = self.ids_matching(expression)
-            allowed = ids if allowed is None else np.intersect1d(allowed, ids)
+            allowed = self.ids_matching(expression)
             if len(allowed) == 0:
                 return empty_matches(len(q), k)
-        return exact.search(q, k, allowed=allowed, exact=True)
+        if allowed is not None:
+            ids = np.unique(allowed)
+            vectors = np.asarray(self._rows.fetch_vectors(ids), dtype=np.float32)  # (n, D)
+            scores = q @ vectors.T  # (Q, n)
+            ids_2d = np.broadcast_to(ids, scores.shape)
+            out_ids, out_scores = top_k_by_score_then_id(ids_2d, scores.astype(np.float32), k)
+            return Matches(ids=out_ids, scores=out_scores)
+        with self._lock:
+            if self._exact is None:
+                all_ids = np.asarray(self._rows.vector_ids(), dtype=np.int64)
+                parts = [
+                    self._rows.fetch_vectors(all_ids[s : s + FETCH_CHUNK])
+                    for s in range(0, len(all_ids), FETCH_CHUNK)
+                ]
+                vectors = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float16)
+                self._exact = ExactIndex(all_ids, vectors)
+            exact = self._exact
+        return exact.search(q, k, exact=True)
 
     def _count(self, expression: str) -> int:
         res = self.client.query(

@@ -8,7 +8,7 @@ the recall@10 measured against exact search.
 
 `MilvusCache.get` returns the collection as a `MilvusIndex`: as it is when the stamp
 matches the catalog; updated in place when the catalog moved on with the same model
-(upserts of added rows, deletes of removed ones, partial updates of rows whose item's
+(inserts of added rows, deletes of removed ones, partial updates of rows whose item's
 tags changed); rebuilt when the model, catalog, uri or index type differ, the collection
 is missing or holds another number of rows, or an update was cut short. Before touching
 the collection the stamp is rewritten as ``dirty``, and only a completed update clears it,
@@ -35,7 +35,7 @@ from clipsearch.atomic import atomic_write, atomic_write_text
 from clipsearch.errors import UsageError
 from clipsearch.index import autotune
 from clipsearch.index.base import IndexInfo, ProgressFn
-from clipsearch.index.exact import ExactIndex, top_k_by_score_then_id
+from clipsearch.index.exact import top_k_by_score_then_id
 from clipsearch.index.milvus_backend import MilvusIndex, MilvusState, connect
 from clipsearch.index.rows import ids_checksum
 from clipsearch.index.stamp import now, write_npy
@@ -182,12 +182,13 @@ class MilvusCache:
             uri=uri, collection=collection_name(source.catalog_id), dim=dim, index_type=index_type
         )
         client = self._client(uri)
-        index = MilvusIndex.create(client, state, exact_source=lambda: _exact(source))
+        index = MilvusIndex.create(client, state, rows=source)
         self._current = index
         sample = _Sample.draw(source, ids, self.tuning_queries, self.seed)
         for _, chunk, vectors in _chunks(source, ids, progress, "add"):
-            index.upsert(chunk, vectors, source.vector_metadata(chunk))
+            index.insert(chunk, vectors, source.vector_metadata(chunk))
             sample.observe(chunk, vectors)
+        index.flush()
         state.built_at = now()
         self._measure(index, sample, recall_target, progress)
         self._write(index, source, ids, generation, generation)
@@ -214,7 +215,7 @@ class MilvusCache:
         if len(removed):
             index.delete(removed)
         for _, chunk, vectors in _chunks(source, added, progress, "add"):
-            index.upsert(chunk, vectors, source.vector_metadata(chunk))
+            index.insert(chunk, vectors, source.vector_metadata(chunk))
         tags = source.tagged_items()
         if _digest(tags) != stamp.tags_digest:
             held = index.tags_by_item()
@@ -224,6 +225,7 @@ class MilvusCache:
                 if tags.get(i, ()) != held.get(i, ())
             }
             index.set_tags(changed)
+        index.flush()
         return index.count() == len(ids)
 
     def _tune(
@@ -295,7 +297,7 @@ class MilvusCache:
         ):
             cur.state = state
             return cur
-        index = MilvusIndex(self._client(state.uri), state, exact_source=lambda: _exact(source))
+        index = MilvusIndex(self._client(state.uri), state, rows=source)
         self._current = index
         return index
 
@@ -358,13 +360,6 @@ def _dim(source: MetadataSource, ids: np.ndarray) -> int:
     if probe.ndim != 2 or probe.shape[1] == 0:
         raise UsageError("the library holds no vectors yet: index a folder first")
     return int(probe.shape[1])
-
-
-def _exact(source: MetadataSource) -> ExactIndex:
-    ids = np.asarray(source.vector_ids(), dtype=np.int64)
-    parts = [v for _, _, v in _chunks(source, ids, None, "fetch")]
-    vectors = np.concatenate(parts).astype(np.float16) if parts else np.zeros((0, 1), np.float16)
-    return ExactIndex(ids, vectors)
 
 
 def _digest(tags: dict[int, tuple[str, ...]]) -> str:
