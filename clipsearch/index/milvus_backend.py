@@ -198,9 +198,9 @@ class MilvusIndex:
             )
             params = client.prepare_index_params()
             params.add_index("vector", index_type=state.index_type, metric_type="IP", params=build)
-            client.create_collection(
-                state.collection, schema=schema, index_params=params, consistency_level="Strong"
-            )
+            client.create_collection(state.collection, schema=schema, consistency_level="Strong")
+            # sync=False: do not poll the build (Milvus Lite lacks that call); loading waits.
+            client.create_index(state.collection, params, sync=False)
             client.load_collection(state.collection)
         state.count = 0
         return cls(client, state, **kw)
@@ -422,8 +422,14 @@ class MilvusIndex:
         return int(res[0]["count(*)"])
 
     def _query(self, expression: str, fields: list[str]) -> Iterator[dict[str, Any]]:
-        """Every row an expression selects (in pages: Milvus caps one query's result)."""
+        """Every row an expression selects: one query when Milvus can return them at once,
+        else page by page with a query iterator."""
         with self._lock, _engine("querying Milvus"):
+            if self._count(expression) <= MAX_TOP_K:
+                yield from self.client.query(
+                    self.state.collection, filter=expression, output_fields=fields, limit=MAX_TOP_K
+                )
+                return
             it = self.client.query_iterator(
                 self.state.collection, batch_size=4096, filter=expression, output_fields=fields
             )
