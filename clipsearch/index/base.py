@@ -57,9 +57,10 @@ class ExpressionFilteredIndex(VectorIndex, Protocol):
     """An index that holds item metadata itself and filters inside its engine (Milvus).
 
     ``filter_dialect`` names the expression language ("milvus":
-    `clipsearch.store.filter_milvus`); `search` then also takes ``expression=`` and
-    `count` says how many rows an expression selects. The searcher sends such an index
-    the filter as an expression instead of a list of allowed ids.
+    `clipsearch.store.filter_milvus`); `search` then also takes ``expression=`` (and
+    returns fewer than k rows, padded with -1, when fewer match) and `count` says how many
+    rows an expression selects. The searcher sends such an index the filter as an
+    expression instead of a list of allowed ids.
     """
 
     filter_dialect: str

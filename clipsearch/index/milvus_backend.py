@@ -168,6 +168,7 @@ class MilvusIndex:
         self.state = state
         self._rows = rows
         self._exact: ExactIndex | None = None
+        self._counts: dict[str, int] = {}  # expression -> rows, until the collection changes
         self._lock = threading.RLock()
 
     # -- collection --------------------------------------------------------------------------
@@ -232,6 +233,7 @@ class MilvusIndex:
                 self.client.insert(self.state.collection, rows)
             self.state.count = self._count("")
             self._exact = None
+            self._counts.clear()
 
     def flush(self) -> None:
         """Seal what was written, so it is indexed (and searched through the index)."""
@@ -245,6 +247,7 @@ class MilvusIndex:
                 self.client.delete(self.state.collection, ids=ids[s : s + ID_LIST_CHUNK])
             self.state.count = self._count("")
             self._exact = None
+            self._counts.clear()
 
     def tags_by_item(self) -> dict[int, tuple[str, ...]]:
         """item id -> tags, as the collection holds them (items with tags only)."""
@@ -269,6 +272,7 @@ class MilvusIndex:
                         self.state.collection, updates[u : u + INSERT_CHUNK], partial_update=True
                     )
                 changed += len(updates)
+            self._counts.clear()
         return changed
 
     def close(self) -> None:
@@ -289,7 +293,11 @@ class MilvusIndex:
     def count(self, expression: str = "") -> int:
         """Rows matching a Milvus boolean expression ("" = all)."""
         with self._lock, _engine("counting rows in Milvus"):
-            return self._count(expression)
+            if expression not in self._counts:
+                if len(self._counts) > 256:
+                    self._counts.clear()
+                self._counts[expression] = self._count(expression)
+            return self._counts[expression]
 
     def search(
         self,
@@ -322,20 +330,43 @@ class MilvusIndex:
         if exact or k > MAX_TOP_K:
             return self._exact_search(q, k, allowed, expression)
         if allowed is None and not expression:
-            return self._ann(q, k, "", 1.0)
+            return self._complete(self._ann(q, k, "", 1.0), q, k, len(self), None, None)
         matching = len(allowed) if allowed is not None else self.count(expression or "")
+        # (counts are cached per expression until the collection changes: a paging or
+        # widening searcher asks again with the same filter)
         if matching == 0:
             return empty_matches(len(q), k)
         if matching <= max(self.exact_filter_rows, EXACT_FILTER_FRACTION * len(self)):
             return self._exact_search(q, k, allowed, expression)  # cheaper, and always right
         widen = len(self) / matching  # the graph walk meets 1/selectivity more rejected rows
         if allowed is None:
-            return self._ann(q, k, expression or "", widen)
-        parts = [
-            self._ann(q, k, f"id in {allowed[s : s + ID_LIST_CHUNK].tolist()}", widen)
-            for s in range(0, len(allowed), ID_LIST_CHUNK)
-        ]
-        return _merge(parts, k)
+            found = self._ann(q, k, expression or "", widen)
+        else:
+            found = _merge(
+                [
+                    self._ann(q, k, f"id in {allowed[s : s + ID_LIST_CHUNK].tolist()}", widen)
+                    for s in range(0, len(allowed), ID_LIST_CHUNK)
+                ],
+                k,
+            )
+        return self._complete(found, q, k, matching, allowed, expression)
+
+    def _complete(
+        self,
+        found: Matches,
+        q: np.ndarray,
+        k: int,
+        matching: int,
+        allowed: np.ndarray | None,
+        expression: str | None,
+    ) -> Matches:
+        """Redo exactly the queries the ANN left with fewer than min(k, matching) answers
+        (an IVF probe of sparse lists, a graph walk cut off by a filter)."""
+        short = np.flatnonzero((found.ids >= 0).sum(axis=1) < min(k, matching))
+        if short.size:
+            fix = self._exact_search(q[short], k, allowed, expression)
+            found.ids[short], found.scores[short] = fix.ids, fix.scores
+        return found
 
     def ids_matching(self, expression: str) -> np.ndarray:
         """(n,) int64 ascending ids of the rows an expression selects."""
@@ -425,7 +456,7 @@ class MilvusIndex:
         """Every row an expression selects: one query when Milvus can return them at once,
         else page by page with a query iterator."""
         with self._lock, _engine("querying Milvus"):
-            if self._count(expression) <= MAX_TOP_K:
+            if self.count(expression) <= MAX_TOP_K:
                 yield from self.client.query(
                     self.state.collection, filter=expression, output_fields=fields, limit=MAX_TOP_K
                 )

@@ -181,6 +181,8 @@ class MilvusCache:
         state = MilvusState(
             uri=uri, collection=collection_name(source.catalog_id), dim=dim, index_type=index_type
         )
+        if index_type == "IVF_FLAT":  # autofaiss's list count for this size (n/39 at most)
+            state.build = {"nlist": autotune.nb_clusters(len(ids))}
         client = self._client(uri)
         index = MilvusIndex.create(client, state, rows=source)
         self._current = index

@@ -146,10 +146,9 @@ class Searcher:
                 if len(allowed) == 0:
                     return [[] for _ in queries]
         need = options.k + options.offset
-        if engine_filter:
-            total = index.count(engine_filter["expression"])  # type: ignore[attr-defined]
-        else:
-            total = len(index) if allowed is None else len(allowed)
+        # With an engine-side filter the number of matching rows is not known here: the
+        # index returns fewer than asked (padded with -1) when fewer match.
+        total = len(index) if allowed is None else len(allowed)
         if total == 0:
             return [[] for _ in queries]
         kc = min(max(4 * need, 64), total)
