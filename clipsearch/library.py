@@ -74,9 +74,14 @@ class AnnSettings:
 
     @property
     def milvus_index_type(self) -> str | None:
-        """ "HNSW", "IVF_FLAT" or "FLAT" for a Milvus backend (HNSW by default), else None."""
+        """The Milvus index type ("HNSW", "IVF_FLAT", "FLAT") of a Milvus backend, else None.
+        Unspecified: HNSW on a Milvus server; FLAT on Milvus Lite, whose HNSW builds slowly
+        and, measured (docs/scale.md), searches no faster than its exact scan."""
         name, _, kind = self.backend.partition(":")
-        return (kind.upper() or "HNSW") if name.lower() == "milvus" else None
+        if name.lower() != "milvus":
+            return None
+        server = self.milvus_uri is not None and "://" in self.milvus_uri
+        return kind.upper() or ("HNSW" if server else "FLAT")
 
     @classmethod
     def load(cls, library: Path) -> AnnSettings:

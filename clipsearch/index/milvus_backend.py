@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -153,6 +154,7 @@ class MilvusIndex:
     """
 
     filter_dialect = "milvus"
+    index_timeout_s = 3600.0  # how long `flush` waits for a server to index new rows
     exact_filter_rows = (
         EXACT_FILTER_MIN_ROWS  # filters keeping at most this many rows (or 2%) go exact
     )
@@ -236,9 +238,22 @@ class MilvusIndex:
             self._counts.clear()
 
     def flush(self) -> None:
-        """Seal what was written, so it is indexed (and searched through the index)."""
+        """Seal what was written and wait until it is indexed, so searches (and the recall
+        measured on them) go through the index: a Milvus server builds the index of sealed
+        segments in the background (polled here, up to ``timeout_s``); Milvus Lite builds it
+        when the collection is loaded (reloaded here)."""
         with self._lock, _engine("flushing Milvus"):
             self.client.flush(self.state.collection)
+            if "://" not in self.state.uri:
+                self.client.release_collection(self.state.collection)
+            else:
+                deadline = time.monotonic() + self.index_timeout_s
+                while time.monotonic() < deadline:
+                    info = self.client.describe_index(self.state.collection, "vector") or {}
+                    if not info.get("pending_index_rows"):
+                        break
+                    time.sleep(1.0)
+            self.client.load_collection(self.state.collection)
 
     def delete(self, ids: np.ndarray) -> None:
         ids = [int(i) for i in np.asarray(ids, dtype=np.int64)]
