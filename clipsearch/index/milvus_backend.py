@@ -1,4 +1,4 @@
-"""`MilvusIndex`: the `VectorIndex` protocol served by Milvus (DESIGN.md §8).
+"""`MilvusIndex`: the `VectorIndex` protocol served by Milvus (docs/scale.md).
 
 The same client (pymilvus) talks to Milvus Lite — a folder inside the library, for one
 process at a time — or to a Milvus server or cluster (``http://host:19530``). The

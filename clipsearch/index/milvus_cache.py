@@ -1,7 +1,7 @@
 """`MilvusCache`: the Milvus collection as a derived, stamped cache of the catalog.
 
-The catalog stays the source of truth (DESIGN.md §2). ``<library>/ann/milvus.json`` is the
-stamp, like the FAISS cache's: where the collection lives (uri, name), its index type and
+The catalog stays the source of truth (docs/architecture.md#caches).
+``<library>/ann/milvus.json`` is the stamp, like the FAISS cache's: where the collection lives (uri, name), its index type and
 parameters, the model fingerprint, catalog id and generation it describes, the id set
 (count + checksum; the ids themselves in ``milvus-ids.npy``), a digest of the tags, and
 the recall@10 measured against exact search.
@@ -38,7 +38,7 @@ from clipsearch.index.base import IndexInfo, ProgressFn
 from clipsearch.index.exact import top_k_by_score_then_id
 from clipsearch.index.milvus_backend import MilvusIndex, MilvusState, connect
 from clipsearch.index.rows import ids_checksum
-from clipsearch.index.stamp import now, write_npy
+from clipsearch.index.stamp import cache_lock, now, write_npy
 
 STAMP_NAME = "milvus.json"
 IDS_NAME = "milvus-ids.npy"
@@ -118,6 +118,18 @@ class MilvusCache:
             raise UsageError(
                 f"unknown Milvus index type {index_type!r}; use HNSW, IVF_FLAT or FLAT"
             )
+        with cache_lock(self.cache_dir):  # one process updates a library's caches at a time
+            return self._get(source, uri, index_type, recall_target, progress, rebuild)
+
+    def _get(
+        self,
+        source: MetadataSource,
+        uri: str,
+        index_type: str,
+        recall_target: float,
+        progress: ProgressFn | None,
+        rebuild: bool,
+    ) -> MilvusIndex:
         ids = np.asarray(source.vector_ids(), dtype=np.int64)
         generation = int(source.generation())
         stamp = None if rebuild else self._read_stamp()

@@ -3,7 +3,7 @@
 The same `FileDecoder` runs in the local pipeline's thread pool and inside every Ray
 actor, so a file is decoded identically wherever it is encoded. It never raises for bad
 media: a file that cannot be decoded comes back with ``error`` set (one bad file never
-stops a run, DESIGN.md §2).
+stops a run: docs/architecture.md#errors).
 """
 
 from __future__ import annotations
