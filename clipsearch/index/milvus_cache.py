@@ -1,10 +1,11 @@
 """`MilvusCache`: the Milvus collection as a derived, stamped cache of the catalog.
 
-The catalog stays the source of truth (docs/architecture.md#caches).
-``<library>/ann/milvus.json`` is the stamp, like the FAISS cache's: where the collection lives (uri, name), its index type and
-parameters, the model fingerprint, catalog id and generation it describes, the id set
-(count + checksum; the ids themselves in ``milvus-ids.npy``), a digest of the tags, and
-the recall@10 measured against exact search.
+The catalog stays the source of truth (docs/architecture.md#caches). ``<library>/ann/milvus.json``
+is the stamp, like the FAISS cache's: where the collection lives (uri, name), its index
+type and parameters, the model fingerprint, catalog id and generation it describes, the id
+set (count + checksum; the ids themselves in ``milvus-ids.npy``, with its size and xxHash3
+digest checked before it is used, as `clipsearch.index.stamp.file_digest`), a digest of
+the tags, and the recall@10 measured against exact search.
 
 `MilvusCache.get` returns the collection as a `MilvusIndex`: as it is when the stamp
 matches the catalog; updated in place when the catalog moved on with the same model
@@ -38,11 +39,11 @@ from clipsearch.index.base import IndexInfo, ProgressFn
 from clipsearch.index.exact import top_k_by_score_then_id
 from clipsearch.index.milvus_backend import MilvusIndex, MilvusState, connect
 from clipsearch.index.rows import ids_checksum
-from clipsearch.index.stamp import cache_lock, now, write_npy
+from clipsearch.index.stamp import cache_lock, file_digest, now, write_npy
 
 STAMP_NAME = "milvus.json"
 IDS_NAME = "milvus-ids.npy"
-FORMAT = 1
+FORMAT = 2  # 2: size and digest of the id file
 CHUNK = 20_000
 NPROBE_LADDER = autotune.NPROBE_LADDER
 EF_LADDER = autotune.EF_SEARCH_LADDER
@@ -80,6 +81,8 @@ class MilvusStamp:
     ids_checksum: str
     tags_digest: str
     recall_generation: int | None
+    ids_size: int = -1  # bytes of milvus-ids.npy
+    ids_digest: str = ""  # "xxh3_128:<hex>" of milvus-ids.npy
     dirty: bool = False
     format: int = FORMAT
 
@@ -217,8 +220,11 @@ class MilvusCache:
         progress: ProgressFn | None,
     ) -> bool:
         """Apply the catalog's changes since the stamp; False when a rebuild is needed."""
+        path = self.cache_dir / IDS_NAME
         try:
-            cached = np.load(self.cache_dir / IDS_NAME, allow_pickle=False)
+            if path.stat().st_size != stamp.ids_size or file_digest(path) != stamp.ids_digest:
+                return False  # damaged or replaced: rebuild
+            cached = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             return False
         if cached.dtype != np.int64 or ids_checksum(cached) != stamp.ids_checksum:
@@ -323,6 +329,9 @@ class MilvusCache:
         generation: int,
         recall_generation: int | None,
     ) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cache_dir / IDS_NAME
+        atomic_write(path, lambda p: write_npy(p, ids, np.int64))
         stamp = MilvusStamp(
             state=asdict(index.state),
             fingerprint=source.fingerprint,
@@ -332,9 +341,9 @@ class MilvusCache:
             ids_checksum=ids_checksum(ids),
             tags_digest=_digest(source.tagged_items()),
             recall_generation=recall_generation,
+            ids_size=path.stat().st_size,
+            ids_digest=file_digest(path),
         )
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.cache_dir / IDS_NAME, lambda p: write_npy(p, ids, np.int64))
         atomic_write_text(self.cache_dir / STAMP_NAME, json.dumps(asdict(stamp), indent=1))
 
     def _mark_dirty(self, stamp: MilvusStamp) -> None:

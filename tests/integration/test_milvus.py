@@ -165,6 +165,21 @@ def test_a_collection_that_cannot_be_trusted_is_rebuilt(lib, tmp_path):
         assert stamp(again)["recall_generation"] == again.catalog.generation()
 
 
+def test_a_damaged_id_list_leads_to_a_rebuild_not_a_wrong_update(lib, media):
+    ids_file = lib.path / "ann" / "milvus-ids.npy"
+    data = bytearray(ids_file.read_bytes())
+    data[-3] ^= 0x40  # one flipped bit in the last stored id: the size stays the same
+    ids_file.write_bytes(bytes(data))
+    make_image(media / "a" / "late-cyan.jpg", "cyan", size=(90, 70))
+    lib.index([media])
+    after = stamp(lib)
+    assert after["recall_generation"] == lib.catalog.generation()  # rebuilt, not patched
+    assert after["ids_digest"].startswith("xxh3_128:")
+    assert lib.vector_index().count() == len(lib.catalog.vector_ids())
+    paths = [h.path for h in lib.search("cyan", k=50)]
+    assert str(media / "a" / "late-cyan.jpg") in paths
+
+
 def test_other_index_types_and_back_to_faiss(lib, media):
     example = sorted(media.glob("a/*.jpg"))[3]
     want = hits(lib, example, exact=True)  # from the catalog's rows, whatever the backend
