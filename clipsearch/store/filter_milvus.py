@@ -15,16 +15,20 @@ instead.
 
 from __future__ import annotations
 
-from clipsearch.store.filter_sql import class_end, unescape
+from clipsearch.store.filter_sql import clamp_to_int64, class_end, unescape
 from clipsearch.store.filters import ItemFilter
 
 
 def milvus_expression(flt: ItemFilter) -> str | None:
     """The expression for ``flt`` ("" when it lets everything through), or None when it
     cannot be written in Milvus's expression language (a glob with a character class).
-    An unsatisfiable filter gives an expression that matches nothing."""
-    if flt.is_unsatisfiable:
+    An unsatisfiable filter gives an expression that matches nothing. Date and size
+    bounds beyond 64-bit integers (Milvus's INT64 fields, like the catalog's) are clamped
+    exactly, as in SQL (`filter_sql.clamp_to_int64`)."""
+    clamped = clamp_to_int64(flt)
+    if clamped is None or clamped.is_unsatisfiable:
         return "id < 0"
+    flt = clamped
     conds: list[str] = []
     for pattern in flt.paths:
         cond = path_expression(pattern)

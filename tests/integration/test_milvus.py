@@ -120,7 +120,14 @@ def test_answers_like_exact_search_with_filters(lib, media, tmp_path):
     # every filter is selective enough to be answered exactly from the catalog's rows).
     index = lib.vector_index()
     index.exact_filter_rows = 0
-    for where in (["kind:image"], [f"path:{media}/a/*"], [f"root:{media}"], ["size>1000"]):
+    wide = (["kind:image"], [f"path:{media}/a/*"], [f"root:{media}"], ["size>1000"])
+    beyond_int64 = (
+        ["after:1000", "size<99999999999999999999999999"],
+        ["after:2263"],
+        ["size>=9223372036854775808"],
+        ["before:1000"],
+    )
+    for where in wide + beyond_int64:
         for query in examples:
             assert hits(lib, query, where=where) == hits(ref, query, where=where), where
     ref.close()

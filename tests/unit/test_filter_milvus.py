@@ -42,3 +42,14 @@ def test_empty_unsatisfiable_and_inexpressible_filters():
     assert milvus_expression(ItemFilter(paths=("/a/[xy]*.jpg",))) is None
     # An unclosed "[" is a literal, as in the shell: still expressible.
     assert milvus_expression(ItemFilter(paths=("/a/[x*",))) == '(path like "/a/[x%")'
+
+
+def test_bounds_beyond_int64_are_clamped_not_written():
+    """Milvus's INT64 fields cannot compare with a larger literal (the query fails), and
+    no stored size or mtime lies beyond them: such a bound keeps everything or nothing."""
+    assert milvus_expression(ItemFilter.parse(["after:2263"])) == "id < 0"
+    assert milvus_expression(ItemFilter.parse(["size>=9223372036854775808"])) == "id < 0"
+    assert milvus_expression(ItemFilter.parse(["after:1000", "kind:image"])) == (
+        '(kind in ["image"])'
+    )
+    assert milvus_expression(ItemFilter.parse(["size<99999999999999999999999999"])) == ""
