@@ -22,6 +22,7 @@ filter that keeps few rows (as the FAISS backend does), and k above Milvus's top
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -52,6 +53,8 @@ PATH_MAX = 65535
 TAGS_MAX = 4096  # Milvus's array capacity limit
 DEFAULT_BUILD = {"HNSW": {"M": 16, "efConstruction": 80}, "IVF_FLAT": {"nlist": 1024}, "FLAT": {}}
 SCALAR_FIELDS = ("item_id", "t", "kind", "path", "size", "mtime_ns", "root", "tags")
+LITE_LOAD_PAUSES = (0.2, 0.5, 1.0, 2.0, 4.0)  # seconds between Milvus Lite load attempts
+MILVUS_LOGGERS = ("pymilvus", "milvus_lite")
 
 
 def import_pymilvus() -> Any:
@@ -246,14 +249,30 @@ class MilvusIndex:
             self.client.flush(self.state.collection)
             if "://" not in self.state.uri:
                 self.client.release_collection(self.state.collection)
-            else:
-                deadline = time.monotonic() + self.index_timeout_s
-                while time.monotonic() < deadline:
-                    info = self.client.describe_index(self.state.collection, "vector") or {}
-                    if not info.get("pending_index_rows"):
-                        break
-                    time.sleep(1.0)
+                self._load_lite()
+                return
+            deadline = time.monotonic() + self.index_timeout_s
+            while time.monotonic() < deadline:
+                info = self.client.describe_index(self.state.collection, "vector") or {}
+                if not info.get("pending_index_rows"):
+                    break
+                time.sleep(1.0)
             self.client.load_collection(self.state.collection)
+
+    def _load_lite(self) -> None:
+        """Load a Milvus Lite collection. After a flush Milvus Lite also builds segment
+        indexes in a background thread and writes each index file in place; a load that
+        reads such a file while it is being written fails with a read error, and succeeds
+        once the file is complete: retried after a pause, the failed attempts unlogged."""
+        for pause in (*LITE_LOAD_PAUSES, None):
+            try:
+                with _silenced(*MILVUS_LOGGERS) if pause is not None else contextlib.nullcontext():
+                    self.client.load_collection(self.state.collection)
+                return
+            except Exception as e:
+                if pause is None or not _is_milvus_error(e) or "read error" not in str(e):
+                    raise
+                time.sleep(pause)
 
     def delete(self, ids: np.ndarray) -> None:
         ids = [int(i) for i in np.asarray(ids, dtype=np.int64)]
@@ -533,6 +552,27 @@ class _engine:
         if exc is None or not _is_milvus_error(exc):
             return False
         raise EngineError(f"Milvus failed while {self.action}: {_first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def _silenced(*names: str) -> Iterator[None]:
+    """Loggers (and their children) muted for the duration: an attempt that is retried
+    should not print an error."""
+    loggers = [logging.getLogger(n) for n in names]
+    before = [lg.disabled for lg in loggers]
+    children = [
+        lg
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger) and name.startswith(tuple(f"{n}." for n in names))
+    ]
+    before_children = [lg.disabled for lg in children]
+    for lg in (*loggers, *children):
+        lg.disabled = True
+    try:
+        yield
+    finally:
+        for lg, was in zip((*loggers, *children), (*before, *before_children), strict=True):
+            lg.disabled = was
 
 
 def _is_milvus_error(exc: BaseException) -> bool:
