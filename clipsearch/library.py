@@ -643,9 +643,11 @@ class Library:
         if self._model is not None or self._model_injected:
             enc = self.encoder
             binding = ModelBinding(spec=enc.spec, fingerprint=enc.fingerprint, dim=enc.dim)
-        report = import_embeddings(self.catalog, source, binding=binding, progress=progress)
-        with self._lock:
-            self.vector_index()
+        # One writer at a time: an indexing run and an import would race for the same paths.
+        with WriterLock(self.path, action="importing"):
+            report = import_embeddings(self.catalog, source, binding=binding, progress=progress)
+            with self._lock:
+                self.vector_index()
         return report
 
     # -- status ----------------------------------------------------------------------------------

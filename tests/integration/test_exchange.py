@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch.errors import ModelMismatchError, UsageError
+from clipsearch.errors import LibraryError, ModelMismatchError, UsageError
 from clipsearch.library import Library
 from clipsearch.store.exporting import export_catalog
+from clipsearch.store.writer_lock import WriterLock
 from tests.fakes import COLOURS, ColourEncoder, make_image
 from tests.videogen import make_video
 
@@ -232,3 +233,17 @@ def test_cli_export_then_import(source, tmp_path, capsys):
         main(["export", str(tmp_path / "x"), "--library", str(source.path), "--format", "npy"]) == 2
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_import_is_refused_while_another_run_writes_the_library(source, tmp_path):
+    out = tmp_path / "export"
+    source.export(out)
+    with Library(tmp_path / "copy", encoder=ColourEncoder()) as copy:
+        with (
+            WriterLock(copy.path, action="indexing"),  # as a concurrent `clipsearch index`
+            pytest.raises(LibraryError, match="already indexing"),
+        ):
+            copy.import_embeddings(out)
+        assert copy.catalog.vector_ids().size == 0  # nothing written
+        copy.import_embeddings(out)
+        assert snapshot(copy) == snapshot(source)
