@@ -2,6 +2,7 @@
 
     python benchmarks/milvus.py            # 100k 512-d vectors (Milvus Lite inserts ~1-2k/s here)
     python benchmarks/milvus.py --quick    # 10k
+    python benchmarks/milvus.py --milvus-types FLAT   # only Lite's default (its HNSW build is slow)
 
 Data: benchmarks/ann.py's synthetic clustered CLIP-like vectors (fp16, L2-normalised),
 held-out perturbed queries. Both indexes are built through their caches as a library
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=20.0, help="latency budget per backend")
+    ap.add_argument(
+        "--milvus-types",
+        default="HNSW,FLAT",
+        help="Milvus index types to measure, comma-separated (HNSW, IVF_FLAT, FLAT)",
+    )
     args = ap.parse_args(argv)
     n = 10_000 if args.quick else args.n
     stored, queries = make_data(n, args.queries, 512, seed=0)
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             measure("FAISS HNSW32", faiss_index, faiss_build, queries, truth, args, videos=videos)
         )
 
-        for index_type in ("HNSW", "FLAT"):
+        for index_type in args.milvus_types.split(","):
             milvus_cache = MilvusCache(Path(tmp) / f"milvus-{index_type}")
             t0 = time.perf_counter()
             milvus_index = milvus_cache.get(

@@ -184,7 +184,9 @@ class RayEngine:
             raise MissingDependencyError("ray[data]", "ray") from None
         if ray.is_initialized():
             return ray
-        quiet = {"include_dashboard": False, "log_to_driver": False}
+        # Ray's own notices (instance started, token setup) would interleave with the
+        # run's progress; its errors still reach the log.
+        quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         s = self.settings
         try:
             if s.address is None and not os.environ.get("RAY_ADDRESS"):
