@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipsearch.errors import MediaError
+from clipsearch.ingest.reading import FRAME_SIDE, TextReading
 from clipsearch.media import MediaFile, load_image
 from clipsearch.models.base import Encoder
 from clipsearch.search.engine import decode_side
+from clipsearch.store.records import TextRead
 
 
 @dataclass
@@ -27,6 +29,7 @@ class FileTask:
     media: MediaFile
     root_id: int | None
     content_hash: str | None = None
+    item_id: int | None = None  # set for an indexed item that only needs its text read
 
 
 @dataclass
@@ -42,6 +45,12 @@ class DecodedFile:
     error: str | None = None  # failed: why
     warning: str | None = None  # ok but partial (e.g. video damaged mid-stream)
     cancelled: bool = False  # stopped mid-file (Ctrl-C): not written, redone next run
+    text: TextRead | None = None  # what was read in the picture (OCR), if it was read
+
+    @property
+    def text_only(self) -> bool:
+        """An indexed item decoded only to read its text (no pixels, nothing encoded)."""
+        return self.task.item_id is not None
 
     @property
     def rows(self) -> int:
@@ -58,6 +67,8 @@ class FileDecoder:
 
     video_sampler, max_frames: see `clipsearch.media.sampling.FrameSampler.parse`.
     should_stop: polled between video frames; a stopped file comes back ``cancelled``.
+    reading: when the run reads text in pictures (`clipsearch.ingest.reading`), the text
+        is read from the picture just decoded, never from a second decode.
     Thread-safe: one instance serves a whole decode pool.
     """
 
@@ -68,12 +79,17 @@ class FileDecoder:
         video_sampler: str = "auto",
         max_frames: int = 512,
         should_stop: Callable[[], bool] | None = None,
+        reading: TextReading | None = None,
     ) -> None:
         self.encoder = encoder
         self.video_sampler = video_sampler
         self.max_frames = max_frames
+        self.reading = reading
         self._should_stop = should_stop or (lambda: False)
         self._min_side = decode_side(encoder)
+
+    def _reading_for(self, kind: str) -> TextReading | None:
+        return self.reading if self.reading is not None and self.reading.reads(kind) else None
 
     def decode(self, task: FileTask) -> DecodedFile:
         """Decode + preprocess one file. Never raises for bad media."""
@@ -82,9 +98,14 @@ class FileDecoder:
             if task.media.size == 0:
                 raise MediaError("empty file")
             if task.media.kind == "image":
-                img = load_image(task.media.path, min_side=self._min_side)
+                reading = self._reading_for("image")
+                side = reading.image_side(self._min_side) if reading else self._min_side
+                img = load_image(task.media.path, min_side=side)
                 out.width, out.height = img.width, img.height
-                out.pixels = self.encoder.preprocess(img.image)[None]  # (1, 3, H, W)
+                if reading:  # the decoded image itself: the file is decoded once
+                    out.text = reading.read_image(img.image)
+                if not out.text_only:
+                    out.pixels = self.encoder.preprocess(img.image)[None]  # (1, 3, H, W)
             else:
                 self._decode_video(task, out)
         except Stopped:
@@ -104,19 +125,28 @@ class FileDecoder:
         sampler = FrameSampler.parse(self.video_sampler, max_frames=self.max_frames)
         times: list[float] = []
         pixels: list[np.ndarray] = []
+        reading = self._reading_for("video")
+        texts = reading.frame_texts() if reading else None
         # Stream frames and preprocess each at once: only model-sized pixels are kept.
         # One codec thread per video: the pool already runs one video per core.
-        with FrameReader(task.media.path, sampler, threads=1) as reader:
+        side = {"max_side": FRAME_SIDE} if reading else {}
+        with FrameReader(task.media.path, sampler, threads=1, **side) as reader:
             for frame in reader:
                 if self._should_stop():
                     raise Stopped
                 times.append(frame.t)
+                if texts is not None:
+                    texts.add(frame.t, frame.image)
+                if out.text_only:
+                    continue
                 # fp16 while waiting for the encoder halves the memory of long videos; the
                 # rounding (~1e-3) is far below one 8-bit pixel step after normalisation.
                 pixels.append(self.encoder.preprocess(frame.image).astype(np.float16))
             info, out.warning = reader.info, reader.warning
-        if not pixels:
+        if not times:
             raise MediaError("no frame could be decoded")
+        out.text = texts.result() if texts is not None else None
         out.width, out.height, out.duration = info.width, info.height, info.duration
         out.timestamps = np.array(times, dtype=np.float64)
-        out.pixels = np.stack(pixels)  # (F, 3, H, W)
+        if not out.text_only:
+            out.pixels = np.stack(pixels)  # (F, 3, H, W)

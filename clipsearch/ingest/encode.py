@@ -24,14 +24,28 @@ from typing import Literal, Protocol
 import numpy as np
 
 from clipsearch.ingest.decode import DecodedFile, FileDecoder, FileTask
+from clipsearch.ingest.reading import TextReading
 from clipsearch.models.base import Encoder
 from clipsearch.store import ItemWrite
+from clipsearch.store.records import TextRead
 
 EngineName = Literal["local", "ray"]
 ENGINES: tuple[EngineName, ...] = ("local", "ray")  # `index --engine`: this process, or Ray
 
-Sink = Callable[[list[ItemWrite]], None]
-"""Receives each batch of finished files (ok and failed) in the order they finished."""
+
+@dataclass(frozen=True)
+class TextWrite:
+    """The text read in an already indexed item (nothing encoded); ``text`` None when the
+    reader failed on it (it is tried again next run)."""
+
+    item_id: int
+    path: str
+    kind: str
+    text: TextRead | None
+
+
+Sink = Callable[[list[ItemWrite | TextWrite]], None]
+"""Receives each batch of finished files (ok, failed, text only) in the order they finished."""
 
 
 @dataclass
@@ -76,6 +90,7 @@ class EncodeLoop:
         video_sampler: str = "auto",
         max_frames: int = 512,
         should_stop: Callable[[], bool] | None = None,
+        reading: TextReading | None = None,
     ) -> None:
         self.encoder = encoder
         self.batch_size = batch_size
@@ -86,6 +101,7 @@ class EncodeLoop:
             video_sampler=video_sampler,
             max_frames=max_frames,
             should_stop=lambda: self._should_stop(),
+            reading=reading,
         )
 
     def resume(self, sink: Sink) -> int:
@@ -146,8 +162,11 @@ class EncodeLoop:
             pool.shutdown(wait=True, cancel_futures=True)
         return result
 
-    def encode(self, ready: list[DecodedFile], result: LoopResult | None = None) -> list[ItemWrite]:
-        """Encode every decoded file of ``ready``; one `ItemWrite` per file, in order."""
+    def encode(
+        self, ready: list[DecodedFile], result: LoopResult | None = None
+    ) -> list[ItemWrite | TextWrite]:
+        """Encode every decoded file of ``ready``; one `ItemWrite` per file (a `TextWrite`
+        for a file only read for its text), in order."""
         ok = [d for d in ready if d.rows]
         flat = None
         if ok:
@@ -156,9 +175,15 @@ class EncodeLoop:
             flat = np.concatenate([self.encoder.encode_pixels(c) for c in chunks])  # (R, D)
             if result is not None:
                 result.encode_s += time.perf_counter() - t0
-        writes: list[ItemWrite] = []
+        writes: list[ItemWrite | TextWrite] = []
         offset = 0
         for d in ready:
+            if d.text_only:
+                t = d.task
+                writes.append(
+                    TextWrite(int(t.item_id or 0), str(t.media.path), t.media.kind, d.text)
+                )
+                continue
             if not d.rows:
                 writes.append(item_write(d, status="failed", error=d.error or "no frames decoded"))
                 continue
@@ -203,6 +228,7 @@ def item_write(
         duration=d.duration if d else None,
         vectors=vectors,
         timestamps=timestamps,
+        text=d.text if d is not None and status == "ok" else None,
     )
 
 

@@ -19,10 +19,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clipsearch.errors import NotFoundError
+from clipsearch.errors import NotFoundError, UsageError
 from clipsearch.ingest.decode import FileTask
-from clipsearch.ingest.encode import EncodeEngine, EncodeLoop, frames_in, item_write
+from clipsearch.ingest.encode import EncodeEngine, EncodeLoop, TextWrite, frames_in, item_write
 from clipsearch.ingest.events import (
     BatchWritten,
     FileDone,
@@ -31,9 +32,13 @@ from clipsearch.ingest.events import (
     ScanDone,
     ScanProgress,
 )
-from clipsearch.media import partial_hash, scan
+from clipsearch.ingest.reading import TextReading, resolve_settings
+from clipsearch.media import MediaFile, partial_hash, scan
 from clipsearch.models.base import Encoder
 from clipsearch.store import Catalog, ItemWrite, ModelBinding
+
+if TYPE_CHECKING:
+    from clipsearch.models.ocr import TextReader
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class IndexOptions:
     video_sampler: str = "auto"  # frame sampling strategy, see clipsearch.media.sampling
     max_frames: int = 512  # cap on frames per video (spread uniformly beyond it)
     retry_failed: bool = False  # re-try files that failed before even if unchanged
+    # Read the text in images (OCR, the ``ocr`` extra) / also in sampled video frames.
+    # None: as the library remembers from its last run (off for a new library).
+    ocr: bool | None = None
+    ocr_frames: bool | None = None
 
 
 class Indexer:
@@ -58,7 +67,10 @@ class Indexer:
     should_stop: polled between files; returning True stops after the batch in flight
         (the run is resumable).
     engine: where files are decoded and encoded (default: threads in this process with
-        ``encoder``). ``encoder`` binds the library to its model either way.
+        ``encoder``). ``encoder`` binds the library to its model either way. Text is read
+        (OCR) only by the default engine: another one with text reading on is a UsageError.
+    text_reader: the OCR reader when the run reads text (default: PP-OCRv4 through
+        rapidocr-onnxruntime, `clipsearch.models.ocr`).
     """
 
     def __init__(
@@ -70,26 +82,40 @@ class Indexer:
         on_event: Callable[[IndexEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         engine: EncodeEngine | None = None,
+        text_reader: TextReader | None = None,
     ) -> None:
         self.catalog = catalog
         self.encoder = encoder
         self.options = options
         self._emit = on_event or (lambda e: None)
         self._should_stop = should_stop or (lambda: False)
-        self.engine: EncodeEngine = engine or EncodeLoop(
-            encoder,
-            batch_size=options.batch_size,
-            workers=options.workers,
-            video_sampler=options.video_sampler,
-            max_frames=options.max_frames,
-            should_stop=self._should_stop,
-        )
+        self._engine = engine
+        self._text_reader = text_reader
+        self._reading: TextReading | None = None
+
+    @property
+    def engine(self) -> EncodeEngine:
+        """The engine of the run (the local loop is built once the run's text reading is
+        known)."""
+        if self._engine is None:
+            opts = self.options
+            self._engine = EncodeLoop(
+                self.encoder,
+                batch_size=opts.batch_size,
+                workers=opts.workers,
+                video_sampler=opts.video_sampler,
+                max_frames=opts.max_frames,
+                should_stop=self._should_stop,
+                reading=self._reading,
+            )
+        return self._engine
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, roots: Sequence[Path | str]) -> IndexReport:
         """Index ``roots`` incrementally. Raises NotFoundError for a missing root (before any
         work), ModelMismatchError when the library is bound to another model, DiskFullError
-        when the disk fills (committed batches are kept; run again to resume)."""
+        when the disk fills (committed batches are kept; run again to resume),
+        MissingDependencyError when text reading needs the ``ocr`` extra."""
         t0 = time.perf_counter()
         paths = list(dict.fromkeys(Path(os.path.expanduser(str(r))).absolute() for r in roots))
         for p in paths:
@@ -100,6 +126,7 @@ class Indexer:
         FrameSampler.parse(
             self.options.video_sampler, max_frames=self.options.max_frames
         )  # UsageError early
+        self._reading = self._text_reading()
         self.catalog.bind_model(
             ModelBinding(
                 spec=self.encoder.spec, fingerprint=self.encoder.fingerprint, dim=self.encoder.dim
@@ -122,6 +149,7 @@ class Indexer:
         todo = self._reuse(todo, report)
         if gone:
             report.deleted += self.catalog.delete_items(sorted(set(gone)))
+        to_read = self._unread(seen - {str(t.media.path) for t in todo})
         self._emit(
             ScanDone(
                 total=report.scanned,
@@ -129,8 +157,10 @@ class Indexer:
                 reused=report.reused,
                 to_encode=len(todo),
                 deleted=report.deleted,
+                to_read=len(to_read),
             )
         )
+        todo += to_read
         if todo and not self._should_stop():
             progress = _Progress(total=len(todo))
             result = self.engine.run(
@@ -144,6 +174,43 @@ class Indexer:
             report.interrupted = True
         report.elapsed_s = time.perf_counter() - t0
         return report
+
+    # -- text reading ------------------------------------------------------------------------------
+    def _text_reading(self) -> TextReading | None:
+        """This run's text reading (the library's remembered settings, changed by the
+        options, and remembered again), or None when it reads no text."""
+        texts = self.catalog.texts
+        remembered = texts.settings()
+        settings = resolve_settings(
+            remembered, ocr=self.options.ocr, ocr_frames=self.options.ocr_frames
+        )
+        reader = None
+        if settings.ocr:
+            if self._engine is not None and not isinstance(self._engine, EncodeLoop):
+                raise UsageError(
+                    "reading text in pictures (--ocr, or remembered by this library) runs in "
+                    "this process: index with --engine local, or add --no-ocr"
+                )
+            if self._text_reader is None:
+                from clipsearch.models.ocr import text_reader
+
+                self._text_reader = text_reader()
+            reader = self._text_reader
+        if settings != remembered:
+            texts.save_settings(settings)
+        return None if reader is None else TextReading(settings, reader)
+
+    def _unread(self, paths: set[str]) -> list[FileTask]:
+        """Indexed files among ``paths`` whose text this run's reader has not read yet."""
+        if self._reading is None or not paths:
+            return []
+        pending = self._reading.pending(self.catalog, paths)
+        return [
+            FileTask(
+                MediaFile(Path(r.path), r.kind, r.size, r.mtime_ns), r.root_id or 0, item_id=r.id
+            )
+            for r in pending
+        ]
 
     # -- scan + sweep ------------------------------------------------------------------------------
     def _scan_root(
@@ -249,21 +316,36 @@ class Indexer:
 
     # -- decode + encode ---------------------------------------------------------------------
     def _write_batch(
-        self, writes: list[ItemWrite], report: IndexReport, progress: _Progress
+        self, writes: list[ItemWrite | TextWrite], report: IndexReport, progress: _Progress
     ) -> None:
-        """Commit one batch of finished files in one transaction and report them."""
-        self.catalog.write_items(writes)
+        """Commit one batch of finished files in one transaction (and the text read from
+        already indexed files in a second one) and report them."""
+        read_only = [w for w in writes if isinstance(w, TextWrite)]
+        if read_only:
+            self.catalog.texts.write({w.item_id: w.text for w in read_only if w.text is not None})
+        items = [w for w in writes if not isinstance(w, TextWrite)]
+        if items:
+            self.catalog.write_items(items)
         for w in writes:
+            if isinstance(w, TextWrite):  # read for its text: ok even if reading failed
+                report.read += w.text is not None
+                progress.done += 1
+                self._emit(FileDone(w.path, w.kind, ok=True))
+                continue
             failed = w.status != "ok"
             frames = frames_in(w)
             report.added += 1
+            report.read += w.text is not None and not failed
             report.failed += failed
             report.frames += frames
             progress.done += 1
             progress.failed += failed
             progress.frames += frames
             self._emit(FileDone(w.path, w.kind, ok=not failed, error=w.error, frames=frames))
-        self._emit(BatchWritten(progress.done, progress.total, progress.failed, progress.frames))
+        if writes:
+            self._emit(
+                BatchWritten(progress.done, progress.total, progress.failed, progress.frames)
+            )
 
 
 _BAD_NAME = "file name is not valid UTF-8: rename the file to index it"

@@ -239,3 +239,16 @@ def test_shards_left_by_an_interrupted_run_are_ingested_first(media, tmp_path):
         local.index([media])
         assert_same_catalog(local, lib)
     lib.close()
+
+
+def test_text_reading_is_refused_on_ray_before_any_work(media, tmp_path):
+    """OCR runs in the indexing process only: asked for (or remembered) with --engine ray,
+    the run stops at once with what to do instead, and the library is left untouched."""
+    from clipsearch.errors import UsageError
+    from clipsearch.ingest import IndexOptions
+
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        with pytest.raises(UsageError, match="--no-ocr"):
+            lib.index([media], options=IndexOptions(ocr=True), ray=RaySettings())
+        assert lib.catalog.vector_ids().size == 0
+        assert not lib.catalog.texts.settings().ocr  # not remembered either
