@@ -21,7 +21,8 @@ from clipsearch.store.filters import ItemFilter
 
 def milvus_expression(flt: ItemFilter) -> str | None:
     """The expression for ``flt`` ("" when it lets everything through), or None when it
-    cannot be written in Milvus's expression language (a glob with a character class).
+    cannot be written in Milvus's expression language (a glob with a character class, a
+    ``text:`` phrase).
     An unsatisfiable filter gives an expression that matches nothing. Date and size
     bounds beyond 64-bit integers (Milvus's INT64 fields, like the catalog's) are clamped
     exactly, as in SQL (`filter_sql.clamp_to_int64`)."""
@@ -29,6 +30,8 @@ def milvus_expression(flt: ItemFilter) -> str | None:
     if clamped is None or clamped.is_unsatisfiable:
         return "id < 0"
     flt = clamped
+    if flt.texts:  # text read in pictures lives in the catalog's full-text index only
+        return None
     conds: list[str] = []
     for pattern in flt.paths:
         cond = path_expression(pattern)

@@ -53,3 +53,9 @@ def test_bounds_beyond_int64_are_clamped_not_written():
         '(kind in ["image"])'
     )
     assert milvus_expression(ItemFilter.parse(["size<99999999999999999999999999"])) == ""
+
+
+def test_text_phrases_are_left_to_the_catalog():
+    """The text read in pictures is not in the collection: a filter with text: must not
+    become an expression that silently drops it (the caller filters by catalog ids)."""
+    assert milvus_expression(ItemFilter.parse(["text:pizza", "kind:image"])) is None
