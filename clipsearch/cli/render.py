@@ -25,6 +25,7 @@ from rich.text import Text
 from clipsearch.ingest import (
     AnnProgress,
     BatchWritten,
+    DatesRead,
     FileDone,
     IndexEvent,
     IndexReport,
@@ -117,6 +118,13 @@ class IndexProgress:
                 rate=rate,
                 errors=f"{self.errors} errors" if self.errors else "",
             )
+        elif isinstance(event, DatesRead):
+            p.update(
+                self.task,
+                description="reading capture dates",
+                total=event.total,
+                completed=event.done,
+            )
         elif isinstance(event, AnnProgress):
             p.update(self.task, description=f"search index: {event.stage} {event.fraction:.0%}")
         elif isinstance(event, BatchWritten):
@@ -137,6 +145,8 @@ def index_summary(report: IndexReport, console: Console = err) -> None:
         parts.append(f"{report.frames} video frames")
     if report.read:
         parts.append(f"{report.read} read for text")
+    if report.dated:
+        parts.append(f"{report.dated} capture dates read")
     if report.failed:
         parts.append(f"[red]{report.failed} failed[/] (see `clipsearch status`)")
     rate = report.encoded / report.elapsed_s if report.elapsed_s > 0 else 0.0
