@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -147,6 +147,12 @@ def video_capture_time(path: str | Path) -> CaptureTime | None:
             tags += [dict(s.metadata) for s in container.streams.video[:1]]
     except Exception:  # PyAV missing, or not a readable container
         return None
+    return container_capture_time(tags)
+
+
+def container_capture_time(tags: Sequence[Mapping[str, Any]]) -> CaptureTime | None:
+    """The creation time from container tags: the container's own first, then its
+    streams'; Apple's creation date (with its local offset) before ``creation_time``."""
     for key in _CONTAINER_KEYS:
         for metadata in tags:
             found = parse_container_time(metadata.get(key))
