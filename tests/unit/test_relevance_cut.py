@@ -102,6 +102,7 @@ def test_cut_quality_counts_by_hand():
     assert q.junk_shown == 2 and q.empty_ok == 0.0
     t, best = oracle_global_threshold(scores, relevant)
     assert best.f1 >= q.f1
+    assert cut_quality(scores, relevant, np.full(3, t)) == best
 
 
 def test_library_sample_is_fixed_and_drawn_again_after_a_change(tmp_path):
