@@ -107,16 +107,15 @@ def arrange(
 ) -> tuple[list[Hit], int]:
     """The page of ``hits`` (candidates, best first) after the steps of the module
     docstring, and how many results (groups) the candidates made."""
-    hits = [replace(h, relevant=i < n_relevant) for i, h in enumerate(hits)]
     if collapse:
         groups, similarity = fold(hits, catalog, threshold=collapse_threshold)
     else:
         groups, similarity = [Group(i) for i in range(len(hits))], {}
     taken: dict[int, CaptureTime] = {}
     if sort != "relevance":
-        taken = capture_times(catalog, [h.item_id for h in hits])
-        relevant = [g for g in groups if hits[g.head].relevant]
-        rest = [g for g in groups if not hits[g.head].relevant]
+        relevant = [g for g in groups if g.head < n_relevant]
+        rest = [g for g in groups if g.head >= n_relevant]
+        taken = capture_times(catalog, [hits[g.head].item_id for g in relevant])
         sign = -1 if sort == "-date" else 1
 
         def when(g: Group) -> tuple[bool, int, int]:
@@ -135,12 +134,25 @@ def arrange(
         if collapse:
             members = tuple(
                 Duplicate(
-                    replace(hits[m], rank=rank, taken=taken.get(hits[m].item_id)),
+                    replace(
+                        hits[m],
+                        rank=rank,
+                        relevant=m < n_relevant,
+                        taken=taken.get(hits[m].item_id),
+                    ),
                     similarity[(g.head, m)],
                 )
                 for m in g.members
             )
-        out.append(replace(head, rank=rank, taken=taken.get(head.item_id), members=members))
+        out.append(
+            replace(
+                head,
+                rank=rank,
+                relevant=g.head < n_relevant,
+                taken=taken.get(head.item_id),
+                members=members,
+            )
+        )
     return out, len(groups)
 
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 Pooling = Literal["mean", "max", "softmax"]  # how a video's frame scores become its score
 POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
 MAX_K = 10_000
+DATE_DEPTH = 256  # a date order starts with this many candidates and widens 4× until the cut
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class Searcher:
             depth = max(depth, rescorer.depth(need))
         if options.collapse:
             depth = max(depth, arrange.collapse_depth(need))
+        if options.sort != "relevance":  # every candidate above the cut is needed
+            depth = MAX_K if options.min_score is None else max(depth, DATE_DEPTH)
         depth = min(MAX_K, depth)
         while True:
             hits = self.search_many(q[None, :], replace(options, k=depth, offset=0))[0]
@@ -239,8 +242,10 @@ class Searcher:
         image_vectors = self.catalog.item_vectors(
             [i for i, r in records.items() if r.kind == "image"]
         )
-        for item_id, vec in image_vectors.items():
-            scored.append((float(vec @ q), item_id))
+        if image_vectors:  # one product for all images: a page of thousands is one call
+            ids = list(image_vectors)
+            sims = np.stack([image_vectors[i] for i in ids]) @ q  # (I,)
+            scored.extend(zip(sims.tolist(), ids, strict=True))
         if video_ids:
             from clipsearch.search.video import FrameSets, localize, pool_scores_batch
 
