@@ -27,6 +27,11 @@ Sets (no pretrained weights are reachable here, so nothing below measures real C
    with the query's background colour. (``--vit``: the same with a random-weight
    ViT-B-32.)
 
+For set 1 a second table puts a filter before the cut: each query searches one folder
+(the items of one theme: its own, or another theme's), as ``--where path:...`` would. It
+compares the cut of clipsearch, whose background is always the whole library, with a cut
+whose background is the filtered items alone.
+
 Each table prints the per-query background statistics, so the reader can judge the set.
 The oracle row is the best single global threshold chosen in hindsight on the same
 queries: an upper bound for any fixed threshold, not something a user can set.
@@ -45,13 +50,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clipsearch.eval.cutoff import cut_quality, cut_thresholds  # noqa: E402
+from clipsearch.eval.cutoff import (  # noqa: E402
+    background_thresholds,
+    cut_quality,
+    cut_thresholds,
+)
 from clipsearch.eval.synthetic import COLOURS, make_image_set  # noqa: E402
 from clipsearch.models.base import l2_normalize  # noqa: E402
+from clipsearch.search.relevance import background_threshold, z_for  # noqa: E402
 
 
 def clip_like(n_items: int, n_queries: int, *, dim: int = 512, seed: int = 0):
-    """(scores (Q, N), relevant (Q, N)) of the clip-like simulation (module docstring)."""
+    """(scores (Q, N), relevant (Q, N), folders (G, N), query_folder (Q,)) of the clip-like
+    simulation (module docstring): folder g holds the items showing a concept of group g
+    (a themed folder); ``query_folder`` is the group of each query's concept (a random
+    group for a query whose concept no item shows)."""
     rng = np.random.default_rng(seed)
     n_groups, per_group = 25, 8
     n_concepts = n_groups * per_group
@@ -97,7 +110,11 @@ def clip_like(n_items: int, n_queries: int, *, dim: int = 512, seed: int = 0):
         [members[:, q_concepts].T, np.zeros((n_empty, n_items), dtype=bool)]
     )  # (Q, N)
     del unseen
-    return queries @ items.T, relevant
+    folders = members.reshape(n_items, n_groups, per_group).any(2).T  # (G, N)
+    query_folder = np.concatenate(
+        [q_concepts // per_group, rng.integers(0, n_groups, size=n_empty)]
+    )
+    return queries @ items.T, relevant, folders, query_folder
 
 
 def colour_texts() -> tuple[list[str], list[str]]:
@@ -173,6 +190,50 @@ def print_table(title: str, scores: np.ndarray, relevant: np.ndarray) -> None:
     print(f"\n({time.perf_counter() - t0:.1f} s for the cuts)")
 
 
+def print_filtered(
+    scores: np.ndarray, relevant: np.ndarray, folders: np.ndarray, query_folder: np.ndarray
+) -> None:
+    """A filter before the cut: each query searches one folder only, (a) its own theme's
+    folder (the relevant items and their relatives: mostly related), (b) another theme's
+    folder (mostly junk for it). The cut of clipsearch reads the background of the whole
+    library; the alternative reads it from the filtered items alone."""
+    rng = np.random.default_rng(7)
+    other = (query_folder + rng.integers(1, len(folders), size=len(query_folder))) % len(folders)
+    library_cut = background_thresholds(scores)
+    print("\n### the same, with a filter before the cut (one folder per query)\n")
+    print(
+        "| folder | cut | precision | recall | F1 | shown / query | junk shown (no-answer queries) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, chosen in (("own theme", query_folder), ("another theme", other)):
+        allowed = folders[chosen]  # (Q, N)
+        masked = np.where(allowed, scores, -np.inf)
+        rel = relevant & allowed
+        in_folder = [scores[i, allowed[i]] for i in range(len(scores))]
+        sizes = np.array([len(x) for x in in_folder])
+        folder_cut = np.array(
+            [background_threshold(x, z=z_for(len(x))) if len(x) else np.inf for x in in_folder]
+        )
+        methods = {
+            "none": np.full(len(scores), -1.0),
+            "fixed 0.175": np.full(len(scores), 0.175),
+            "auto, background of the whole library (clipsearch)": library_cut,
+            "auto, background of the filtered items": folder_cut,
+        }
+        first = True
+        for name, th in methods.items():
+            q = cut_quality(masked, rel, th)
+            junk = (
+                f"{q.junk_shown:.1f} (empty {100 * q.empty_ok:.0f} %)" if q.empty_queries else "—"
+            )
+            head = f"{label} ({int(np.median(sizes))} items)" if first else ""
+            first = False
+            print(
+                f"| {head} | {name} | {q.precision:.3f} | {q.recall:.3f} | {q.f1:.3f} | "
+                f"{q.shown:.1f} | {junk} |"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sets")
@@ -181,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     n_sim, q_sim = (5000, 150) if args.quick else (20000, 400)
     n_img, q_img = (300, 40) if args.quick else (720, 90)
 
-    scores, relevant = clip_like(n_sim, q_sim)
+    scores, relevant, folders, query_folder = clip_like(n_sim, q_sim)
     print_table("clip-like simulation (text→image)", scores, relevant)
+    print_filtered(scores, relevant, folders, query_folder)
 
     from tests.fakes import ColourEncoder, make_tiny_checkpoint, register_tiny_models
 

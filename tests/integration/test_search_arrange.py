@@ -138,6 +138,13 @@ def test_capture_date_filters(lib):
     assert names(lib.search("red", taken_before=date(2016, 1, 1), k=3))  # mtime 2015 ones
 
 
+def test_capture_dates_past_what_the_catalog_holds_match_all_or_nothing(lib):
+    everything = lib.search("red", where=["taken>=1000"], k=40, min_score="none")
+    assert len(everything) == len(lib.search("red", k=40, min_score="none"))
+    assert lib.search("red", where=["taken<1000"], k=5) == []
+    assert lib.search("red", taken_after="2300", k=5) == []
+
+
 def test_collapse_folds_copies_into_the_best_member(lib):
     plain = lib.search("red", k=6, min_score="none")
     folded = lib.search("red", k=6, collapse=True)
