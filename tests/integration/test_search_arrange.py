@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from clipsearch import Library
+from clipsearch.store import migrations
 from tests.fakes import ColourEncoder, colour_image
 
 OTHERS = ["green", "blue", "yellow", "magenta", "cyan", "orange", "purple", "brown"]
@@ -177,9 +178,10 @@ def test_an_older_library_gets_capture_dates_without_encoding_again(photos, tmp_
     path = tmp_path / "old"
     with Library(path, encoder=enc) as lib:
         lib.index([photos])
-    with sqlite3.connect(path / "catalog.sqlite") as conn:  # as written before migration 3
+    before = migrations.MIGRATIONS.index(migrations.m004_capture_time)
+    with sqlite3.connect(path / "catalog.sqlite") as conn:  # as written before capture times
         conn.execute("DROP TABLE capture_times")
-        conn.execute("PRAGMA user_version = 2")
+        conn.execute(f"PRAGMA user_version = {before}")
     with Library(path, encoder=enc) as lib:
         before = lib.search("red", k=30, sort="date")
         assert all(h.taken.source == "mtime" for h in before)  # usable before the fill

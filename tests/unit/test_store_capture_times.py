@@ -169,9 +169,10 @@ def test_an_older_catalog_gains_the_table_and_lists_its_undated_items(tmp_path):
                 ItemWrite("/photos/b.jpg", root, "image", 3, 1, None, "failed", error="bad"),
             ]
         )
-    with sqlite3.connect(lib / "catalog.sqlite") as conn:  # back to schema 2, as written before
+    before = migrations.MIGRATIONS.index(migrations.m004_capture_time)  # the version before
+    with sqlite3.connect(lib / "catalog.sqlite") as conn:  # back to it, as written then
         conn.execute("DROP TABLE capture_times")
-        conn.execute("PRAGMA user_version = 2")
+        conn.execute(f"PRAGMA user_version = {before}")
     with Catalog.open(lib) as c:
         assert c.stats()["schema_version"] == migrations.SCHEMA_VERSION
         assert c.undated_items(root) == {ids[0]}  # ok items only
