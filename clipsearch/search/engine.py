@@ -21,7 +21,7 @@ from clipsearch.search import arrange
 from clipsearch.search.arrange import SORT_ORDERS, SortOrder
 from clipsearch.search.dedup import DEFAULT_THRESHOLD
 from clipsearch.search.hits import FrameCurve, Hit
-from clipsearch.search.rescore import Query, Rescorer, extra_candidates
+from clipsearch.search.rescore import Query, Rescorer, extra_candidates, vouched
 
 if TYPE_CHECKING:
     from clipsearch.search.query import QueryPlan
@@ -82,6 +82,29 @@ def _rescored(
         raise ValueError(f"a rescorer returned scores {scores.shape} for {len(hits)} hits")
     order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), hits[i].item_id))
     return [replace(hits[i], score=float(scores[i])) for i in order]
+
+
+def _with_vouched(
+    rescorer: Rescorer, query: Query, hits: list[Hit], above: set[int]
+) -> tuple[list[Hit], int]:
+    """``hits`` (rescored order) with the relevant ones first, and how many they are.
+
+    Relevant: the hits the rescorer vouches for (`vouched`), and as many of the others as
+    reached the cut on their raw scores (``above``: item ids), taken in the new order —
+    a re-ranker reorders without changing how many answers a query has, and what it
+    vouches for adds to them rather than taking their place."""
+    sure = vouched(rescorer, query, hits)
+    if sure is None:
+        return hits, len(above)
+    quota = sum(1 for h, s in zip(hits, sure, strict=True) if h.item_id in above and not s)
+    flags = []
+    for s in sure:
+        counted = not s and quota > 0  # one of the answers the raw scores counted
+        quota -= counted
+        flags.append(s or counted)
+    first = [h for h, f in zip(hits, flags, strict=True) if f]
+    rest = [h for h, f in zip(hits, flags, strict=True) if not f]
+    return first + rest, len(first)
 
 
 def decode_side(encoder: Encoder) -> int:
@@ -148,7 +171,10 @@ class Searcher:
                 hits = self._bring_in(q, hits, extra, options)
             n_relevant = arrange.count_relevant(hits, options.min_score)
             if rescorer is not None and hits:
+                above = {h.item_id for h in hits[:n_relevant]}  # raw order: the head
                 hits = _rescored(rescorer, q, plan, hits)
+                if options.min_score is not None:
+                    hits, n_relevant = _with_vouched(rescorer, Query(q, plan), hits, above)
             page, results = arrange.arrange(
                 hits,
                 n_relevant,
