@@ -112,6 +112,9 @@ class LibraryStatus:
             "generation": st.get("generation"),
             "schema_version": st.get("schema_version"),
             "db_bytes": st.get("db_bytes"),
+            # ok items by where their capture time came from: {"exif", "container", "mtime",
+            # "unread"} (unread: indexed before capture times were recorded; mtime stands in)
+            "capture_times": st.get("capture_times"),
             # {"enabled", "frames", "by_kind": {kind: {"items", "read", "with_text"}}, "texts"}
             "ocr": self.ocr,
             "failures": self.failures,

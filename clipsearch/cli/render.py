@@ -228,6 +228,14 @@ def search_results(hits: SearchResults, *, dates: bool = False, duplicates: bool
         )
 
 
+CAPTURE_SOURCES = (  # status: where capture dates came from
+    ("exif", "from EXIF"),
+    ("container", "from video containers"),
+    ("mtime", "file times"),
+    ("unread", "not read yet (next index run)"),
+)
+
+
 def status_tables(status: dict[str, Any]) -> list[Table]:
     head = Table(show_header=False, box=None)
     head.add_column(style="bold")
@@ -243,6 +251,10 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
             "vectors", f"{status.get('vectors', 0)} ({status.get('frames', 0)} video frames)"
         )
         head.add_row("roots", ", ".join(status.get("roots") or []) or "—")
+        dates = status.get("capture_times") or {}
+        if any(dates.values()):
+            parts = [f"{dates.get(s, 0)} {label}" for s, label in CAPTURE_SOURCES if dates.get(s)]
+            head.add_row("capture dates", ", ".join(parts))
     if counts:
         t = Table(title="items")
         t.add_column("kind")

@@ -358,6 +358,11 @@ class StatusOut(BaseModel):
         description="Text reading: enabled, frames, and per kind the indexed items, the items "
         "read and those with text.",
     )
+    capture_times: dict[str, int] | None = Field(
+        None,
+        description="Indexed items by where their capture time came from: exif, container, "
+        "mtime, and unread (indexed before capture times were recorded; the mtime stands in).",
+    )
     model_loaded: bool
     model_error: str | None
     indexing: bool

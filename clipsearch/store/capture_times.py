@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 
-from clipsearch.media.capture_time import CaptureTime
+from clipsearch.media.capture_time import TAKEN_SOURCES, CaptureTime
 from clipsearch.store import vector_io
 
 TAKEN_SQL = "COALESCE((SELECT c.taken_ns FROM capture_times c WHERE c.item_id = i.id), i.mtime_ns)"
@@ -61,6 +61,18 @@ def undated(conn: sqlite3.Connection, root_id: int) -> set[int]:
             (int(root_id),),
         )
     }
+
+
+def coverage(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many ok items have their capture time from each source, and how many have none
+    read yet ("unread": indexed before capture times were recorded)."""
+    counts = dict.fromkeys((*TAKEN_SOURCES, "unread"), 0)
+    for source, n in conn.execute(
+        "SELECT COALESCE(c.source, 'unread'), count(*) FROM items i "
+        "LEFT JOIN capture_times c ON c.item_id = i.id WHERE i.status = 'ok' GROUP BY 1"
+    ):
+        counts[str(source)] = int(n)
+    return counts
 
 
 def existing(conn: sqlite3.Connection, times: Mapping[int, CaptureTime]) -> list[int]:

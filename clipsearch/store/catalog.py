@@ -541,6 +541,7 @@ class Catalog:
             (catalog_id,) = conn.execute(
                 "SELECT value FROM meta WHERE key = 'catalog_id'"
             ).fetchone()
+            dates = capture_times.coverage(conn)
         ok = sum(c["ok"] for c in by_kind.values())
         failed = sum(c["failed"] for c in by_kind.values())
         return {
@@ -556,6 +557,7 @@ class Catalog:
             "roots": roots,
             "generation": gen,
             "catalog_id": catalog_id,
+            "capture_times": dates,
             "db_bytes": self._bytes_on_disk(),
         }
 

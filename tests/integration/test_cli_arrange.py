@@ -117,3 +117,12 @@ def test_bad_values_are_usage_errors(lib_path, capsys):
     assert code == 2 and "--sort" in err
     code, _, err = run(capsys, lib_path, "red", "--taken-after", "last week")
     assert code == 2 and "not a date" in err
+
+
+def test_status_says_where_capture_dates_came_from(lib_path, capsys):
+    assert main(["status", "--library", str(lib_path), "--json"]) == 0
+    dates = json.loads(capsys.readouterr().out)["capture_times"]
+    assert dates == {"exif": 4, "container": 0, "mtime": 6, "unread": 0}
+    assert main(["status", "--library", str(lib_path)]) == 0
+    out = capsys.readouterr().out
+    assert "capture dates" in out and "4 from EXIF, 6 file times" in out

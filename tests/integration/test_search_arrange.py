@@ -183,6 +183,9 @@ def test_an_older_library_gets_capture_dates_without_encoding_again(photos, tmp_
         conn.execute("DROP TABLE capture_times")
         conn.execute(f"PRAGMA user_version = {before}")
     with Library(path, encoder=enc) as lib:
+        n = len(list(photos.iterdir()))
+        unread = {"exif": 0, "container": 0, "mtime": 0, "unread": n}
+        assert lib.status().to_dict()["capture_times"] == unread
         before = lib.search("red", k=30, sort="date")
         assert all(h.taken.source == "mtime" for h in before)  # usable before the fill
         encoded = enc.encoded
@@ -192,3 +195,6 @@ def test_an_older_library_gets_capture_dates_without_encoding_again(photos, tmp_
         after = {Path(h.path).name: h.taken for h in lib.search("red", k=30, sort="date")}
         assert after["red-3.jpg"].source == "exif" and after["green-0.jpg"].source == "mtime"
         assert lib.index([photos]).dated == 0  # once
+        exif = len(RED_TAKEN) + 1  # and the byte-identical copy of one
+        read = {"exif": exif, "container": 0, "mtime": n - exif, "unread": 0}
+        assert lib.status().to_dict()["capture_times"] == read

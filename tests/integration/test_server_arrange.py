@@ -124,3 +124,9 @@ def test_openapi_documents_the_new_fields(client):
     assert {"min_score", "sort", "collapse", "taken_after", "taken_before"} <= set(props)
     hit = spec["components"]["schemas"]["HitOut"]["properties"]
     assert {"relevant", "taken", "taken_source", "members"} <= set(hit)
+
+
+def test_status_counts_capture_dates_by_source(client):
+    r = client.get("/api/status")
+    assert r.status_code == 200
+    assert r.json()["capture_times"] == {"exif": 3, "container": 0, "mtime": 5, "unread": 0}
