@@ -211,7 +211,8 @@ def item_write(
     vectors: np.ndarray | None = None,
     timestamps: np.ndarray | None = None,
 ) -> ItemWrite:
-    """The catalog write for a file (metadata from the decode when there is one)."""
+    """The catalog write for a file (metadata from the decode when there is one; a failed
+    file keeps no capture time)."""
     d = source if isinstance(source, DecodedFile) else None
     t = source.task if isinstance(source, DecodedFile) else source
     return ItemWrite(
@@ -229,6 +230,7 @@ def item_write(
         vectors=vectors,
         timestamps=timestamps,
         text=d.text if d is not None and status == "ok" else None,
+        taken=t.taken if status == "ok" else None,
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipsearch.errors import NotFoundError, UsageError
+from clipsearch.ingest.dating import date_items, read_capture
 from clipsearch.ingest.decode import FileTask
 from clipsearch.ingest.encode import EncodeEngine, EncodeLoop, TextWrite, frames_in, item_write
 from clipsearch.ingest.events import (
@@ -138,9 +139,10 @@ class Indexer:
         self.engine.resume(lambda writes: self._write_batch(writes, report, _Progress(0)))
         todo: list[FileTask] = []
         gone: list[int] = []
+        undated: list[tuple[int, MediaFile]] = []  # unchanged items without a capture time
         seen: set[str] = set()  # across roots: overlapping roots must not queue a file twice
         for root in paths:
-            found, missing = self._scan_root(root, report, seen)
+            found, missing = self._scan_root(root, report, seen, undated)
             todo.extend(found)
             gone.extend(missing)
             if report.interrupted:
@@ -172,6 +174,14 @@ class Indexer:
             report.interrupted |= result.interrupted
         elif todo:
             report.interrupted = True
+        if undated and not report.interrupted:
+            report.dated, report.interrupted = date_items(
+                self.catalog,
+                undated,
+                workers=max(2, self.options.workers),
+                emit=self._emit,
+                should_stop=self._should_stop,
+            )
         report.elapsed_s = time.perf_counter() - t0
         return report
 
@@ -214,9 +224,14 @@ class Indexer:
 
     # -- scan + sweep ------------------------------------------------------------------------------
     def _scan_root(
-        self, root: Path, report: IndexReport, seen: set[str]
+        self,
+        root: Path,
+        report: IndexReport,
+        seen: set[str],
+        undated: list[tuple[int, MediaFile]],
     ) -> tuple[list[FileTask], list[int]]:
         """Walk one root: files to (re)encode, and catalog items under it that are gone.
+        Unchanged items whose capture time was never read are added to ``undated``.
 
         Nothing is swept under a folder the walk could not read, nor when a root that had
         items comes back empty (an unmounted drive looks like that): only files that are
@@ -224,6 +239,7 @@ class Indexer:
         """
         root_id = self.catalog.add_root(str(root))
         known = self.catalog.items_under_root(root_id)
+        no_date = self.catalog.undated_items(root_id)
         todo: list[FileTask] = []
         unreadable: list[str] = []
 
@@ -258,6 +274,8 @@ class Indexer:
             )
             if unchanged and (rec.status == "ok" or not opts.retry_failed):
                 report.unchanged += 1
+                if rec.id in no_date:
+                    undated.append((rec.id, media))
             else:
                 todo.append(FileTask(media, root_id))
             if found % 500 == 0:
@@ -281,7 +299,7 @@ class Indexer:
         return todo, gone
 
     def _reuse(self, todo: list[FileTask], report: IndexReport) -> list[FileTask]:
-        """Hash new/changed files (in threads: it is I/O) and reuse the vectors of an
+        """Hash new/changed files and read their capture times (in threads: it is I/O) and reuse the vectors of an
         identical file already in the catalog (a move or a copy): nothing is encoded twice."""
 
         def hash_one(t: FileTask) -> FileTask:
@@ -289,6 +307,9 @@ class Indexer:
                 t.content_hash = partial_hash(t.media.path, t.media.size)
             except OSError:
                 t.content_hash = None  # unreadable: the decoder will record why
+            # Read here, in this process, for every engine: a Ray worker gets it with the
+            # file's record and hands it back with the vectors.
+            t.taken = read_capture(t.media)
             return t
 
         with ThreadPoolExecutor(max_workers=max(2, self.options.workers)) as pool:

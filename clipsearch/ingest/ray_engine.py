@@ -209,19 +209,7 @@ class RayEngine:
         """Blocks of ``files_per_task`` file records mapped over the actor pool."""
         pa = item_table.import_pyarrow()
         step = self.settings.files_per_task
-        blocks = [
-            pa.table(
-                {
-                    "path": [str(t.media.path) for t in part],
-                    "kind": [t.media.kind for t in part],
-                    "size": pa.array([t.media.size for t in part], pa.int64()),
-                    "mtime_ns": pa.array([t.media.mtime_ns for t in part], pa.int64()),
-                    "root_id": pa.array([t.root_id for t in part], pa.int64()),
-                    "content_hash": pa.array([t.content_hash for t in part], pa.string()),
-                }
-            )
-            for part in (tasks[i : i + step] for i in range(0, len(tasks), step))
-        ]
+        blocks = [_task_block(pa, tasks[i : i + step]) for i in range(0, len(tasks), step)]
         s = self.settings
         return ray.data.from_arrow(blocks).map_batches(
             EncodeActor,
@@ -239,6 +227,22 @@ class RayEngine:
             # whatever module the model loader lives in); other nodes use their install.
             runtime_env={"env_vars": {"PYTHONPATH": _driver_path()}},
         )
+
+
+def _task_block(pa: Any, part: Sequence[FileTask]) -> Any:
+    """The file records a Ray task receives (with the capture times read in this process)."""
+    cols = {
+        "path": [str(t.media.path) for t in part],
+        "kind": [t.media.kind for t in part],
+        "size": pa.array([t.media.size for t in part], pa.int64()),
+        "mtime_ns": pa.array([t.media.mtime_ns for t in part], pa.int64()),
+        "root_id": pa.array([t.root_id for t in part], pa.int64()),
+        "content_hash": pa.array([t.content_hash for t in part], pa.string()),
+    }
+    taken = [item_table.taken_values(t.taken) for t in part]
+    for col, (name, kind) in enumerate(item_table.taken_fields()):
+        cols[name] = pa.array([row[col] for row in taken], kind)
+    return pa.table(cols)
 
 
 class EncodeActor:
@@ -268,6 +272,7 @@ class EncodeActor:
                 media=MediaFile(Path(r["path"]), r["kind"], r["size"], r["mtime_ns"]),
                 root_id=r["root_id"],
                 content_hash=r["content_hash"],
+                taken=item_table.taken_from_row(r),  # read by the driver, stored with the rows
             )
             for r in block.to_pylist()
         ]

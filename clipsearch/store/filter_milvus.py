@@ -10,7 +10,9 @@ Strings are double-quoted with ``\\`` and ``"`` escaped. A path glob becomes ``L
 pattern without wildcards is the folder or file itself or anything below it, as in SQL
 (filter_sql.py). ``LIKE`` has no character classes, so a glob with ``[...]`` cannot be
 expressed: `milvus_expression` returns None and the caller filters by catalog ids
-instead.
+instead. So do ``text:`` phrases and ``taken`` bounds: the text read in pictures and the
+capture times live in the catalog only (a capture time is read, and may be read again,
+after the item's vectors were written: a copy in the collection could go stale).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from clipsearch.store.filters import ItemFilter
 
 def milvus_expression(flt: ItemFilter) -> str | None:
     """The expression for ``flt`` ("" when it lets everything through), or None when it
-    cannot be written in Milvus's expression language (a glob with a character class, a
-    ``text:`` phrase).
+    cannot be written in Milvus's expression language (a glob with a character class) or
+    needs what only the catalog holds (a ``text:`` phrase, a ``taken`` bound).
     An unsatisfiable filter gives an expression that matches nothing. Date and size
     bounds beyond 64-bit integers (Milvus's INT64 fields, like the catalog's) are clamped
     exactly, as in SQL (`filter_sql.clamp_to_int64`)."""
@@ -32,6 +34,8 @@ def milvus_expression(flt: ItemFilter) -> str | None:
     flt = clamped
     if flt.texts:  # text read in pictures lives in the catalog's full-text index only
         return None
+    if flt.taken_after_ns is not None or flt.taken_before_ns is not None:
+        return None  # capture times live in the catalog's capture_times table only
     conds: list[str] = []
     for pattern in flt.paths:
         cond = path_expression(pattern)

@@ -6,11 +6,13 @@ One row per file, the columns of `ItemWrite`:
     path string, root_id int64?, kind string, size int64, mtime_ns int64,
     content_hash string?, status string, error string?, width int32?, height int32?,
     duration float64?, dim int32?, vectors binary?  (n·dim little-endian float16, row-major),
-    timestamps list<float64>?  (n values, NaN for the item-level row; null for an image)
+    timestamps list<float64>?  (n values, NaN for the item-level row; null for an image),
+    taken_ns int64?, taken_offset_min int32?, taken_source string?  (its capture time)
 
 Vectors travel as the float16 the catalog stores (``encode_vectors``), so a row read back
 gives the catalog exactly the bytes a local run would have written. Failed files have
-null vectors and their error. pyarrow is imported on first use (extra ``parquet``).
+null vectors and their error. The capture-time columns are optional when reading (a
+shard written before they existed): its items get theirs on the next index run. pyarrow is imported on first use (extra ``parquet``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from clipsearch.errors import LibraryError, MissingDependencyError
+from clipsearch.media.capture_time import TAKEN_SOURCES, CaptureTime
 from clipsearch.store.records import VECTOR_DTYPE, ItemWrite
 
 SHARD_BATCH = 256  # files per catalog transaction when ingesting shards
@@ -61,8 +64,33 @@ def item_schema() -> Any:
             ("dim", pa.int32()),
             ("vectors", pa.binary()),
             ("timestamps", pa.list_(pa.float64())),
+            *taken_fields(),
         ]
     )
+
+
+TAKEN_COLUMNS = ("taken_ns", "taken_offset_min", "taken_source")
+
+
+def taken_fields() -> list[tuple[str, Any]]:
+    """The Arrow fields of a capture time (`CaptureTime`), all nullable."""
+    pa = import_pyarrow()
+    return list(zip(TAKEN_COLUMNS, (pa.int64(), pa.int32(), pa.string()), strict=True))
+
+
+def taken_values(taken: CaptureTime | None) -> tuple[int | None, int | None, str | None]:
+    """A capture time as the values of the `TAKEN_COLUMNS`."""
+    if taken is None:
+        return None, None, None
+    return taken.ns, taken.offset_min, taken.source
+
+
+def taken_from_row(row: dict[str, Any]) -> CaptureTime | None:
+    """The capture time of a row with the `TAKEN_COLUMNS` (None when absent or not read)."""
+    ns, source = row.get("taken_ns"), row.get("taken_source")
+    if ns is None or source not in TAKEN_SOURCES:
+        return None
+    return CaptureTime(int(ns), row.get("taken_offset_min"), source)
 
 
 def writes_to_table(writes: Sequence[ItemWrite]) -> Any:
@@ -89,6 +117,8 @@ def writes_to_table(writes: Sequence[ItemWrite]) -> Any:
         cols["timestamps"].append(
             None if w.timestamps is None else np.asarray(w.timestamps, np.float64).tolist()
         )
+        for name, value in zip(TAKEN_COLUMNS, taken_values(w.taken), strict=True):
+            cols[name].append(value)
     return pa.table(cols, schema=item_schema())
 
 
@@ -125,6 +155,7 @@ def table_to_writes(table: Any) -> list[ItemWrite]:
                 timestamps=None
                 if ts is None
                 else np.array([math.nan if t is None else t for t in ts], dtype=np.float64),
+                taken=taken_from_row(row),
             )
         )
     return out
@@ -146,7 +177,7 @@ def read_shard(path: Path, *, batch: int = SHARD_BATCH) -> Iterator[list[ItemWri
 
     try:
         pf = pq.ParquetFile(path)
-        missing = set(item_schema().names) - set(pf.schema_arrow.names)
+        missing = set(item_schema().names) - set(TAKEN_COLUMNS) - set(pf.schema_arrow.names)
         if missing:
             raise DamagedShardError(
                 f"{path} is not a clipsearch item shard (no {', '.join(sorted(missing))})"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clipsearch.library import Library
+from clipsearch.media.capture_time import CaptureTime
 from clipsearch.store.filters import ItemFilter
 from tests.fakes import COLOURS, ColourEncoder, make_image
 from tests.videogen import make_video
@@ -130,6 +131,47 @@ def test_answers_like_exact_search_with_filters(lib, media, tmp_path):
     for where in wide + beyond_int64:
         for query in examples:
             assert hits(lib, query, where=where) == hits(ref, query, where=where), where
+    ref.close()
+
+
+def test_capture_time_filters_answer_like_exact_search(lib, media, tmp_path):
+    """taken> / taken< select by the catalog's capture times, not the collection's mtimes:
+    here every image is dated in the reverse order of its mtime, so a filter translated
+    to mtime, or dropped, would give other answers."""
+    images = sorted(media.glob("*/*.jpg"), key=lambda p: p.name)
+    start = 1_600_000_000 * 10**9
+    lib.catalog.set_capture_times(
+        {
+            lib.catalog.item_by_path(str(p)).id: CaptureTime(
+                start + (len(images) - i) * 30 * DAY * 10**9, None, "exif"
+            )
+            for i, p in enumerate(images)
+        }
+    )
+    ref = reference(lib, tmp_path)
+    examples = [images[0], images[9], images[25]]
+    clauses = (
+        ["taken>2022-06"],
+        ["taken>=2021", "taken<2022", "kind:image"],
+        ["taken<2021-03", f"path:{media}/a/*"],
+        ["taken:2022"],
+        ["taken>2030"],
+    )
+    index = lib.vector_index()
+    for exact_filter_rows in (index.exact_filter_rows, 0):  # catalog rows, then Milvus graph
+        index.exact_filter_rows = exact_filter_rows
+        for where in clauses:
+            allowed = set(ref.catalog.vector_ids_where(ItemFilter.parse(where)).tolist())
+            for query in examples:
+                got = hits(lib, query, where=where)
+                assert got == hits(ref, query, where=where), where
+                assert bool(got) == bool(allowed), where
+    # The capture times decide, not the mtimes: the newest by capture time are the oldest
+    # files, which an mtime bound would exclude.
+    recent = {p for p, _ in hits(lib, images[0], where=["taken>2022-06"])}
+    assert recent and recent == {p for p, _ in hits(ref, images[0], where=["taken>2022-06"])}
+    assert str(images[0]) in recent
+    assert str(images[0]) not in {p for p, _ in hits(lib, images[0], where=["after:2022-06"])}
     ref.close()
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from clipsearch.ingest import BatchWritten
 from clipsearch.ingest.ray_engine import RayEngine, RaySettings
 from clipsearch.library import Library
+from clipsearch.media.capture_time import CaptureTime
 from clipsearch.store import item_table
 from tests.fakes import COLOURS, ColourEncoder, make_image
 from tests.videogen import make_video
@@ -46,6 +48,12 @@ def media(tmp_path: Path) -> Path:
     make_image(root / "sub" / "wide.png", "green", size=(96, 40))
     (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     make_video(root / "clip.mp4", (("red", 1.0), ("blue", 1.0)), fps=10)
+    # One photo says when it was taken (EXIF DateTimeOriginal with its offset).
+    photo = root / "01-green.jpg"
+    exif = Image.Exif()
+    exif.get_ifd(0x8769).update({0x9003: "2019:07:04 10:30:00", 0x9011: "+02:00"})
+    with Image.open(photo) as im:
+        im.convert("RGB").save(photo, format="JPEG", exif=exif)
     return root
 
 
@@ -73,9 +81,20 @@ def catalog_rows(lib: Library) -> dict[str, tuple]:
     return out
 
 
+def capture_times(lib: Library) -> dict[str, CaptureTime]:
+    """path -> capture time of every ok item (all of them must have one)."""
+    table = lib.catalog.load_vectors()
+    ids = sorted(set(table.item_ids.tolist()))
+    times = lib.catalog.capture_times(ids)
+    records = lib.catalog.items(ids)
+    assert sorted(times) == ids, "items indexed without a capture time"
+    return {records[i].path: t for i, t in times.items()}
+
+
 def assert_same_catalog(a: Library, b: Library) -> None:
     ra, rb = catalog_rows(a), catalog_rows(b)
     assert sorted(ra) == sorted(rb)
+    assert capture_times(a) == capture_times(b)
     for path, (status, error, w, h, ts, vecs) in ra.items():
         status2, error2, w2, h2, ts2, vecs2 = rb[path]
         assert (status, error, w, h) == (status2, error2, w2, h2), path
@@ -125,6 +144,9 @@ def test_ray_run_stores_what_a_local_run_stores_and_resumes(
     assert report.deleted == red_was_stored
     local.index([media])
     assert_same_catalog(local, remote)
+    taken = capture_times(remote)
+    assert taken[str(media / "01-green.jpg")].isoformat() == "2019-07-04T10:30:00+02:00"
+    assert {t.source for t in taken.values()} == {"exif", "mtime"}
     failed = {Path(f["path"]).name: f["error"] for f in remote.status().failures}
     assert list(failed) == ["broken.jpg"]
 
@@ -135,7 +157,8 @@ def test_ray_run_stores_what_a_local_run_stores_and_resumes(
         assert hits_l == hits_r
 
     # Nothing left to do: no file is sent to the cluster.
-    assert remote.index([media], ray=settings).added == 0
+    again = remote.index([media], ray=settings)
+    assert again.added == 0 and again.dated == 0  # capture times came with the vectors
     local.close()
     remote.close()
 

@@ -59,3 +59,12 @@ def test_text_phrases_are_left_to_the_catalog():
     """The text read in pictures is not in the collection: a filter with text: must not
     become an expression that silently drops it (the caller filters by catalog ids)."""
     assert milvus_expression(ItemFilter.parse(["text:pizza", "kind:image"])) is None
+
+
+def test_capture_time_bounds_are_left_to_the_catalog():
+    """Capture times live in the catalog (read again for older items after their vectors
+    were written): a taken bound must not become an expression, nor be dropped."""
+    assert milvus_expression(ItemFilter.parse(["taken>2021", "kind:image"])) is None
+    assert milvus_expression(ItemFilter.parse(["taken<2021-06-30"])) is None
+    # A bound past the catalog's integers still matches nothing, without the catalog.
+    assert milvus_expression(ItemFilter.parse(["taken>=2263"])) == "id < 0"
