@@ -17,7 +17,9 @@ add our own columns:
     t float64?           frame time in seconds; null for an item-level row (an image's
                          vector, a video's meanP vector)
     width int32?, height int32?, duration float64?, size int64, mtime_ns int64,
-    content_hash string?, root string?
+    content_hash string?, root string?,
+    taken_ns int64?, taken_offset_min int32?, taken_source string?  (its capture time;
+                         null when not read yet: an import dates it on its next index run)
 
 An item's rows are consecutive (item-level row first, then its frames by time), so an
 importer can rebuild the item. ``OUT/clipsearch.json`` records the model (spec,
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from clipsearch.errors import UsageError
-from clipsearch.store.item_table import import_pyarrow
+from clipsearch.store.item_table import import_pyarrow, taken_fields
 from clipsearch.store.records import ModelBinding
 
 ExportFormat = Literal["clip-retrieval", "parquet"]
@@ -101,6 +103,7 @@ def metadata_schema() -> Any:
             ("mtime_ns", pa.int64()),
             ("content_hash", pa.string()),
             ("root", pa.string()),
+            *taken_fields(),
         ]
     )
 

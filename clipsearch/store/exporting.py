@@ -33,7 +33,7 @@ from clipsearch.store.exchange import (
     part_name,
     sidecar_json,
 )
-from clipsearch.store.item_table import import_pyarrow
+from clipsearch.store.item_table import TAKEN_COLUMNS, import_pyarrow, taken_values
 
 CHUNK = 20_000  # vector rows read from the catalog at a time
 ROWS_PER_FILE = 1_000_000  # clip-retrieval part size
@@ -127,6 +127,7 @@ def _chunks(catalog: Catalog, ids: np.ndarray) -> Iterator[_Chunk]:
             raise LibraryError(
                 "the library changed while it was being exported: export again once it is done"
             )
+        taken = catalog.capture_times(list(records))
         cols: dict[str, list[Any]] = {name: [] for name in metadata_schema().names}
         for item, t in zip(item_ids.tolist(), ts.tolist(), strict=True):
             r = records[item]
@@ -141,6 +142,8 @@ def _chunks(catalog: Catalog, ids: np.ndarray) -> Iterator[_Chunk]:
             cols["mtime_ns"].append(r.mtime_ns)
             cols["content_hash"].append(r.content_hash)
             cols["root"].append(roots.get(r.root_id) if r.root_id is not None else None)
+            for name, value in zip(TAKEN_COLUMNS, taken_values(taken.get(item)), strict=True):
+                cols[name].append(value)
         yield _Chunk(vectors=vectors, columns=cols)
 
 

@@ -42,7 +42,7 @@ from clipsearch.store.exchange import (
     binding_from_json,
     parts_of,
 )
-from clipsearch.store.item_table import import_pyarrow
+from clipsearch.store.item_table import import_pyarrow, taken_from_row
 from clipsearch.store.records import ItemWrite, ModelBinding
 
 CHUNK = 20_000  # rows read at a time
@@ -298,6 +298,7 @@ class _Importer:
             duration=m.get("duration"),
             vectors=vecs,
             timestamps=None if kind == "image" else ts,
+            taken=taken_from_row(m),
         )
 
     def _root(self, path: str | None) -> int | None:

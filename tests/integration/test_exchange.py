@@ -12,6 +12,7 @@ import pytest
 
 from clipsearch.errors import LibraryError, ModelMismatchError, UsageError
 from clipsearch.library import Library
+from clipsearch.media.capture_time import CaptureTime
 from clipsearch.store.exporting import export_catalog
 from clipsearch.store.writer_lock import WriterLock
 from tests.fakes import COLOURS, ColourEncoder, make_image
@@ -40,12 +41,17 @@ def media(tmp_path: Path) -> Path:
 def source(tmp_path: Path, media: Path) -> Library:
     lib = Library(tmp_path / "source", encoder=ColourEncoder())
     lib.index([media])
+    # One item dated by its metadata, with the offset where it was taken (the others by
+    # their mtime): an export carries both kinds.
+    first = lib.catalog.load_vectors().item_ids[0]
+    lib.catalog.set_capture_times({int(first): CaptureTime(1_500_000_000 * 10**9, 120, "exif")})
     yield lib
     lib.close()
 
 
 def snapshot(lib: Library) -> dict[str, tuple]:
-    """path -> (item metadata, root path, timestamps, fp16 vector bytes) of every ok item."""
+    """path -> (item metadata, root path, timestamps, fp16 vector bytes, capture time) of
+    every ok item."""
     table = lib.catalog.load_vectors()
     records = lib.catalog.items(table.item_ids.tolist())
     roots = dict(lib.catalog.roots())
@@ -55,7 +61,14 @@ def snapshot(lib: Library) -> dict[str, tuple]:
         r = records[item]
         meta = (r.kind, r.size, r.mtime_ns, r.width, r.height, r.duration, r.content_hash)
         ts = table.timestamps[rows]
-        out[r.path] = (meta, roots.get(r.root_id), ts.tobytes(), table.vectors[rows].tobytes())
+        taken = lib.catalog.capture_times([item]).get(item)
+        out[r.path] = (
+            meta,
+            roots.get(r.root_id),
+            ts.tobytes(),
+            table.vectors[rows].tobytes(),
+            taken,
+        )
     return out
 
 
