@@ -6,6 +6,8 @@ from clipsearch.ingest.events import (
     FileDone,
     IndexEvent,
     IndexReport,
+    RuntimeChosen,
+    RuntimeProgress,
     ScanDone,
     ScanProgress,
 )
@@ -19,6 +21,8 @@ __all__ = [
     "IndexOptions",
     "IndexReport",
     "Indexer",
+    "RuntimeChosen",
+    "RuntimeProgress",
     "ScanDone",
     "ScanProgress",
 ]

@@ -59,6 +59,25 @@ class AnnProgress:
     fraction: float
 
 
+@dataclass(frozen=True)
+class RuntimeProgress:
+    """An accelerated image encoder is being prepared: ``stage`` (export, calibrate, check)
+    is ``fraction`` done. Happens once per library and model (the result is cached)."""
+
+    stage: str
+    fraction: float
+
+
+@dataclass(frozen=True)
+class RuntimeChosen:
+    """The image encoder this run indexes with (``label``, e.g. "openvino int8") and why;
+    ``gate`` holds the accuracy gate's figures when one was measured."""
+
+    label: str
+    reason: str
+    gate: dict | None = None
+
+
 @dataclass
 class IndexReport:
     """What an `index` run did. ``interrupted`` is True when it stopped early (Ctrl-C);
@@ -77,6 +96,8 @@ class IndexReport:
     elapsed_s: float = 0.0
     encode_s: float = 0.0
     interrupted: bool = False
+    image_encoder: str | None = None  # what encoded images, e.g. "torch fp32", "openvino int8"
+    image_encoder_reason: str | None = None  # why that one (e.g. the accuracy gate's verdict)
 
     @property
     def encoded(self) -> int:
@@ -97,7 +118,17 @@ class IndexReport:
             "scan_errors": [{"path": p, "error": e} for p, e in self.scan_errors],
             "elapsed_s": round(self.elapsed_s, 3),
             "interrupted": self.interrupted,
+            "image_encoder": self.image_encoder,
+            "image_encoder_reason": self.image_encoder_reason,
         }
 
 
-IndexEvent = ScanProgress | ScanDone | FileDone | BatchWritten | AnnProgress
+IndexEvent = (
+    ScanProgress
+    | ScanDone
+    | FileDone
+    | BatchWritten
+    | AnnProgress
+    | RuntimeProgress
+    | RuntimeChosen
+)
