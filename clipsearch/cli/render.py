@@ -28,6 +28,8 @@ from clipsearch.ingest import (
     FileDone,
     IndexEvent,
     IndexReport,
+    RuntimeChosen,
+    RuntimeProgress,
     ScanDone,
     ScanProgress,
 )
@@ -119,6 +121,10 @@ class IndexProgress:
             )
         elif isinstance(event, AnnProgress):
             p.update(self.task, description=f"search index: {event.stage} {event.fraction:.0%}")
+        elif isinstance(event, RuntimeProgress):  # once per library: export, calibrate, check
+            p.update(self.task, description=f"image encoder: {event.stage} {event.fraction:.0%}")
+        elif isinstance(event, RuntimeChosen):
+            p.update(self.task, description="indexing")
         elif isinstance(event, BatchWritten):
             pass
 
@@ -139,6 +145,10 @@ def index_summary(report: IndexReport, console: Console = err) -> None:
         parts.append(f"{report.read} read for text")
     if report.failed:
         parts.append(f"[red]{report.failed} failed[/] (see `clipsearch status`)")
+    accelerated = report.image_encoder and not report.image_encoder.startswith("torch")
+    if report.encoded and (accelerated or report.image_encoder_fell_back):
+        why = f" ({report.image_encoder_reason})" if report.image_encoder_reason else ""
+        parts.append(f"images encoded with {report.image_encoder}{why}")
     rate = report.encoded / report.elapsed_s if report.elapsed_s > 0 else 0.0
     console.print(", ".join(parts) + f" in {report.elapsed_s:.1f} s ({rate:.1f} files/s)")
     for path, why in report.scan_errors[:10]:
@@ -187,12 +197,34 @@ def matched_text(hit: Hit, limit: int = 80) -> Text:
     return out
 
 
+def runtime_line(runtime: dict[str, Any]) -> str:
+    """ "openvino / int8 — openvino int8 passed the accuracy gate (min cos 0.9962, ...)"."""
+    line = f"{runtime.get('runtime')} / quantize {runtime.get('quantize')}"
+    for build in runtime.get("builds") or []:
+        gate = build.get("gate")
+        name = f"{build.get('runtime')} {build.get('precision')}"
+        if gate is None:
+            line += f"; {name} built, accuracy not yet checked"
+            continue
+        verdict = "passed" if gate.get("passed") else "FAILED"
+        speed = f", {gate['speedup']:.2f}× torch" if gate.get("speedup") else ""
+        line += (
+            f"; {name} {verdict} the accuracy gate (min cos {gate.get('min_cosine', 0):.4f}, "
+            f"top-{gate.get('k', 10)} overlap text {gate.get('text_overlap', 0):.3f} / image "
+            f"{gate.get('image_overlap', 0):.3f}{speed})"
+        )
+    return line
+
+
 def status_tables(status: dict[str, Any]) -> list[Table]:
     head = Table(show_header=False, box=None)
     head.add_column(style="bold")
     head.add_column()
     for key in ("library", "model", "dim", "fingerprint"):
         head.add_row(key, str(status.get(key) or "—"))
+    runtime = status.get("runtime") or {}
+    if runtime:
+        head.add_row("runtime", runtime_line(runtime))
     tables = [head]
     items = status.get("items") or {}
     counts = items.get("by_kind") or {}

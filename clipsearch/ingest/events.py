@@ -76,6 +76,7 @@ class RuntimeChosen:
     label: str
     reason: str
     gate: dict | None = None
+    fell_back: bool = False  # an accelerated encoder was asked for but could not be used
 
 
 @dataclass
@@ -98,6 +99,7 @@ class IndexReport:
     interrupted: bool = False
     image_encoder: str | None = None  # what encoded images, e.g. "torch fp32", "openvino int8"
     image_encoder_reason: str | None = None  # why that one (e.g. the accuracy gate's verdict)
+    image_encoder_fell_back: bool = False  # an accelerated encoder was wanted, torch was used
 
     @property
     def encoded(self) -> int:
@@ -120,6 +122,7 @@ class IndexReport:
             "interrupted": self.interrupted,
             "image_encoder": self.image_encoder,
             "image_encoder_reason": self.image_encoder_reason,
+            "image_encoder_fell_back": self.image_encoder_fell_back,
         }
 
 

@@ -326,6 +326,7 @@ class Indexer:
             raise ModelMismatchError("an image encoder must belong to the model being indexed")
         self._image_encoder = choice.encoder
         report.image_encoder, report.image_encoder_reason = choice.label, choice.reason
+        report.image_encoder_fell_back = choice.fell_back
 
     def _encode_all(self, todo: list[_Todo], report: IndexReport) -> None:
         """Decode in the pool, encode in this thread, commit batch by batch.

@@ -57,6 +57,9 @@ class RuntimeChoice:
     label: str  # e.g. "torch fp32", "openvino int8"
     reason: str  # one sentence for people
     gate: AgreementReport | None = None
+    # True when an accelerated encoder was asked for and could not be used (worth telling);
+    # False for torch by setting, by "auto"'s size threshold or speed measurement.
+    fell_back: bool = False
 
 
 def encoder_label(encoder: Encoder) -> str:
@@ -107,7 +110,10 @@ class ImageRuntimeChooser:
         choice = self._choose(pending)
         self._emit(
             RuntimeChosen(
-                choice.label, choice.reason, choice.gate.to_dict() if choice.gate else None
+                choice.label,
+                choice.reason,
+                choice.gate.to_dict() if choice.gate else None,
+                choice.fell_back,
             )
         )
         return choice
@@ -115,7 +121,7 @@ class ImageRuntimeChooser:
     def _choose(self, pending: Sequence[MediaFile]) -> RuntimeChoice:
         s = self.settings
         if s.is_plain_torch:
-            return self._torch("the library's runtime is torch")
+            return self._torch("the library's runtime is torch", expected=True)
         wanted = f"openvino {self._precision()}"
         if not openvino_available():
             return self._torch(
@@ -128,7 +134,8 @@ class ImageRuntimeChooser:
         if entry is None and s.runtime == "auto" and len(images) < AUTO_MIN_IMAGES:
             return self._torch(
                 f"runtime auto tries {wanted} for runs of {AUTO_MIN_IMAGES}+ images "
-                f"(this run: {len(images)})"
+                f"(this run: {len(images)})",
+                expected=True,
             )
         try:
             if entry is None or entry.gate is None:
@@ -147,6 +154,7 @@ class ImageRuntimeChooser:
                     f"{wanted} passed the accuracy gate but measured {speedup:.2f}× torch "
                     "on this machine (runtime auto keeps torch)",
                     gate,
+                    expected=True,
                 )
             encoder = self._load(entry)
         except ClipsearchError as e:
@@ -272,8 +280,10 @@ class ImageRuntimeChooser:
         return [r.path for r in records.values()]
 
     # -- small things -------------------------------------------------------------------------------
-    def _torch(self, reason: str, gate: AgreementReport | None = None) -> RuntimeChoice:
-        return RuntimeChoice(self.base, encoder_label(self.base), reason, gate)
+    def _torch(
+        self, reason: str, gate: AgreementReport | None = None, *, expected: bool = False
+    ) -> RuntimeChoice:
+        return RuntimeChoice(self.base, encoder_label(self.base), reason, gate, not expected)
 
     def _inference_precision(self) -> str:
         return "bf16" if getattr(self.base, "precision", "fp32") == "bf16" else "fp32"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from clipsearch import Library
+from clipsearch.cli.render import runtime_line
 from clipsearch.errors import UsageError
 from clipsearch.ingest import RuntimeChosen, RuntimeProgress
 from clipsearch.ingest.runtime_choice import ImageRuntimeChooser
@@ -46,6 +47,7 @@ def test_openvino_encoder_is_built_gated_remembered_and_reused(
         assert report.encoded == 60
         assert report.image_encoder == "openvino fp32"
         assert report.image_encoder_reason.startswith("passed the accuracy gate")
+        assert not report.image_encoder_fell_back
         stages = {e.stage for e in events if isinstance(e, RuntimeProgress)}
         assert {"export", "check"} <= stages
         status = lib.status().to_dict()["runtime"]
@@ -90,9 +92,11 @@ def test_a_degraded_encoder_fails_the_gate_and_indexing_falls_back_to_torch(
         assert report.encoded == 60
         assert report.image_encoder == "torch fp32"
         assert "failed the accuracy gate" in report.image_encoder_reason
-        assert "min cosine" in report.image_encoder_reason
-        (build,) = lib.status().to_dict()["runtime"]["builds"]
+        assert "min cosine" in report.image_encoder_reason and report.image_encoder_fell_back
+        runtime = lib.status().to_dict()["runtime"]
+        (build,) = runtime["builds"]
         assert build["gate"]["passed"] is False and build["gate"]["min_cosine"] < 0.99
+        assert "openvino fp32 FAILED the accuracy gate (min cos 0." in runtime_line(runtime)
         # What was stored is exactly the torch encoder's output.
         table = lib.catalog.load_vectors()
         path = lib.catalog.items([int(table.item_ids[0])])[int(table.item_ids[0])].path
@@ -115,7 +119,7 @@ def test_too_few_images_to_check_falls_back_and_says_so(tmp_path, tiny_checkpoin
     with _open(tmp_path / "lib", tiny_checkpoint, runtime="openvino") as lib:
         report, _ = _run(lib, media)
     assert report.encoded == 10 and report.image_encoder == "torch fp32"
-    assert "needs at least" in report.image_encoder_reason
+    assert "needs at least" in report.image_encoder_reason and report.image_encoder_fell_back
 
 
 def test_auto_keeps_torch_for_a_small_run_without_building_anything(
@@ -126,6 +130,7 @@ def test_auto_keeps_torch_for_a_small_run_without_building_anything(
         assert lib.runtime_settings == RuntimeSettings("auto", "none")
         report, events = _run(lib, media)
     assert report.image_encoder == "torch fp32" and "runtime auto" in report.image_encoder_reason
+    assert not report.image_encoder_fell_back  # expected, nothing to tell
     assert not (tmp_path / "lib" / "runtime").exists()
     assert not [e for e in events if isinstance(e, RuntimeProgress)]
 
