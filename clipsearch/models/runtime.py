@@ -32,7 +32,7 @@ QUANTIZE_MODES: tuple[str, ...] = ("none", "int8")
 
 # "auto" tries OpenVINO only for runs that encode at least this many images: below it the
 # one-time export, calibration and accuracy check cost more than they save.
-AUTO_MIN_IMAGES = 500
+AUTO_MIN_IMAGES = 1000
 
 
 @dataclass(frozen=True)
