@@ -13,6 +13,10 @@ int8 calibration photos): min per-image cosine to torch fp32 and mean top-10 nei
 overlap for 32 caption queries and for every check photo as an image query.
 Text-query ms: one caption through the torch text tower at that precision (text queries
 always run on torch), best of the rounds.
+
+ONNX Runtime rows (fp32, and int8 by dynamic quantization of the weights) are measured when
+``onnx`` and ``onnxruntime`` are installed (``--no-onnxruntime`` skips them): they are the
+evidence for which runtimes clipsearch ships (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -41,6 +45,63 @@ def preprocess_all(encoder, photos: list[Path]) -> np.ndarray:
     return np.stack([encoder.preprocess(load_image(p, min_side=224).image) for p in photos])
 
 
+def onnxruntime_rows(fp32, folder: Path, threads: int) -> dict[str, Callable]:
+    """ONNX Runtime encoders of the fp32 image tower: fp32, and int8 weights by
+    ``quantize_dynamic`` (activations quantized per batch at run time). Export and
+    quantization times are printed. Empty when onnx / onnxruntime are missing."""
+    try:
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        print(f"ONNX Runtime rows skipped: {e}")
+        return {}
+    import warnings
+
+    import torch
+
+    from clipsearch.models.base import l2_normalize
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model.encode_image(x)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32_path, int8_path = folder / "image-tower-fp32.onnx", folder / "image-tower-int8.onnx"
+    h, w = fp32.image_size
+    t0 = time.perf_counter()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            ImageTower(fp32.model).eval(),
+            (torch.zeros(2, 3, h, w),),
+            str(fp32_path),
+            dynamo=False,
+            input_names=["pixels"],
+            output_names=["features"],
+            dynamic_axes={"pixels": {0: "n"}, "features": {0: "n"}},
+            opset_version=17,
+        )
+    export_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+    quantize_s = time.perf_counter() - t0
+    print(
+        f"ONNX export {export_s:.1f} s, ONNX Runtime dynamic int8 quantization {quantize_s:.1f} s"
+    )
+
+    def session(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return lambda x: l2_normalize(sess.run(None, {"pixels": x.astype(np.float32)})[0])
+
+    return {"onnxruntime fp32": session(fp32_path), "onnxruntime int8 dynamic": session(int8_path)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -48,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--no-onnxruntime", action="store_true", help="skip the ONNX Runtime rows")
     args = ap.parse_args(argv)
     n_calib, n_check = (16, 32) if args.quick else (64, 128)
     rounds = args.rounds or (3 if args.quick else 5)
@@ -57,9 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     from clipsearch.models import cpu_has_native_bf16, load_encoder
     from clipsearch.models import openvino_encoder as ovx
     from clipsearch.models.agreement import measure_agreement
-    from clipsearch.search.rerank import default_captions
+    from clipsearch.models.precision import cpu_int8_dot_product
+    from clipsearch.search.banks import default_captions
 
-    print(f"load average at start: {load_avg()}; {torch.get_num_threads()} torch threads")
+    int8_dot = cpu_int8_dot_product()
+    print(
+        f"load average at start: {load_avg()}; {torch.get_num_threads()} torch threads; "
+        f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
+        f"{'yes' if cpu_has_native_bf16() else 'no'}, int8 dot product "
+        f"{', '.join(int8_dot) if int8_dot else 'none (no VNNI/AMX)'}"
+    )
     photos = photo_set(OUT / "photos", n_calib + n_check, [(1920, 1080), (4000, 3000)])
     ckpt = checkpoint()
     fp32 = load_encoder(str(ckpt), precision="fp32")
@@ -106,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             enc.encode_pixels,
             rows["torch bf16"][3] if inference == "bf16" and native_bf16 else fp32,
         )
+    if not args.no_onnxruntime:
+        ort_rows = onnxruntime_rows(fp32, OUT / "onnx", torch.get_num_threads())
+        for name, fn in ort_rows.items():
+            rows[name] = ("onnxruntime", name.split()[1], fn, fp32)
 
     for fn in (r[2] for r in rows.values()):
         fn(batch[:4])  # warm-up (first-inference allocations)
@@ -160,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"\nCPU: torch capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
-        f"{'yes' if native_bf16 else 'no'}. Gate thresholds: min cos ≥ 0.99, overlap ≥ 0.9."
+        f"{'yes' if native_bf16 else 'no'}, int8 dot product {', '.join(int8_dot) or 'none'}. "
+        "Gate thresholds: min cos ≥ 0.99, overlap ≥ 0.9. Target: int8 ≥ 4× torch fp32."
     )
     return 0
 

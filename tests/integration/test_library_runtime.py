@@ -3,12 +3,14 @@ images, remembered, and refused (with the reason) when it disagrees with fp32.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clipsearch import Library
+from clipsearch.cli.app import main
 from clipsearch.cli.render import runtime_line
 from clipsearch.errors import UsageError
 from clipsearch.ingest import RuntimeChosen, RuntimeProgress
@@ -39,7 +41,7 @@ def _run(lib: Library, folder: Path):
 
 
 def test_openvino_encoder_is_built_gated_remembered_and_reused(
-    tmp_path, tiny_checkpoint, tiny_encoder, make_image
+    tmp_path, tiny_checkpoint, tiny_encoder, make_image, capsys
 ):
     media = _photos(tmp_path / "media", make_image, 60)
     with _open(tmp_path / "lib", tiny_checkpoint, runtime="openvino") as lib:
@@ -66,6 +68,16 @@ def test_openvino_encoder_is_built_gated_remembered_and_reused(
             got = table.vectors[row].astype(np.float32)
             assert float(got @ want) / float(np.linalg.norm(got)) > 0.999
     assert RuntimeSettings.load(tmp_path / "lib") == RuntimeSettings("openvino", "none")
+
+    # status and index-info show the stored figures, in text and JSON.
+    for command in ("status", "index-info"):
+        assert main([command, "--library", str(tmp_path / "lib"), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)["runtime"]["builds"][0]["gate"]
+        assert shown["min_cosine"] == gate["min_cosine"] and shown["passed"] is True
+        assert main([command, "--library", str(tmp_path / "lib")]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "openvino fp32 passed the accuracy gate: min cosine" in text
+        assert f"text {gate['text_overlap']:.3f} / image {gate['image_overlap']:.3f}" in text
 
     # A later run (settings from the library) reuses the build and its verdict.
     _photos(media, make_image, 5, start=60)
@@ -96,7 +108,9 @@ def test_a_degraded_encoder_fails_the_gate_and_indexing_falls_back_to_torch(
         runtime = lib.status().to_dict()["runtime"]
         (build,) = runtime["builds"]
         assert build["gate"]["passed"] is False and build["gate"]["min_cosine"] < 0.99
-        assert "openvino fp32 FAILED the accuracy gate (min cos 0." in runtime_line(runtime)
+        line = runtime_line(runtime)
+        assert "openvino fp32 FAILED the accuracy gate (min cosine 0." in line
+        assert "torch indexes instead" in line
         # What was stored is exactly the torch encoder's output.
         table = lib.catalog.load_vectors()
         path = lib.catalog.items([int(table.item_ids[0])])[int(table.item_ids[0])].path
@@ -112,6 +126,66 @@ def test_a_degraded_encoder_fails_the_gate_and_indexing_falls_back_to_torch(
         and "failed the accuracy gate" in report.image_encoder_reason
     )
     assert not [e for e in events if isinstance(e, RuntimeProgress)]
+
+
+def test_a_stale_build_is_rebuilt_and_checked_again(tmp_path, tiny_checkpoint, make_image):
+    """A build made by another OpenVINO version (or export recipe) is not trusted: the next
+    run that encodes images exports and checks again, and the old files go."""
+    media = _photos(tmp_path / "media", make_image, 40)
+    with _open(tmp_path / "lib", tiny_checkpoint, runtime="openvino") as lib:
+        _run(lib, media)
+    (record,) = (tmp_path / "lib" / "runtime").glob("*.json")
+    data = json.loads(record.read_text())
+    old_files = set(data["files"].values())
+    data["versions"]["openvino"] = "2000.0.0"
+    record.write_text(json.dumps(data))
+
+    _photos(media, make_image, 2, start=40)
+    with _open(tmp_path / "lib", tiny_checkpoint) as lib:
+        report, events = _run(lib, media)
+        (build,) = lib.status().to_dict()["runtime"]["builds"]
+    assert report.encoded == 2 and report.image_encoder == "openvino fp32"
+    assert {"export", "check"} <= {e.stage for e in events if isinstance(e, RuntimeProgress)}
+    assert build["versions"]["openvino"] != "2000.0.0" and build["gate"]["passed"] is True
+    left = {p.name for p in (tmp_path / "lib" / "runtime").iterdir()}
+    assert not (old_files & left)
+
+
+def test_calibration_and_check_images_are_disjoint_and_the_librarys_own(
+    tmp_path, tiny_checkpoint, make_image, monkeypatch
+):
+    """int8 is calibrated on some of the library's images and checked on others."""
+    from clipsearch.models import openvino_encoder as ovx
+
+    seen: dict[str, np.ndarray] = {}
+
+    def calibrate(model, calibration, *, progress=None):
+        seen["calibration"] = calibration.copy()
+        return model  # the gate's sets are what is under test, not NNCF
+
+    real_check = ImageRuntimeChooser._check
+
+    def check(self, reference, candidate, pixels, *, calibration_images):
+        seen["check"] = pixels.copy()
+        return real_check(self, reference, candidate, pixels, calibration_images=calibration_images)
+
+    monkeypatch.setattr(ovx, "quantize_int8", calibrate)
+    monkeypatch.setattr(ImageRuntimeChooser, "_check", check)
+    media = _photos(tmp_path / "media", make_image, 60)
+    with _open(tmp_path / "lib", tiny_checkpoint, runtime="openvino", quantize="int8") as lib:
+        lib.index([media])
+        (build,) = lib.status().to_dict()["runtime"]["builds"]
+        own = {
+            lib.encoder.preprocess(load_image(p, min_side=32).image).tobytes()
+            for p in sorted(media.iterdir())
+        }
+    calibration, check_set = seen["calibration"], seen["check"]
+    assert len(calibration) >= 16 and len(check_set) >= 32
+    assert build["gate"]["calibration_images"] == len(calibration)
+    assert build["gate"]["check_images"] == len(check_set)
+    rows = lambda a: {r.tobytes() for r in a}  # noqa: E731
+    assert rows(calibration).isdisjoint(rows(check_set))
+    assert rows(calibration) | rows(check_set) <= own
 
 
 def test_too_few_images_to_check_falls_back_and_says_so(tmp_path, tiny_checkpoint, make_image):
