@@ -73,6 +73,8 @@ def onnxruntime_rows(fp32, folder: Path, threads: int) -> dict[str, Callable]:
     fp32_path, int8_path = folder / "image-tower-fp32.onnx", folder / "image-tower-int8.onnx"
     h, w = fp32.image_size
     t0 = time.perf_counter()
+    # The tracer cannot export torch's fused inference attention: take the plain path.
+    torch.backends.mha.set_fastpath_enabled(False)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
