@@ -29,6 +29,7 @@ from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
 from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
 from clipsearch.models.base import Encoder, l2_normalize
+from clipsearch.models.runtime import RuntimeSettings
 from clipsearch.search import classify, dedup, moderation
 from clipsearch.search.arrange import SortOrder
 from clipsearch.search.banks import BankCache
@@ -123,6 +124,7 @@ class LibraryStatus:
     stats: dict[str, Any]
     failures: list[dict[str, str]] = field(default_factory=list)
     ocr: dict[str, Any] = field(default_factory=dict)  # text reading: settings and coverage
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         st = self.stats
@@ -144,6 +146,8 @@ class LibraryStatus:
             # {"enabled", "frames", "by_kind": {kind: {"items", "read", "with_text"}}, "texts"}
             "ocr": self.ocr,
             "failures": self.failures,
+            # {"runtime", "quantize", "builds": [{runtime, precision, built_at, gate}]}
+            "runtime": self.runtime,
         }
 
 
@@ -156,6 +160,9 @@ class Library:
         `clipsearch.models.DEFAULT_MODEL`.
     precision: "auto" | "fp32" | "bf16" | "fp16" for the model's weights.
     encoder: an already-built `Encoder` (overrides ``model``).
+    runtime, quantize: the image-encoder runtime for indexing ("auto" | "torch" | "openvino")
+        and its quantization ("none" | "int8"); None = what the library remembers (see
+        `clipsearch.models.runtime`). Given ones are remembered by the next `index`.
     """
 
     def __init__(
@@ -167,8 +174,13 @@ class Library:
         encoder: Encoder | None = None,
         create: bool = True,
         readonly: bool = False,
+        runtime: str | None = None,
+        quantize: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser().absolute() if path else default_library_path()
+        # Validated before anything is opened: a bad name is a UsageError, not a half-made library.
+        self._runtime = RuntimeSettings.load(self.path).replace(runtime=runtime, quantize=quantize)
+        self._runtime_given = runtime is not None or quantize is not None
         self.catalog = Catalog.open(self.path, create=create, readonly=readonly)
         self._model = model
         self._precision = precision
@@ -271,14 +283,20 @@ class Library:
                 # Before loading the model (maybe a long download): a run interrupted then
                 # is resumed by `index FOLDER` with the same model, not the default one.
                 self.catalog.choose_model(self.model_spec)
+            encoder = self.encoder
+            if self._runtime_given and self._runtime != RuntimeSettings.load(self.path):
+                self._runtime.save(self.path)
+            # Ray workers build their own model (ray.model): the runtime choice is local.
+            choose = None if ray is not None else self._image_runtime_chooser(encoder, on_event)
             with self._engine(options, ray) as engine:
                 indexer = Indexer(
                     self.catalog,
-                    self.encoder,
+                    encoder,
                     options,
                     on_event=on_event,
                     should_stop=should_stop,
                     engine=engine,
+                    choose_encoder=None if choose is None else choose.choose,
                 )
                 report = indexer.run(roots)
             if not report.interrupted:
@@ -308,6 +326,75 @@ class Library:
             max_frames=options.max_frames,
         )
         return RayEngine(model, self.encoder.fingerprint, ray, loop)
+
+    # -- image-encoder runtime ---------------------------------------------------------------------
+    @property
+    def runtime_settings(self) -> RuntimeSettings:
+        """The image-encoder runtime indexing uses (``<library>/runtime.json`` unless this
+        object was given others)."""
+        return self._runtime
+
+    def set_runtime(
+        self, *, runtime: str | None = None, quantize: str | None = None
+    ) -> RuntimeSettings:
+        """Choose and remember the image-encoder runtime and quantization for indexing.
+
+        Raises UsageError for unknown names or int8 with the torch runtime, and
+        MissingDependencyError when "openvino" is asked for but not installed.
+        """
+        from clipsearch.errors import MissingDependencyError
+        from clipsearch.models.runtime import openvino_available
+
+        settings = self._runtime.replace(runtime=runtime, quantize=quantize)
+        if settings.runtime == "openvino" and not openvino_available():
+            raise MissingDependencyError("openvino", "openvino")
+        self.path.mkdir(parents=True, exist_ok=True)
+        settings.save(self.path)
+        self._runtime, self._runtime_given = settings, False
+        return settings
+
+    def _image_runtime_chooser(
+        self, encoder: Encoder, on_event: Callable[[IndexEvent], None] | None
+    ):
+        from clipsearch.ingest.runtime_choice import ImageRuntimeChooser
+        from clipsearch.search.banks import default_captions
+
+        def reference() -> Encoder:
+            if getattr(encoder, "precision", None) == "fp32" or not hasattr(encoder, "model"):
+                return encoder
+            from clipsearch.models import load_encoder
+
+            return load_encoder(encoder.spec, precision="fp32")
+
+        return ImageRuntimeChooser(
+            base=encoder,
+            settings=self._runtime,
+            folder=self.path / "runtime",
+            catalog=self.catalog,
+            load_reference=reference,
+            captions=default_captions(),
+            emit=on_event,
+        )
+
+    def runtime_info(self) -> dict[str, Any]:
+        """The runtime settings and the image encoders built for the library's model, with
+        their accuracy-gate figures (what `status` shows)."""
+        from clipsearch.models.runtime_cache import RuntimeCache
+
+        binding = self.catalog.model_binding()
+        builds = [
+            {
+                "runtime": e.key.runtime,
+                "precision": e.key.precision,
+                "built_at": e.built_at,
+                "versions": e.versions,
+                **e.info,
+                "gate": e.gate,
+            }
+            for e in RuntimeCache(self.path / "runtime").entries()
+            if binding is None or e.key.fingerprint == binding.fingerprint
+        ]
+        return {**self._runtime.to_dict(), "builds": builds}
 
     # -- search ----------------------------------------------------------------------------------
     # -- nearest-neighbour index ---------------------------------------------------------------
@@ -710,6 +797,7 @@ class Library:
             stats=self.catalog.stats(),
             failures=fails,
             ocr=self._text_status(),
+            runtime=self.runtime_info(),
         )
 
     def _text_status(self) -> dict[str, Any]:

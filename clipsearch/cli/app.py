@@ -26,6 +26,7 @@ from clipsearch.cli import (
 )
 from clipsearch.errors import ClipsearchError, UsageError
 from clipsearch.ingest.encode import EngineName
+from clipsearch.models.runtime import Quantize, Runtime
 from clipsearch.search.engine import MAX_K
 
 app = typer.Typer(
@@ -156,6 +157,24 @@ def index(
             "folder, then the catalog ingests them (for very large runs).",
         ),
     ] = None,
+    runtime: Annotated[
+        Runtime | None,
+        typer.Option(
+            "--runtime",
+            help="Image encoder for indexing (remembered by the library; an accelerated one "
+            "is used only if it passes the accuracy gate on your images).",
+            show_default=False,
+        ),
+    ] = None,
+    quantize: Annotated[
+        Quantize | None,
+        typer.Option(
+            "--quantize",
+            help="int8: quantized image encoder (OpenVINO, calibrated on your images; "
+            "remembered by the library).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: options.QuietOpt = False,
     json_out: options.JsonOpt = False,
 ) -> None:
@@ -187,7 +206,7 @@ def index(
         ocr_frames=ocr_frames,
     )
     with (
-        options.open_library(library, model, precision) as lib,
+        options.open_library(library, model, precision, runtime=runtime, quantize=quantize) as lib,
         _StopFlag() as stop,
         render.IndexProgress(quiet=quiet or json_out) as progress,
     ):

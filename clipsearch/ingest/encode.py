@@ -93,6 +93,9 @@ class EncodeLoop:
         reading: TextReading | None = None,
     ) -> None:
         self.encoder = encoder
+        # What encodes the pixels (an accelerated image encoder of the same model may take
+        # this place; preprocessing stays ``encoder``'s).
+        self.image_encoder = encoder
         self.batch_size = batch_size
         self.workers = workers
         self._should_stop = should_stop or (lambda: False)
@@ -172,7 +175,7 @@ class EncodeLoop:
         if ok:
             t0 = time.perf_counter()
             chunks = row_chunks([d.pixels for d in ok], self.batch_size)  # type: ignore[misc]
-            flat = np.concatenate([self.encoder.encode_pixels(c) for c in chunks])  # (R, D)
+            flat = np.concatenate([self.image_encoder.encode_pixels(c) for c in chunks])
             if result is not None:
                 result.encode_s += time.perf_counter() - t0
         writes: list[ItemWrite | TextWrite] = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipsearch.errors import NotFoundError, UsageError
+from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
 from clipsearch.ingest.dating import date_items, read_capture
 from clipsearch.ingest.decode import FileTask
 from clipsearch.ingest.encode import EncodeEngine, EncodeLoop, TextWrite, frames_in, item_write
@@ -34,6 +34,7 @@ from clipsearch.ingest.events import (
     ScanProgress,
 )
 from clipsearch.ingest.reading import TextReading, resolve_settings
+from clipsearch.ingest.runtime_choice import RuntimeChoice, encoder_label
 from clipsearch.media import MediaFile, partial_hash, scan
 from clipsearch.models.base import Encoder
 from clipsearch.store import Catalog, ItemWrite, ModelBinding
@@ -72,6 +73,11 @@ class Indexer:
         (OCR) only by the default engine: another one with text reading on is a UsageError.
     text_reader: the OCR reader when the run reads text (default: PP-OCRv4 through
         rapidocr-onnxruntime, `clipsearch.models.ocr`).
+    choose_encoder: called once, with the files about to be encoded, before decoding starts;
+        returns the `RuntimeChoice` whose encoder encodes this run's pixels (an accelerated
+        image encoder of the same model, see `clipsearch.ingest.runtime_choice`). Default:
+        ``encoder`` itself. Preprocessing is always ``encoder``'s. Only the default engine
+        uses it: another engine's workers build their own model.
     """
 
     def __init__(
@@ -84,9 +90,11 @@ class Indexer:
         should_stop: Callable[[], bool] | None = None,
         engine: EncodeEngine | None = None,
         text_reader: TextReader | None = None,
+        choose_encoder: Callable[[list[MediaFile]], RuntimeChoice] | None = None,
     ) -> None:
         self.catalog = catalog
         self.encoder = encoder
+        self._choose_encoder = choose_encoder
         self.options = options
         self._emit = on_event or (lambda e: None)
         self._should_stop = should_stop or (lambda: False)
@@ -164,6 +172,7 @@ class Indexer:
         )
         todo += to_read
         if todo and not self._should_stop():
+            self._pick_image_encoder([t for t in todo if t.item_id is None], report)
             progress = _Progress(total=len(todo))
             result = self.engine.run(
                 todo,
@@ -336,6 +345,18 @@ class Indexer:
         return remaining
 
     # -- decode + encode ---------------------------------------------------------------------
+    def _pick_image_encoder(self, todo: list[FileTask], report: IndexReport) -> None:
+        engine = self.engine
+        if self._choose_encoder is None or not todo or not isinstance(engine, EncodeLoop):
+            report.image_encoder = encoder_label(self.encoder)  # nothing to choose
+            return
+        choice = self._choose_encoder([t.media for t in todo])
+        if choice.encoder.fingerprint != self.encoder.fingerprint:
+            raise ModelMismatchError("an image encoder must belong to the model being indexed")
+        engine.image_encoder = choice.encoder
+        report.image_encoder, report.image_encoder_reason = choice.label, choice.reason
+        report.image_encoder_fell_back = choice.fell_back
+
     def _write_batch(
         self, writes: list[ItemWrite | TextWrite], report: IndexReport, progress: _Progress
     ) -> None:
