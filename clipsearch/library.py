@@ -31,6 +31,7 @@ from clipsearch.models.base import Encoder, l2_normalize
 from clipsearch.search import classify, dedup, moderation
 from clipsearch.search.arrange import SortOrder
 from clipsearch.search.banks import BankCache
+from clipsearch.search.captions import with_captions_of
 from clipsearch.search.compose import QueryParts, encode_plan
 from clipsearch.search.engine import Pooling, Searcher, SearchOptions
 from clipsearch.search.gap import GapMode, GapRescorer, check_mode
@@ -47,10 +48,15 @@ from clipsearch.search.rescore import Rescorer
 from clipsearch.search.textmatch import TextFusion, query_terms, with_text_matches
 from clipsearch.store import Catalog, ItemFilter
 from clipsearch.store.filters import taken_bounds
+from clipsearch.store.texts import CAPTION, OCR
 from clipsearch.store.writer_lock import WriterLock
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from clipsearch.ingest.captioning import CaptionOptions, CaptionProgress, CaptionReport
+    from clipsearch.models.blip import Captioner, ImageTextMatcher
+    from clipsearch.search.itm import ItmScoreRule, Reranker
 
 
 def default_library_path() -> Path:
@@ -117,6 +123,8 @@ class LibraryStatus:
             "capture_times": st.get("capture_times"),
             # {"enabled", "frames", "by_kind": {kind: {"items", "read", "with_text"}}, "texts"}
             "ocr": self.ocr,
+            # {"by_kind": {kind: {"items", "read", "with_text"}}, "texts"}: BLIP captions
+            "captions": st.get("captions"),
             "failures": self.failures,
         }
 
@@ -128,8 +136,11 @@ class Library:
     model: a model spec (see `clipsearch.models.parse_spec`); default: the model the library
         is bound to, else the one its interrupted first index was started with, else
         `clipsearch.models.DEFAULT_MODEL`.
-    precision: "auto" | "fp32" | "bf16" | "fp16" for the model's weights.
+    precision: "auto" | "fp32" | "bf16" | "fp16" for the model's weights (CLIP and BLIP).
     encoder: an already-built `Encoder` (overrides ``model``).
+    itm_model / caption_model: BLIP models for ``rerank="itm"`` and captions (Hub ids or
+        local folders; default `DEFAULT_ITM_MODEL` / `DEFAULT_CAPTION_MODEL`), loaded on
+        first use, once. matcher / captioner: already-built ones (override the names).
     """
 
     def __init__(
@@ -141,6 +152,10 @@ class Library:
         encoder: Encoder | None = None,
         create: bool = True,
         readonly: bool = False,
+        itm_model: str | None = None,
+        caption_model: str | None = None,
+        matcher: ImageTextMatcher | None = None,
+        captioner: Captioner | None = None,
     ) -> None:
         self.path = Path(path).expanduser().absolute() if path else default_library_path()
         self.catalog = Catalog.open(self.path, create=create, readonly=readonly)
@@ -154,6 +169,8 @@ class Library:
         self._background: BackgroundCache | None = None
         self._index_generation: int | None = None
         self._lock = threading.RLock()
+        self._itm_model, self._caption_model = itm_model, caption_model
+        self._matcher, self._captioner = matcher, captioner
 
     # -- model ----------------------------------------------------------------------------------
     @property
@@ -199,6 +216,27 @@ class Library:
                     )
             return self._encoder
 
+    @property
+    def matcher(self) -> ImageTextMatcher:
+        """The BLIP ITM model for ``rerank="itm"``, loaded on first use (thread-safe).
+        Raises as `clipsearch.models.blip.load_matcher`."""
+        with self._lock:
+            if self._matcher is None:
+                from clipsearch.models.blip import load_matcher
+
+                self._matcher = load_matcher(self._itm_model, precision=self._precision)
+            return self._matcher
+
+    @property
+    def captioner(self) -> Captioner:
+        """The BLIP captioning model, loaded on first use (thread-safe)."""
+        with self._lock:
+            if self._captioner is None:
+                from clipsearch.models.blip import load_captioner
+
+                self._captioner = load_captioner(self._caption_model, precision=self._precision)
+            return self._captioner
+
     # -- indexing --------------------------------------------------------------------------------
     def index(
         self,
@@ -207,8 +245,14 @@ class Library:
         options: IndexOptions = IndexOptions(),
         on_event: Callable[[IndexEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        captions: CaptionOptions | None = None,
+        on_caption: Callable[[CaptionProgress], None] | None = None,
     ) -> IndexReport:
-        """Index (or incrementally re-index) folders. See `Indexer.run` for errors."""
+        """Index (or incrementally re-index) folders. See `Indexer.run` for errors.
+
+        captions: also caption the items that need it (`caption`) once indexing is done;
+        the caption report is ``report.captions``. The caption model is loaded before
+        indexing starts, so a missing model fails before any work."""
         for root in roots:  # fail fast, before loading (maybe downloading) the model
             if not Path(os.path.expanduser(str(root))).exists():
                 raise NotFoundError(f"not found: {root}")
@@ -224,6 +268,9 @@ class Library:
 
             self.catalog.texts.require_index()
             text_reader()
+        if captions is not None:
+            captions.validate()
+            self.captioner  # noqa: B018 - load (or fail) before the long run
         # One indexing run per library at a time, checked before the model is loaded.
         with WriterLock(self.path, action="indexing"):
             if self.catalog.model_binding() is None:
@@ -238,7 +285,40 @@ class Library:
                 # The ANN cache is built/updated while indexing, so the first search is fast.
                 emit = on_event or (lambda e: None)
                 self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
+                if captions is not None:
+                    report.captions = self._caption(captions, on_caption, should_stop)
+                    report.interrupted = report.captions.interrupted
         return report
+
+    def caption(
+        self,
+        options: CaptionOptions | None = None,
+        *,
+        on_event: Callable[[CaptionProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CaptionReport:
+        """Write a BLIP caption for every item without one from the caption model (per
+        image, and per sampled moment of a video; ingest/captioning.py). Resumable.
+        One captioning or indexing run per library at a time (LibraryError otherwise)."""
+        from clipsearch.ingest.captioning import CaptionOptions
+
+        options = options or CaptionOptions()
+        options.validate()
+        self.captioner  # noqa: B018 - load (or fail) before taking the lock
+        with WriterLock(self.path, action="captioning"):
+            return self._caption(options, on_event, should_stop)
+
+    def _caption(
+        self,
+        options: CaptionOptions,
+        on_event: Callable[[CaptionProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> CaptionReport:
+        from clipsearch.ingest.captioning import caption_library
+
+        return caption_library(
+            self.catalog, self.captioner, options, on_event=on_event, should_stop=should_stop
+        )
 
     # -- search ----------------------------------------------------------------------------------
     # -- nearest-neighbour index ---------------------------------------------------------------
@@ -337,7 +417,7 @@ class Library:
         tau: float = 0.1,
         exact: bool = False,
         with_curve: bool = False,
-        rerank: RerankMethod = "none",
+        rerank: Reranker = "none",
         gap_correction: GapMode | None = None,
         plan: QueryPlan | None = None,
         text_match: bool | None = None,
@@ -347,18 +427,25 @@ class Library:
         collapse: bool = False,
         taken_after: str | date | None = None,
         taken_before: str | date | None = None,
+        rerank_k: int = 32,
+        rerank_score: ItmScoreRule = "fusion",
+        rerank_text: str | None = None,
+        with_captions: bool = False,
     ) -> SearchResults:
         """Search by text, example image(s)/video(s), or a ready query ``vector``.
 
         kind: "image" or "video" to restrict results; where: filter clauses
         (``path:/a/*``, ``after:2023-01-01``, ``size>1MB``, ``taken>2023`` ...) or an
-        ItemFilter. rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md;
-        off by default, as measured). gap_correction: None | "shift" | "center" for
-        example-image queries.
+        ItemFilter. rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (hubness;
+        docs/rerank.md; off by default, as measured) | itm (BLIP cross-encoder over the top
+        ``rerank_k`` hits of a text query; ``rerank_score`` "fusion" or "itm",
+        docs/blip.md; the text it reads is ``rerank_text``, default the query's positive
+        text terms). gap_correction: None | "shift" | "center" for example-image queries.
         plan: with ``vector``, the parsed query behind it (for the text options below).
         text_match: also rank by the text read in the pictures (``index --ocr``), fused
             with the model's ranking (docs/ocr.md); None: when the library has read text.
-            Hits whose text matched carry ``text_match``.
+            Hits whose text matched carry ``text_match``. With ``rerank="itm"`` None means
+            off: the cross-encoder's order is the result unless text matching is asked for.
         phrases: quoted words must appear in the picture's text (`clipsearch.search.query`);
             None: when the library has read text, True: always (UsageError if it has none),
             False: quotes only delimit terms.
@@ -369,7 +456,9 @@ class Library:
         near-duplicates into one result with ``members``. taken_after / taken_before: a
         date (or period such as "2023-06"): taken at or after its start / before its start.
         The result is a list of hits with the cut used as ``min_score``.
-        Raises QueryError for empty/unreadable queries or dates, UsageError for bad options.
+        with_captions: attach each hit's stored caption (``Hit.caption``).
+        Raises QueryError for empty/unreadable queries or dates, UsageError for bad options,
+        ModelError/WeightsUnavailableError when the ITM model cannot be loaded.
         """
         if isinstance(where, ItemFilter):
             flt = where
@@ -379,15 +468,18 @@ class Library:
             flt = flt & ItemFilter.parse([f"kind:{kind}"])
         if vector is None:
             plan = self.plan(query, image=image, video=video)
-        read = self.catalog.texts.has_text()
+        read = self.catalog.texts.has_text(OCR) or self.catalog.texts.has_text(CAPTION)
         if plan is not None and plan.phrases and (read if phrases is None else phrases):
             if not read:
                 raise UsageError(
                     "quoted words must appear in the pictures' text, but no text has been "
-                    "read in this library: run `clipsearch index FOLDER --ocr` first"
+                    "read in this library: run `clipsearch index FOLDER --ocr` (or "
+                    "`clipsearch caption`) first"
                 )
             flt = flt & ItemFilter(texts=plan.phrases)
-        fuse = bool(query_terms(plan)) and (read if text_match is None else text_match)
+        if text_match is None:
+            text_match = read and rerank != "itm"
+        fuse = bool(query_terms(plan)) and text_match
         if taken_after is not None:
             flt = flt & taken_bounds(">=", _date_text(taken_after))
         if taken_before is not None:
@@ -405,14 +497,35 @@ class Library:
             collapse=collapse,
         )
         options.validate()  # bad options fail before the model is loaded
+        itm = None
+        if rerank == "itm":
+            if gap_correction is not None:
+                raise UsageError(
+                    "--rerank itm re-ranks text queries and --gap-correction corrects image "
+                    "queries: use one or the other"
+                )
+            from clipsearch.search.itm import ItmRescorer
+
+            itm = ItmRescorer.checked(  # loads the ITM model before the CLIP model
+                lambda: self.matcher, plan, k=rerank_k, score=rerank_score, text=rerank_text
+            )
         if vector is None:
             vector = encode_plan(plan, self.encoder)
         with self._lock:
             threshold = resolve_min_score(cut, l2_normalize(vector), self.background)
-            rescorer = self.rescorer(rerank=rerank, gap_correction=gap_correction, text_match=fuse)
+            if itm is None:
+                rescorer = self.rescorer(
+                    rerank=rerank, gap_correction=gap_correction, text_match=fuse
+                )
+            else:  # with text matching, ITM's scores are the model side of the fusion
+                rescorer = TextFusion(self.catalog.texts, inner=itm) if fuse else itm
             hits = self.searcher().search(
                 vector, replace(options, min_score=threshold), rescorer=rescorer, plan=plan
             )
+        if itm is not None:
+            hits = itm.annotate(hits)
+        if with_captions:
+            hits = with_captions_of(hits, self.catalog.texts)
         if fuse or flt.texts:
             terms = (*query_terms(plan), *flt.texts)
             hits = with_text_matches(hits, self.catalog.texts, terms)
@@ -576,7 +689,7 @@ class Library:
             model=binding.spec if binding else None,
             fingerprint=binding.fingerprint if binding else None,
             dim=binding.dim if binding else None,
-            stats=self.catalog.stats(),
+            stats={**self.catalog.stats(), "captions": self.catalog.texts.coverage(CAPTION)},
             failures=fails,
             ocr=self._text_status(),
         )

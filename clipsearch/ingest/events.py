@@ -4,6 +4,7 @@ renders these with Rich, the server forwards them to the web page."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from clipsearch.media.scan import MediaKind
 
@@ -87,6 +88,7 @@ class IndexReport:
     elapsed_s: float = 0.0
     encode_s: float = 0.0
     interrupted: bool = False
+    captions: Any = None  # a CaptionReport when the run also captioned (index --captions)
 
     @property
     def encoded(self) -> int:
@@ -108,6 +110,7 @@ class IndexReport:
             "scan_errors": [{"path": p, "error": e} for p, e in self.scan_errors],
             "elapsed_s": round(self.elapsed_s, 3),
             "interrupted": self.interrupted,
+            **({"captions": self.captions.to_dict()} if self.captions is not None else {}),
         }
 
 

@@ -39,6 +39,11 @@ class Hit:
     taken: when it was taken (EXIF, the video container, else the file's mtime).
     members: with ``collapse``, the near-duplicates folded into this hit (best first);
         None when the search did not collapse.
+    itm_score: after ``rerank="itm"``, BLIP's P(match) for the query and this item (None
+        for hits past the re-ranked top K); ``score`` is then the re-ranked score.
+    clip_score: after a cross-encoder re-rank, the first-stage (CLIP) score.
+    caption: the item's stored caption (an image's, a video's nearest its best moment),
+        when captions were asked for.
     """
 
     item_id: int
@@ -55,6 +60,9 @@ class Hit:
     relevant: bool = True
     taken: CaptureTime | None = None
     members: tuple[Duplicate, ...] | None = None
+    itm_score: float | None = None
+    clip_score: float | None = None
+    caption: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (what `clipsearch search --json` and the HTTP API return)."""
@@ -75,6 +83,11 @@ class Hit:
                     "end": round(float(self.moment.end), 3),
                     "best_t": round(float(self.moment.best_t), 3),
                 }
+        if self.clip_score is not None:
+            out["clip_score"] = round(float(self.clip_score), 6)
+            out["itm_score"] = None if self.itm_score is None else round(float(self.itm_score), 6)
+        if self.caption is not None:
+            out["caption"] = self.caption
         if self.text_match is not None:
             from clipsearch.search.textmatch import match_spans
 

@@ -26,9 +26,10 @@ Accepted clauses (one per ``--where``; every clause must hold, i.e. clauses are 
                      taken<=2023-06 is up to the end of June, taken:2023-06-30 is that
                      day, taken>=2023 taken<2024 is all of 2023
     tag:NAME         carries the tag NAME (case-insensitive)
-    text:PHRASE      the text read in the picture (OCR) contains PHRASE, compared squashed:
-                     letters and digits only, case and spaces ignored (store/texts.py), so
-                     ``text:happy birthday`` matches "HAPPY BIRTHDAYANNA"
+    text:PHRASE      the item's text (read by OCR, or its BLIP caption) contains PHRASE,
+                     compared squashed: letters and digits only, case and spaces ignored
+                     (store/texts.py), so ``text:happy birthday`` matches "HAPPY
+                     BIRTHDAYANNA"
 
 A filter that no item can satisfy (``after:2024 before:2023``) is valid and matches
 nothing; a clause that cannot be parsed raises ``QueryError`` naming the clause. Dates
@@ -100,7 +101,7 @@ class ItemFilter:
     size_max: int | None = None  # inclusive, bytes
     roots: tuple[str, ...] = ()  # root folders (root:...), each must match
     tags: tuple[str, ...] = ()  # lower-cased tags, each must be present
-    texts: tuple[str, ...] = ()  # squashed phrases the picture's OCR text must each contain
+    texts: tuple[str, ...] = ()  # squashed phrases the item's text (OCR, caption) must contain
     taken_after_ns: int | None = None  # inclusive lower bound on the capture time
     taken_before_ns: int | None = None  # exclusive upper bound on the capture time
 
