@@ -16,6 +16,7 @@ import typer
 
 from clipsearch.cli import (
     ann_cmd,
+    blip_cmd,
     classify_cmd,
     eval_cmd,
     options,
@@ -123,11 +124,20 @@ def index(
     ] = False,
     ocr: options.OcrOpt = None,
     ocr_frames: options.OcrFramesOpt = None,
+    captions: Annotated[
+        bool,
+        typer.Option(
+            "--captions",
+            help="Also write a BLIP caption per image and video moment (see `caption`).",
+        ),
+    ] = False,
+    caption_model: options.CaptionModelOpt = None,
     quiet: options.QuietOpt = False,
     json_out: options.JsonOpt = False,
 ) -> None:
     """Index folders of images and videos (incremental: only new or changed files are encoded)."""
     from clipsearch.ingest import IndexOptions
+    from clipsearch.ingest.captioning import CaptionOptions
 
     index_options = IndexOptions(
         include=tuple(include),
@@ -142,12 +152,16 @@ def index(
         ocr_frames=ocr_frames,
     )
     with (
-        options.open_library(library, model, precision) as lib,
+        options.open_library(library, model, precision, caption_model=caption_model) as lib,
         _StopFlag() as stop,
         render.IndexProgress(quiet=quiet or json_out) as progress,
     ):
         report = lib.index(
-            folders, options=index_options, on_event=progress, should_stop=stop.event.is_set
+            folders,
+            options=index_options,
+            on_event=progress,
+            should_stop=stop.event.is_set,
+            captions=CaptionOptions() if captions else None,
         )
     if json_out:
         render.print_json(report.to_dict())
@@ -193,8 +207,18 @@ def search(
     ] = [],  # noqa: B006
     rerank: Annotated[
         options.RerankChoice,
-        typer.Option("--rerank", help="Hubness reranker (docs/rerank.md)."),
+        typer.Option(
+            "--rerank",
+            help="Reranker: hubness (docs/rerank.md) or itm, the BLIP cross-encoder over the "
+            "top --rerank-k of a text query (docs/blip.md).",
+        ),
     ] = "none",
+    rerank_k: options.RerankKOpt = 32,
+    rerank_score: options.RerankScoreOpt = "fusion",
+    itm_model: options.ItmModelOpt = None,
+    captions: Annotated[
+        bool, typer.Option("--captions", help="Show each hit's stored BLIP caption.")
+    ] = False,
     gap_correction: Annotated[
         bool,
         typer.Option(
@@ -233,7 +257,7 @@ def search(
     """Search the library by text, image or video."""
     if text is not None and (len(image) != 1 or query or video):
         raise UsageError("--text composes with exactly one --image (and no query text or --video)")
-    with options.open_library(library, model, precision, create=False) as lib:
+    with options.open_library(library, model, precision, create=False, itm_model=itm_model) as lib:
         vector = None
         if text is not None:
             from clipsearch.search.compose import composed_query
@@ -262,6 +286,9 @@ def search(
             collapse=collapse,
             taken_after=taken_after,
             taken_before=taken_before,
+            rerank_k=rerank_k,
+            rerank_score=rerank_score,
+            with_captions=captions,
         )
     if json_out:
         render.print_json([h.to_dict() for h in hits])
@@ -321,6 +348,8 @@ for _name, _command in (
     ("tag", classify_cmd.tag),
     ("moderate", classify_cmd.moderate),
     ("dedup", classify_cmd.dedup),
+    ("caption", blip_cmd.caption),
+    ("make-pairs", blip_cmd.make_pairs),
 ):
     app.command(name=_name)(_command)
 
