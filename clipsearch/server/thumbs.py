@@ -141,4 +141,3 @@ def fit(image: Image.Image, size: int) -> Image.Image:
         target = (max(1, round(w * scale)), max(1, round(h * scale)))
         image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
     return image.convert("RGB") if image.mode != "RGB" else image
-
