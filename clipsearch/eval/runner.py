@@ -10,7 +10,7 @@ Markdown and plots. Nothing here prints; progress goes to ``progress(stage, done
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,8 +216,14 @@ def evaluate_retrieval(
 
     t0 = time.perf_counter()
     gallery, matrices = _similarities(media, keep_media, text_vecs, poolings, tau=tau)
+    frame_time = None  # a cross-encoder looks at a video's frame nearest the caption
+    if isinstance(media, FrameEmbeddings):
+        frame_time = _best_frame_time(text_vecs, media.select(keep_media.tolist()))
+    raw = RawInputs(kept.captions, kept.media, frame_time)
     runs = [
-        RetrievalRun(pooling, name, _rerank_and_score(name, S, text_vecs, gallery, kept, ks=ks))
+        RetrievalRun(
+            pooling, name, _rerank_and_score(name, S, text_vecs, gallery, kept, raw, ks=ks)
+        )
         for pooling, S in matrices.items()
         for name in reranks
     ]
@@ -318,14 +324,40 @@ def _rerank_and_score(
     text_vecs: np.ndarray,
     gallery: np.ndarray,
     kept: RetrievalDataset,
+    raw: RawInputs,
     *,
     ks: Sequence[int],
 ) -> RetrievalMetrics:
     """Metrics of reranker ``name`` applied to the (T', M') similarities ``S``, each
     direction reranked over its own queries."""
-    S_t2m = apply_reranker(name, S, RerankContext(text_vecs, gallery, "text_to_media"))
-    S_m2t = apply_reranker(name, S.T, RerankContext(gallery, text_vecs, "media_to_text")).T
+    inputs = {"texts": raw.texts, "media": raw.media, "frame_time": raw.frame_time}
+    S_t2m = apply_reranker(name, S, RerankContext(text_vecs, gallery, "text_to_media", **inputs))
+    S_m2t = apply_reranker(
+        name, S.T, RerankContext(gallery, text_vecs, "media_to_text", **inputs)
+    ).T
     return retrieval_metrics(S_t2m, kept.text_to_media, ks=ks, S_media_to_text=S_m2t)
+
+
+@dataclass(frozen=True)
+class RawInputs:
+    """The kept captions and media paths (the order of S's rows and columns) and, for
+    videos, which frame a (caption, video) pair is judged on: for rerankers that read the
+    inputs themselves (a cross-encoder)."""
+
+    texts: list[str]
+    media: list[str]
+    frame_time: Callable[[int, int], float] | None = None
+
+
+def _best_frame_time(text_vecs: np.ndarray, frames: FrameEmbeddings) -> Callable[[int, int], float]:
+    """(caption, video) -> time of the video's frame nearest the caption's embedding."""
+
+    def when(t: int, m: int) -> float:
+        lo, hi = int(frames.offsets[m]), int(frames.offsets[m + 1])
+        best = int(np.argmax(frames.frames[lo:hi] @ text_vecs[t]))  # over (F_m,)
+        return round(float(frames.times[lo + best]), 3)
+
+    return when
 
 
 def evaluate_classification(
