@@ -382,6 +382,11 @@ class StatusOut(BaseModel):
         description="Indexed items by where their capture time came from: exif, container, "
         "mtime, and unread (indexed before capture times were recorded; the mtime stands in).",
     )
+    captions: dict[str, Any] | None = Field(
+        None,
+        description="BLIP captions: per kind the indexed items and those captioned "
+        "(by_kind: items, read, with_text), and the number of captions (texts).",
+    )
     model_loaded: bool
     model_error: str | None
     indexing: bool

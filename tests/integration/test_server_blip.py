@@ -88,3 +88,12 @@ def test_missing_itm_model_is_a_503_saying_how_to_supply_it(tmp_path, monkeypatc
             r = c.get("/api/search", params={"q": "red", "rerank": "itm"})
     assert r.status_code == 503, r.text
     assert "--itm-model" in r.json()["error"]["message"]
+
+
+def test_status_reports_caption_coverage(client):
+    st = client.get("/api/status").json()
+    assert (
+        st["captions"]["by_kind"]["image"]["with_text"]
+        == st["captions"]["by_kind"]["image"]["items"]
+    )
+    assert st["captions"]["texts"] >= st["captions"]["by_kind"]["image"]["items"]
