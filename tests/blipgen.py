@@ -131,6 +131,7 @@ class ColourMatcher:
     colour captions, so re-ranking can be asserted on meaning)."""
 
     name = "fake:colour-itm"
+    precision = "fp32"
     image_size = 32
 
     def __init__(self) -> None:

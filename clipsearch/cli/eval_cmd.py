@@ -264,6 +264,7 @@ def retrieval(
         extract_dir=(cache / "wds-extract" / captions.name / split) if cache else None,
     )
     reranks = options.flatten(rerank)
+    itm_settings = ""
     if any(r in ITM_RERANKERS for r in reranks):
         from clipsearch.eval.itm import register_itm_rerankers
         from clipsearch.models.blip import load_matcher
@@ -272,6 +273,7 @@ def retrieval(
             reranks.insert(0, "none")
         matcher = load_matcher(itm_model, precision=eval_precision(precision))
         register_itm_rerankers(matcher, k=rerank_k)
+        itm_settings = f"BLIP ITM {matcher.name} ({matcher.precision}), top {rerank_k}"
     encoder = options.load_encoder(model, eval_precision(precision))
     with _progress(quiet or json_out) as on_progress:
         result = evaluate_retrieval(
@@ -286,6 +288,7 @@ def retrieval(
             workers=workers,
             progress=on_progress,
         )
+    result.rerankers = {r: itm_settings for r in reranks if r in ITM_RERANKERS}
     written = []
     if report is not None:
         from clipsearch.eval.report import write_report

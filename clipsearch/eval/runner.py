@@ -76,6 +76,8 @@ class RetrievalReport:
     note: str = VIDEO_TO_TEXT_NOTE
     precision: str | None = None  # the weights' precision the numbers were measured in
     runtime: str | None = None  # what ran the model, e.g. "torch 2.14.1 on cpu"
+    # what a reranker that brings its own model ran with, e.g. {"itm": "BLIP ITM ..., top 32"}
+    rerankers: dict[str, str] = field(default_factory=dict)
 
     def best(self, direction: str = "text_to_media", k: int = 1) -> RetrievalRun:
         """The run with the highest R@k in ``direction``."""
@@ -97,6 +99,7 @@ class RetrievalReport:
             "cache": {"hits": self.cache.hits, "misses": self.cache.misses},
             "seconds": self.seconds,
             "note": self.note,
+            "rerankers": self.rerankers,
             "runs": [
                 {"pooling": r.pooling, "rerank": r.rerank, **r.metrics.to_dict()} for r in self.runs
             ],

@@ -104,6 +104,7 @@ def test_cli_reports_the_change_next_to_the_plain_run(colour_images, tiny_blip_i
     assert r.exit_code == 0, r.output
     runs = json.loads(r.stdout)["runs"]
     assert [run["rerank"] for run in runs] == ["none", "itm"]
+    assert json.loads(r.stdout)["rerankers"] == {"itm": "BLIP ITM fake:colour-itm (fp32), top 9"}
     assert runs[1]["text_to_media"]["R@1"] == 100.0 > runs[0]["text_to_media"]["R@1"]
     r = runner.invoke(eval_cmd.eval_app, [*args, "--rerank", "itm", "--rerank-k", "9", "--quiet"])
     assert r.exit_code == 0, r.output
