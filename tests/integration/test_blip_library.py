@@ -183,3 +183,20 @@ def test_rerank_itm_order_is_the_cross_encoders_even_with_captions(tmp_path, med
         green = [h for h in hits if h.itm_score == pytest.approx(0.9)]
         assert green and hits[: len(green)] == green  # ITM's matches first
         assert all(h.text_match is None for h in hits)  # no text fusion unless asked
+
+
+def test_rerank_itm_with_text_matching_fuses_the_itm_order_with_the_captions(tmp_path, media):
+    from tests.blipgen import ColourMatcher
+
+    with Library(
+        tmp_path / "lib",
+        encoder=ColourEncoder(),
+        captioner=ColourCaptioner(),
+        matcher=ColourMatcher(),
+    ) as lib:
+        lib.index([media])
+        lib.caption(CaptionOptions(video_moments=1))
+        hits = lib.search("something cyan", k=7, rerank="itm", rerank_k=7, text_match=True)
+        assert Path(hits[0].path).name == "cyan.jpg"  # first for ITM and for the captions
+        assert hits[0].itm_score == pytest.approx(0.9) and hits[0].text_match is not None
+        assert all(h.itm_score is not None for h in hits)
