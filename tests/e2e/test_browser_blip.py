@@ -14,7 +14,14 @@ import pytest
 from clipsearch.library import Library
 from clipsearch.models.blip import load_matcher
 from tests.blipgen import ColourCaptioner
-from tests.e2e.test_browser import ARTIFACTS, LAPTOP, _free_port, browser  # noqa: F401
+from tests.e2e.test_browser import (  # noqa: F401
+    ARTIFACTS,
+    LAPTOP,
+    _free_port,
+    browser,
+    search,
+    show_less_relevant,
+)
 from tests.fakes import ColourEncoder, make_image
 
 pytestmark = pytest.mark.browser
@@ -62,7 +69,9 @@ def test_rerank_toggle_and_captions_on_cards(browser, server):  # noqa: F811
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if "/api/search" in r.url else None)
     page.goto(server + "/")
-    page.fill("#q", "red")
+    search(page, "red")  # typed, answered and rendered
+    if page.is_visible("#show-more"):  # the captions of every card, not only the relevant
+        show_less_relevant(page)
     page.wait_for_selector("#grid .card .caption")
     # The caption matched the query's word: shown once, as the matched text, word marked.
     first = page.query_selector("#grid .card")
