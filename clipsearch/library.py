@@ -229,7 +229,7 @@ class Library:
                 # Before loading the model (maybe a long download): a run interrupted then
                 # is resumed by `index FOLDER` with the same model, not the default one.
                 self.catalog.choose_model(self.model_spec)
-            encoder = self.encoder
+            encoder = self._indexing_encoder()
             if self._runtime_given and self._runtime != RuntimeSettings.load(self.path):
                 self._runtime.save(self.path)
             indexer = Indexer(
@@ -238,7 +238,10 @@ class Library:
                 options,
                 on_event=on_event,
                 should_stop=should_stop,
-                choose_encoder=self._image_runtime_chooser(encoder, on_event).choose,
+                # the model is loaded here, only when some file needs encoding
+                choose_encoder=lambda files: self._image_runtime_chooser(
+                    self.encoder, on_event
+                ).choose(files),
             )
             report = indexer.run(roots)
             if not report.interrupted:
@@ -246,6 +249,21 @@ class Library:
                 emit = on_event or (lambda e: None)
                 self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
         return report
+
+    def _indexing_encoder(self) -> Encoder:
+        """The model for an index run. A library already bound to the requested model gets a
+        `DeferredEncoder`: a run over unchanged files never loads (or imports) the model."""
+        binding = self.catalog.model_binding()
+        if self._encoder is not None or binding is None or self._model not in (None, binding.spec):
+            return self.encoder
+        from clipsearch.models.deferred import DeferredEncoder
+
+        return DeferredEncoder(
+            spec=binding.spec,
+            fingerprint=binding.fingerprint,
+            dim=binding.dim,
+            load=lambda: self.encoder,
+        )
 
     # -- image-encoder runtime ---------------------------------------------------------------------
     @property

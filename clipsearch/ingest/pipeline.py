@@ -13,6 +13,7 @@ are upserted by path, so nothing is duplicated).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -123,9 +124,14 @@ class Indexer:
         self.options = options
         self._emit = on_event or (lambda e: None)
         self._should_stop = should_stop or (lambda: False)
-        self._min_side = decode_side(encoder)
         self._text_reader = text_reader
         self._reading: TextReading | None = None
+
+    @functools.cached_property
+    def _min_side(self) -> int:
+        # Asked only when a file is decoded: a run with nothing to encode never loads a
+        # deferred model (`clipsearch.models.deferred`).
+        return decode_side(self.encoder)
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, roots: Sequence[Path | str]) -> IndexReport:
