@@ -349,14 +349,19 @@ def weights_digest(model: torch.nn.Module, path: str, model_cfg: dict[str, Any])
 DIGEST_CACHE_ENTRIES = 64  # newest weights files remembered on disk
 
 
-def digest_cache_path() -> Path:
-    """``$CLIPSEARCH_CACHE_DIR/weights-digests.json``; by default the folder is
-    ``$XDG_CACHE_HOME/clipsearch`` (``~/.cache/clipsearch``)."""
+def cache_dir() -> Path:
+    """Where clipsearch keeps caches that are not a library's: ``$CLIPSEARCH_CACHE_DIR``, by
+    default ``$XDG_CACHE_HOME/clipsearch`` (``~/.cache/clipsearch``)."""
     folder = os.environ.get("CLIPSEARCH_CACHE_DIR")
     if not folder:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
         folder = os.path.join(base, "clipsearch")
-    return Path(folder) / "weights-digests.json"
+    return Path(folder)
+
+
+def digest_cache_path() -> Path:
+    """``weights-digests.json`` in `cache_dir`."""
+    return cache_dir() / "weights-digests.json"
 
 
 def _read_digest_cache() -> dict[str, str]:
