@@ -147,6 +147,8 @@ class Library:
         self._model = model
         self._precision = precision
         self._encoder = encoder
+        self._injected = encoder is not None
+        self._query_encoder: Encoder | None = None
         self._encoder_checked = False  # the binding's fingerprint is checked once, on first use
         self._index: VectorIndex | None = None
         self._cache = None
@@ -174,8 +176,30 @@ class Library:
 
     @property
     def model_loaded(self) -> bool:
-        """True once the model is in memory (the server reports it without loading it)."""
-        return self._encoder is not None
+        """True once the model (or the text tower queries use) is in memory (the server reports
+        it without loading it)."""
+        return self._encoder is not None or self._query_encoder is not None
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """The encoder of search queries. When the library is bound to a model whose text tower
+        has a ready copy (`clipsearch.models.text_tower`), texts are encoded on numpy from it:
+        no torch, no image tower, and the same vectors in every process (CLI and server).
+        Images then go to `encoder`, loaded by the first image query. Otherwise `encoder`."""
+        with self._lock:
+            if self._query_encoder is None:
+                self._query_encoder = self._text_tower() or self.encoder
+            return self._query_encoder
+
+    def _text_tower(self) -> Encoder | None:
+        if self._injected or self._precision not in ("auto", "fp32"):
+            return None
+        binding = self.catalog.model_binding()
+        if binding is None or self._model not in (None, binding.spec):
+            return None
+        from clipsearch.models.text_tower import load_ready_copy
+
+        return load_ready_copy(binding.fingerprint, images=lambda: self.encoder, spec=binding.spec)
 
     @property
     def encoder(self) -> Encoder:
@@ -405,7 +429,7 @@ class Library:
         video: str | Path | Sequence[str | Path] | None = None,
     ) -> np.ndarray:
         """The query vector (D,) for a query string and/or example files."""
-        return encode_plan(self.plan(query, image=image, video=video), self.encoder)
+        return encode_plan(self.plan(query, image=image, video=video), self.query_encoder)
 
     @staticmethod
     def plan(
@@ -480,7 +504,7 @@ class Library:
         )
         options.validate()  # bad options fail before the model is loaded
         if vector is None:
-            vector = encode_plan(plan, self.encoder)
+            vector = encode_plan(plan, self.query_encoder)
         with self._lock:
             rescorer = self.rescorer(rerank=rerank, gap_correction=gap_correction, text_match=fuse)
             hits = self.searcher().search(vector, options, rescorer=rescorer, plan=plan)

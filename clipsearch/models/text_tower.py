@@ -286,6 +286,9 @@ class TextTowerEncoder(Encoder):
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return self.image_encoder().encode_pixels(pixels)
 
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.image_encoder().encode_images(images)
+
 
 _BLOCK_KEYS = (
     "ln_1.weight",
