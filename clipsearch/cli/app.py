@@ -239,27 +239,52 @@ def search(
     ] = 0.5,
     text_match: options.TextMatchOpt = None,
     phrases: options.PhrasesOpt = None,
+    no_server: Annotated[
+        bool,
+        typer.Option(
+            "--no-server",
+            help="Search in this process even when `clipsearch serve` runs for the library.",
+        ),
+    ] = False,
     library: options.LibraryOpt = None,
     model: options.ModelOpt = None,
     precision: options.PrecisionOpt = None,
     json_out: options.JsonOpt = False,
 ) -> None:
-    """Search the library by text, image or video."""
+    """Search the library by text, image or video. When `clipsearch serve` runs for the same
+    library, a text query is answered by it (same results, model already loaded)."""
     if text is not None and (len(image) != 1 or query or video):
         raise UsageError("--text composes with exactly one --image (and no query text or --video)")
-    with options.open_library(library, model, precision, create=False) as lib:
-        vector = None
-        if text is not None:
-            from clipsearch.search.compose import composed_query
-
-            vector = composed_query(
-                lib.encoder, image[0], text, method=compose, text_weight=text_weight
-            )
-        hits = lib.search(
+    hits = None
+    if query and text is None and not image and not video and not no_server:
+        hits = _warm_search(
+            library,
+            model,
+            precision,
             query,
-            image=image if vector is None else None,
+            k=k,
+            offset=offset,
+            kind=kind,
+            where=[*where, *(f"tag:{t}" for t in tag)],
+            pooling=pooling,
+            tau=tau,
+            exact=exact,
+            rerank=rerank,
+            gap_correction="shift" if gap_correction else None,
+            text_match=text_match,
+            phrases=phrases,
+        )
+    if hits is None:
+        hits = _cold_search(
+            library,
+            model,
+            precision,
+            query,
+            image=image,
             video=video,
-            vector=vector,
+            text=text,
+            compose=compose,
+            text_weight=text_weight,
             k=k,
             offset=offset,
             kind=kind,
@@ -279,6 +304,40 @@ def search(
         render.err.print("no results")
         return
     render.out.print(render.hits_table(hits))
+
+
+def _warm_search(library, model, precision, query, **search_options):
+    """The hits of a running server of the library, or None (see `clipsearch.cli.warm`)."""
+    from clipsearch.cli import warm
+    from clipsearch.library import default_library_path
+
+    return warm.search(
+        options.library_path(library) or default_library_path(),
+        query,
+        search_options,
+        model=options.model_spec(model),
+        precision=options.precision_of(precision),
+    )
+
+
+def _cold_search(
+    library, model, precision, query, *, image, video, text, compose, text_weight, **search_options
+):
+    with options.open_library(library, model, precision, create=False) as lib:
+        vector = None
+        if text is not None:
+            from clipsearch.search.compose import composed_query
+
+            vector = composed_query(
+                lib.encoder, image[0], text, method=compose, text_weight=text_weight
+            )
+        return lib.search(
+            query,
+            image=image if vector is None else None,
+            video=video,
+            vector=vector,
+            **search_options,
+        )
 
 
 @app.command()

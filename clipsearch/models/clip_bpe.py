@@ -15,6 +15,7 @@ import functools
 import gzip
 import html
 import importlib.util
+import itertools
 import os
 import threading
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ def vocabulary_path() -> str:
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError("open_clip_torch is not installed: pip install clipsearch")
-    return os.path.join(list(spec.submodule_search_locations)[0], _VOCAB_FILE)
+    return os.path.join(next(iter(spec.submodule_search_locations)), _VOCAB_FILE)
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,7 +88,7 @@ class ClipBpeTokenizer:
         if cached is not None:
             return cached
         word: tuple[str, ...] = (*token[:-1], token[-1] + "</w>")
-        pairs = set(zip(word, word[1:], strict=False))
+        pairs = set(itertools.pairwise(word))
         if not pairs:
             return token + "</w>"
         while True:
@@ -114,7 +115,7 @@ class ClipBpeTokenizer:
             word = tuple(merged)
             if len(word) == 1:
                 break
-            pairs = set(zip(word, word[1:], strict=False))
+            pairs = set(itertools.pairwise(word))
         out = " ".join(word)
         with self._cache_lock:
             self._cache[token] = out

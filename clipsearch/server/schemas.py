@@ -299,6 +299,9 @@ class StatusOut(BaseModel):
         "read and those with text.",
     )
     model_loaded: bool
+    model_loading: bool = Field(
+        False, description="The model is being loaded; queries sent meanwhile wait for it."
+    )
     model_error: str | None
     indexing: bool
     can_index_new_folders: bool
