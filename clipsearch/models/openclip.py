@@ -229,7 +229,9 @@ def load_encoder(
     with _quiet_root_logging():
         source = _resolve(parsed)
         model = _build_model(source.model_cfg, precision=resolved)
-        load_state_dict_into(model, read_state_dict(source.weights), source=source.weights)
+        load_state_dict_into(
+            model, read_state_dict(source.weights), source=source.weights, assign=True
+        )
         preprocess_cfg = _final_preprocess_cfg(model, source.preprocess_overlay)
         tokenizer = _make_tokenizer(source.arch, source.model_cfg)
     digest = weights_digest(model, source.weights, source.model_cfg)
