@@ -78,18 +78,27 @@ class Run:
     ok: bool
 
 
+# A child's ru_maxrss starts at its parent's resident size (fork), and this script holds
+# libraries in memory: each command is started by a small launcher, which measures it.
+LAUNCHER = """
+import os, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(p.pid, 0)
+wall = time.perf_counter() - t0
+sys.stderr.write("\\n@@%f %d %d" % (wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
+"""
+
+
 def run(argv: list[str], *, env: dict[str, str] = ENV) -> Run:
-    """One fresh process: wall time and peak RSS (from wait4)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out, err = proc.stdout.read(), proc.stderr.read()
-    if proc.returncode != 0:
-        print(f"  ! {' '.join(argv[-6:])} exited {proc.returncode}: {err.decode()[-400:]}")
-    del out
-    return Run(wall, usage.ru_maxrss / 1024, proc.returncode == 0)
+    """One fresh process: wall time (process start to exit) and peak resident memory."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *argv], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    wall, peak_kb, code = proc.stderr.rsplit("@@", 1)[1].split()
+    if int(code) != 0:
+        print(f"  ! {' '.join(argv[-6:])} exited {code}: {proc.stderr[-400:]}")
+    return Run(float(wall), int(peak_kb) / 1024, int(code) == 0)
 
 
 def cli(library: Path, *args: str) -> list[str]:
