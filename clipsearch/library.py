@@ -187,9 +187,9 @@ class Library:
         no torch, no image tower, and the same vectors in every process (CLI and server).
         Images then go to `encoder`, loaded by the first image query. Otherwise `encoder`."""
         with self._lock:
-            if self._query_encoder is None:
-                self._query_encoder = self._text_tower() or self.encoder
-            return self._query_encoder
+            if self._query_encoder is None:  # asked again until it exists (a first index
+                self._query_encoder = self._text_tower()  # binds the model, writes the copy)
+            return self._query_encoder or self.encoder
 
     def _text_tower(self) -> Encoder | None:
         if self._injected or self._precision not in ("auto", "fp32"):
