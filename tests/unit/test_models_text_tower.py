@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipsearch.models import load_encoder
-from clipsearch.models import text_tower
+from clipsearch.models import load_encoder, text_tower
 from clipsearch.models.clip_bpe import ClipBpeTokenizer
 from clipsearch.models.deferred import DeferredEncoder
 
