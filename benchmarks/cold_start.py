@@ -76,6 +76,7 @@ class Run:
     wall_s: float
     peak_mb: float
     ok: bool
+    cpu_s: float = float("nan")  # user + system: what the process itself cost
 
 
 # A child's ru_maxrss starts at its parent's resident size (fork), and this script holds
@@ -86,7 +87,9 @@ t0 = time.perf_counter()
 p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
 _, status, usage = os.wait4(p.pid, 0)
 wall = time.perf_counter() - t0
-sys.stderr.write("\\n@@%f %d %d" % (wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
+cpu = usage.ru_utime + usage.ru_stime
+code = os.waitstatus_to_exitcode(status)
+sys.stderr.write("\\n@@%f %f %d %d" % (wall, cpu, usage.ru_maxrss, code))
 """
 
 
@@ -95,10 +98,10 @@ def run(argv: list[str], *, env: dict[str, str] = ENV) -> Run:
     proc = subprocess.run(
         [sys.executable, "-c", LAUNCHER, *argv], cwd=ROOT, env=env, capture_output=True, text=True
     )
-    wall, peak_kb, code = proc.stderr.rsplit("@@", 1)[1].split()
+    wall, cpu, peak_kb, code = proc.stderr.rsplit("@@", 1)[1].split()
     if int(code) != 0:
         print(f"  ! {' '.join(argv[-6:])} exited {code}: {proc.stderr[-400:]}")
-    return Run(float(wall), int(peak_kb) / 1024, int(code) == 0)
+    return Run(float(wall), int(peak_kb) / 1024, int(code) == 0, float(cpu))
 
 
 def cli(library: Path, *args: str) -> list[str]:
@@ -279,7 +282,8 @@ def round_trip_ms(library: Path, n: int = 15) -> float:
 def median_run(runs: list[Run]) -> Run:
     walls = sorted(runs, key=lambda r: r.wall_s)
     mid = walls[len(walls) // 2]
-    return Run(mid.wall_s, max(r.peak_mb for r in runs), all(r.ok for r in runs))
+    cpu = statistics.median(r.cpu_s for r in runs)
+    return Run(mid.wall_s, max(r.peak_mb for r in runs), all(r.ok for r in runs), cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,28 +365,32 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(name, median_run(runs)) for name, runs in results.items()]
     rows.insert(6, ("search, warm (CLI process)", warm))
     print()
-    print("| command | wall s | peak MB | wall ratio to baseline |")
-    print("|---|---:|---:|---:|")
+    print("| command | wall s | CPU s | peak MB | wall ratio | CPU ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in rows:
         flag = "" if r.ok else " (failed)"
-        print(f"| {name}{flag} | {r.wall_s:.2f} | {r.peak_mb:.0f} | {r.wall_s / base.wall_s:.3f} |")
+        print(
+            f"| {name}{flag} | {r.wall_s:.2f} | {r.cpu_s:.2f} | {r.peak_mb:.0f} | "
+            f"{r.wall_s / base.wall_s:.3f} | {r.cpu_s / base.cpu_s:.3f} |"
+        )
     print(
-        f"| search, warm (HTTP round trip only) | {rtt / 1000:.3f} | – | "
-        f"{rtt / 1000 / base.wall_s:.4f} |"
+        f"| search, warm (HTTP round trip only) | {rtt / 1000:.3f} | – | – | "
+        f"{rtt / 1000 / base.wall_s:.4f} | – |"
     )
     print(
-        f"| serve ({args.serve_items} items): start → port answering | {port_open:.2f} | – | "
-        f"{port_open / base.wall_s:.3f} |"
+        f"| serve ({args.serve_items} items): start → port answering | {port_open:.2f} | – | – | "
+        f"{port_open / base.wall_s:.3f} | – |"
     )
     print(
         f"| serve ({args.serve_items} items): start → first query answered | "
-        f"{first_answer:.2f} | {serve_peak:.0f} | {first_answer / base.wall_s:.3f} |"
+        f"{first_answer:.2f} | – | {serve_peak:.0f} | {first_answer / base.wall_s:.3f} | – |"
     )
     print()
     print(
-        f"index over {args.first_run_files} photos: first run {first.wall_s:.2f} s / "
-        f"{first.peak_mb:.0f} MB, no-op {noop.wall_s:.2f} s / {noop.peak_mb:.0f} MB "
-        f"(ratio {noop.wall_s / first.wall_s:.3f})"
+        f"index over {args.first_run_files} photos: first run {first.wall_s:.2f} s "
+        f"({first.cpu_s:.2f} s CPU) / {first.peak_mb:.0f} MB, no-op {noop.wall_s:.2f} s "
+        f"({noop.cpu_s:.2f} s CPU) / {noop.peak_mb:.0f} MB (wall ratio "
+        f"{noop.wall_s / first.wall_s:.3f}, CPU ratio {noop.cpu_s / first.cpu_s:.3f})"
     )
     return 0
 
