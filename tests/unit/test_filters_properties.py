@@ -139,6 +139,7 @@ def test_size_bounds_admit_exactly_the_sizes_that_satisfy_the_comparison(case):
         ("size: 3.", 3, 3),
         ("size = 1.5KiB", 1536, 1536),
         ("size<1tib", None, 2**40 - 1),
+        ("size>" + "9" * 100, 10**100, None),  # a hundred digits are still a number
     ],
 )
 def test_size_spellings_from_the_docs(clause, lo, hi):
@@ -262,6 +263,7 @@ def test_path_patterns_are_made_absolute_against_the_current_folder(tmp_path, mo
     monkeypatch.setenv("HOME", "/home/u")
     assert ItemFilter.parse(["path:photos/*"], cwd="/").paths == ("/photos/*",)
     assert ItemFilter.parse(["path:photos"], cwd="/data/").paths == ("/data/photos",)
+    assert ItemFilter.parse(["path:photos"], cwd="/dX/X").paths == ("/dX/X/photos",)
     assert ItemFilter.parse(["path:?x/*", "path:[ab]/*"], cwd="/d").paths == ("?x/*", "[ab]/*")
     assert ItemFilter.parse(["path:~"], cwd="/d").paths == ("/home/u",)
     assert ItemFilter.parse(["root:~/media/../pics/"], cwd="/d").roots == ("/home/u/pics",)
@@ -279,15 +281,15 @@ def glob_selects(pattern: str, path: str) -> bool:
         return row.fetchone() is not None
 
 
-# A pattern is a sequence of tokens, each with its meaning written as an fnmatch pattern.
-LITERALS = "ab/.-!]^ "
+# A pattern is a sequence of tokens: (text, its meaning as an fnmatch pattern, wildcard?).
+LITERALS = "abX/.-!]^ "
 TOKENS = st.one_of(
-    st.sampled_from(LITERALS).map(lambda c: (c, c if c != "]" else "[]]")),
+    st.sampled_from(LITERALS).map(lambda c: (c, c if c != "]" else "[]]", False)),
     # escaped: a literal (fnmatch has no escape: a wildcard character goes in a class)
-    st.sampled_from("*?[!]ab ").map(lambda c: ("\\" + c, f"[{c}]" if c in "*?[" else c)),
-    st.sampled_from(["*", "?"]).map(lambda c: (c, c)),
+    st.sampled_from("*?[!]ab ").map(lambda c: ("\\" + c, f"[{c}]" if c in "*?[" else c, False)),
+    st.sampled_from(["*", "?"]).map(lambda c: (c, c, True)),
     st.sampled_from(["[ab]", "[!a]", "[]a]", "[!]a]", "[a-c]", "[!-]", "[/]", "[*?]", "[[]"]).map(
-        lambda c: (c, c)
+        lambda c: (c, c, True)
     ),
 )
 
@@ -297,16 +299,20 @@ def patterns(draw):
     """(pattern, fnmatch equivalent, literal text if it has no wildcard else None)."""
     tokens = draw(st.lists(TOKENS, min_size=1, max_size=6))
     if draw(st.booleans()):  # an unclosed "[" is a literal, and only the last one can be
-        tokens.append(("[", "[[]"))
+        # ("]" right after "[" or "[!" belongs to the class, so "[]" and "[!]" are unclosed)
+        tail = draw(st.sampled_from(["[", "[!", "[]", "[!]"]))
+        tokens.append((tail, "".join(f"[{c}]" if c in "[]" else c for c in tail), False))
         tokens.extend(draw(st.lists(TOKENS.filter(lambda t: "]" not in t[0]), max_size=2)))
-    pattern = "".join(t for t, _ in tokens)
-    reference = "".join(r for _, r in tokens)
-    wild = any(t in "*?" or (t.startswith("[") and len(t) > 1) for t, _ in tokens)
-    literal = None if wild else "".join(t[-1] if t.startswith("\\") else t for t, _ in tokens)
-    return pattern, reference, literal
+    if draw(st.integers(0, 4)) == 0:  # a backslash ending the pattern is a literal one
+        tokens.append(("\\", "\\", False))
+    pattern = "".join(t for t, _, _ in tokens)
+    reference = "".join(r for _, r, _ in tokens)
+    if any(wild for _, _, wild in tokens):
+        return pattern, reference, None
+    return pattern, reference, "".join(t[-1] if t.startswith("\\") else t for t, _, _ in tokens)
 
 
-PATH_CHARS = "ab/.-!]^[*? c"
+PATH_CHARS = "abX/.-!]^[*? c\\"
 
 
 @PROPERTY
@@ -465,6 +471,7 @@ def test_a_leading_wildcard_cannot_use_the_path_index(paths_catalog):
         (ItemFilter(size_min=INT64_MIN), ("i.size >= ?", [INT64_MIN])),
         (ItemFilter(size_min=INT64_MIN - 1), ("1", [])),
         (ItemFilter(size_max=INT64_MAX - 1), ("i.size <= ?", [INT64_MAX - 1])),
+        (ItemFilter(size_max=INT64_MIN), None),  # no size is negative
         (ItemFilter(size_max=INT64_MAX), ("1", [])),  # every int64 is ≤ it
         (ItemFilter(mtime_before_ns=INT64_MAX), ("i.mtime_ns < ?", [INT64_MAX])),
         (ItemFilter(mtime_before_ns=INT64_MAX + 1), ("1", [])),
