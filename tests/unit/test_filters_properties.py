@@ -187,6 +187,17 @@ def test_a_year_or_a_month_is_its_first_local_midnight(year, month):
     )
 
 
+def test_dates_past_the_platform_calendar_bound_everything_or_nothing():
+    """Local time cannot reach year 1 here: such a bound is past every stored mtime,
+    including those before 1970 (negative), never a bound near the epoch."""
+    for text in ("0001", "0001-01-01", "0001-01-01T00:00"):
+        assert admits(ItemFilter.parse([f"after:{text}"]), mtime=INT64_MIN)
+        assert not admits(ItemFilter.parse([f"before:{text}"]), mtime=INT64_MIN)
+    for text in ("9999", "9999-12-31T23:59", "9999-12-31T23:59Z"):
+        assert not admits(ItemFilter.parse([f"after:{text}"]), mtime=INT64_MAX)
+        assert admits(ItemFilter.parse([f"before:{text}"]), mtime=INT64_MAX)
+
+
 # -- clauses combine with AND ------------------------------------------------------------------
 DAY = 86_400 * 10**9
 dates = st.dates(datetime(2000, 1, 1).date(), datetime(2000, 3, 1).date())
