@@ -10,6 +10,7 @@ that must hold for any score matrix (docs/eval.md#metrics):
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -322,6 +323,15 @@ def test_top_k_with_k_equal_to_the_number_of_classes_is_reported():
         "n": 2,
         "n_tied": 0,
     }
+
+
+def test_a_class_without_samples_is_nan_without_a_warning():
+    """A report prints no numpy RuntimeWarning for a class that no sample has."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics(np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]), [0, 0])
+    assert m.per_class_recall[0] == 50.0 and np.isnan(m.per_class_recall[1:]).all()
+    assert m.mean_per_class_recall == 50.0
 
 
 def test_classification_errors_name_logits_and_labels():

@@ -125,6 +125,9 @@ def test_a_time_of_day_is_text_not_a_weight(h, m, text):
         ),
         ('"1e-1:haze" + sky', [("haze", 0.1), ("sky", 1.0)]),
         ("'it is 10:30'", [("it is 10:30", 1.0)]),
+        ("  -cat + dog", [("cat", -1.0), ("dog", 1.0)]),  # spaces before a leading sign
+        ("a- b", [("a- b", 1.0)]),  # a sign stuck to the word before it is text
+        ("X-ray +Xmas", [("X-ray +Xmas", 1.0)]),
     ],
 )
 def test_operators_against_quotes_and_words(query, terms):
@@ -151,6 +154,7 @@ def test_operators_against_quotes_and_words(query, terms):
         ('- "blurry"', "a query needs at least one positive term"),
         ('-"blurry"', "a query needs at least one positive term"),
         ("-cat", "a query needs at least one positive term"),
+        ('cat -"', 'unclosed quote " in query'),  # the sign is read, then the quote
     ],
 )
 def test_malformed_queries_are_refused_with_what_to_fix(query, words):
@@ -236,6 +240,7 @@ def test_video_and_image_parts_with_text(tmp_path):
             [Term("text", "fog", -2.5), Term("video", "/v/clip.mp4", 1.0)],
             '- 2.5×"fog" + video:clip.mp4',
         ),
+        ([Term("text", "a", 1.0), Term("text", "b", 0.0)], '"a" + 0×"b"'),  # zero: no sign
     ],
 )
 def test_describe_renders_signs_weights_and_file_names(terms, rendered):
