@@ -143,9 +143,6 @@ def test_operators_against_quotes_and_words(query, terms):
         ("+", "the query is empty: give some text, --image or --video"),
         ('"unclosed', "unclosed quote \" in query: '\"unclosed'"),
         ("'unclosed", "unclosed quote ' in query"),
-        ('"a" "b"', "put + or - after the quoted term 'a'"),
-        ('"a"X', "put + or - after the quoted term 'a'"),
-        ('cat "dog"', "put + or - between terms: 'cat' is followed by a quote"),
         ('"" + "x"', 'a term of the query is empty: \'"" + "x"\''),
         ('"" + cat', "a term of the query is empty"),
         ('"2:" + cat', "a term of the query is empty"),
@@ -161,6 +158,25 @@ def test_malformed_queries_are_refused_with_what_to_fix(query, words):
     with pytest.raises(QueryError) as e:
         parse_query(query, is_file=never_a_file)
     assert words in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "terms", "phrases"),
+    [
+        # quotes inside a term: one model term, the quoted words a required phrase
+        ('"a" "b"', [("a b", 1.0)], ("a", "b")),
+        ('"a"X', [("a X", 1.0)], ("a",)),
+        ('cat "dog"', [("cat dog", 1.0)], ("dog",)),
+        # a sign against the quote splits the term instead: nothing is required
+        ('cat -"dog"', [("cat", 1.0), ("dog", -1.0)], ()),
+        ('cat +"dog"', [("cat", 1.0), ("dog", 1.0)], ("dog",)),
+        ('cake "happy day" -"blurry"', [("cake happy day", 1.0), ("blurry", -1.0)], ("happy day",)),
+    ],
+)
+def test_quotes_inside_a_term_and_signs_against_quotes(query, terms, phrases):
+    plan = parse_query(query, is_file=never_a_file)
+    assert [(t.value, t.weight) for t in plan.terms] == terms
+    assert plan.phrases == phrases
 
 
 def test_a_quoted_path_like_string_that_is_no_file_stays_text(tmp_path):
