@@ -117,9 +117,7 @@ def module_score(path: str, mutants_dir: Path) -> ModuleScore | None:
     meta_path = mutants_dir / f"{path}.meta"
     if not meta_path.exists():
         return None
-    exit_codes: dict[str, int | None] = json.loads(meta_path.read_text("utf-8"))[
-        "exit_code_by_key"
-    ]
+    exit_codes: dict[str, int | None] = json.loads(meta_path.read_text("utf-8"))["exit_code_by_key"]
     defs = _function_defs(ast.parse((mutants_dir / path).read_text("utf-8")))
     score = ModuleScore(path.removesuffix(".py").replace("/", "."))
     for mutant, code in sorted(exit_codes.items()):
