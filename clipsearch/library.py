@@ -16,7 +16,8 @@ import json
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,18 +27,27 @@ from clipsearch.atomic import atomic_write_text
 from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
 from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
-from clipsearch.models.base import Encoder
+from clipsearch.models.base import Encoder, l2_normalize
+from clipsearch.models.runtime import RuntimeSettings
 from clipsearch.search import classify, dedup, moderation
+from clipsearch.search.arrange import SortOrder
 from clipsearch.search.banks import BankCache
 from clipsearch.search.compose import QueryParts, encode_plan
 from clipsearch.search.engine import Pooling, Searcher, SearchOptions
 from clipsearch.search.gap import GapMode, GapRescorer, check_mode
-from clipsearch.search.hits import Hit
+from clipsearch.search.hits import SearchResults
 from clipsearch.search.query import QueryPlan, parse_query, plan_from_parts
+from clipsearch.search.relevance import (
+    BackgroundCache,
+    MinScore,
+    parse_min_score,
+    resolve_min_score,
+)
 from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankMethod, check_method
 from clipsearch.search.rescore import Rescorer
 from clipsearch.search.textmatch import TextFusion, query_terms, with_text_matches
 from clipsearch.store import Catalog, ItemFilter
+from clipsearch.store.filters import taken_bounds
 from clipsearch.store.writer_lock import WriterLock
 
 if TYPE_CHECKING:
@@ -88,6 +98,7 @@ class LibraryStatus:
     stats: dict[str, Any]
     failures: list[dict[str, str]] = field(default_factory=list)
     ocr: dict[str, Any] = field(default_factory=dict)  # text reading: settings and coverage
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         st = self.stats
@@ -103,9 +114,14 @@ class LibraryStatus:
             "generation": st.get("generation"),
             "schema_version": st.get("schema_version"),
             "db_bytes": st.get("db_bytes"),
+            # ok items by where their capture time came from: {"exif", "container", "mtime",
+            # "unread"} (unread: indexed before capture times were recorded; mtime stands in)
+            "capture_times": st.get("capture_times"),
             # {"enabled", "frames", "by_kind": {kind: {"items", "read", "with_text"}}, "texts"}
             "ocr": self.ocr,
             "failures": self.failures,
+            # {"runtime", "quantize", "builds": [{runtime, precision, built_at, gate}]}
+            "runtime": self.runtime,
         }
 
 
@@ -118,6 +134,9 @@ class Library:
         `clipsearch.models.DEFAULT_MODEL`.
     precision: "auto" | "fp32" | "bf16" | "fp16" for the model's weights.
     encoder: an already-built `Encoder` (overrides ``model``).
+    runtime, quantize: the image-encoder runtime for indexing ("auto" | "torch" | "openvino")
+        and its quantization ("none" | "int8"); None = what the library remembers (see
+        `clipsearch.models.runtime`). Given ones are remembered by the next `index`.
     """
 
     def __init__(
@@ -129,8 +148,13 @@ class Library:
         encoder: Encoder | None = None,
         create: bool = True,
         readonly: bool = False,
+        runtime: str | None = None,
+        quantize: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser().absolute() if path else default_library_path()
+        # Validated before anything is opened: a bad name is a UsageError, not a half-made library.
+        self._runtime = RuntimeSettings.load(self.path).replace(runtime=runtime, quantize=quantize)
+        self._runtime_given = runtime is not None or quantize is not None
         self.catalog = Catalog.open(self.path, create=create, readonly=readonly)
         self._model = model
         self._precision = precision
@@ -139,6 +163,7 @@ class Library:
         self._index: VectorIndex | None = None
         self._cache = None
         self._banks: BankCache | None = None
+        self._background: BackgroundCache | None = None
         self._index_generation: int | None = None
         self._lock = threading.RLock()
 
@@ -217,8 +242,16 @@ class Library:
                 # Before loading the model (maybe a long download): a run interrupted then
                 # is resumed by `index FOLDER` with the same model, not the default one.
                 self.catalog.choose_model(self.model_spec)
+            encoder = self.encoder
+            if self._runtime_given and self._runtime != RuntimeSettings.load(self.path):
+                self._runtime.save(self.path)
             indexer = Indexer(
-                self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
+                self.catalog,
+                encoder,
+                options,
+                on_event=on_event,
+                should_stop=should_stop,
+                choose_encoder=self._image_runtime_chooser(encoder, on_event).choose,
             )
             report = indexer.run(roots)
             if not report.interrupted:
@@ -226,6 +259,75 @@ class Library:
                 emit = on_event or (lambda e: None)
                 self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
         return report
+
+    # -- image-encoder runtime ---------------------------------------------------------------------
+    @property
+    def runtime_settings(self) -> RuntimeSettings:
+        """The image-encoder runtime indexing uses (``<library>/runtime.json`` unless this
+        object was given others)."""
+        return self._runtime
+
+    def set_runtime(
+        self, *, runtime: str | None = None, quantize: str | None = None
+    ) -> RuntimeSettings:
+        """Choose and remember the image-encoder runtime and quantization for indexing.
+
+        Raises UsageError for unknown names or int8 with the torch runtime, and
+        MissingDependencyError when "openvino" is asked for but not installed.
+        """
+        from clipsearch.errors import MissingDependencyError
+        from clipsearch.models.runtime import openvino_available
+
+        settings = self._runtime.replace(runtime=runtime, quantize=quantize)
+        if settings.runtime == "openvino" and not openvino_available():
+            raise MissingDependencyError("openvino", "openvino")
+        self.path.mkdir(parents=True, exist_ok=True)
+        settings.save(self.path)
+        self._runtime, self._runtime_given = settings, False
+        return settings
+
+    def _image_runtime_chooser(
+        self, encoder: Encoder, on_event: Callable[[IndexEvent], None] | None
+    ):
+        from clipsearch.ingest.runtime_choice import ImageRuntimeChooser
+        from clipsearch.search.banks import default_captions
+
+        def reference() -> Encoder:
+            if getattr(encoder, "precision", None) == "fp32" or not hasattr(encoder, "model"):
+                return encoder
+            from clipsearch.models import load_encoder
+
+            return load_encoder(encoder.spec, precision="fp32")
+
+        return ImageRuntimeChooser(
+            base=encoder,
+            settings=self._runtime,
+            folder=self.path / "runtime",
+            catalog=self.catalog,
+            load_reference=reference,
+            captions=default_captions(),
+            emit=on_event,
+        )
+
+    def runtime_info(self) -> dict[str, Any]:
+        """The runtime settings and the image encoders built for the library's model, with
+        their accuracy-gate figures (what `status` shows)."""
+        from clipsearch.models.runtime_cache import RuntimeCache
+
+        binding = self.catalog.model_binding()
+        builds = [
+            {
+                "runtime": e.key.runtime,
+                "precision": e.key.precision,
+                "built_at": e.built_at,
+                "versions": e.versions,
+                **e.info,
+                "gate": e.gate,
+            }
+            for e in RuntimeCache(self.path / "runtime").entries()
+            if binding is None or e.key.fingerprint == binding.fingerprint
+        ]
+        return {**self._runtime.to_dict(), "builds": builds}
 
     # -- search ----------------------------------------------------------------------------------
     # -- nearest-neighbour index ---------------------------------------------------------------
@@ -329,13 +431,19 @@ class Library:
         plan: QueryPlan | None = None,
         text_match: bool | None = None,
         phrases: bool | None = None,
-    ) -> list[Hit]:
+        min_score: MinScore = "auto",
+        sort: SortOrder = "relevance",
+        collapse: bool = False,
+        taken_after: str | date | None = None,
+        taken_before: str | date | None = None,
+    ) -> SearchResults:
         """Search by text, example image(s)/video(s), or a ready query ``vector``.
 
         kind: "image" or "video" to restrict results; where: filter clauses
-        (``path:/a/*``, ``after:2023-01-01``, ``size>1MB`` ...) or an ItemFilter.
-        rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md; off by default,
-        as measured). gap_correction: None | "shift" | "center" for example-image queries.
+        (``path:/a/*``, ``after:2023-01-01``, ``size>1MB``, ``taken>2023`` ...) or an
+        ItemFilter. rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md;
+        off by default, as measured). gap_correction: None | "shift" | "center" for
+        example-image queries.
         plan: with ``vector``, the parsed query behind it (for the text options below).
         text_match: also rank by the text read in the pictures (``index --ocr``), fused
             with the model's ranking (docs/ocr.md); None: when the library has read text.
@@ -343,7 +451,14 @@ class Library:
         phrases: quoted words must appear in the picture's text (`clipsearch.search.query`);
             None: when the library has read text, True: always (UsageError if it has none),
             False: quotes only delimit terms.
-        Raises QueryError for empty/unreadable queries, UsageError for bad options.
+        min_score: where the relevant results end (docs/search.md): "auto" (per query,
+        from its scores over the library), a cosine, or "none"; every hit says whether it
+        is ``relevant`` and the relevant ones come first. sort: "relevance", "date"
+        (oldest first) or "-date" (newest first) for the relevant results. collapse: fold
+        near-duplicates into one result with ``members``. taken_after / taken_before: a
+        date (or period such as "2023-06"): taken at or after its start / before its start.
+        The result is a list of hits with the cut used as ``min_score``.
+        Raises QueryError for empty/unreadable queries or dates, UsageError for bad options.
         """
         if isinstance(where, ItemFilter):
             flt = where
@@ -362,6 +477,11 @@ class Library:
                 )
             flt = flt & ItemFilter(texts=plan.phrases)
         fuse = bool(query_terms(plan)) and (read if text_match is None else text_match)
+        if taken_after is not None:
+            flt = flt & taken_bounds(">=", _date_text(taken_after))
+        if taken_before is not None:
+            flt = flt & taken_bounds("<", _date_text(taken_before))
+        cut = parse_min_score(min_score)
         options = SearchOptions(
             k=k,
             offset=offset,
@@ -370,17 +490,22 @@ class Library:
             tau=tau,
             exact=exact,
             with_curve=with_curve,
+            sort=sort,
+            collapse=collapse,
         )
         options.validate()  # bad options fail before the model is loaded
         if vector is None:
             vector = encode_plan(plan, self.encoder)
         with self._lock:
+            threshold = resolve_min_score(cut, l2_normalize(vector), self.background)
             rescorer = self.rescorer(rerank=rerank, gap_correction=gap_correction, text_match=fuse)
-            hits = self.searcher().search(vector, options, rescorer=rescorer, plan=plan)
+            hits = self.searcher().search(
+                vector, replace(options, min_score=threshold), rescorer=rescorer, plan=plan
+            )
         if fuse or flt.texts:
             terms = (*query_terms(plan), *flt.texts)
             hits = with_text_matches(hits, self.catalog.texts, terms)
-        return hits
+        return SearchResults(hits, min_score=threshold)
 
     # -- query composition, rescoring -------------------------------------------------------------
     def query_parts(
@@ -431,6 +556,15 @@ class Library:
         the parts cancel out.
         """
         return self.query_parts(text, **parts).encode(self.encoder)
+
+    @property
+    def background(self) -> BackgroundCache:
+        """The sample of this library's items the "auto" relevance cut reads each query's
+        background from (clipsearch.search.relevance), drawn once per catalog change."""
+        with self._lock:
+            if self._background is None:
+                self._background = BackgroundCache(self.catalog)
+            return self._background
 
     @property
     def banks(self) -> BankCache:
@@ -534,6 +668,7 @@ class Library:
             stats=self.catalog.stats(),
             failures=fails,
             ocr=self._text_status(),
+            runtime=self.runtime_info(),
         )
 
     def _text_status(self) -> dict[str, Any]:
@@ -549,6 +684,11 @@ class Library:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _date_text(value: str | date) -> str:
+    """A date filter value as the text the ``taken`` clauses read."""
+    return value.isoformat() if isinstance(value, date) else str(value)
 
 
 def _paths(x: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:

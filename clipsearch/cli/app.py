@@ -24,6 +24,7 @@ from clipsearch.cli import (
     train_cmd,
 )
 from clipsearch.errors import ClipsearchError, UsageError
+from clipsearch.models.runtime import Quantize, Runtime
 from clipsearch.search.engine import MAX_K
 
 app = typer.Typer(
@@ -123,6 +124,24 @@ def index(
     ] = False,
     ocr: options.OcrOpt = None,
     ocr_frames: options.OcrFramesOpt = None,
+    runtime: Annotated[
+        Runtime | None,
+        typer.Option(
+            "--runtime",
+            help="Image encoder for indexing (remembered by the library; an accelerated one "
+            "is used only if it passes the accuracy gate on your images).",
+            show_default=False,
+        ),
+    ] = None,
+    quantize: Annotated[
+        Quantize | None,
+        typer.Option(
+            "--quantize",
+            help="int8: quantized image encoder (OpenVINO, calibrated on your images; "
+            "remembered by the library).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: options.QuietOpt = False,
     json_out: options.JsonOpt = False,
 ) -> None:
@@ -142,7 +161,7 @@ def index(
         ocr_frames=ocr_frames,
     )
     with (
-        options.open_library(library, model, precision) as lib,
+        options.open_library(library, model, precision, runtime=runtime, quantize=quantize) as lib,
         _StopFlag() as stop,
         render.IndexProgress(quiet=quiet or json_out) as progress,
     ):
@@ -220,6 +239,11 @@ def search(
     ] = 0.5,
     text_match: options.TextMatchOpt = None,
     phrases: options.PhrasesOpt = None,
+    min_score: options.MinScoreOpt = "auto",
+    sort: options.SortOpt = "relevance",
+    collapse: options.CollapseOpt = False,
+    taken_after: options.TakenAfterOpt = None,
+    taken_before: options.TakenBeforeOpt = None,
     library: options.LibraryOpt = None,
     model: options.ModelOpt = None,
     precision: options.PrecisionOpt = None,
@@ -252,14 +276,16 @@ def search(
             gap_correction="shift" if gap_correction else None,
             text_match=text_match,
             phrases=phrases,
+            min_score=min_score,
+            sort=sort,
+            collapse=collapse,
+            taken_after=taken_after,
+            taken_before=taken_before,
         )
     if json_out:
         render.print_json([h.to_dict() for h in hits])
         return
-    if not hits:
-        render.err.print("no results")
-        return
-    render.out.print(render.hits_table(hits))
+    render.search_results(hits, dates=sort != "relevance", duplicates=collapse)
 
 
 @app.command()

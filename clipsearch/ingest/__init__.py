@@ -3,9 +3,12 @@
 from clipsearch.ingest.events import (
     AnnProgress,
     BatchWritten,
+    DatesRead,
     FileDone,
     IndexEvent,
     IndexReport,
+    RuntimeChosen,
+    RuntimeProgress,
     ScanDone,
     ScanProgress,
 )
@@ -14,11 +17,14 @@ from clipsearch.ingest.pipeline import Indexer, IndexOptions
 __all__ = [
     "AnnProgress",
     "BatchWritten",
+    "DatesRead",
     "FileDone",
     "IndexEvent",
     "IndexOptions",
     "IndexReport",
     "Indexer",
+    "RuntimeChosen",
+    "RuntimeProgress",
     "ScanDone",
     "ScanProgress",
 ]

@@ -59,6 +59,35 @@ class AnnProgress:
     fraction: float
 
 
+@dataclass(frozen=True)
+class RuntimeProgress:
+    """An accelerated image encoder is being prepared: ``stage`` (export, calibrate, check)
+    is ``fraction`` done. Happens once per library and model (the result is cached)."""
+
+    stage: str
+    fraction: float
+
+
+@dataclass(frozen=True)
+class RuntimeChosen:
+    """The image encoder this run indexes with (``label``, e.g. "openvino int8") and why;
+    ``gate`` holds the accuracy gate's figures when one was measured."""
+
+    label: str
+    reason: str
+    gate: dict | None = None
+    fell_back: bool = False  # an accelerated encoder was asked for but could not be used
+
+
+@dataclass(frozen=True)
+class DatesRead:
+    """Capture times of files indexed before they were recorded are being read (no
+    encoding): ``done`` of ``total``."""
+
+    done: int
+    total: int
+
+
 @dataclass
 class IndexReport:
     """What an `index` run did. ``interrupted`` is True when it stopped early (Ctrl-C);
@@ -73,10 +102,14 @@ class IndexReport:
     deleted: int = 0
     frames: int = 0  # video frames encoded
     read: int = 0  # files whose text was read (OCR), encoded in this run or before
+    dated: int = 0  # unchanged files whose capture time was read (no encoding)
     scan_errors: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
     encode_s: float = 0.0
     interrupted: bool = False
+    image_encoder: str | None = None  # what encoded images, e.g. "torch fp32", "openvino int8"
+    image_encoder_reason: str | None = None  # why that one (e.g. the accuracy gate's verdict)
+    image_encoder_fell_back: bool = False  # an accelerated encoder was wanted, torch was used
 
     @property
     def encoded(self) -> int:
@@ -94,10 +127,23 @@ class IndexReport:
             "deleted": self.deleted,
             "frames": self.frames,
             "read": self.read,
+            "dated": self.dated,
             "scan_errors": [{"path": p, "error": e} for p, e in self.scan_errors],
             "elapsed_s": round(self.elapsed_s, 3),
             "interrupted": self.interrupted,
+            "image_encoder": self.image_encoder,
+            "image_encoder_reason": self.image_encoder_reason,
+            "image_encoder_fell_back": self.image_encoder_fell_back,
         }
 
 
-IndexEvent = ScanProgress | ScanDone | FileDone | BatchWritten | AnnProgress
+IndexEvent = (
+    ScanProgress
+    | ScanDone
+    | FileDone
+    | BatchWritten
+    | AnnProgress
+    | DatesRead
+    | RuntimeProgress
+    | RuntimeChosen
+)

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipsearch.errors import MediaError, NotFoundError
+from clipsearch.errors import MediaError, ModelMismatchError, NotFoundError
+from clipsearch.ingest.dating import date_items, read_capture
 from clipsearch.ingest.events import (
     BatchWritten,
     FileDone,
@@ -33,7 +34,9 @@ from clipsearch.ingest.events import (
     ScanProgress,
 )
 from clipsearch.ingest.reading import FRAME_SIDE, TextReading, resolve_settings
+from clipsearch.ingest.runtime_choice import RuntimeChoice, encoder_label
 from clipsearch.media import MediaFile, load_image, partial_hash, scan
+from clipsearch.media.capture_time import CaptureTime
 from clipsearch.models.base import Encoder
 from clipsearch.search.engine import decode_side
 from clipsearch.store import Catalog, ItemWrite, ModelBinding
@@ -74,6 +77,7 @@ class _Decoded:
     width: int | None = None
     height: int | None = None
     duration: float | None = None
+    taken: CaptureTime | None = None  # when it was taken (read with the content hash)
     error: str | None = None  # failed: why
     warning: str | None = None  # ok but partial (e.g. video damaged mid-stream)
     cancelled: bool = False  # stopped mid-file (Ctrl-C): not written, redone next run
@@ -88,6 +92,7 @@ class _Todo:
     root_id: int
     content_hash: str | None = None
     item_id: int | None = None  # set for an indexed item that only needs its text read
+    taken: CaptureTime | None = None
 
 
 class Indexer:
@@ -98,6 +103,10 @@ class Indexer:
         (the run is resumable).
     text_reader: the OCR reader when the run reads text (default: PP-OCRv4 through
         rapidocr-onnxruntime, `clipsearch.models.ocr`).
+    choose_encoder: called once, with the files about to be encoded, before decoding starts;
+        returns the `RuntimeChoice` whose encoder encodes this run's pixels (an accelerated
+        image encoder of the same model, see `clipsearch.ingest.runtime_choice`). Default:
+        ``encoder`` itself. Preprocessing is always ``encoder``'s.
     """
 
     def __init__(
@@ -109,9 +118,12 @@ class Indexer:
         on_event: Callable[[IndexEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         text_reader: TextReader | None = None,
+        choose_encoder: Callable[[list[MediaFile]], RuntimeChoice] | None = None,
     ) -> None:
         self.catalog = catalog
         self.encoder = encoder
+        self._image_encoder = encoder
+        self._choose_encoder = choose_encoder
         self.options = options
         self._emit = on_event or (lambda e: None)
         self._should_stop = should_stop or (lambda: False)
@@ -144,9 +156,10 @@ class Indexer:
         report = IndexReport(roots=[str(p) for p in paths])
         todo: list[_Todo] = []
         gone: list[int] = []
+        undated: list[tuple[int, MediaFile]] = []  # unchanged items without a capture time
         seen: set[str] = set()  # across roots: overlapping roots must not queue a file twice
         for root in paths:
-            found, missing = self._scan_root(root, report, seen)
+            found, missing = self._scan_root(root, report, seen, undated)
             todo.extend(found)
             gone.extend(missing)
             if report.interrupted:
@@ -168,9 +181,18 @@ class Indexer:
         )
         todo += to_read
         if todo and not self._should_stop():
+            self._pick_image_encoder([t for t in todo if t.item_id is None], report)
             self._encode_all(todo, report)
         elif todo:
             report.interrupted = True
+        if undated and not report.interrupted:
+            report.dated, report.interrupted = date_items(
+                self.catalog,
+                undated,
+                workers=max(2, self.options.workers),
+                emit=self._emit,
+                should_stop=self._should_stop,
+            )
         report.elapsed_s = time.perf_counter() - t0
         return report
 
@@ -206,9 +228,14 @@ class Indexer:
 
     # -- scan + sweep ------------------------------------------------------------------------------
     def _scan_root(
-        self, root: Path, report: IndexReport, seen: set[str]
+        self,
+        root: Path,
+        report: IndexReport,
+        seen: set[str],
+        undated: list[tuple[int, MediaFile]],
     ) -> tuple[list[_Todo], list[int]]:
         """Walk one root: files to (re)encode, and catalog items under it that are gone.
+        Unchanged items whose capture time was never read are added to ``undated``.
 
         Nothing is swept under a folder the walk could not read, nor when a root that had
         items comes back empty (an unmounted drive looks like that): only files that are
@@ -216,6 +243,7 @@ class Indexer:
         """
         root_id = self.catalog.add_root(str(root))
         known = self.catalog.items_under_root(root_id)
+        no_date = self.catalog.undated_items(root_id)
         todo: list[_Todo] = []
         unreadable: list[str] = []
 
@@ -250,6 +278,8 @@ class Indexer:
             )
             if unchanged and (rec.status == "ok" or not opts.retry_failed):
                 report.unchanged += 1
+                if rec.id in no_date:
+                    undated.append((rec.id, media))
             else:
                 todo.append(_Todo(media, root_id))
             if found % 500 == 0:
@@ -281,6 +311,7 @@ class Indexer:
                 t.content_hash = partial_hash(t.media.path, t.media.size)
             except OSError:
                 t.content_hash = None  # unreadable: the decoder will record why
+            t.taken = read_capture(t.media)
             return t
 
         with ThreadPoolExecutor(max_workers=max(2, self.options.workers)) as pool:
@@ -307,6 +338,18 @@ class Indexer:
         return remaining
 
     # -- decode + encode -------------------------------------------------------------------------
+    def _pick_image_encoder(self, todo: list[_Todo], report: IndexReport) -> None:
+        if self._choose_encoder is None or not todo:  # nothing to encode: nothing to choose
+            self._image_encoder = self.encoder
+            report.image_encoder = encoder_label(self.encoder)
+            return
+        choice = self._choose_encoder([t.media for t in todo])
+        if choice.encoder.fingerprint != self.encoder.fingerprint:
+            raise ModelMismatchError("an image encoder must belong to the model being indexed")
+        self._image_encoder = choice.encoder
+        report.image_encoder, report.image_encoder_reason = choice.label, choice.reason
+        report.image_encoder_fell_back = choice.fell_back
+
     def _encode_all(self, todo: list[_Todo], report: IndexReport) -> None:
         """Decode in the pool, encode in this thread, commit batch by batch.
 
@@ -357,7 +400,7 @@ class Indexer:
 
     def _decode(self, t: _Todo) -> _Decoded:
         """Runs in a worker thread: decode + preprocess. Never raises for bad media."""
-        out = _Decoded(media=t.media, root_id=t.root_id, content_hash=t.content_hash)
+        out = _Decoded(media=t.media, root_id=t.root_id, content_hash=t.content_hash, taken=t.taken)
         out.text_only, out.item_id = t.item_id is not None, t.item_id
         reading = self._reading if self._reading and self._reading.reads(t.media.kind) else None
         try:
@@ -429,7 +472,7 @@ class Indexer:
         if ok:
             t0 = time.perf_counter()
             chunks = _row_chunks([d.pixels for d in ok], self.options.batch_size)
-            flat = np.concatenate([self.encoder.encode_pixels(c) for c in chunks])  # (R, D)
+            flat = np.concatenate([self._image_encoder.encode_pixels(c) for c in chunks])  # (R, D)
             report.encode_s += time.perf_counter() - t0
         writes: list[ItemWrite] = []
         offset = 0
@@ -498,6 +541,7 @@ class Indexer:
         vectors: np.ndarray | None = None,
         timestamps: np.ndarray | None = None,
     ) -> ItemWrite:
+        """The catalog write for a file (a failed one keeps no capture time)."""
         d = t if isinstance(t, _Decoded) else None
         return ItemWrite(
             path=str(t.media.path),
@@ -514,6 +558,7 @@ class Indexer:
             vectors=vectors,
             timestamps=timestamps,
             text=d.text if d is not None and status == "ok" else None,
+            taken=t.taken if status == "ok" else None,
         )
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clipsearch.atomic import atomic_write
+from clipsearch.atomic import atomic_write, atomic_write_text
 from clipsearch.errors import ModelError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -305,6 +305,7 @@ def _first_line(e: BaseException) -> str:
 
 
 # --- weight digests (the model fingerprint's content part) -------------------------------------
+DIGEST_VERSION = 1  # of `state_dict_digest`; bump if what it hashes changes
 _DIGEST_CACHE: dict[tuple[str, int, int, str], str] = {}
 _DIGEST_LOCK = threading.Lock()
 
@@ -326,14 +327,57 @@ def state_dict_digest(model: torch.nn.Module) -> str:
 
 
 def weights_digest(model: torch.nn.Module, path: str, model_cfg: dict[str, Any]) -> str:
-    """`state_dict_digest`, cached per process by (file, size, mtime, config)."""
+    """`state_dict_digest`, cached by (file, size, mtime, config): per process, and across
+    processes in `digest_cache_path` (so a process start does not re-hash the weights)."""
     st = os.stat(path)
     cfg_key = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, cfg_key)
+    disk_key = "|".join(map(str, key))
     with _DIGEST_LOCK:
         cached = _DIGEST_CACHE.get(key)
+        if cached is None:
+            cached = _read_digest_cache().get(disk_key)
     if cached is None:
         cached = state_dict_digest(model)
         with _DIGEST_LOCK:
-            _DIGEST_CACHE[key] = cached
+            _write_digest(disk_key, cached)
+    with _DIGEST_LOCK:
+        _DIGEST_CACHE[key] = cached
     return cached
+
+
+DIGEST_CACHE_ENTRIES = 64  # newest weights files remembered on disk
+
+
+def digest_cache_path() -> Path:
+    """``$CLIPSEARCH_CACHE_DIR/weights-digests.json``; by default the folder is
+    ``$XDG_CACHE_HOME/clipsearch`` (``~/.cache/clipsearch``)."""
+    folder = os.environ.get("CLIPSEARCH_CACHE_DIR")
+    if not folder:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+        folder = os.path.join(base, "clipsearch")
+    return Path(folder) / "weights-digests.json"
+
+
+def _read_digest_cache() -> dict[str, str]:
+    try:
+        data = json.loads(digest_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # missing or damaged: only a cache
+    if not isinstance(data, dict) or data.get("version") != DIGEST_VERSION:
+        return {}
+    entries = data.get("digests")
+    return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
+
+
+def _write_digest(key: str, digest: str) -> None:
+    entries = _read_digest_cache()
+    entries.pop(key, None)
+    entries[key] = digest  # newest last
+    keep = dict(list(entries.items())[-DIGEST_CACHE_ENTRIES:])
+    path = digest_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"version": DIGEST_VERSION, "digests": keep}))
+    except OSError:
+        pass  # a read-only home: the digest is recomputed next time, nothing else changes
