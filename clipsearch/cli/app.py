@@ -246,6 +246,11 @@ def search(
             help="Search in this process even when `clipsearch serve` runs for the library.",
         ),
     ] = False,
+    min_score: options.MinScoreOpt = "auto",
+    sort: options.SortOpt = "relevance",
+    collapse: options.CollapseOpt = False,
+    taken_after: options.TakenAfterOpt = None,
+    taken_before: options.TakenBeforeOpt = None,
     library: options.LibraryOpt = None,
     model: options.ModelOpt = None,
     precision: options.PrecisionOpt = None,
@@ -273,6 +278,11 @@ def search(
             gap_correction="shift" if gap_correction else None,
             text_match=text_match,
             phrases=phrases,
+            min_score=min_score,
+            sort=sort,
+            collapse=collapse,
+            taken_after=taken_after,
+            taken_before=taken_before,
         )
     if hits is None:
         hits = _cold_search(
@@ -296,14 +306,16 @@ def search(
             gap_correction="shift" if gap_correction else None,
             text_match=text_match,
             phrases=phrases,
+            min_score=min_score,
+            sort=sort,
+            collapse=collapse,
+            taken_after=taken_after,
+            taken_before=taken_before,
         )
     if json_out:
         render.print_json([h.to_dict() for h in hits])
         return
-    if not hits:
-        render.err.print("no results")
-        return
-    render.out.print(render.hits_table(hits))
+    render.search_results(hits, dates=sort != "relevance", duplicates=collapse)
 
 
 def _warm_search(library, model, precision, query, **search_options):

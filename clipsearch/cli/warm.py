@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from clipsearch.search.hits import Hit
+from clipsearch.search.hits import Hit, SearchResults
 from clipsearch.server import discovery
 
 TIMEOUT_S = 300.0  # a server still loading its model answers the first query when loaded
@@ -30,7 +30,7 @@ def search(
     *,
     model: str | None,
     precision: str,
-) -> list[Hit] | None:
+) -> SearchResults | None:
     """The hits of the server of ``library`` for ``query`` with the `LocalSearchRequest`
     ``options``, or None when this process should search itself."""
     server = discovery.read(library)
@@ -48,7 +48,11 @@ def search(
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             body = json.loads(response.read())
-        return [Hit.from_dict(h) for h in body["hits"]]
+        min_score = body.get("min_score")
+        return SearchResults(
+            [Hit.from_dict(h) for h in body["hits"]],
+            min_score=None if min_score is None else float(min_score),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         # refused, reset, timed out, an HTTP error (urllib's are OSErrors), a bad body:
         # searching here gives the answer, or the error, the user should see

@@ -3,6 +3,7 @@
 from clipsearch.ingest.events import (
     AnnProgress,
     BatchWritten,
+    DatesRead,
     FileDone,
     IndexEvent,
     IndexReport,
@@ -16,6 +17,7 @@ from clipsearch.ingest.pipeline import Indexer, IndexOptions
 __all__ = [
     "AnnProgress",
     "BatchWritten",
+    "DatesRead",
     "FileDone",
     "IndexEvent",
     "IndexOptions",

@@ -17,8 +17,11 @@ import numpy as np
 from clipsearch.errors import UsageError
 from clipsearch.index.base import VectorIndex
 from clipsearch.models.base import Encoder, l2_normalize
+from clipsearch.search import arrange
+from clipsearch.search.arrange import SORT_ORDERS, SortOrder
+from clipsearch.search.dedup import DEFAULT_THRESHOLD
 from clipsearch.search.hits import FrameCurve, Hit
-from clipsearch.search.rescore import Query, Rescorer, extra_candidates
+from clipsearch.search.rescore import Query, Rescorer, extra_candidates, vouched
 
 if TYPE_CHECKING:
     from clipsearch.search.query import QueryPlan
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 Pooling = Literal["mean", "max", "softmax"]  # how a video's frame scores become its score
 POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
 MAX_K = 10_000
+DATE_DEPTH = 256  # a date order starts with this many candidates and widens 4× until the cut
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,10 @@ class SearchOptions:
     tau: float = 0.1  # softmax pooling temperature
     exact: bool = False  # force exact stage 1 even on an ANN index
     with_curve: bool = False  # attach each video's frame score curve
+    min_score: float | None = None  # relevance cut (a cosine; search.relevance); None: none
+    sort: SortOrder = "relevance"  # the relevant results by: relevance | date | -date
+    collapse: bool = False  # fold near-duplicates into one result (search.arrange)
+    collapse_threshold: float = DEFAULT_THRESHOLD  # cosine of near-duplicates (dedup's)
 
     def validate(self) -> None:
         if not 1 <= self.k <= MAX_K:
@@ -52,6 +60,51 @@ class SearchOptions:
             )
         if not self.tau > 0:
             raise UsageError(f"tau must be > 0, got {self.tau}")
+        if self.sort not in SORT_ORDERS:
+            raise UsageError(f"unknown sort {self.sort!r}; choose one of {', '.join(SORT_ORDERS)}")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise UsageError(f"min_score must be a cosine in [-1, 1], got {self.min_score}")
+        if not 0.0 < self.collapse_threshold <= 1.0:
+            raise UsageError(f"collapse_threshold must be in (0, 1], got {self.collapse_threshold}")
+
+
+def all_above(hits: list[Hit], min_score: float | None) -> bool:
+    """True when every one of ``hits`` (raw order) is above the cut: more may be."""
+    return min_score is None or (bool(hits) and hits[-1].score >= min_score)
+
+
+def _rescored(
+    rescorer: Rescorer, q: np.ndarray, plan: QueryPlan | None, hits: list[Hit]
+) -> list[Hit]:
+    """``hits`` with the rescorer's scores, in its order (ties by item id)."""
+    scores = np.asarray(rescorer.rescore(Query(q, plan), hits), dtype=np.float64)
+    if scores.shape != (len(hits),):
+        raise ValueError(f"a rescorer returned scores {scores.shape} for {len(hits)} hits")
+    order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), hits[i].item_id))
+    return [replace(hits[i], score=float(scores[i])) for i in order]
+
+
+def _with_vouched(
+    rescorer: Rescorer, query: Query, hits: list[Hit], above: set[int]
+) -> tuple[list[Hit], int]:
+    """``hits`` (rescored order) with the relevant ones first, and how many they are.
+
+    Relevant: the hits the rescorer vouches for (`vouched`), and as many of the others as
+    reached the cut on their raw scores (``above``: item ids), taken in the new order —
+    a re-ranker reorders without changing how many answers a query has, and what it
+    vouches for adds to them rather than taking their place."""
+    sure = vouched(rescorer, query, hits)
+    if sure is None:
+        return hits, len(above)
+    quota = sum(1 for h, s in zip(hits, sure, strict=True) if h.item_id in above and not s)
+    flags = []
+    for s in sure:
+        counted = not s and quota > 0  # one of the answers the raw scores counted
+        quota -= counted
+        flags.append(s or counted)
+    first = [h for h, f in zip(hits, flags, strict=True) if f]
+    rest = [h for h, f in zip(hits, flags, strict=True) if not f]
+    return first + rest, len(first)
 
 
 def decode_side(encoder: Encoder) -> int:
@@ -81,33 +134,61 @@ class Searcher:
         rescorer: Rescorer | None = None,
         plan: QueryPlan | None = None,
     ) -> list[Hit]:
-        """Rank items for one query vector (D,). Returns at most ``k`` hits after ``offset``.
+        """Rank items for one query vector (D,). Returns at most ``k`` results after ``offset``.
+
+        The relevance cut, near-duplicate folding, date order and paging follow the ranking
+        (`clipsearch.search.arrange`): the candidates ranked are as many as those need —
+        the page, a rescorer's depth, ``collapse_depth`` for folding, and for a date order
+        every candidate above the cut (at most ``MAX_K``).
 
         rescorer: re-score the top candidates (`clipsearch.search.rescore`): the engine
             fetches ``rescorer.depth(k + offset)`` raw hits plus the items the rescorer
             brings in (``candidates``), takes the rescorer's scores, and sorts, pages and
-            renumbers by them.
+            renumbers by them; the cut's count of relevant hits is taken on the raw scores
+            and applied to the new order.
         plan: the parsed query behind ``q``, for a rescorer that reads the query's text.
         """
         q = np.asarray(q, dtype=np.float32)
-        if rescorer is None:
-            return self.search_many(q[None, :], options)[0]
         options.validate()
         need = options.k + options.offset
-        depth = min(MAX_K, max(rescorer.depth(need), need))
-        hits = self.search_many(q[None, :], replace(options, k=depth, offset=0))[0]
-        query = Query(q, plan)
-        hits = self._bring_in(q, hits, extra_candidates(rescorer, query, depth), options)
-        if not hits:
-            return []
-        scores = np.asarray(rescorer.rescore(query, hits), dtype=np.float64)
-        if scores.shape != (len(hits),):
-            raise ValueError(f"a rescorer returned scores {scores.shape} for {len(hits)} hits")
-        order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), hits[i].item_id))
-        return [
-            replace(hits[i], score=float(scores[i]), rank=rank)
-            for rank, i in enumerate(order[options.offset : need], start=options.offset + 1)
-        ]
+        depth = need
+        if rescorer is not None:
+            depth = max(depth, rescorer.depth(need))
+        if options.collapse:
+            depth = max(depth, arrange.collapse_depth(need))
+        if options.sort != "relevance":  # every candidate above the cut is needed
+            depth = MAX_K if options.min_score is None else max(depth, DATE_DEPTH)
+        depth = min(MAX_K, depth)
+        while True:
+            hits = self.search_many(q[None, :], replace(options, k=depth, offset=0))[0]
+            more = len(hits) == depth and depth < MAX_K  # candidates past the window exist
+            by_date = options.sort != "relevance"
+            if more and by_date and all_above(hits, options.min_score):
+                depth = min(MAX_K, depth * 4)  # a date order needs every relevant candidate
+                continue
+            if rescorer is not None:
+                extra = extra_candidates(rescorer, Query(q, plan), depth)
+                hits = self._bring_in(q, hits, extra, options)
+            n_relevant = arrange.count_relevant(hits, options.min_score)
+            if rescorer is not None and hits:
+                above = {h.item_id for h in hits[:n_relevant]}  # raw order: the head
+                hits = _rescored(rescorer, q, plan, hits)
+                if options.min_score is not None:
+                    hits, n_relevant = _with_vouched(rescorer, Query(q, plan), hits, above)
+            page, results = arrange.arrange(
+                hits,
+                n_relevant,
+                self.catalog,
+                k=options.k,
+                offset=options.offset,
+                sort=options.sort,
+                collapse=options.collapse,
+                collapse_threshold=options.collapse_threshold,
+            )
+            if more and options.collapse and results < need:
+                depth = min(MAX_K, depth * 2)  # folding left too few results: look further
+                continue
+            return page
 
     def search_many(
         self, queries: np.ndarray, options: SearchOptions = SearchOptions()
@@ -187,8 +268,10 @@ class Searcher:
         image_vectors = self.catalog.item_vectors(
             [i for i, r in records.items() if r.kind == "image"]
         )
-        for item_id, vec in image_vectors.items():
-            scored.append((float(vec @ q), item_id))
+        if image_vectors:  # one product for all images: a page of thousands is one call
+            ids = list(image_vectors)
+            sims = np.stack([image_vectors[i] for i in ids]) @ q  # (I,)
+            scored.extend(zip(sims.tolist(), ids, strict=True))
         if video_ids:
             from clipsearch.search.video import FrameSets, localize, pool_scores_batch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from clipsearch.media.scan import MediaKind
 
 if TYPE_CHECKING:
+    from clipsearch.media.capture_time import CaptureTime
     from clipsearch.search.video import Moment
     from clipsearch.store.texts import TextMatch
 
@@ -32,6 +34,11 @@ class Hit:
     curve: for videos when requested (``with_curve=True``), the frame score curve.
     text_match: the text read in the picture (or the video frame) that matched the query's
         words, when the search matched text (`clipsearch.search.textmatch`).
+    relevant: above the query's relevance cut (``min_score``: clipsearch.search.relevance);
+        the relevant hits of a search come first.
+    taken: when it was taken (EXIF, the video container, else the file's mtime).
+    members: with ``collapse``, the near-duplicates folded into this hit (best first);
+        None when the search did not collapse.
     """
 
     item_id: int
@@ -45,6 +52,9 @@ class Hit:
     moment: Moment | None = None
     curve: FrameCurve | None = field(default=None, repr=False)
     text_match: TextMatch | None = None
+    relevant: bool = True
+    taken: CaptureTime | None = None
+    members: tuple[Duplicate, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (what `clipsearch search --json` and the HTTP API return)."""
@@ -82,6 +92,11 @@ class Hit:
                 "t": [round(float(t), 3) for t in self.curve.timestamps],
                 "score": [round(float(s), 5) for s in self.curve.scores],
             }
+        out["relevant"] = self.relevant
+        out["taken"] = self.taken.isoformat() if self.taken is not None else None
+        out["taken_source"] = self.taken.source if self.taken is not None else None
+        if self.members is not None:
+            out["members"] = [m.to_dict() for m in self.members]
         return out
 
     @classmethod
@@ -126,4 +141,64 @@ class Hit:
             moment=moment,
             text_match=text_match,
             curve=curve,
+            relevant=bool(d.get("relevant", True)),
+            taken=_taken_from_dict(d),
+            members=None
+            if d.get("members") is None
+            else tuple(
+                Duplicate(cls.from_dict({**m, "rank": d["rank"]}), float(m["similarity"]))
+                for m in d["members"]
+            ),
         )
+
+
+def _taken_from_dict(d: dict[str, Any]) -> CaptureTime | None:
+    """The `CaptureTime` whose ``isoformat`` and source `Hit.to_dict` wrote (to the second:
+    the precision the rendering shows)."""
+    if d.get("taken") is None:
+        return None
+    from datetime import datetime
+
+    from clipsearch.media.capture_time import CaptureTime
+
+    when = datetime.fromisoformat(d["taken"])
+    offset = when.utcoffset()
+    offset_min = None if offset is None else int(offset.total_seconds() // 60)
+    return CaptureTime(int(when.timestamp()) * 1_000_000_000, offset_min, d["taken_source"])
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A near-duplicate folded into a result (``Hit.members``).
+
+    hit: the folded item as a result of the same search (its own score, path, moment...;
+        its rank is the rank of the result it is folded into).
+    similarity: the cosine of its stored vector to the result's (≥ the collapse threshold,
+        or joined through a chain of such pairs).
+    """
+
+    hit: Hit
+    similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.hit.to_dict()
+        for key in ("rank", "relevant", "members"):
+            out.pop(key, None)
+        out["similarity"] = round(float(self.similarity), 6)
+        return out
+
+
+class SearchResults(list[Hit]):
+    """The hits of one search page (a plain list of `Hit`) and what the search decided.
+
+    min_score: the relevance cut the search used (a cosine), None without a cut.
+    """
+
+    def __init__(self, hits: Iterable[Hit] = (), *, min_score: float | None = None) -> None:
+        super().__init__(hits)
+        self.min_score = min_score
+
+    @property
+    def relevant(self) -> list[Hit]:
+        """The hits above the relevance cut."""
+        return [h for h in self if h.relevant]

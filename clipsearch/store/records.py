@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipsearch.errors import LibraryError
+from clipsearch.media.capture_time import CaptureTime
 from clipsearch.media.scan import MediaKind
 
 STATUSES = ("ok", "failed")
@@ -94,6 +95,7 @@ class ItemWrite:
     timestamps: np.ndarray | None = None
     # Text read from the file in the same run (OCR), stored with its vectors; None = not read.
     text: TextRead | None = None
+    taken: CaptureTime | None = None  # when it was taken (clipsearch.media.capture_time)
 
 
 @dataclass(frozen=True)

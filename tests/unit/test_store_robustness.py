@@ -118,9 +118,18 @@ def test_an_empty_catalog_file_is_an_error_not_a_new_library(tmp_path):
 
 
 def damage_page(db: Path, fraction: float) -> None:
-    """Overwrite 4 KB inside the page at ``fraction`` of the file (not its first bytes)."""
+    """Overwrite 4 KB inside the first page at or after ``fraction`` of the file that holds
+    rows (not its first bytes). An empty table's root page is all unused space: random
+    bytes there lose nothing, and no check can tell them from the free space they replace."""
+    con = sqlite3.connect(db)
+    try:
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        holding = sorted(p for (p,) in con.execute("SELECT pageno FROM dbstat WHERE ncell > 0"))
+    finally:
+        con.close()
     raw = bytearray(db.read_bytes())
-    at = int(len(raw) * fraction) // 16384 * 16384 + 100
+    page = next(p for p in holding if p >= int(len(raw) * fraction) // page_size + 1)
+    at = (page - 1) * page_size + 100
     raw[at : at + 4096] = np.random.default_rng(5).bytes(4096)
     db.write_bytes(bytes(raw))
 

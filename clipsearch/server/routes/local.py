@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from clipsearch.errors import QueryError, QueryFileRefusedError
 from clipsearch.media.scan import MediaKind
+from clipsearch.search.arrange import SortOrder
 from clipsearch.search.engine import MAX_K, Pooling
 from clipsearch.search.rerank import RerankMethod
 from clipsearch.server.errors import ApiError
@@ -45,6 +46,11 @@ class LocalSearchRequest(BaseModel):
     gap_correction: Literal["shift", "center"] | None = None
     text_match: bool | None = None
     phrases: bool | None = None
+    min_score: str = Field("auto", max_length=64)
+    sort: SortOrder = "relevance"
+    collapse: bool = False
+    taken_after: str | None = Field(None, max_length=64)
+    taken_before: str | None = Field(None, max_length=64)
 
 
 @router.post("/api/local/search")
@@ -83,6 +89,11 @@ async def local_search(
             gap_correction=req.gap_correction,
             text_match=req.text_match,
             phrases=req.phrases,
+            min_score=req.min_score,
+            sort=req.sort,
+            collapse=req.collapse,
+            taken_after=req.taken_after,
+            taken_before=req.taken_before,
         )
     )
     out = []
@@ -91,4 +102,4 @@ async def local_search(
         if h.moment is not None:
             d["moment"]["score"] = float(h.moment.score)
         out.append(d)
-    return {"hits": out}
+    return {"hits": out, "min_score": hits.min_score}

@@ -89,6 +89,11 @@ _POST_BODY = {
                         "kind": {"type": "string", "enum": ["image", "video"]},
                         "where": {"type": "array", "items": {"type": "string"}},
                         "pooling": {"type": "string", "enum": ["mean", "max", "softmax"]},
+                        "min_score": {"type": "string", "description": "auto, none or a cosine"},
+                        "sort": {"type": "string", "enum": ["relevance", "date", "-date"]},
+                        "collapse": {"type": "boolean"},
+                        "taken_after": {"type": "string"},
+                        "taken_before": {"type": "string"},
                     },
                 },
                 "encoding": {"image": {"contentType": "image/*"}},
@@ -277,6 +282,11 @@ async def run_search(
             plan=parts.plan,
             text_match=req.text_match,
             phrases=req.phrases,
+            min_score=req.min_score,
+            sort=req.sort,
+            collapse=req.collapse,
+            taken_after=req.taken_after,
+            taken_before=req.taken_before,
         )
     )
     out = [hit_out(h) for h in hits]
@@ -287,11 +297,20 @@ async def run_search(
         "offset": req.offset,
         "next_offset": req.offset + len(out) if len(out) == req.k else None,
         "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+        "min_score": None if hits.min_score is None else round(float(hits.min_score), 6),
     }
 
 
 def hit_out(hit) -> dict[str, Any]:
     d = hit.to_dict()
+    if hit.members is not None:
+        for member, out in zip(hit.members, d["members"], strict=True):
+            _links(member.hit, out)
+    return _links(hit, d)
+
+
+def _links(hit, d: dict[str, Any]) -> dict[str, Any]:
+    """Add the file name, thumbnail and media URLs to a hit's (or member's) JSON."""
     d["name"] = os.path.basename(hit.path)
     base = f"/api/items/{hit.item_id}"
     moment = d.get("moment")

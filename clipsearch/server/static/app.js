@@ -24,7 +24,10 @@ const state = {
   image: null, // File used as an example (dropped, pasted or chosen)
   imageUrl: null, // its object URL, for the chip preview
   like: [], // [{id, name, thumb}] items for "more like this"
-  hits: [],
+  hits: [], // every hit loaded for this query, in the server's order (relevant ones first)
+  showAll: false, // the less relevant hits are shown too ("show more")
+  expanded: new Set(), // item ids whose folded near-duplicates are unfolded
+  tookMs: 0,
   nextOffset: null,
   controller: null, // AbortController of the request in flight
   lastOpener: null, // element to refocus when a dialog closes
@@ -74,9 +77,11 @@ function filters() {
   const where = [];
   const folder = $("f-folder").value;
   if (folder) where.push("root:" + folder);
-  if ($("f-after").value) where.push("after:" + $("f-after").value);
-  if ($("f-before").value) where.push("before:" + $("f-before").value);
-  return { kind: $("f-kind").value, pooling: $("f-pooling").value, where };
+  // the server's default min_score=auto marks where the relevant results end
+  const extra = { sort: $("f-sort").value, collapse: String($("f-collapse").checked) };
+  if ($("f-after").value) extra.taken_after = $("f-after").value;
+  if ($("f-before").value) extra.taken_before = $("f-before").value;
+  return { kind: $("f-kind").value, pooling: $("f-pooling").value, where, extra };
 }
 
 function hasQuery() {
@@ -96,9 +101,10 @@ function buildRequest(offset) {
     form.append("pooling", f.pooling);
     f.where.forEach((w) => form.append("where", w));
     state.like.forEach((l) => form.append("like", l.id));
+    Object.entries(f.extra).forEach(([k, v]) => form.append(k, v));
     return ["/api/search", { method: "POST", body: form }];
   }
-  const p = new URLSearchParams({ k: PAGE_SIZE, offset, pooling: f.pooling });
+  const p = new URLSearchParams({ k: PAGE_SIZE, offset, pooling: f.pooling, ...f.extra });
   if (q) p.set("q", q);
   if (f.kind) p.set("kind", f.kind);
   f.where.forEach((w) => p.append("where", w));
@@ -110,10 +116,10 @@ async function search({ append = false } = {}) {
   state.controller?.abort();
   if (!hasQuery()) {
     state.controller = null;
+    state.nextOffset = null;
     renderHits([], false);
     $("summary").textContent = "";
     $("empty").hidden = false;
-    $("more").hidden = true;
     return;
   }
   const controller = new AbortController();
@@ -125,13 +131,9 @@ async function search({ append = false } = {}) {
     const res = await api(url, { ...init, signal: controller.signal });
     if (controller !== state.controller) return; // a newer search started meanwhile
     showBanner("");
-    renderHits(res.hits, append);
     state.nextOffset = res.next_offset;
-    $("more").hidden = res.next_offset === null;
-    const n = state.hits.length;
-    $("summary").textContent = n
-      ? `${plural(n, "result")}${res.next_offset !== null ? " so far" : ""} · ${Math.round(res.took_ms)} ms`
-      : "No results. Try other words or fewer filters.";
+    state.tookMs = res.took_ms;
+    renderHits(res.hits, append);
     $("empty").hidden = true;
   } catch (err) {
     if (err.name === "AbortError") return;
@@ -168,7 +170,7 @@ function matchedText(match) {
   return out;
 }
 
-function card(hit, index) {
+function card(hit, index, head = null) {
   const img = el("img", {
     src: hit.thumb_url,
     alt: hit.kind === "video" ? `${hit.name}, frame at ${fmtTime(hit.moment?.best_t ?? 0)}` : hit.name,
@@ -196,18 +198,82 @@ function card(hit, index) {
     "aria-label": `More like ${hit.name}`,
     onclick: () => moreLikeThis(hit),
   });
-  return el("li", {}, open, like);
+  const kind = head ? "member" : hit.relevant === false ? "weak" : null;
+  const li = el("li", { class: kind, "data-item": hit.item_id }, open, like);
+  if (head) open.setAttribute("aria-label", `${hitLabel(hit)}, near-duplicate of ${head.name}`);
+  if (hit.members?.length) {
+    const unfolded = state.expanded.has(hit.item_id);
+    li.append(el("button", {
+      type: "button",
+      class: "dups",
+      "aria-expanded": String(unfolded),
+      "aria-label": `${plural(hit.members.length, "near-duplicate")} of ${hit.name}`,
+      text: "+" + hit.members.length,
+      onclick: () => toggleMembers(hit),
+    }));
+  }
+  return li;
 }
 
+function toggleMembers(hit) {
+  if (state.expanded.has(hit.item_id)) state.expanded.delete(hit.item_id);
+  else state.expanded.add(hit.item_id);
+  renderGrid();
+  $("grid").querySelector(`li[data-item="${hit.item_id}"]:not(.member) .dups`)?.focus();
+}
+
+// Month headings: the wall-clock month where the picture was taken (the ISO string's own).
+function monthKey(taken) {
+  return taken ? taken.slice(0, 7) : "";
+}
+function monthLabel(key) {
+  if (!key) return "Date unknown";
+  const [y, m] = key.split("-").map(Number);
+  return new Date(Date.UTC(y, m - 1, 15)).toLocaleDateString(undefined, { year: "numeric", month: "long", timeZone: "UTC" });
+}
+const heading = (text, weak = false) => el("li", { class: weak ? "heading weak" : "heading" }, el("h2", { text }));
+
 function renderHits(hits, append) {
-  const grid = $("grid");
   if (!append) {
-    grid.replaceChildren();
     state.hits = [];
+    state.showAll = false;
+    state.expanded.clear();
   }
-  const start = state.hits.length;
   state.hits.push(...hits);
-  grid.append(...hits.map((h, i) => card(h, start + i)));
+  renderGrid();
+}
+
+// The grid: the relevant hits (by month when sorted by date), then, once asked for, the
+// less relevant ones; a result's near-duplicates follow it when unfolded.
+function renderGrid() {
+  const byMonth = $("f-sort").value !== "relevance" && $("f-group").checked;
+  const relevant = state.hits.filter((h) => h.relevant !== false).length;
+  const hidden = state.showAll ? 0 : state.hits.length - relevant;
+  const items = [];
+  let month = null;
+  let weakStarted = false;
+  state.hits.forEach((hit, i) => {
+    if (hit.relevant === false) {
+      if (!state.showAll) return;
+      if (!weakStarted && relevant) items.push(heading("Less relevant", true));
+      weakStarted = true;
+    } else if (byMonth && monthKey(hit.taken) !== month) {
+      month = monthKey(hit.taken);
+      items.push(heading(monthLabel(month)));
+    }
+    items.push(card(hit, i));
+    if (state.expanded.has(hit.item_id)) items.push(...(hit.members || []).map((m) => card(m, `${i}.m`, hit)));
+  });
+  $("grid").replaceChildren(...items);
+  $("show-more").hidden = hidden === 0;
+  $("show-more").textContent = `Show ${plural(hidden, "less relevant result")}`;
+  $("more").hidden = state.nextOffset === null || hidden > 0;
+  const more = state.nextOffset !== null ? " so far" : "";
+  const shown = state.showAll ? state.hits.length : relevant;
+  let text = "No results. Try other words or fewer filters.";
+  if (shown) text = `${plural(shown, "result")}${more} · ${Math.round(state.tookMs)} ms`;
+  else if (hidden) text = `No close matches: ${plural(hidden, "less relevant result")} below.`;
+  $("summary").textContent = state.hits.length || state.controller ? text : "";
 }
 
 function cards() {
@@ -234,6 +300,12 @@ $("grid").addEventListener("keydown", (e) => {
 });
 
 $("more").addEventListener("click", () => search({ append: true }));
+$("show-more").addEventListener("click", () => {
+  const first = state.hits.findIndex((h) => h.relevant === false);
+  state.showAll = true;
+  renderGrid();
+  $("grid").querySelector(`.card[data-index="${first}"]`)?.focus();
+});
 
 // ---------------------------------------------------------------- query chips
 function renderChips() {
@@ -326,7 +398,8 @@ function openViewer(hit, opener) {
   body.replaceChildren();
   $("viewer-title").textContent = hit.name;
   const dims = hit.width ? ` · ${hit.width}×${hit.height}` : "";
-  $("viewer-meta").textContent = `${hit.path} · score ${fmtScore(hit.score)}${dims}`;
+  const taken = hit.taken ? ` · taken ${hit.taken.slice(0, 16).replace("T", " ")}` : "";
+  $("viewer-meta").textContent = `${hit.path} · score ${fmtScore(hit.score)}${dims}${taken}`;
   if (hit.text_match) $("viewer-meta").append(" · text: ", matchedText(hit.text_match));
   $("viewer-open").href = hit.media_url;
   $("viewer-like").onclick = () => moreLikeThis(hit);
@@ -463,6 +536,7 @@ function renderIndex(p) {
   }
   const parts = [];
   if (p.phase === "scanning") parts.push(`Scanning: ${plural(p.found, "file")} found`);
+  else if (p.phase === "dating" && running) parts.push("Reading the capture dates of earlier files");
   else if (running) parts.push(`Encoding ${p.done} / ${p.to_encode ?? "?"} new or changed files`);
   else if (p.state === "done") parts.push(`Done: ${p.report?.added ?? p.done} encoded, ${p.report?.unchanged ?? 0} unchanged, ${p.report?.deleted ?? 0} removed`);
   else if (p.state === "stopped") parts.push(`Stopped after ${p.done} files; index again to resume`);
@@ -532,12 +606,16 @@ $("filters-toggle").addEventListener("click", (e) => {
   $("filters").hidden = !open;
   e.currentTarget.setAttribute("aria-expanded", String(open));
 });
-for (const id of ["f-kind", "f-folder", "f-after", "f-before", "f-pooling"]) {
+for (const id of ["f-kind", "f-folder", "f-after", "f-before", "f-pooling", "f-sort", "f-collapse"]) {
   $(id).addEventListener("change", () => search());
 }
+$("f-group").addEventListener("change", () => renderGrid());
 $("f-clear").addEventListener("click", () => {
   for (const id of ["f-kind", "f-folder", "f-after", "f-before"]) $(id).value = "";
   $("f-pooling").value = "mean";
+  $("f-sort").value = "relevance";
+  $("f-collapse").checked = true;
+  $("f-group").checked = true;
   search();
 });
 
