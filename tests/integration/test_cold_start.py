@@ -66,7 +66,8 @@ def _run_cli(*argv: str) -> tuple[dict, subprocess.CompletedProcess]:
         ("status",),
         ("index-info",),
         ("index", "{photos}"),  # nothing changed: no model
-        ("search", "a red photo", "-k", "3", "--no-server"),  # the numpy text tower
+        # the numpy text tower (every hit shown: the tiny random model scores little above the cut)
+        ("search", "a red photo", "-k", "3", "--min-score", "none", "--no-server"),
     ],
     ids=["help", "status", "index-info", "noop-index", "text-search"],
 )
@@ -145,6 +146,8 @@ def test_search_goes_to_a_running_server_with_identical_results(indexed, run_cli
             ("a red photo", "-k", "4"),
             ("blue", "--kind", "image", "--exact", "-k", "2", "--offset", "1"),
             ('"2:green" - "white"', "--rerank", "is", "-k", "3"),
+            ("red", "--sort", "-date", "--collapse", "--min-score", "none", "-k", "5"),
+            ("green", "--taken-after", "2000", "--min-score", "0.05", "-k", "4"),
         ):
             cold = run_cli("--library", lib, "search", *argv, "--json", "--no-server")
             assert cold.exit_code == 0, cold.output
@@ -159,6 +162,11 @@ def test_search_goes_to_a_running_server_with_identical_results(indexed, run_cli
             assert warm.exit_code == 0, warm.output
             assert json.loads(warm.stdout) == json.loads(cold.stdout)
             assert len(json.loads(warm.stdout)) > 0
+        # the table and what it says about the relevance cut are the same too
+        cold = run_cli("--library", lib, "search", "a red photo", "-k", "6", "--no-server")
+        warm = run_cli("--library", lib, "search", "a red photo", "-k", "6")
+        assert cold.exit_code == warm.exit_code == 0, warm.output
+        assert warm.output == cold.output
         # a query naming a file is searched here (a server never reads paths)
         photo = str(indexed / "photos" / "red.jpg")
         assert run_cli("--library", lib, "search", photo, "-k", "1").exit_code == 0
