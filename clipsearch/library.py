@@ -28,6 +28,7 @@ from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
 from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
 from clipsearch.models.base import Encoder, l2_normalize
+from clipsearch.models.runtime import RuntimeSettings
 from clipsearch.search import classify, dedup, moderation
 from clipsearch.search.arrange import SortOrder
 from clipsearch.search.banks import BankCache
@@ -103,6 +104,7 @@ class LibraryStatus:
     stats: dict[str, Any]
     failures: list[dict[str, str]] = field(default_factory=list)
     ocr: dict[str, Any] = field(default_factory=dict)  # text reading: settings and coverage
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         st = self.stats
@@ -126,6 +128,8 @@ class LibraryStatus:
             # {"by_kind": {kind: {"items", "read", "with_text"}}, "texts"}: BLIP captions
             "captions": st.get("captions"),
             "failures": self.failures,
+            # {"runtime", "quantize", "builds": [{runtime, precision, built_at, gate}]}
+            "runtime": self.runtime,
         }
 
 
@@ -141,6 +145,9 @@ class Library:
     itm_model / caption_model: BLIP models for ``rerank="itm"`` and captions (Hub ids or
         local folders; default `DEFAULT_ITM_MODEL` / `DEFAULT_CAPTION_MODEL`), loaded on
         first use, once. matcher / captioner: already-built ones (override the names).
+    runtime, quantize: the image-encoder runtime for indexing ("auto" | "torch" | "openvino")
+        and its quantization ("none" | "int8"); None = what the library remembers (see
+        `clipsearch.models.runtime`). Given ones are remembered by the next `index`.
     """
 
     def __init__(
@@ -156,12 +163,19 @@ class Library:
         caption_model: str | None = None,
         matcher: ImageTextMatcher | None = None,
         captioner: Captioner | None = None,
+        runtime: str | None = None,
+        quantize: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser().absolute() if path else default_library_path()
+        # Validated before anything is opened: a bad name is a UsageError, not a half-made library.
+        self._runtime = RuntimeSettings.load(self.path).replace(runtime=runtime, quantize=quantize)
+        self._runtime_given = runtime is not None or quantize is not None
         self.catalog = Catalog.open(self.path, create=create, readonly=readonly)
         self._model = model
         self._precision = precision
         self._encoder = encoder
+        self._injected = encoder is not None
+        self._query_encoder: Encoder | None = None
         self._encoder_checked = False  # the binding's fingerprint is checked once, on first use
         self._index: VectorIndex | None = None
         self._cache = None
@@ -192,8 +206,30 @@ class Library:
 
     @property
     def model_loaded(self) -> bool:
-        """True once the model is in memory (the server reports it without loading it)."""
-        return self._encoder is not None
+        """True once the model (or the text tower queries use) is in memory (the server reports
+        it without loading it)."""
+        return self._encoder is not None or self._query_encoder is not None
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """The encoder of search queries. When the library is bound to a model whose text tower
+        has a ready copy (`clipsearch.models.text_tower`), texts are encoded on numpy from it:
+        no torch, no image tower, and the same vectors in every process (CLI and server).
+        Images then go to `encoder`, loaded by the first image query. Otherwise `encoder`."""
+        with self._lock:
+            if self._query_encoder is None:  # asked again until it exists (a first index
+                self._query_encoder = self._text_tower()  # binds the model, writes the copy)
+            return self._query_encoder or self.encoder
+
+    def _text_tower(self) -> Encoder | None:
+        if self._injected or self._precision not in ("auto", "fp32"):
+            return None
+        binding = self.catalog.model_binding()
+        if binding is None or self._model not in (None, binding.spec):
+            return None
+        from clipsearch.models.text_tower import load_ready_copy
+
+        return load_ready_copy(binding.fingerprint, images=lambda: self.encoder, spec=binding.spec)
 
     @property
     def encoder(self) -> Encoder:
@@ -277,8 +313,19 @@ class Library:
                 # Before loading the model (maybe a long download): a run interrupted then
                 # is resumed by `index FOLDER` with the same model, not the default one.
                 self.catalog.choose_model(self.model_spec)
+            encoder = self._indexing_encoder()
+            if self._runtime_given and self._runtime != RuntimeSettings.load(self.path):
+                self._runtime.save(self.path)
             indexer = Indexer(
-                self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
+                self.catalog,
+                encoder,
+                options,
+                on_event=on_event,
+                should_stop=should_stop,
+                # the model is loaded here, only when some file needs encoding
+                choose_encoder=lambda files: self._image_runtime_chooser(
+                    self.encoder, on_event
+                ).choose(files),
             )
             report = indexer.run(roots)
             if not report.interrupted:
@@ -319,6 +366,90 @@ class Library:
         return caption_library(
             self.catalog, self.captioner, options, on_event=on_event, should_stop=should_stop
         )
+
+    def _indexing_encoder(self) -> Encoder:
+        """The model for an index run. A library already bound to the requested model gets a
+        `DeferredEncoder`: a run over unchanged files never loads (or imports) the model."""
+        binding = self.catalog.model_binding()
+        if self._encoder is not None or binding is None or self._model not in (None, binding.spec):
+            return self.encoder
+        from clipsearch.models.deferred import DeferredEncoder
+
+        return DeferredEncoder(
+            spec=binding.spec,
+            fingerprint=binding.fingerprint,
+            dim=binding.dim,
+            load=lambda: self.encoder,
+        )
+
+    # -- image-encoder runtime ---------------------------------------------------------------------
+    @property
+    def runtime_settings(self) -> RuntimeSettings:
+        """The image-encoder runtime indexing uses (``<library>/runtime.json`` unless this
+        object was given others)."""
+        return self._runtime
+
+    def set_runtime(
+        self, *, runtime: str | None = None, quantize: str | None = None
+    ) -> RuntimeSettings:
+        """Choose and remember the image-encoder runtime and quantization for indexing.
+
+        Raises UsageError for unknown names or int8 with the torch runtime, and
+        MissingDependencyError when "openvino" is asked for but not installed.
+        """
+        from clipsearch.errors import MissingDependencyError
+        from clipsearch.models.runtime import openvino_available
+
+        settings = self._runtime.replace(runtime=runtime, quantize=quantize)
+        if settings.runtime == "openvino" and not openvino_available():
+            raise MissingDependencyError("openvino", "openvino")
+        self.path.mkdir(parents=True, exist_ok=True)
+        settings.save(self.path)
+        self._runtime, self._runtime_given = settings, False
+        return settings
+
+    def _image_runtime_chooser(
+        self, encoder: Encoder, on_event: Callable[[IndexEvent], None] | None
+    ):
+        from clipsearch.ingest.runtime_choice import ImageRuntimeChooser
+        from clipsearch.search.banks import default_captions
+
+        def reference() -> Encoder:
+            if getattr(encoder, "precision", None) == "fp32" or not hasattr(encoder, "model"):
+                return encoder
+            from clipsearch.models import load_encoder
+
+            return load_encoder(encoder.spec, precision="fp32")
+
+        return ImageRuntimeChooser(
+            base=encoder,
+            settings=self._runtime,
+            folder=self.path / "runtime",
+            catalog=self.catalog,
+            load_reference=reference,
+            captions=default_captions(),
+            emit=on_event,
+        )
+
+    def runtime_info(self) -> dict[str, Any]:
+        """The runtime settings and the image encoders built for the library's model, with
+        their accuracy-gate figures (what `status` shows)."""
+        from clipsearch.models.runtime_cache import RuntimeCache
+
+        binding = self.catalog.model_binding()
+        builds = [
+            {
+                "runtime": e.key.runtime,
+                "precision": e.key.precision,
+                "built_at": e.built_at,
+                "versions": e.versions,
+                **e.info,
+                "gate": e.gate,
+            }
+            for e in RuntimeCache(self.path / "runtime").entries()
+            if binding is None or e.key.fingerprint == binding.fingerprint
+        ]
+        return {**self._runtime.to_dict(), "builds": builds}
 
     # -- search ----------------------------------------------------------------------------------
     # -- nearest-neighbour index ---------------------------------------------------------------
@@ -391,7 +522,7 @@ class Library:
         video: str | Path | Sequence[str | Path] | None = None,
     ) -> np.ndarray:
         """The query vector (D,) for a query string and/or example files."""
-        return encode_plan(self.plan(query, image=image, video=video), self.encoder)
+        return encode_plan(self.plan(query, image=image, video=video), self.query_encoder)
 
     @staticmethod
     def plan(
@@ -510,7 +641,7 @@ class Library:
                 lambda: self.matcher, plan, k=rerank_k, score=rerank_score, text=rerank_text
             )
         if vector is None:
-            vector = encode_plan(plan, self.encoder)
+            vector = encode_plan(plan, self.query_encoder)
         with self._lock:
             threshold = resolve_min_score(cut, l2_normalize(vector), self.background)
             if itm is None:
@@ -692,6 +823,7 @@ class Library:
             stats={**self.catalog.stats(), "captions": self.catalog.texts.coverage(CAPTION)},
             failures=fails,
             ocr=self._text_status(),
+            runtime=self.runtime_info(),
         )
 
     def _text_status(self) -> dict[str, Any]:

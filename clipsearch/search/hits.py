@@ -112,6 +112,73 @@ class Hit:
             out["members"] = [m.to_dict() for m in self.members]
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Hit:
+        """The hit `to_dict` described (a video's moment may carry its ``score``; without
+        it the score is NaN). ``to_dict`` of the result gives ``d`` back."""
+        from clipsearch.search.video import Moment
+
+        m = d.get("moment")
+        moment = None
+        if m is not None:
+            score = float(m.get("score", float("nan")))
+            moment = Moment(float(m["start"]), float(m["end"]), float(m["best_t"]), score)
+        text_match = None
+        if d.get("text_match") is not None:
+            from clipsearch.store.texts import TextMatch
+
+            tm = d["text_match"]
+            text_match = TextMatch(
+                item_id=int(d["item_id"]),
+                coverage=float(tm["coverage"]),
+                terms=tuple(tm["terms"]),
+                text=str(tm["text"]),
+                t=None if tm.get("t") is None else float(tm["t"]),
+                source=str(tm["source"]),
+            )
+        curve = None
+        if d.get("curve") is not None:
+            curve = FrameCurve(
+                np.asarray(d["curve"]["t"], dtype=np.float64),
+                np.asarray(d["curve"]["score"], dtype=np.float32),
+            )
+        return cls(
+            item_id=int(d["item_id"]),
+            path=str(d["path"]),
+            kind=d["kind"],
+            score=float(d["score"]),
+            rank=int(d["rank"]),
+            width=d.get("width"),
+            height=d.get("height"),
+            duration=d.get("duration"),
+            moment=moment,
+            text_match=text_match,
+            curve=curve,
+            relevant=bool(d.get("relevant", True)),
+            taken=_taken_from_dict(d),
+            members=None
+            if d.get("members") is None
+            else tuple(
+                Duplicate(cls.from_dict({**m, "rank": d["rank"]}), float(m["similarity"]))
+                for m in d["members"]
+            ),
+        )
+
+
+def _taken_from_dict(d: dict[str, Any]) -> CaptureTime | None:
+    """The `CaptureTime` whose ``isoformat`` and source `Hit.to_dict` wrote (to the second:
+    the precision the rendering shows)."""
+    if d.get("taken") is None:
+        return None
+    from datetime import datetime
+
+    from clipsearch.media.capture_time import CaptureTime
+
+    when = datetime.fromisoformat(d["taken"])
+    offset = when.utcoffset()
+    offset_min = None if offset is None else int(offset.total_seconds() // 60)
+    return CaptureTime(int(when.timestamp()) * 1_000_000_000, offset_min, d["taken_source"])
+
 
 @dataclass(frozen=True)
 class Duplicate:

@@ -388,6 +388,9 @@ class StatusOut(BaseModel):
         "(by_kind: items, read, with_text), and the number of captions (texts).",
     )
     model_loaded: bool
+    model_loading: bool = Field(
+        False, description="The model is being loaded; queries sent meanwhile wait for it."
+    )
     model_error: str | None
     indexing: bool
     can_index_new_folders: bool

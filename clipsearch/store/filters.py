@@ -44,7 +44,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from clipsearch.errors import QueryError
@@ -76,9 +76,12 @@ _UNITS = {
 _SIZE = re.compile(
     r"size\s*(?:(<=|>=|<|>|=)|:\s*(<=|>=|<|>|=)?)\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)", re.I
 )
+_MAX_SIZE_DIGITS = 100  # far past the 64-bit sizes a catalog holds (20 digits)
 _KEYED = re.compile(r"([a-z]+)\s*:(.*)", re.I | re.S)
 _YEAR = re.compile(r"[0-9]{4}")
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _TAKEN = re.compile(r"taken\s*(<=|>=|<|>|=|:)\s*(.*)", re.I | re.S)
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # the time part of an ISO date-time, by how precise it is: hour:minute, :second, .fraction
@@ -234,6 +237,8 @@ def _parse_size(clause: str, text: str) -> ItemFilter:
         raise _bad(
             clause, f"unknown size unit {m.group(4)!r}; use B, kB, MB, GB, TB, KiB, MiB, GiB"
         )
+    if len(number) > _MAX_SIZE_DIGITS:  # int() refuses thousands of digits; none are needed
+        raise _bad(clause, f"the number has more than {_MAX_SIZE_DIGITS} digits")
     # Exact rational arithmetic: size>1.5k means size >= 1501 bytes, no float rounding.
     whole, _, frac = number.partition(".")
     scale = 10 ** len(frac)
@@ -326,12 +331,13 @@ def _parse_date(clause: str, value: str) -> int:
     except ValueError as e:
         raise _bad(clause, f"{value!r} is not a date ({e})") from None
     try:
-        ts = dt.timestamp()
+        aware = dt if dt.tzinfo is not None else dt.astimezone()  # naive: local time
     except (OverflowError, OSError, ValueError):
         # The platform's local-time conversion cannot reach year 1 or 9999; a date that
         # far out is beyond every mtime the catalog can hold anyway.
         return -(2**64) if dt.year < 1970 else 2**64
-    return round(ts * 1_000_000) * 1000
+    # Integer arithmetic: a float timestamp loses microseconds after 2106.
+    return (aware - _EPOCH) // _MICROSECOND * 1000
 
 
 def _check_glob(clause: str, pattern: str) -> None:

@@ -507,7 +507,7 @@ function renderStatus(st) {
   const count = (k) => kinds[k]?.ok ?? 0;
   const rows = [
     ["Library", st.library],
-    ["Model", (st.model || "none yet") + (st.model_loaded ? "" : " (not loaded)")],
+    ["Model", (st.model || "none yet") + (st.model_loaded ? "" : st.model_loading ? " (loading…)" : " (not loaded)")],
     ["Items", `${(items.ok ?? 0).toLocaleString()} (${plural(count("image"), "image")}, ${plural(count("video"), "video")})`],
     ["Failed", (items.failed ?? 0).toLocaleString()],
     ["Folders", (st.roots || []).join("\n") || "none yet"],
