@@ -12,6 +12,7 @@
 - ``make_image``: `tests.fakes.make_image` (write a coloured test image).
 - ``run_cli``: run the ``clipsearch`` command line in-process through its entry point
   (``clipsearch.cli.app.main``, the one error boundary) and get a `CliResult`.
+- ``tiny_blip_itm`` / ``tiny_blip_caption``: folders of tiny random BLIP models (tests/blipgen.py).
 """
 
 from __future__ import annotations
@@ -129,3 +130,19 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_itm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a tiny random BLIP ITM model (tests/blipgen.py), Hugging Face layout."""
+    from tests.blipgen import save_tiny_blip
+
+    return save_tiny_blip(tmp_path_factory.mktemp("blip") / "itm", "itm", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_caption(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a tiny random BLIP captioning model (tests/blipgen.py)."""
+    from tests.blipgen import save_tiny_blip
+
+    return save_tiny_blip(tmp_path_factory.mktemp("blip") / "caption", "caption", seed=1)

@@ -16,6 +16,7 @@ import typer
 
 from clipsearch.cli import (
     ann_cmd,
+    blip_cmd,
     classify_cmd,
     eval_cmd,
     exchange_cmd,
@@ -157,6 +158,14 @@ def index(
             "folder, then the catalog ingests them (for very large runs).",
         ),
     ] = None,
+    captions: Annotated[
+        bool,
+        typer.Option(
+            "--captions",
+            help="Also write a BLIP caption per image and video moment (see `caption`).",
+        ),
+    ] = False,
+    caption_model: options.CaptionModelOpt = None,
     runtime: Annotated[
         Runtime | None,
         typer.Option(
@@ -180,6 +189,7 @@ def index(
 ) -> None:
     """Index folders of images and videos (incremental: only new or changed files are encoded)."""
     from clipsearch.ingest import IndexOptions
+    from clipsearch.ingest.captioning import CaptionOptions
 
     if engine != "ray" and (ray_address or parquet_shards or gpus_per_worker):
         raise UsageError("--ray-address, --gpus-per-worker and --parquet-shards need --engine ray")
@@ -206,7 +216,14 @@ def index(
         ocr_frames=ocr_frames,
     )
     with (
-        options.open_library(library, model, precision, runtime=runtime, quantize=quantize) as lib,
+        options.open_library(
+            library,
+            model,
+            precision,
+            caption_model=caption_model,
+            runtime=runtime,
+            quantize=quantize,
+        ) as lib,
         _StopFlag() as stop,
         render.IndexProgress(quiet=quiet or json_out) as progress,
     ):
@@ -216,6 +233,7 @@ def index(
             on_event=progress,
             should_stop=stop.event.is_set,
             ray=ray,
+            captions=CaptionOptions() if captions else None,
         )
     if json_out:
         render.print_json(report.to_dict())
@@ -261,8 +279,18 @@ def search(
     ] = [],  # noqa: B006
     rerank: Annotated[
         options.RerankChoice,
-        typer.Option("--rerank", help="Hubness reranker (docs/rerank.md)."),
+        typer.Option(
+            "--rerank",
+            help="Reranker: hubness (docs/rerank.md) or itm, the BLIP cross-encoder over the "
+            "top --rerank-k of a text query (docs/blip.md).",
+        ),
     ] = "none",
+    rerank_k: options.RerankKOpt = 32,
+    rerank_score: options.RerankScoreOpt = "fusion",
+    itm_model: options.ItmModelOpt = None,
+    captions: Annotated[
+        bool, typer.Option("--captions", help="Show each hit's stored BLIP caption.")
+    ] = False,
     gap_correction: Annotated[
         bool,
         typer.Option(
@@ -288,6 +316,13 @@ def search(
     ] = 0.5,
     text_match: options.TextMatchOpt = None,
     phrases: options.PhrasesOpt = None,
+    no_server: Annotated[
+        bool,
+        typer.Option(
+            "--no-server",
+            help="Search in this process even when `clipsearch serve` runs for the library.",
+        ),
+    ] = False,
     min_score: options.MinScoreOpt = "auto",
     sort: options.SortOpt = "relevance",
     collapse: options.CollapseOpt = False,
@@ -298,22 +333,19 @@ def search(
     precision: options.PrecisionOpt = None,
     json_out: options.JsonOpt = False,
 ) -> None:
-    """Search the library by text, image or video."""
+    """Search the library by text, image or video. When `clipsearch serve` runs for the same
+    library, a text query is answered by it (same results, model already loaded)."""
     if text is not None and (len(image) != 1 or query or video):
         raise UsageError("--text composes with exactly one --image (and no query text or --video)")
-    with options.open_library(library, model, precision, create=False) as lib:
-        vector = None
-        if text is not None:
-            from clipsearch.search.compose import composed_query
-
-            vector = composed_query(
-                lib.encoder, image[0], text, method=compose, text_weight=text_weight
-            )
-        hits = lib.search(
+    hits = None
+    # BLIP re-ranking and captions load models the server may not have: searched here
+    blip = rerank in ("itm", "itm-prob") or captions or itm_model is not None
+    if query and text is None and not image and not video and not no_server and not blip:
+        hits = _warm_search(
+            library,
+            model,
+            precision,
             query,
-            image=image if vector is None else None,
-            video=video,
-            vector=vector,
             k=k,
             offset=offset,
             kind=kind,
@@ -331,10 +363,87 @@ def search(
             taken_after=taken_after,
             taken_before=taken_before,
         )
+    if hits is None:
+        hits = _cold_search(
+            library,
+            model,
+            precision,
+            query,
+            image=image,
+            video=video,
+            text=text,
+            compose=compose,
+            text_weight=text_weight,
+            itm_model=itm_model,
+            k=k,
+            offset=offset,
+            kind=kind,
+            where=[*where, *(f"tag:{t}" for t in tag)],
+            pooling=pooling,
+            tau=tau,
+            exact=exact,
+            rerank=rerank,
+            gap_correction="shift" if gap_correction else None,
+            text_match=text_match,
+            phrases=phrases,
+            min_score=min_score,
+            sort=sort,
+            collapse=collapse,
+            taken_after=taken_after,
+            taken_before=taken_before,
+            rerank_k=rerank_k,
+            rerank_score=rerank_score,
+            with_captions=captions,
+        )
     if json_out:
         render.print_json([h.to_dict() for h in hits])
         return
     render.search_results(hits, dates=sort != "relevance", duplicates=collapse)
+
+
+def _warm_search(library, model, precision, query, **search_options):
+    """The hits of a running server of the library, or None (see `clipsearch.cli.warm`)."""
+    from clipsearch.cli import warm
+    from clipsearch.library import default_library_path
+
+    return warm.search(
+        options.library_path(library) or default_library_path(),
+        query,
+        search_options,
+        model=options.model_spec(model),
+        precision=options.precision_of(precision),
+    )
+
+
+def _cold_search(
+    library,
+    model,
+    precision,
+    query,
+    *,
+    image,
+    video,
+    text,
+    compose,
+    text_weight,
+    itm_model=None,
+    **search_options,
+):
+    with options.open_library(library, model, precision, create=False, itm_model=itm_model) as lib:
+        vector = None
+        if text is not None:
+            from clipsearch.search.compose import composed_query
+
+            vector = composed_query(
+                lib.encoder, image[0], text, method=compose, text_weight=text_weight
+            )
+        return lib.search(
+            query,
+            image=image if vector is None else None,
+            video=video,
+            vector=vector,
+            **search_options,
+        )
 
 
 @app.command()
@@ -391,6 +500,8 @@ for _name, _command in (
     ("tag", classify_cmd.tag),
     ("moderate", classify_cmd.moderate),
     ("dedup", classify_cmd.dedup),
+    ("caption", blip_cmd.caption),
+    ("make-pairs", blip_cmd.make_pairs),
 ):
     app.command(name=_name)(_command)
 

@@ -183,23 +183,37 @@ def hits_table(
     table.add_column("moment")
     if duplicates:
         table.add_column("copies", justify="right")
+    reranked = any(h.clip_score is not None for h in hits)
+    if reranked:
+        table.add_column("itm", justify="right")
+        table.add_column("clip", justify="right")
     table.add_column("path", overflow="fold")
-    texts = any(h.text_match is not None for h in hits)
+    sources = {h.text_match.source for h in hits if h.text_match is not None}
+    texts = bool(sources)
     if texts:
-        table.add_column("text in picture", overflow="fold")
+        header = "text in picture" if sources == {"ocr"} else "matched text"
+        table.add_column(header, overflow="fold")
+    captioned = any(h.caption is not None for h in hits)
+    if captioned:
+        table.add_column("caption", overflow="fold")
     for h in hits:
         moment = ""
         if h.moment is not None:
             moment = f"{fmt_time(h.moment.start)}–{fmt_time(h.moment.end)}"
-        row = [str(h.rank), f"{h.score:.4f}", h.kind]
+        row: list[str | Text] = [str(h.rank), f"{h.score:.4f}", h.kind]
         if dates:
             row.append(h.taken.to_datetime().strftime("%Y-%m-%d %H:%M") if h.taken else "")
         row.append(moment)
         if duplicates:
             row.append(f"+{len(h.members)}" if h.members else "")
+        if reranked:
+            row.append("—" if h.itm_score is None else f"{h.itm_score:.3f}")
+            row.append("—" if h.clip_score is None else f"{h.clip_score:.4f}")
         row.append(h.path)
         if texts:
             row.append(matched_text(h))
+        if captioned:
+            row.append(h.caption or "")
         table.add_row(*row)
     return table
 
@@ -316,6 +330,15 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
             if kind == "video" and not ocr.get("frames") and not c.get("read"):
                 continue  # video frames are read only with --ocr-frames
             t.add_row(kind, str(c["items"]), str(c["read"]), str(c["with_text"]))
+        tables.append(t)
+    captions = status.get("captions") or {}
+    if captions.get("texts"):
+        t = Table(title="BLIP captions")
+        t.add_column("kind")
+        for col in ("indexed", "captioned"):
+            t.add_column(col, justify="right")
+        for kind, c in sorted((captions.get("by_kind") or {}).items()):
+            t.add_row(kind, str(c["items"]), str(c["with_text"]))
         tables.append(t)
     fails = status.get("failures") or []
     if fails:

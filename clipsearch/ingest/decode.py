@@ -8,6 +8,7 @@ stops a run: docs/architecture.md#errors).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,7 +89,12 @@ class FileDecoder:
         self.max_frames = max_frames
         self.reading = reading
         self._should_stop = should_stop or (lambda: False)
-        self._min_side = decode_side(encoder)
+
+    @functools.cached_property
+    def _min_side(self) -> int:
+        # Asked when the first file is decoded: a run with nothing to encode never loads a
+        # deferred model (`clipsearch.models.deferred`).
+        return decode_side(self.encoder)
 
     def _reading_for(self, kind: str) -> TextReading | None:
         return self.reading if self.reading is not None and self.reading.reads(kind) else None

@@ -4,6 +4,7 @@ renders these with Rich, the server forwards them to the web page."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from clipsearch.media.scan import MediaKind
 
@@ -107,6 +108,7 @@ class IndexReport:
     elapsed_s: float = 0.0
     encode_s: float = 0.0
     interrupted: bool = False
+    captions: Any = None  # a CaptionReport when the run also captioned (index --captions)
     image_encoder: str | None = None  # what encoded images, e.g. "torch fp32", "openvino int8"
     image_encoder_reason: str | None = None  # why that one (e.g. the accuracy gate's verdict)
     image_encoder_fell_back: bool = False  # an accelerated encoder was wanted, torch was used
@@ -131,6 +133,7 @@ class IndexReport:
             "scan_errors": [{"path": p, "error": e} for p, e in self.scan_errors],
             "elapsed_s": round(self.elapsed_s, 3),
             "interrupted": self.interrupted,
+            **({"captions": self.captions.to_dict()} if self.captions is not None else {}),
             "image_encoder": self.image_encoder,
             "image_encoder_reason": self.image_encoder_reason,
             "image_encoder_fell_back": self.image_encoder_fell_back,

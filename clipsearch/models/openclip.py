@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.errors import ModelError, UsageError, WeightsUnavailableError
+from clipsearch.models import text_tower
 from clipsearch.models.base import Encoder
 from clipsearch.models.checkpoint import (
     load_state_dict_into,
@@ -228,11 +229,20 @@ def load_encoder(
     with _quiet_root_logging():
         source = _resolve(parsed)
         model = _build_model(source.model_cfg, precision=resolved)
-        load_state_dict_into(model, read_state_dict(source.weights), source=source.weights)
+        load_state_dict_into(
+            model, read_state_dict(source.weights), source=source.weights, assign=True
+        )
         preprocess_cfg = _final_preprocess_cfg(model, source.preprocess_overlay)
         tokenizer = _make_tokenizer(source.arch, source.model_cfg)
     digest = weights_digest(model, source.weights, source.model_cfg)
     fingerprint = _fingerprint(source, preprocess_cfg, digest, type(tokenizer).__name__)
+    if text_tower.supports(model, source.model_cfg, tokenizer):  # fp32 weights, before the cast
+        text_tower.save_ready_copy(
+            model,
+            fingerprint=fingerprint,
+            model_cfg=source.model_cfg,
+            context_length=int(getattr(tokenizer, "context_length", 77)),
+        )
     _cast(model, resolved, is_timm="timm_model_name" in source.model_cfg["vision_cfg"])
     try:
         model.to(device)

@@ -234,7 +234,8 @@ def test_shared_options_have_one_spelling():
             [
                 "auto|fp32|bf16|fp16",
                 "mean|max|softmax",
-                "none|is|qbnorm|dbnorm|dbnorm-dynamic",
+                "none|is|qbnorm|dbnorm|dbnorm-dynamic|itm",
+                "fusion|itm",
                 "slerp|sum",
                 "image|video",
             ],
@@ -246,7 +247,7 @@ def test_shared_options_have_one_spelling():
             [
                 "auto|karpathy|pairs|msrvtt|wds",
                 "[mean|max|softmax],...",
-                "[none|is|qbnorm|dbnorm|dbnorm-dynamic],...",
+                "[none|is|qbnorm|dbnorm|dbnorm-dynamic|itm|itm-prob],...",
             ],
         ),
         (["eval", "synth"], ["full|background", "scene|all"]),

@@ -76,3 +76,28 @@ def test_a_changed_file_or_damaged_cache_is_hashed_again(tiny_checkpoint, monkey
     monkeypatch.setattr(checkpoint, "_DIGEST_CACHE", {})
     assert load_encoder(str(tiny_checkpoint), precision="fp32").fingerprint == fp
     assert len(calls) == 3  # same bytes, new mtime: hashed again, same fingerprint
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_loaded_weights_take_the_models_dtype_not_the_files(tmp_path, precision):
+    """Weights are assigned, not copied, but converted first: an fp16 file loaded in fp32
+    gives fp32 parameters (bf16: open_clip's mix, LayerNorm in fp32), equal to the file."""
+    import open_clip
+
+    from clipsearch.models import save_checkpoint
+    from tests.fakes import register_tiny_models
+
+    register_tiny_models()
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-vit").half()
+    path = save_checkpoint(model, tmp_path / "fp16.safetensors", arch="tiny-vit")
+    enc = load_encoder(str(path), precision=precision)
+    dtypes = {p.dtype for p in enc.model.parameters()}
+    if precision == "fp32":
+        assert dtypes == {torch.float32}
+    else:
+        assert torch.bfloat16 in dtypes and torch.float16 not in dtypes
+    ref = model.state_dict()["text_projection"].float()
+    got = enc.model.state_dict()["text_projection"].float()
+    torch.testing.assert_close(got, ref, rtol=1e-2 if precision == "bf16" else 0, atol=0)
+    assert enc.encode_texts(["a dog"]).dtype.name == "float32"
