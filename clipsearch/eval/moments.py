@@ -369,8 +369,8 @@ def evaluate_moments(
 ) -> MomentReport:
     """Index the dataset's videos into ``library`` (incrementally) and score every query.
 
-    Videos are ranked with the search engine's pooling (`pool_scores_batch`, at the
-    temperature `clipsearch search` uses) and moments found with its localisation, on the
+    Videos are ranked with the search engine's pooling (`pool_scores_batch`, at each
+    method's default temperature, as `clipsearch search` ranks them) and moments found with its localisation, on the
     vectors and shot boundaries stored in the catalog. The first pooling is the one whose
     top video the corpus baselines use.
     Raises: as `Library.index`; DatasetError if none of the videos could be indexed.
@@ -399,7 +399,6 @@ def evaluate_moments(
 
     t0 = time.perf_counter()
     window = float(np.median([b - a for q in queries for a, b in q.windows]))
-    taus = {p: _tau(library, p) for p in poolings}
     ious: dict[tuple[str, str], list[float]] = {}
     hits: dict[str, list[bool]] = {p: [] for p in poolings}
     for i, (q, vec) in enumerate(zip(queries, vectors, strict=True)):
@@ -413,7 +412,7 @@ def evaluate_moments(
         for label, span in given.items():
             ious.setdefault((label, "given video"), []).append(temporal_iou(span, q.windows))
         for p in poolings:
-            scores = pool_scores_batch(vec[None, :], sets, p, tau=taus[p])[0]  # (V,)
+            scores = pool_scores_batch(vec[None, :], sets, p)[0]  # (V,)
             top = names[int(np.argmax(scores))]
             right = top == q.video
             hits[p].append(right)
@@ -450,14 +449,6 @@ def evaluate_moments(
         skipped=dataset.skipped,
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )
-
-
-def _tau(library: Library, pooling: str) -> float | None:
-    from clipsearch.search.video import peak_tau
-
-    if pooling == "peak":
-        return peak_tau(getattr(library.encoder, "logit_scale", None))
-    return None
 
 
 def _indexed_videos(library: Library, dataset: MomentDataset) -> dict[str, _Video]:

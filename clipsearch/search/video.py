@@ -6,13 +6,15 @@ at times t_1..t_F). For a query vector t (text or image), s_i = t·f_i.
 Pooling methods:
 
 - ``peak`` (the default) — the video's best-matching part, softly: the frame scores averaged
-  under the model's own attention over the frames, score = Σ_i p_i s_i with
-  p_i = softmax_i(s_i / τ) and τ = 1/logit_scale (the temperature CLIP was trained with:
-  p_i is the probability the model gives frame i of being the match among the video's
-  frames). Between the best frame's and the best few frames' score, never above max_i s_i.
-  Measured against the others in docs/video.md: it finds the right video at least as
-  often as ``max`` on picture-query moment sets and more often on long noisy videos, where
-  ``max`` favours long videos (more frames, higher maximum noise).
+  under a softmax over the frames at CLIP's temperature, score = Σ_i p_i s_i with
+  p_i = softmax_i(s_i / τ), τ = 0.01 = 1/100, the logit scale CLIP-family models train to
+  (OpenAI CLIP and OpenCLIP end at the clamp, 100), so p_i is the probability a trained
+  model gives frame i of being the match among the video's frames. Between the mean and
+  the best of the frame scores, close to the best few; never above max_i s_i, so the
+  search engine's stage-1 bound stays exact. Measured against the others in
+  docs/video.md: it finds the right video as often as ``max`` on picture-query moment
+  sets and more often in simulated long noisy videos, where ``max`` favours long videos
+  (more frames, a higher maximum of the noise).
 - ``mean`` — CLIP4Clip meanP (Luo et al. 2021, "CLIP4Clip", parameter-free mean pooling):
   v = normalise(Σ_i normalise(f_i) / F), score = t·v. The video vector v is what the
   catalog stores (`meanp`). Zero-shot ViT-B/32 MSR-VTT 1k-A R@1 ≈ 31: right for
@@ -47,15 +49,16 @@ from clipsearch.search.moments import Moment, find_moments, frame_cells, localiz
 
 __all__ = [
     "DEFAULT_POOLING",
+    "PEAK_TAU",
     "POOL_METHODS",
     "FrameSets",
     "Moment",
     "PoolMethod",
+    "default_tau",
     "find_moments",
     "frame_cells",
     "localize",
     "meanp",
-    "peak_tau",
     "pool_scores",
     "pool_scores_batch",
 ]
@@ -64,13 +67,12 @@ PoolMethod = Literal["peak", "mean", "max", "softmax"]
 POOL_METHODS: tuple[PoolMethod, ...] = ("peak", "mean", "max", "softmax")
 DEFAULT_POOLING: PoolMethod = "peak"
 DEFAULT_TAU = 0.1  # softmax (X-Pool) temperature, Hitchhiker's choice
-CLIP_LOGIT_SCALE = 100.0  # trained CLIP/OpenCLIP models end at the clamp, 100
+PEAK_TAU = 0.01  # peak temperature: 1 / the logit scale trained CLIP models reach (100)
 
 
-def peak_tau(logit_scale: float | None) -> float:
-    """The ``peak`` temperature for a model: 1/logit_scale (1/100 if unknown)."""
-    scale = float(logit_scale) if logit_scale and logit_scale > 0 else CLIP_LOGIT_SCALE
-    return 1.0 / scale
+def default_tau(method: str) -> float:
+    """The temperature a pooling method uses when none is given (``peak`` 0.01, else 0.1)."""
+    return PEAK_TAU if method == "peak" else DEFAULT_TAU
 
 
 def meanp(frames: np.ndarray) -> np.ndarray:
@@ -148,9 +150,8 @@ def pool_scores_batch(
         queries: (Q, D) or (D,) query vectors (normalised here).
         videos: the videos' frames as `FrameSets`.
         method: ``peak`` | ``mean`` | ``max`` | ``softmax`` (see the module docstring).
-        tau: temperature (> 0) of ``peak`` and ``softmax``, on the cosine scale (``peak``
-            wants 1/logit_scale, see `peak_tau`). None: 1/100 for ``peak``, 0.1 for
-            ``softmax``.
+        tau: temperature (> 0) of ``peak`` and ``softmax``, on the cosine scale; None: the
+            method's default (`default_tau`: 0.01 for ``peak``, 0.1 for ``softmax``).
     Returns:
         (Q, V) float32 scores (cosines, in [-1, 1]).
     Raises:
@@ -169,7 +170,7 @@ def pool_scores_batch(
     if method == "max":
         return np.maximum.reduceat(s, starts, axis=1)
     if tau is None:
-        tau = peak_tau(None) if method == "peak" else DEFAULT_TAU
+        tau = default_tau(method)
     if not tau > 0:
         raise UsageError(f"{method} pooling needs tau > 0, got {tau}")
     counts = videos.counts

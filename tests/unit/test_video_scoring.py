@@ -13,7 +13,6 @@ from clipsearch.search.video import (
     FrameSets,
     localize,
     meanp,
-    peak_tau,
     pool_scores,
     pool_scores_batch,
 )
@@ -88,11 +87,13 @@ def test_peak_lies_between_the_mean_frame_score_and_the_best_frame():
     np.testing.assert_allclose(pool_scores(q, frames, "peak", tau=1e5), s.mean(axis=1), atol=1e-4)
 
 
-def test_peak_is_the_default_and_its_temperature_follows_the_logit_scale():
+def test_peak_is_the_default_at_clips_temperature():
     assert DEFAULT_POOLING == "peak"
-    assert peak_tau(100.0) == pytest.approx(0.01)
-    assert peak_tau(None) == pytest.approx(0.01)  # unknown: CLIP's trained scale
-    assert peak_tau(50.0) == pytest.approx(0.02)
+    rng = np.random.default_rng(6)
+    q, frames = rng.standard_normal((2, 16)), rng.standard_normal((30, 16))
+    np.testing.assert_allclose(
+        pool_scores(q, frames), pool_scores(q, frames, "peak", tau=0.01), rtol=1e-6
+    )
 
 
 def test_peak_finds_a_short_moment_that_mean_pooling_dilutes():
