@@ -1,0 +1,199 @@
+"""Moment retrieval: does search find the right video, and the right moment inside it?
+
+    python benchmarks/moments.py            # 3 synthetic sets (seeds 0-2) + the simulation
+    python benchmarks/moments.py --quick    # 1 set + a smaller simulation
+    python benchmarks/moments.py --harder   # stronger colour shift of the picture queries
+
+Part 1, synthetic picture queries (tests/momentgen.py, cached in benchmarks/out/moments):
+6 videos of 4-6 scenes of 3-12 s (slow zoom, sensor noise, 0.5 s cross-fades); each query
+is a scene's picture re-cropped and colour-shifted. Model: open_clip ViT-B-32 with random
+weights (seed 0, no download), default precision and sampler, indexed by `Library.index`
+(the product path: decode, shot detection, encode, store). Scored by
+`clipsearch.eval.moments.evaluate_moments` - every pooling and both baselines (whole
+video; a fixed window around the best frame) from the same stored vectors in one run.
+Targets at default settings: right video first >= 85 %, R1@IoU0.5 >= 75 %, mIoU >= 0.70.
+
+Part 2, simulated long videos (numpy only): frame-score curves like a trained CLIP's for a
+text query - 30 videos of 12-600 frames (fps:1), a per-video offset (sd 0.01) and AR(1)
+frame noise (sd 0.012, rho 0.7); the target video holds a 3-15 frame moment raised by
+delta, a fifth of the others a moment raised by delta/2. How often each pooling ranks the
+target first, and how well the moment is found inside it (IoU), against the baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+OUT = Path(__file__).parent / "out" / "moments"
+POOLINGS = ("peak", "mean", "max", "softmax")
+TARGETS = {"video_r1": 85.0, "r1_05": 75.0, "miou": 0.70}
+
+
+def synthetic_set(seed: int, harder: bool):
+    from tests.momentgen import make_moment_set
+
+    shift = dict(query_gain=0.15, query_offset=12.0) if harder else {}
+    root = OUT / (f"set{seed}" + ("-harder" if harder else ""))
+    done = root / "done"
+    if not done.exists():
+        make_moment_set(root, seed=seed, **shift)
+        done.write_text("ok")
+    return root
+
+
+def run_set(root: Path, ckpt: Path):
+    from clipsearch import Library
+    from clipsearch.eval.moments import evaluate_moments, load_moments
+
+    ds = load_moments(root / "queries.tsv", root / "videos")
+    with Library(root / "lib", model=str(ckpt)) as lib:
+        return evaluate_moments(lib, ds, poolings=POOLINGS)
+
+
+def pooled(reports, label: str, setting: str) -> dict[str, float]:
+    """Metrics over all sets' queries (each metric is a per-query mean, so weight by n)."""
+    runs = [r.run(label, setting).metrics for r in reports]
+    n = sum(m.n for m in runs)
+    out = {"n": n, "miou": sum(m.miou * m.n for m in runs) / n}
+    for t in (0.3, 0.5, 0.7):
+        out[f"r1_{t}"] = sum(m.recall[t] * m.n for m in runs) / n
+    if runs[0].video_r1 is not None:
+        out["video_r1"] = sum(m.video_r1 * m.n for m in runs) / n
+    return out
+
+
+def print_table(title: str, reports) -> None:
+    from clipsearch.eval.moments import FRAME_WINDOW, WHOLE_VIDEO
+
+    print(f"\n{title}")
+    print("| setting | scoring | right video first | R1@0.3 | R1@0.5 | R1@0.7 | mIoU |")
+    print("|---|---|---|---|---|---|---|")
+    rows = [(p + (" (default)" if p == "peak" else ""), p, "corpus") for p in POOLINGS]
+    rows += [(f"baseline: {b} of the peak video", b, "corpus") for b in (WHOLE_VIDEO, FRAME_WINDOW)]
+    rows += [
+        ("moments", "moments", "given video"),
+        (f"baseline: {WHOLE_VIDEO}", WHOLE_VIDEO, "given video"),
+        (f"baseline: {FRAME_WINDOW}", FRAME_WINDOW, "given video"),
+    ]
+    for name, label, setting in rows:
+        m = pooled(reports, label, setting)
+        video = f"{m['video_r1']:.1f} %" if "video_r1" in m else "(given)"
+        print(
+            f"| {setting} | {name} | {video} | {m['r1_0.3']:.1f} | {m['r1_0.5']:.1f} | "
+            f"{m['r1_0.7']:.1f} | {m['miou']:.3f} |"
+        )
+
+
+def part1(seeds: list[int], harder: bool) -> None:
+    from index_throughput import checkpoint
+
+    ckpt = checkpoint()
+    reports = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        root = synthetic_set(seed, harder)
+        report = run_set(root, ckpt)
+        reports.append(report)
+        print(
+            f"set {seed}: {report.n_videos} videos, {report.n_queries} queries, "
+            f"window baseline {report.window_s:.1f} s, {time.perf_counter() - t0:.0f} s "
+            f"({report.seconds})"
+        )
+        print_table(f"set {seed}", [report])
+    if len(reports) > 1:
+        print_table(f"all {len(reports)} sets together", reports)
+    m = pooled(reports, "peak", "corpus")
+    print(
+        f"\ntargets at default settings: right video first {m['video_r1']:.1f} % (>= 85), "
+        f"R1@IoU0.5 {m['r1_0.5']:.1f} % (>= 75), mIoU {m['miou']:.3f} (>= 0.70)"
+    )
+
+
+# --- part 2 -------------------------------------------------------------------------------------
+def _ar1(rng: np.random.Generator, n: int, sd: float, rho: float) -> np.ndarray:
+    from scipy.signal import lfilter
+
+    return lfilter([1.0], [1.0, -rho], sd * np.sqrt(1 - rho**2) * rng.standard_normal(n))
+
+
+def _as_frames(scores: np.ndarray) -> np.ndarray:
+    """Unit 2-D vectors whose dot product with (1, 0) is ``scores``."""
+    s = np.clip(scores, -1, 1)
+    return np.stack([s, np.sqrt(1 - s * s)], axis=1)
+
+
+def part2(trials: int, seed: int = 0) -> None:
+    from clipsearch.eval.moments import best_frame_window, temporal_iou
+    from clipsearch.search.moments import localize
+    from clipsearch.search.video import FrameSets, pool_scores_batch
+
+    rng = np.random.default_rng(seed)
+    q = np.array([1.0, 0.0])
+    print(
+        f"\nsimulated long videos ({trials} trials per row; 30 videos of 12-600 frames; "
+        "AR(1) noise sd 0.012, rho 0.7; per-video offset sd 0.01)"
+    )
+    print(
+        "| delta | " + " | ".join(f"{p} R@1" for p in POOLINGS) + " | moment mIoU | "
+        "best-frame window mIoU | whole video mIoU |"
+    )
+    print("|---|" + "---|" * (len(POOLINGS) + 3))
+    for delta in (0.03, 0.05):
+        hits = dict.fromkeys(POOLINGS, 0)
+        ious = {"moments": [], "window": [], "whole": []}
+        for _ in range(trials):
+            curves, truth = [], None
+            for v in range(30):
+                n = int(np.exp(rng.uniform(np.log(12), np.log(600))))
+                s = 0.2 + rng.normal(0, 0.01) + _ar1(rng, n, 0.012, 0.7)
+                if v == 0 or rng.random() < 0.2:
+                    m = min(int(rng.integers(3, 16)), n)
+                    a = int(rng.integers(0, n - m + 1))
+                    s[a : a + m] += delta if v == 0 else delta / 2
+                    if v == 0:
+                        truth = (float(a), float(a + m))
+                curves.append(s)
+            sets = FrameSets.from_list([_as_frames(s) for s in curves])
+            for p in POOLINGS:
+                hits[p] += int(np.argmax(pool_scores_batch(q, sets, p)[0]) == 0)
+            s = curves[0]
+            t = np.arange(len(s)) + 0.5
+            moment = localize(t, s, duration=float(len(s)))
+            ious["moments"].append(temporal_iou((moment.start, moment.end), [truth]))
+            w = best_frame_window(t, s, duration=float(len(s)), width=9.0)
+            ious["window"].append(temporal_iou(w, [truth]))
+            ious["whole"].append(temporal_iou((0.0, float(len(s))), [truth]))
+        print(
+            f"| {delta} | "
+            + " | ".join(f"{100 * hits[p] / trials:.1f}" for p in POOLINGS)
+            + f" | {np.mean(ious['moments']):.3f} | {np.mean(ious['window']):.3f} | "
+            f"{np.mean(ious['whole']):.3f} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="one synthetic set, 300 simulations")
+    ap.add_argument("--sets", type=int, default=3, help="synthetic sets (seeds 0..N-1)")
+    ap.add_argument("--harder", action="store_true", help="queries colour-shifted 1±0.15, ±12")
+    ap.add_argument("--trials", type=int, default=1000, help="simulations per row (part 2)")
+    ap.add_argument("--no-synthetic", action="store_true", help="only the simulation")
+    args = ap.parse_args(argv)
+    if not args.no_synthetic:
+        part1(list(range(1 if args.quick else args.sets)), args.harder)
+    part2(300 if args.quick else args.trials)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
