@@ -279,14 +279,48 @@ def crossover() -> None:
     print("picked the slower mode by more than 10 %. seek-every-target: plain PyAV, one run.")
 
 
+def cut_overhead(quick: bool, repeats: int = 5) -> None:
+    """CPU cost of shot-boundary detection on the decoded frames: decode_frames with and
+    without it, same files, interleaved, one codec thread (as the indexer decodes), the
+    best of ``repeats`` CPU times each."""
+    from clipsearch.media.video import decode_frames
+
+    sets = video_sets(quick)
+    print(f"shot-cut detection overhead (best of {repeats}, CPU s, codec threads=1)")
+    print("| videos | sampler | mode | without cuts | with cuts | ratio | cuts found |")
+    print("|---|---|---|---|---|---|---|")
+    for name, paths in sets.items():
+        for sampler in ("uniform:12", "fps:1"):
+            best = {False: np.inf, True: np.inf}
+            found, modes = 0, set()
+            for _ in range(repeats):
+                for detect in (False, True):
+                    shots = []
+                    with Timer() as t:
+                        for p in paths:
+                            d = decode_frames(p, sampler, threads=1, detect_cuts=detect)
+                            modes.add(d.mode)
+                            shots.append(d.shots)
+                    best[detect] = min(best[detect], t.cpu)
+                    if detect:
+                        found = sum(len(s) - 1 for s in shots if s)
+            print(
+                f"| {name} | {sampler} | {'/'.join(sorted(modes))} | {best[False]:.3f} | "
+                f"{best[True]:.3f} | {best[True] / best[False]:.3f} | {found} |"
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="three clips and a 1-minute 1080p video")
     ap.add_argument("--threads", type=int, default=0, help="codec threads (0 = FFmpeg auto)")
     ap.add_argument("--no-encode", action="store_true", help="decode only")
     ap.add_argument("--crossover", action="store_true", help="only the sequential-vs-seek table")
+    ap.add_argument("--cuts", action="store_true", help="only the shot-cut detection overhead")
     args = ap.parse_args(argv)
-    if args.crossover:
+    if args.cuts:
+        cut_overhead(args.quick)
+    elif args.crossover:
         crossover()
     else:
         throughput(args.quick, args.threads, not args.no_encode)

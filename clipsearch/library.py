@@ -37,6 +37,7 @@ from clipsearch.search.query import QueryPlan, parse_query, plan_from_parts
 from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankMethod, check_method
 from clipsearch.search.rescore import Rescorer
 from clipsearch.search.textmatch import TextFusion, query_terms, with_text_matches
+from clipsearch.search.video import DEFAULT_POOLING
 from clipsearch.store import Catalog, ItemFilter
 from clipsearch.store.writer_lock import WriterLock
 
@@ -320,10 +321,11 @@ class Library:
         offset: int = 0,
         kind: str | None = None,
         where: Sequence[str] | ItemFilter = (),
-        pooling: Pooling = "mean",
-        tau: float = 0.1,
+        pooling: Pooling = DEFAULT_POOLING,
+        tau: float | None = None,
         exact: bool = False,
         with_curve: bool = False,
+        moments: int = 1,
         rerank: RerankMethod = "none",
         gap_correction: GapMode | None = None,
         plan: QueryPlan | None = None,
@@ -334,6 +336,9 @@ class Library:
 
         kind: "image" or "video" to restrict results; where: filter clauses
         (``path:/a/*``, ``after:2023-01-01``, ``size>1MB`` ...) or an ItemFilter.
+        pooling: how a video scores (docs/video.md): peak (default) | mean | max | softmax;
+        tau: its temperature (None: the method's own). moments: up to this many moments
+        per video hit (``hit.moments``, best first).
         rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md; off by default,
         as measured). gap_correction: None | "shift" | "center" for example-image queries.
         plan: with ``vector``, the parsed query behind it (for the text options below).
@@ -370,6 +375,7 @@ class Library:
             tau=tau,
             exact=exact,
             with_curve=with_curve,
+            moments=moments,
         )
         options.validate()  # bad options fail before the model is loaded
         if vector is None:

@@ -453,6 +453,8 @@ def evaluate_moments(
 
 def _indexed_videos(library: Library, dataset: MomentDataset) -> dict[str, _Video]:
     """The dataset's videos that are in the catalog with frames, by video id."""
+    from clipsearch.search.moments import shots_from_cuts
+
     catalog = library.catalog
     records = {}
     for vid, path in dataset.videos.items():
@@ -460,13 +462,15 @@ def _indexed_videos(library: Library, dataset: MomentDataset) -> dict[str, _Vide
         if rec is not None and rec.status == "ok" and rec.kind == "video":
             records[vid] = rec
     frames = catalog.frames([r.id for r in records.values()])
+    cuts = catalog.cuts([r.id for r in records.values()])
     out = {}
     for vid, rec in records.items():
         if rec.id not in frames or not len(frames[rec.id][0]):
             continue
         ts, vecs = frames[rec.id]
         duration = float(rec.duration) if rec.duration else float(ts[-1])
-        out[vid] = _Video(rec.id, ts, vecs, duration, None)
+        shots = shots_from_cuts(cuts[rec.id], duration) if rec.id in cuts else None
+        out[vid] = _Video(rec.id, ts, vecs, duration, shots)
     return out
 
 

@@ -3,14 +3,16 @@
 Stage 1 asks the `VectorIndex` for the rows nearest to the query among item vectors
 (images, and each video's meanP vector) and video frame vectors. Stage 2 rescores every
 candidate item exactly: an image by its own vector, a video by pooling its frame
-similarities (mean / max / softmax: docs/video.md) and localising the best moment.
+similarities (peak / mean / max / softmax: docs/video.md). The videos on the
+returned page then get their moments (`clipsearch.search.moments`: up to ``moments`` per
+video, edges on the shot boundaries stored at indexing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,15 +20,18 @@ from clipsearch.errors import UsageError
 from clipsearch.index.base import VectorIndex
 from clipsearch.models.base import Encoder, l2_normalize
 from clipsearch.search.hits import FrameCurve, Hit
+from clipsearch.search.moments import Moment, find_moments, shots_from_cuts
 from clipsearch.search.rescore import Query, Rescorer, extra_candidates
+from clipsearch.search.video import DEFAULT_POOLING, POOL_METHODS, PoolMethod
 
 if TYPE_CHECKING:
     from clipsearch.search.query import QueryPlan
     from clipsearch.store import Catalog, ItemFilter
 
-Pooling = Literal["mean", "max", "softmax"]  # how a video's frame scores become its score
-POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
+Pooling = PoolMethod  # how a video's frame scores become its score (search.video)
+POOLINGS: tuple[Pooling, ...] = POOL_METHODS
 MAX_K = 10_000
+MAX_MOMENTS = 20
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,11 @@ class SearchOptions:
     k: int = 20  # results to return
     offset: int = 0  # skip this many (paging)
     where: ItemFilter | None = None  # metadata filter (path, kind, dates, size, roots)
-    pooling: Pooling = "mean"  # video scoring: mean (CLIP4Clip meanP) | max | softmax
-    tau: float = 0.1  # softmax pooling temperature
+    pooling: Pooling = DEFAULT_POOLING  # video scoring: peak | mean (CLIP4Clip) | max | softmax
+    tau: float | None = None  # peak/softmax temperature; None: the method's own (0.01 / 0.1)
     exact: bool = False  # force exact stage 1 even on an ANN index
     with_curve: bool = False  # attach each video's frame score curve
+    moments: int = 1  # up to this many moments per video hit, best first
 
     def validate(self) -> None:
         if not 1 <= self.k <= MAX_K:
@@ -50,8 +56,12 @@ class SearchOptions:
             raise UsageError(
                 f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}"
             )
-        if not self.tau > 0:
+        if self.tau is not None and not self.tau > 0:
             raise UsageError(f"tau must be > 0, got {self.tau}")
+        if not 1 <= self.moments <= MAX_MOMENTS:
+            raise UsageError(
+                f"moments must be between 1 and {MAX_MOMENTS} per video, got {self.moments}"
+            )
 
 
 def decode_side(encoder: Encoder) -> int:
@@ -181,43 +191,52 @@ class Searcher:
         """Exact scores of candidate items: images by their vector, videos by pooling."""
         records = self.catalog.items(cands) if cands else {}
         scored: list[tuple[float, int]] = []
-        moments: dict[int, object] = {}
-        curves: dict[int, FrameCurve] = {}
         video_ids = [i for i, r in records.items() if r.kind == "video"]
         image_vectors = self.catalog.item_vectors(
             [i for i, r in records.items() if r.kind == "image"]
         )
         for item_id, vec in image_vectors.items():
             scored.append((float(vec @ q), item_id))
+        frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if video_ids:
-            from clipsearch.search.video import FrameSets, localize, pool_scores_batch
-
             frames = self.catalog.frames(video_ids)
             video_ids = [i for i in video_ids if i in frames and len(frames[i][0])]
         if video_ids:
+            from clipsearch.search.video import FrameSets, pool_scores_batch
+
             sets = FrameSets.from_list([frames[i][1] for i in video_ids])
-            pooled = pool_scores_batch(q[None, :], sets, options.pooling, tau=options.tau)[
-                0
-            ]  # (V,)
-            for v, item_id in enumerate(video_ids):
-                ts, fv = frames[item_id]  # (F,), (F, D)
-                sims = fv @ q  # (F,)
-                duration = float(records[item_id].duration or ts[-1])
-                moments[item_id] = localize(ts, sims, duration=duration)
-                if options.with_curve:
-                    curves[item_id] = FrameCurve(ts, sims.astype(np.float32))
-                scored.append((float(pooled[v]), item_id))
-        return scored, {"records": records, "moments": moments, "curves": curves}
+            pooled = pool_scores_batch(q[None, :], sets, options.pooling, tau=options.tau)[0]
+            scored.extend((float(pooled[v]), item_id) for v, item_id in enumerate(video_ids))
+        return scored, {"records": records, "frames": frames, "q": q}
 
     def _page(
         self, scored: list[tuple[float, int]], context: dict, options: SearchOptions
     ) -> list[Hit]:
-        records, moments, curves = context["records"], context["moments"], context["curves"]
+        records, frames, q = context["records"], context["frames"], context["q"]
         scored.sort(key=lambda s: (-s[0], s[1]))
         page = scored[options.offset : options.offset + options.k]
+        videos = [i for _, i in page if i in frames]
+        cuts = self.catalog.cuts(videos) if videos else {}
         hits = []
         for rank, (score, item_id) in enumerate(page, start=options.offset + 1):
             r = records[item_id]
+            moments: tuple[Moment, ...] = ()
+            curve = None
+            if item_id in frames:
+                ts, fv = frames[item_id]  # (F,), (F, D)
+                sims = fv @ q  # (F,)
+                duration = float(r.duration or ts[-1])
+                moments = tuple(
+                    find_moments(
+                        ts,
+                        sims,
+                        duration=duration,
+                        n=options.moments,
+                        shots=shots_from_cuts(cuts[item_id], duration) if item_id in cuts else None,
+                    )
+                )
+                if options.with_curve:
+                    curve = FrameCurve(ts, sims.astype(np.float32))
             hits.append(
                 Hit(
                     item_id=item_id,
@@ -228,8 +247,8 @@ class Searcher:
                     width=r.width,
                     height=r.height,
                     duration=r.duration,
-                    moment=moments.get(item_id),
-                    curve=curves.get(item_id),
+                    moments=moments,
+                    curve=curve,
                 )
             )
         return hits

@@ -10,7 +10,7 @@ import numpy as np
 from clipsearch.media.scan import MediaKind
 
 if TYPE_CHECKING:
-    from clipsearch.search.video import Moment
+    from clipsearch.search.moments import Moment
     from clipsearch.store.texts import TextMatch
 
 
@@ -28,7 +28,9 @@ class Hit:
 
     score: cosine similarity (images) or the pooled video score (videos), in [-1, 1]
         before reranking.
-    moment: for videos, the best-matching [start, end] (seconds) and best frame.
+    moments: for videos, up to ``SearchOptions.moments`` non-overlapping moments, best
+        first: [start, end] (seconds), the best frame's time and the moment's score (mean
+        frame similarity). ``moment`` is the first.
     curve: for videos when requested (``with_curve=True``), the frame score curve.
     text_match: the text read in the picture (or the video frame) that matched the query's
         words, when the search matched text (`clipsearch.search.textmatch`).
@@ -42,9 +44,14 @@ class Hit:
     width: int | None = None
     height: int | None = None
     duration: float | None = None
-    moment: Moment | None = None
+    moments: tuple[Moment, ...] = ()
     curve: FrameCurve | None = field(default=None, repr=False)
     text_match: TextMatch | None = None
+
+    @property
+    def moment(self) -> Moment | None:
+        """The video's best moment (None for images)."""
+        return self.moments[0] if self.moments else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (what `clipsearch search --json` and the HTTP API return)."""
@@ -59,12 +66,9 @@ class Hit:
         }
         if self.kind == "video":
             out["duration"] = self.duration
-            if self.moment is not None:
-                out["moment"] = {
-                    "start": round(float(self.moment.start), 3),
-                    "end": round(float(self.moment.end), 3),
-                    "best_t": round(float(self.moment.best_t), 3),
-                }
+            if self.moments:
+                out["moment"] = _moment_dict(self.moments[0])
+                out["moments"] = [_moment_dict(m) for m in self.moments]
         if self.text_match is not None:
             from clipsearch.search.textmatch import match_spans
 
@@ -83,3 +87,12 @@ class Hit:
                 "score": [round(float(s), 5) for s in self.curve.scores],
             }
         return out
+
+
+def _moment_dict(m: Moment) -> dict[str, float]:
+    return {
+        "start": round(float(m.start), 3),
+        "end": round(float(m.end), 3),
+        "best_t": round(float(m.best_t), 3),
+        "score": round(float(m.score), 6),
+    }

@@ -48,6 +48,7 @@ rule localised at mIoU 0.58 given the right video; this one at 0.76, 0.79 with s
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -251,6 +252,12 @@ def localize(
         min_len_s=min_len_s,
         min_step=min_step,
     )[0]
+
+
+def shots_from_cuts(cuts: Sequence[float], duration: float) -> list[Shot]:
+    """Cut times inside a video (as the catalog stores them) → [(start, end)] shots."""
+    edges = [0.0, *sorted(float(c) for c in cuts if 0.0 < c < duration), float(duration)]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def _cut_times(shots: Sequence[Shot] | None, duration: float) -> np.ndarray:

@@ -145,7 +145,19 @@ def m003_item_texts(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_tags, m003_item_texts)
+def m004_shots(conn: sqlite3.Connection) -> None:
+    """Shot boundaries of videos, found while decoding: the cut times inside the video
+    (seconds, little-endian float64; empty when the video is one shot). No row: not
+    known (indexed before this table existed); re-indexing fills it."""
+    conn.execute(
+        """CREATE TABLE shots (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+            cuts BLOB NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_tags, m003_item_texts, m004_shots)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -194,6 +194,7 @@ def test_upgrade_from_version_1_keeps_data(tmp_path):
         assert c.stats()["schema_version"] == SCHEMA_VERSION
         assert c.item_by_path("/a.jpg").kind == "image"
         c.set_tags({1: {"x": 1.0}}, source="t")  # the m002 table exists
+        assert c.cuts([1]) == {}  # m003: shots not known for what an older version indexed
         np.testing.assert_array_equal(c.item_vectors([1])[1], np.ones(DIM, np.float32))
 
 
