@@ -24,7 +24,7 @@ from clipsearch.cli import (
     train_cmd,
 )
 from clipsearch.errors import ClipsearchError, UsageError
-from clipsearch.search.engine import MAX_K
+from clipsearch.search.engine import MAX_K, MAX_MOMENTS
 
 app = typer.Typer(
     name="clipsearch",
@@ -183,9 +183,31 @@ def search(
     where: options.WhereOpt = [],  # noqa: B006
     pooling: Annotated[
         options.PoolingChoice,
-        typer.Option("--pooling", help="Video scoring (docs/video.md)."),
-    ] = "mean",
-    tau: options.TauOpt = 0.1,
+        typer.Option(
+            "--pooling",
+            help="Video scoring: peak (its best-matching part) | mean | max | softmax "
+            "(docs/video.md).",
+        ),
+    ] = "peak",
+    tau: Annotated[
+        float | None,
+        typer.Option(
+            "--tau",
+            help="Temperature of peak / softmax pooling (default 0.01 / 0.1).",
+            min=0.0,
+            min_open=True,
+            show_default=False,
+        ),
+    ] = None,
+    moments: Annotated[
+        int,
+        typer.Option(
+            "--moments",
+            help="Up to N non-overlapping moments per video, best first.",
+            min=1,
+            max=MAX_MOMENTS,
+        ),
+    ] = 1,
     exact: Annotated[bool, typer.Option("--exact", help="Force exact search.")] = False,
     tag: Annotated[
         list[str],
@@ -248,6 +270,7 @@ def search(
             pooling=pooling,
             tau=tau,
             exact=exact,
+            moments=moments,
             rerank=rerank,
             gap_correction="shift" if gap_correction else None,
             text_match=text_match,

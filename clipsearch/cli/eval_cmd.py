@@ -377,6 +377,138 @@ def classify(
 
 
 @eval_app.command()
+def moments(
+    annotations: Annotated[
+        Path,
+        typer.Argument(
+            help="Charades-STA lines (VIDEO START END##sentence), QVHighlights JSONL, or a "
+            "TSV of picture queries (video, start, end, image).",
+            show_default=False,
+        ),
+    ],
+    videos: Annotated[Path, typer.Option("--videos", help="Folder holding the videos.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto | charades | qvhighlights | pictures.")
+    ] = "auto",
+    pooling: Annotated[
+        str,
+        typer.Option(
+            "--pooling", help="Video scorings to compare, the first one first (e.g. peak,mean)."
+        ),
+    ] = "peak,mean,max,softmax",
+    sampler: Annotated[
+        str, typer.Option("--sampler", help="Frame sampler for indexing (as `index`).")
+    ] = "auto",
+    library: Annotated[
+        Path | None,
+        typer.Option(
+            "--library",
+            "-L",
+            help="Library to index the videos into (default: one per videos folder, model "
+            "and sampler under the eval cache; re-runs reuse it).",
+        ),
+    ] = None,
+    cache_dir: CacheOpt = None,
+    model: ModelOpt = None,
+    precision: PrecisionOpt = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write report.json and report.md here.")
+    ] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Moment retrieval: R1@IoU 0.3/0.5/0.7 and mIoU, with whole-video and best-frame baselines."""
+    try:
+        from clipsearch.eval.moments import (
+            MOMENT_FORMATS,
+            evaluate_moments,
+            load_moments,
+            moments_markdown,
+        )
+        from clipsearch.eval.video import parse_poolings
+        from clipsearch.library import Library
+        from clipsearch.models.spec import DEFAULT_MODEL
+
+        if fmt not in MOMENT_FORMATS:
+            raise UsageError(f"unknown --format {fmt!r}: {', '.join(MOMENT_FORMATS)}")
+        poolings = parse_poolings(pooling)
+        dataset = load_moments(annotations, videos, fmt=fmt)  # type: ignore[arg-type]
+        spec = model or _global("model")
+        if library is None:
+            library = _moments_library(videos, spec or DEFAULT_MODEL, sampler, cache_dir)
+        precision = precision or _global("precision") or "auto"
+        with (
+            Library(library, model=spec, precision=precision) as lib,
+            _progress(quiet or json_out) as on_progress,
+        ):
+            result = evaluate_moments(
+                lib, dataset, poolings=poolings, sampler=sampler, progress=on_progress
+            )
+        written = []
+        if report is not None:
+            import json
+
+            from clipsearch.atomic import atomic_write_text
+
+            report.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(report / "report.json", json.dumps(result.to_dict(), indent=2))
+            atomic_write_text(report / "report.md", moments_markdown(result))
+            written = [report / "report.json", report / "report.md"]
+    except ClipsearchError as e:
+        raise _fail(e) from None
+    if json_out:
+        import json
+
+        _out.print_json(json.dumps(result.to_dict()))
+        return
+    _out.print(_moments_table(result))
+    skipped = result.skipped.to_dict()
+    lost = {k: v for k, v in skipped.items() if isinstance(v, int) and v}
+    if lost:
+        _err.print(
+            "[yellow]skipped:[/] "
+            + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in lost.items())
+        )
+        for k in ("missing_videos_examples", "missing_images_examples"):
+            for example in skipped.get(k, [])[:3]:
+                _err.print(f"  [dim]{example}[/]")
+    for path in written:
+        _err.print(f"wrote {path}")
+
+
+def _moments_library(videos: Path, spec: str, sampler: str, cache_dir: Path | None) -> Path:
+    import hashlib
+
+    from clipsearch.eval.embed import default_cache_dir
+
+    key = f"{videos.resolve()}|{spec}|{sampler}".encode()
+    root = cache_dir or default_cache_dir(_global("library"))
+    return root / "moments" / hashlib.sha256(key).hexdigest()[:16]
+
+
+def _moments_table(report) -> Table:
+    from clipsearch.eval.moments import IOU_THRESHOLDS
+
+    table = Table(title=f"{report.dataset}: {report.n_queries} queries, {report.n_videos} videos")
+    for col in ("setting", "scoring", "right video first"):
+        table.add_column(col)
+    for m in IOU_THRESHOLDS:
+        table.add_column(f"R1@{m:g}", justify="right")
+    table.add_column("mIoU", justify="right")
+    for run in report.runs:
+        m = run.metrics
+        video = f"{m.video_r1:.1f}" if m.video_r1 is not None else "(given)"
+        table.add_row(
+            run.setting,
+            run.label,
+            video,
+            *(f"{m.recall[t]:.1f}" for t in IOU_THRESHOLDS),
+            f"{m.miou:.3f}",
+        )
+    return table
+
+
+@eval_app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the benchmark into.")],
     images: Annotated[

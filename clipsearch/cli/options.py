@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 # The models layer keeps the weights' precision as a Literal without "auto" and the names a
 # user may ask for (with "auto") as a tuple; the choice is built from that tuple.
 PrecisionChoice = Literal[PRECISIONS]  # auto | fp32 | bf16 | fp16
-PoolingChoice = Pooling  # mean | max | softmax
+PoolingChoice = Pooling  # peak | mean | max | softmax
 RerankChoice = RerankMethod  # none | is | qbnorm | dbnorm | dbnorm-dynamic
 ComposeChoice = Composition  # slerp | sum
 KindChoice = MediaKind  # image | video

@@ -160,9 +160,7 @@ def hits_table(hits: Sequence[Hit], *, title: str | None = None) -> Table:
     if texts:
         table.add_column("text in picture", overflow="fold")
     for h in hits:
-        moment = ""
-        if h.moment is not None:
-            moment = f"{fmt_time(h.moment.start)}–{fmt_time(h.moment.end)}"
+        moment = ", ".join(f"{fmt_time(m.start)}–{fmt_time(m.end)}" for m in h.moments)
         row = [str(h.rank), f"{h.score:.4f}", h.kind, moment, h.path]
         if texts:
             row.append(matched_text(h))

@@ -489,3 +489,24 @@ def _embed(
         out[i] = library.embed_query(image=queries[i].image)
         report("embed", len(texts) + n + 1, len(queries))
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def moments_markdown(report: MomentReport) -> str:
+    """The report as a Markdown table: corpus rows, then given-the-video rows."""
+    lines = [
+        f"# Moments: {report.dataset}",
+        "",
+        f"model `{report.model}` · {report.n_queries} queries · {report.n_videos} videos · "
+        f"frames `{report.sampler}` · best-frame window {report.window_s:.1f} s",
+        "",
+        "| setting | scoring | right video first | "
+        + " | ".join(f"R1@{m:g}" for m in IOU_THRESHOLDS)
+        + " | mIoU |",
+        "|---|---|---|" + "---|" * len(IOU_THRESHOLDS) + "---|",
+    ]
+    for run in report.runs:
+        m = run.metrics
+        video = f"{m.video_r1:.1f}" if m.video_r1 is not None else "(given)"
+        recall = " | ".join(f"{m.recall[t]:.1f}" for t in IOU_THRESHOLDS)
+        lines.append(f"| {run.setting} | {run.label} | {video} | {recall} | {m.miou:.3f} |")
+    return "\n".join(lines) + "\n"

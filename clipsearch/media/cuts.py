@@ -13,20 +13,23 @@ forgive texture and small motion; a new shot changes them wholesale.
 Cuts, between consecutive *sampled* frames i and i+1 (the frames the index keeps):
 
 1. ``D_i`` = mean |signature_i − signature_{i+1}|. There is a cut between them when
-   ``D_i ≥ max(MIN_CUT, CUT_RATIO · median_j D_j)``: a change well above the video's usual
-   change between sampled frames (camera motion, people moving) and above an absolute
-   floor (a static video's median is near zero).
+   ``D_i ≥ max(MIN_CUT, CUT_RATIO · D_(25 %))``: a change well above the video's usual
+   change between sampled frames (camera motion, people moving; the 25th percentile, not
+   the median, since in a short video sampled sparsely most steps may be cuts) and above
+   an absolute floor (a static video's usual change is near zero).
 2. A sampled frame that falls inside a cross-fade makes both its steps large; when it is
    a blend of its neighbours (|a−b| + |b−c| ≈ |a−c|) the two steps are one transition.
 3. Where: among the frames decoded in between, the first one closer to the transition's
-   last sampled frame than to its first starts the new shot; the cut is half-way between
-   it and the decoded frame before it. A hard cut is then placed within half the gap
+   last sampled frame than to its first starts the new shot. If it is a keyframe, the cut
+   is at its time (encoders put a keyframe on a scene cut); otherwise half-way between it
+   and the decoded frame before it. A hard cut is then exact or within half the gap
    between decoded frames (reference frames: a few frames apart), a cross-fade at its
-   middle. With no frame decoded in between, half-way between the two samples.
+   middle.
 
 So the detector sees gradual transitions (sampled frames are far enough apart for a fade
-to be complete between them), costs a few tens of microseconds per decoded frame, and is
-as precise as the frames the sampler made the codec decode. `clipsearch.search.moments`
+to be complete between them), looks at no more than ten decoded frames a second (plus
+keyframes and the sampled frames) at a few tens of microseconds each, and places a cut
+within about a tenth of a second where the codec decoded frames around it. `clipsearch.search.moments`
 snaps moment edges to these cuts. (The ``shots`` sampler, which places frames *by* shot,
 still uses PySceneDetect in its own pass: `clipsearch.media.sampling.detect_shots`.)
 """
@@ -41,7 +44,9 @@ import numpy as np
 GRID = 8  # signature: GRID × GRID block means per plane
 POINTS = (16, 32)  # luma points read per frame (rows, columns); chroma at half each way
 MIN_CUT = 8.0  # mean |Δ| (0–255) below which two sampled frames are never a cut
-CUT_RATIO = 4.0  # ... nor when under this many times the video's median change
+MIN_GAP_S = 0.1  # decoded frames closer than this to the last one looked at are skipped
+CUT_RATIO = 4.0  # ... nor when under this many times the video's typical change:
+TYPICAL_PERCENTILE = 25.0  # a low quantile, as cuts may be most steps of a short video
 BLEND = 0.8  # a sampled frame between two cuts is mid-fade if |a−c| ≥ BLEND·(|a−b| + |b−c|)
 PLANAR_8BIT = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 
@@ -73,13 +78,23 @@ class CutDetector:
     def __init__(self) -> None:
         self._times: list[float] = []
         self._sigs: list[np.ndarray] = []
+        self._keys: list[bool] = []
+        self._last = -np.inf
 
     def observe(self, t: float, frame: Any) -> None:
-        """Record one decoded frame (any order; repeats after a seek are ignored later)."""
+        """A frame the codec decoded: recorded if it is a keyframe or at least
+        ``MIN_GAP_S`` after the last frame recorded (the cut's precision needs no more)."""
+        if frame.key_frame or abs(t - self._last) >= MIN_GAP_S:
+            self.keep(t, frame)
+
+    def keep(self, t: float, frame: Any) -> None:
+        """Record a frame (always: the sampled ones; any order, repeats are ignored)."""
         sig = frame_signature(frame)
         if sig is not None:
             self._times.append(float(t))
             self._sigs.append(sig)
+            self._keys.append(bool(frame.key_frame))
+            self._last = float(t)
 
     def shots(self, sampled: np.ndarray, duration: float) -> list[Shot]:
         """[(start, end)] covering [0, duration]: cuts between the ``sampled`` times.
@@ -96,13 +111,15 @@ class CutDetector:
             return []
         times, first = np.unique(np.asarray(self._times), return_index=True)
         sigs = np.stack([self._sigs[i] for i in first])  # (N, 192), time order
+        keys = np.asarray(self._keys)[first]
         sampled = np.asarray(sampled, dtype=np.float64)
         at = np.clip(np.searchsorted(times, sampled - 1e-6), 0, len(times) - 1)
         at = np.unique(at[np.abs(times[at] - sampled) < 1e-6])  # sampled frames we saw
         if len(at) < 2:
             return []
         steps = np.abs(np.diff(sigs[at], axis=0)).mean(axis=1)  # (S-1,) D_i
-        floor = max(MIN_CUT, CUT_RATIO * float(np.median(steps))) if len(steps) >= 3 else MIN_CUT
+        typical = float(np.percentile(steps, TYPICAL_PERCENTILE, method="lower"))
+        floor = max(MIN_CUT, CUT_RATIO * typical)
         spans = _transitions(sigs[at], np.flatnonzero(steps >= floor))
         out = []
         for i, j in spans:  # a transition from sampled frame i to sampled frame j
@@ -111,7 +128,8 @@ class CutDetector:
             between = sigs[a + 1 : b]
             closer = np.abs(between - right).mean(axis=1) < np.abs(between - left).mean(axis=1)
             k = a + 1 + int(np.argmax(closer)) if closer.any() else b  # first of the new shot
-            out.append(float(times[k - 1] + times[k]) / 2)
+            # Encoders start a new shot with a keyframe: a keyframe there is the cut itself.
+            out.append(float(times[k]) if keys[k] else float(times[k - 1] + times[k]) / 2)
         return out
 
 

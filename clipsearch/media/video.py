@@ -206,6 +206,8 @@ class FrameReader:
                 image = image.transpose(op)
             self.kept += 1
             kept_times.append(t)
+            if cuts is not None:
+                cuts.keep(t, frame)
             yield SampledFrame(t, image)
         if cuts is not None:
             self.shots = cuts.shots(np.asarray(kept_times), self.info.duration)

@@ -16,16 +16,17 @@ Jackson et al. 2005; O(F²), a few ms for F = 512):
   move inside them), with σ̂² the noise variance estimated
   from robust (MAD) spreads of lag-1 and lag-2 differences, which ignore the jumps and
   allow for neighbouring frames being correlated (`noise_variance`) — *and* be material:
-  at least ρ = 5 % of the curve's contrast C = max s − median s. Without the second term
-  a slow drift inside one scene (a zoom, a pan) on a nearly noiseless curve would split
-  the scene.
+  at least ρ = 5 % of the curve's range C = max s − min s. Without the second term a
+  slow drift inside one scene (a zoom, a pan) on a nearly noiseless curve would split the
+  scene.
 - β_c = β/4 where a shot boundary (a cut found while decoding) lies between frames c−1
   and c: content changes at cuts, so the score may change there on weaker evidence.
 
 The segment with the highest mean s is the first moment. Where the curve has no change
 at all (one segment) the moment is the whole video: the match fills it, or nothing in
-it stands out. Several moments: segments whose mean is at least half-way from the median
-(the background) to the best segment's mean are *above background*; each maximal run of
+it stands out. Several moments: segments whose mean is at least half-way from the
+background (the 20th percentile of the frame scores: a match may fill most of a video, so
+not the median) to the best segment's mean are *above background*; each maximal run of
 adjacent above-background segments is one peak of the curve and gives one moment, its
 best segment (so a moment's shoulder is never reported as a second moment). Moments are
 ordered by score, the first is the best, and they never overlap.
@@ -59,6 +60,7 @@ from clipsearch.errors import UsageError
 DEFAULT_MIN_LEN_S = 2.0
 MIN_STEP = 0.05  # ρ: smallest level change worth a new segment, as a fraction of C
 CUT_PENALTY_FACTOR = 0.25  # a changepoint at a shot boundary costs β/4
+BACKGROUND_PERCENTILE = 20.0  # a video's background level, for secondary moments
 _MAD_TO_SIGMA = 1.4826  # MAD → σ for Gaussian noise
 MIN_FRAMES_FOR_RHO = 20  # differences needed to estimate the noise's frame-to-frame correlation
 MAX_RHO = 0.8
@@ -140,13 +142,13 @@ def segment_curve(
         sims: (F,) scores in time order.
         cut_before: (F,) bool, True at i when a shot boundary lies between frames i−1 and i.
         min_step: ρ, the smallest level change worth a segment, as a fraction of the
-            curve's contrast (max − median).
+            curve's range (max − min).
     Returns:
         Segments covering 0..F in order (one segment for a flat curve).
     """
     s = np.asarray(sims, dtype=np.float64)
     n = len(s)
-    contrast = float(s.max() - np.median(s)) if n else 0.0
+    contrast = float(s.max() - s.min()) if n else 0.0
     if n < 2 or contrast <= _EPS:
         return [Segment(0, n, float(s.mean()) if n else 0.0)]
     beta = max(3.0 * noise_variance(s) * np.log(n), (min_step * contrast) ** 2, _EPS**2)
@@ -218,7 +220,7 @@ def find_moments(
         best = int(np.argmax(s))
         return [Moment(0.0, duration, float(t[best]), float(s.mean()))]
     top = max(segments, key=lambda g: g.level)
-    background = float(np.median(s))
+    background = float(np.percentile(s, BACKGROUND_PERCENTILE))
     floor = min(top.level, background + (top.level - background) / 2)
     peaks, run = [], []
     for g in [*segments, None]:  # None flushes the last run

@@ -79,3 +79,66 @@ def test_a_generated_moment_set_evaluates(tmp_path):
     assert report.n_queries == 6
     ours = report.run("moments", "given video").metrics.miou
     assert ours > report.run(WHOLE_VIDEO, "given video").metrics.miou
+
+
+def test_cli_eval_moments_json_report_and_a_reused_library(colour_set, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    import clipsearch.library
+    from clipsearch.cli import eval_cmd
+
+    opened = []
+
+    def colour_library(path, **_):
+        opened.append(path)
+        return Library(path, encoder=ColourEncoder())
+
+    monkeypatch.setattr(clipsearch.library, "Library", colour_library)
+    args = [
+        "moments",
+        str(colour_set / "queries.tsv"),
+        "--videos",
+        str(colour_set / "videos"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--pooling",
+        "peak,mean",
+    ]
+    runner = CliRunner()
+    r = runner.invoke(eval_cmd.eval_app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    rows = {(run["label"], run["setting"]): run for run in data["runs"]}
+    assert rows[("moments", "given video")]["R1@0.7"] == 100.0
+    assert rows[("peak", "corpus")]["video_R1"] == 100.0
+    assert rows[(WHOLE_VIDEO, "given video")]["R1@0.5"] == 0.0
+    r = runner.invoke(
+        eval_cmd.eval_app,
+        [*args, "--quiet", "--report", str(tmp_path / "rep")],
+        env={"COLUMNS": "200"},
+    )
+    assert r.exit_code == 0, r.output
+    assert "right video first" in r.output and "best-frame window" in r.output
+    assert "| given video | moments |" in (tmp_path / "rep" / "report.md").read_text()
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["n_queries"] == 9
+    assert opened[0] == opened[1] and str(opened[0]).startswith(str(tmp_path / "cache"))
+
+
+def test_cli_eval_moments_bad_input_is_one_clear_line(colour_set, tmp_path):
+    from typer.testing import CliRunner
+
+    from clipsearch.cli import eval_cmd
+
+    bad = tmp_path / "sta.txt"
+    bad.write_text("a 1 2 no separator\n")
+    r = CliRunner().invoke(
+        eval_cmd.eval_app, ["moments", str(bad), "--videos", str(colour_set / "videos")]
+    )
+    assert r.exit_code == 1 and "expected 'VIDEO START END##sentence'" in r.output
+    r = CliRunner().invoke(
+        eval_cmd.eval_app,
+        ["moments", str(bad), "--videos", str(colour_set / "videos"), "--format", "csv"],
+    )
+    assert r.exit_code == 2 and "unknown --format 'csv'" in r.output

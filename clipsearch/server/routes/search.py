@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 
 from clipsearch.errors import MediaError, MediaTooLargeError, QueryError, QueryFileRefusedError
 from clipsearch.search.engine import decode_side
+from clipsearch.search.video import POOL_METHODS
 from clipsearch.server.errors import ApiError
 from clipsearch.server.schemas import ERROR_RESPONSES, ErrorOut, SearchRequest, SearchResponse
 from clipsearch.server.state import ServerState, get_state
@@ -88,7 +89,8 @@ _POST_BODY = {
                         "offset": {"type": "integer"},
                         "kind": {"type": "string", "enum": ["image", "video"]},
                         "where": {"type": "array", "items": {"type": "string"}},
-                        "pooling": {"type": "string", "enum": ["mean", "max", "softmax"]},
+                        "pooling": {"type": "string", "enum": list(POOL_METHODS)},
+                        "moments": {"type": "integer"},
                     },
                 },
                 "encoding": {"image": {"contentType": "image/*"}},
@@ -277,6 +279,7 @@ async def run_search(
             plan=parts.plan,
             text_match=req.text_match,
             phrases=req.phrases,
+            moments=req.moments,
         )
     )
     out = [hit_out(h) for h in hits]
@@ -294,7 +297,9 @@ def hit_out(hit) -> dict[str, Any]:
     d = hit.to_dict()
     d["name"] = os.path.basename(hit.path)
     base = f"/api/items/{hit.item_id}"
+    for m in [d["moment"], *d["moments"]] if d.get("moments") else []:
+        m["thumb_url"] = f"{base}/thumb?t={m['best_t']}"
     moment = d.get("moment")
-    d["thumb_url"] = f"{base}/thumb?t={moment['best_t']}" if moment else f"{base}/thumb"
+    d["thumb_url"] = moment["thumb_url"] if moment else f"{base}/thumb"
     d["media_url"] = f"{base}/media"
     return d
