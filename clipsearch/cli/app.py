@@ -194,8 +194,6 @@ def search(
         typer.Option(
             "--tau",
             help="Temperature of peak / softmax pooling (default 0.01 / 0.1).",
-            min=0.0,
-            min_open=True,
             show_default=False,
         ),
     ] = None,

@@ -18,6 +18,7 @@ from rich.table import Table
 from clipsearch.cli import options, render
 from clipsearch.errors import UsageError
 from clipsearch.eval.datasets import DatasetFormat
+from clipsearch.eval.moments import MomentFormat
 from clipsearch.eval.synthetic import ImageCaptionStyle, VideoCaptionStyle
 from clipsearch.search.engine import POOLINGS
 from clipsearch.search.rerank import METHODS as RERANK_METHODS
@@ -388,29 +389,33 @@ def moments(
     ],
     videos: Annotated[Path, typer.Option("--videos", help="Folder holding the videos.")],
     fmt: Annotated[
-        str, typer.Option("--format", help="auto | charades | qvhighlights | pictures.")
+        MomentFormat, typer.Option("--format", help="Annotation format (auto: by suffix).")
     ] = "auto",
     pooling: Annotated[
-        str,
+        list[str],
         typer.Option(
-            "--pooling", help="Video scorings to compare, the first one first (e.g. peak,mean)."
+            "--pooling",
+            help="Video scorings to compare, comma-separated or repeated; the first one's top "
+            "video is what the corpus baselines use.",
+            parser=options.choice_list(POOLINGS),
+            metavar=options.choice_list_metavar(POOLINGS),
         ),
-    ] = "peak,mean,max,softmax",
+    ] = ["peak,mean,max,softmax"],  # noqa: B006
     sampler: Annotated[
         str, typer.Option("--sampler", help="Frame sampler for indexing (as `index`).")
     ] = "auto",
-    library: Annotated[
+    model: ModelOpt = None,
+    precision: EvalPrecisionOpt = None,
+    library: LibraryOpt = None,
+    cache_dir: Annotated[
         Path | None,
         typer.Option(
-            "--library",
-            "-L",
-            help="Library to index the videos into (default: one per videos folder, model "
-            "and sampler under the eval cache; re-runs reuse it).",
+            "--cache-dir",
+            help="Where the videos are indexed (one library per videos folder, model and "
+            "sampler; re-runs reuse it) (default: <library>/eval-cache or "
+            "~/.cache/clipsearch/eval-cache).",
         ),
     ] = None,
-    cache_dir: CacheOpt = None,
-    model: ModelOpt = None,
-    precision: PrecisionOpt = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Write report.json and report.md here.")
     ] = None,
@@ -418,71 +423,63 @@ def moments(
     quiet: QuietOpt = False,
 ) -> None:
     """Moment retrieval: R1@IoU 0.3/0.5/0.7 and mIoU, with whole-video and best-frame baselines."""
-    try:
-        from clipsearch.eval.moments import (
-            MOMENT_FORMATS,
-            evaluate_moments,
-            load_moments,
-            moments_markdown,
+    from clipsearch.eval.moments import evaluate_moments, load_moments, moments_markdown
+    from clipsearch.library import Library
+    from clipsearch.models import DEFAULT_MODEL
+
+    dataset = load_moments(annotations, videos, fmt=fmt)
+    spec = options.model_spec(model) or DEFAULT_MODEL
+    where = _moments_library(videos, spec, sampler, cache_dir, library)
+    with (
+        Library(where, model=spec, precision=eval_precision(precision)) as lib,
+        _progress(quiet or json_out) as on_progress,
+    ):
+        result = evaluate_moments(
+            lib,
+            dataset,
+            poolings=options.flatten(pooling),
+            sampler=sampler,
+            progress=on_progress,
         )
-        from clipsearch.eval.video import parse_poolings
-        from clipsearch.library import Library
-        from clipsearch.models.spec import DEFAULT_MODEL
-
-        if fmt not in MOMENT_FORMATS:
-            raise UsageError(f"unknown --format {fmt!r}: {', '.join(MOMENT_FORMATS)}")
-        poolings = parse_poolings(pooling)
-        dataset = load_moments(annotations, videos, fmt=fmt)  # type: ignore[arg-type]
-        spec = model or _global("model")
-        if library is None:
-            library = _moments_library(videos, spec or DEFAULT_MODEL, sampler, cache_dir)
-        precision = precision or _global("precision") or "auto"
-        with (
-            Library(library, model=spec, precision=precision) as lib,
-            _progress(quiet or json_out) as on_progress,
-        ):
-            result = evaluate_moments(
-                lib, dataset, poolings=poolings, sampler=sampler, progress=on_progress
-            )
-        written = []
-        if report is not None:
-            import json
-
-            from clipsearch.atomic import atomic_write_text
-
-            report.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(report / "report.json", json.dumps(result.to_dict(), indent=2))
-            atomic_write_text(report / "report.md", moments_markdown(result))
-            written = [report / "report.json", report / "report.md"]
-    except ClipsearchError as e:
-        raise _fail(e) from None
-    if json_out:
+    written = []
+    if report is not None:
         import json
 
-        _out.print_json(json.dumps(result.to_dict()))
+        from clipsearch.atomic import atomic_write_text
+
+        report.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(report / "report.json", json.dumps(result.to_dict(), indent=2))
+        atomic_write_text(report / "report.md", moments_markdown(result))
+        written = [report / "report.json", report / "report.md"]
+    if json_out:
+        render.print_json(result.to_dict())
         return
-    _out.print(_moments_table(result))
+    render.out.print(_moments_table(result))
     skipped = result.skipped.to_dict()
     lost = {k: v for k, v in skipped.items() if isinstance(v, int) and v}
     if lost:
-        _err.print(
+        render.err.print(
             "[yellow]skipped:[/] "
             + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in lost.items())
         )
         for k in ("missing_videos_examples", "missing_images_examples"):
             for example in skipped.get(k, [])[:3]:
-                _err.print(f"  [dim]{example}[/]")
+                render.err.print(f"  [dim]{escape(str(example))}[/]")
     for path in written:
-        _err.print(f"wrote {path}")
+        render.err.print(f"wrote {escape(str(path))}")
 
 
-def _moments_library(videos: Path, spec: str, sampler: str, cache_dir: Path | None) -> Path:
+def _moments_library(
+    videos: Path, spec: str, sampler: str, cache_dir: Path | None, library: Path | None
+) -> Path:
+    """The library a moment evaluation indexes into: one per videos folder, model and
+    sampler, under the eval cache."""
     import hashlib
 
     from clipsearch.eval.embed import default_cache_dir
 
     key = f"{videos.resolve()}|{spec}|{sampler}".encode()
-    root = cache_dir or default_cache_dir(_global("library"))
+    root = cache_dir or default_cache_dir(options.library_path(library))
     return root / "moments" / hashlib.sha256(key).hexdigest()[:16]
 
 

@@ -315,6 +315,8 @@ class MomentReport:
     runs: list[MomentRun]
     skipped: MomentSkips
     seconds: dict[str, float] = field(default_factory=dict)
+    precision: str | None = None  # the weights' precision the numbers were measured in
+    runtime: str | None = None  # what ran the model, e.g. "torch 2.14.1 on cpu"
 
     def run(self, label: str, setting: str) -> MomentRun:
         return next(r for r in self.runs if r.label == label and r.setting == setting)
@@ -324,6 +326,8 @@ class MomentReport:
             "task": "moments",
             "dataset": self.dataset,
             "model": self.model,
+            "precision": self.precision,
+            "runtime": self.runtime,
             "sampler": self.sampler,
             "n_videos": self.n_videos,
             "n_queries": self.n_queries,
@@ -377,6 +381,7 @@ def evaluate_moments(
     baselines use.
     Raises: as `Library.index`; DatasetError if none of the videos could be indexed.
     """
+    from clipsearch.eval.runner import encoder_precision, encoder_runtime
     from clipsearch.ingest import IndexOptions
     from clipsearch.search.video import FrameSets, pool_scores_batch
 
@@ -451,6 +456,8 @@ def evaluate_moments(
         runs=runs,
         skipped=dataset.skipped,
         seconds={k: round(v, 2) for k, v in seconds.items()},
+        precision=encoder_precision(library.encoder),
+        runtime=encoder_runtime(library.encoder),
     )
 
 
@@ -501,6 +508,8 @@ def moments_markdown(report: MomentReport) -> str:
         "",
         f"model `{report.model}` · {report.n_queries} queries · {report.n_videos} videos · "
         f"frames `{report.sampler}` · best-frame window {report.window_s:.1f} s",
+        "",
+        f"precision {report.precision or 'unknown'} · runtime {report.runtime or 'unknown'}",
         "",
         "| setting | scoring | right video first | "
         + " | ".join(f"R1@{m:g}" for m in IOU_THRESHOLDS)

@@ -81,22 +81,22 @@ def test_a_generated_moment_set_evaluates(tmp_path):
     assert ours > report.run(WHOLE_VIDEO, "given video").metrics.miou
 
 
-def test_cli_eval_moments_json_report_and_a_reused_library(colour_set, tmp_path, monkeypatch):
+def test_cli_eval_moments_json_report_and_a_reused_library(
+    colour_set, tmp_path, monkeypatch, run_cli
+):
     import json
 
-    from typer.testing import CliRunner
-
     import clipsearch.library
-    from clipsearch.cli import eval_cmd
 
     opened = []
 
-    def colour_library(path, **_):
-        opened.append(path)
+    def colour_library(path, **kw):
+        opened.append((path, kw.get("precision")))
         return Library(path, encoder=ColourEncoder())
 
     monkeypatch.setattr(clipsearch.library, "Library", colour_library)
     args = [
+        "eval",
         "moments",
         str(colour_set / "queries.tsv"),
         "--videos",
@@ -106,39 +106,38 @@ def test_cli_eval_moments_json_report_and_a_reused_library(colour_set, tmp_path,
         "--pooling",
         "peak,mean",
     ]
-    runner = CliRunner()
-    r = runner.invoke(eval_cmd.eval_app, [*args, "--json"])
-    assert r.exit_code == 0, r.output
+    r = run_cli(*args, "--json")
+    assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
     rows = {(run["label"], run["setting"]): run for run in data["runs"]}
     assert rows[("moments", "given video")]["R1@0.7"] == 100.0
     assert rows[("peak", "corpus")]["video_R1"] == 100.0
+    assert rows[("mean", "corpus")]["video_R1"] is not None
     assert rows[(WHOLE_VIDEO, "given video")]["R1@0.5"] == 0.0
-    r = runner.invoke(
-        eval_cmd.eval_app,
-        [*args, "--quiet", "--report", str(tmp_path / "rep")],
-        env={"COLUMNS": "200"},
-    )
-    assert r.exit_code == 0, r.output
-    assert "right video first" in r.output and "best-frame window" in r.output
+    r = run_cli(*args, "--quiet", "--report", str(tmp_path / "rep"))
+    assert r.exit_code == 0, r.stderr
+    assert "right video first" in r.stdout and "best-frame window" in r.stdout
     assert "| given video | moments |" in (tmp_path / "rep" / "report.md").read_text()
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["n_queries"] == 9
-    assert opened[0] == opened[1] and str(opened[0]).startswith(str(tmp_path / "cache"))
+    # one library per videos folder under the cache, reused; fp32 as every evaluation
+    assert opened[0] == opened[1]
+    assert str(opened[0][0]).startswith(str(tmp_path / "cache")) and opened[0][1] == "fp32"
 
 
-def test_cli_eval_moments_bad_input_is_one_clear_line(colour_set, tmp_path):
-    from typer.testing import CliRunner
-
-    from clipsearch.cli import eval_cmd
-
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        ([], 1, "expected 'VIDEO START END##sentence'"),
+        (["--format", "csv"], 2, "Invalid value for '--format'"),
+        (["--pooling", "peak,median"], 2, "'median' is not one of 'peak', 'mean'"),
+    ],
+)
+def test_cli_eval_moments_bad_input_is_one_clear_line(
+    colour_set, tmp_path, run_cli, extra, code, message
+):
     bad = tmp_path / "sta.txt"
     bad.write_text("a 1 2 no separator\n")
-    r = CliRunner().invoke(
-        eval_cmd.eval_app, ["moments", str(bad), "--videos", str(colour_set / "videos")]
-    )
-    assert r.exit_code == 1 and "expected 'VIDEO START END##sentence'" in r.output
-    r = CliRunner().invoke(
-        eval_cmd.eval_app,
-        ["moments", str(bad), "--videos", str(colour_set / "videos"), "--format", "csv"],
-    )
-    assert r.exit_code == 2 and "unknown --format 'csv'" in r.output
+    r = run_cli("eval", "moments", bad, "--videos", colour_set / "videos", *extra)
+    assert r.exit_code == code and r.stdout == ""
+    assert r.stderr.startswith("error:") and message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
