@@ -134,6 +134,36 @@ def localisers(root: Path, ckpt: Path) -> tuple[dict[str, list[float]], dict[str
     return out, before, confused
 
 
+def cut_accuracy(root: Path, ckpt: Path, near_s: float = 0.5) -> tuple[int, int, int, list[float]]:
+    """The cuts the indexer stored against the set's scene boundaries (every scene is a
+    query, so its edges are the truth): (true cuts, found within ``near_s``, stored cuts
+    near no true one, placement errors in seconds of the found ones)."""
+    from clipsearch import Library
+    from clipsearch.eval.moments import load_moments
+
+    ds = load_moments(root / "queries.tsv", root / "videos")
+    truth: dict[str, set[float]] = {}
+    for q in ds.queries:
+        ((a, b),) = q.windows
+        truth.setdefault(q.video, set()).update((a, b))
+    n_true = found = invented = 0
+    errors: list[float] = []
+    with Library(root / "lib", model=str(ckpt)) as lib:
+        for vid, path in ds.videos.items():
+            rec = lib.catalog.item_by_path(path)
+            stored = np.asarray(lib.catalog.cuts([rec.id]).get(rec.id, []), dtype=np.float64)
+            true = np.asarray(sorted(truth[vid]))[1:-1]  # the video's start and end are no cuts
+            n_true += len(true)
+            for c in true:
+                d = np.abs(stored - c).min() if len(stored) else np.inf
+                if d <= near_s:
+                    found += 1
+                    errors.append(float(d))
+            for c in stored:
+                invented += not len(true) or np.abs(true - c).min() > near_s
+    return n_true, found, int(invented), errors
+
+
 def pooled(reports, label: str, setting: str) -> dict[str, float]:
     """Metrics over all sets' queries (each metric is a per-query mean, so weight by n)."""
     runs = [r.run(label, setting).metrics for r in reports]
@@ -176,6 +206,7 @@ def part1(seeds: list[int], harder: bool) -> None:
     given: dict[str, list[float]] = {}
     previous: dict[str, list] = {}
     confused = 0
+    cut_stats = [0, 0, 0, []]
     for seed in seeds:
         t0 = time.perf_counter()
         root = synthetic_set(seed, harder)
@@ -191,6 +222,8 @@ def part1(seeds: list[int], harder: bool) -> None:
         confused += n_confused
         for p, rows in before.items():
             previous.setdefault(p, []).extend(rows)
+        for i, value in enumerate(cut_accuracy(root, ckpt)):
+            cut_stats[i] += value
         print(
             f"encoder confusions in set {seed}: {n_confused} of {report.n_queries} queries have "
             "a frame of another video above every frame of their own scene"
@@ -220,6 +253,12 @@ def part1(seeds: list[int], harder: bool) -> None:
             f"| {name} | {100 * right.mean():.1f} % | {100 * np.mean(x >= 0.3):.1f} | "
             f"{100 * np.mean(x >= 0.5):.1f} | {100 * np.mean(x >= 0.7):.1f} | {x.mean():.3f} |"
         )
+    n_true, found, invented, errors = cut_stats
+    print(
+        f"\nshot cuts stored at indexing, all sets: {found} of {n_true} scene boundaries found "
+        f"within 0.5 s, {invented} stored cuts near no boundary; placement error mean "
+        f"{np.mean(errors):.3f} s, max {np.max(errors):.3f} s"
+    )
     if len(reports) > 1:
         print_table(f"all {len(reports)} sets together", reports)
     m = pooled(reports, "peak", "corpus")

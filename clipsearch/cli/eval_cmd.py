@@ -429,9 +429,10 @@ def moments(
 
     dataset = load_moments(annotations, videos, fmt=fmt)
     spec = options.model_spec(model) or DEFAULT_MODEL
-    where = _moments_library(videos, spec, sampler, cache_dir, library)
+    precision = eval_precision(precision)
+    where = _moments_library(videos, f"{spec}|{precision}|{sampler}", cache_dir, library)
     with (
-        Library(where, model=spec, precision=eval_precision(precision)) as lib,
+        Library(where, model=spec, precision=precision) as lib,
         _progress(quiet or json_out) as on_progress,
     ):
         result = evaluate_moments(
@@ -470,15 +471,15 @@ def moments(
 
 
 def _moments_library(
-    videos: Path, spec: str, sampler: str, cache_dir: Path | None, library: Path | None
+    videos: Path, setting: str, cache_dir: Path | None, library: Path | None
 ) -> Path:
-    """The library a moment evaluation indexes into: one per videos folder, model and
-    sampler, under the eval cache."""
+    """The library a moment evaluation indexes into: one per videos folder and ``setting``
+    (model, precision, sampler), under the eval cache."""
     import hashlib
 
     from clipsearch.eval.embed import default_cache_dir
 
-    key = f"{videos.resolve()}|{spec}|{sampler}".encode()
+    key = f"{videos.resolve()}|{setting}".encode()
     root = cache_dir or default_cache_dir(options.library_path(library))
     return root / "moments" / hashlib.sha256(key).hexdigest()[:16]
 
