@@ -12,9 +12,9 @@ Pooling methods:
   model gives frame i of being the match among the video's frames. Between the mean and
   the best of the frame scores, close to the best few; never above max_i s_i, so the
   search engine's stage-1 bound stays exact. Measured against the others in
-  docs/video.md: it finds the right video as often as ``max`` on picture-query moment
-  sets and more often in simulated long noisy videos, where ``max`` favours long videos
-  (more frames, a higher maximum of the noise).
+  docs/video.md: within two queries of ``max`` (of 94) on picture-query moment sets,
+  and 4-6 points more often right in simulated long noisy videos, where ``max`` favours
+  long videos (more frames, a higher maximum of the noise).
 - ``mean`` — CLIP4Clip meanP (Luo et al. 2021, "CLIP4Clip", parameter-free mean pooling):
   v = normalise(Σ_i normalise(f_i) / F), score = t·v. The video vector v is what the
   catalog stores (`meanp`). Zero-shot ViT-B/32 MSR-VTT 1k-A R@1 ≈ 31: right for
