@@ -16,7 +16,8 @@ import json
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,19 +27,27 @@ from clipsearch.atomic import atomic_write_text
 from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
 from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
-from clipsearch.models.base import Encoder
+from clipsearch.models.base import Encoder, l2_normalize
 from clipsearch.search import classify, dedup, moderation
+from clipsearch.search.arrange import SortOrder
 from clipsearch.search.banks import BankCache
 from clipsearch.search.compose import QueryParts, encode_plan
 from clipsearch.search.engine import Pooling, Searcher, SearchOptions
 from clipsearch.search.gap import GapMode, GapRescorer, check_mode
-from clipsearch.search.hits import Hit
+from clipsearch.search.hits import SearchResults
 from clipsearch.search.query import QueryPlan, parse_query, plan_from_parts
+from clipsearch.search.relevance import (
+    BackgroundCache,
+    MinScore,
+    parse_min_score,
+    resolve_min_score,
+)
 from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankMethod, check_method
 from clipsearch.search.rescore import Rescorer
 from clipsearch.search.textmatch import TextFusion, query_terms, with_text_matches
 from clipsearch.search.video import DEFAULT_POOLING
 from clipsearch.store import Catalog, ItemFilter
+from clipsearch.store.filters import taken_bounds
 from clipsearch.store.writer_lock import WriterLock
 
 if TYPE_CHECKING:
@@ -104,6 +113,9 @@ class LibraryStatus:
             "generation": st.get("generation"),
             "schema_version": st.get("schema_version"),
             "db_bytes": st.get("db_bytes"),
+            # ok items by where their capture time came from: {"exif", "container", "mtime",
+            # "unread"} (unread: indexed before capture times were recorded; mtime stands in)
+            "capture_times": st.get("capture_times"),
             # {"enabled", "frames", "by_kind": {kind: {"items", "read", "with_text"}}, "texts"}
             "ocr": self.ocr,
             "failures": self.failures,
@@ -140,6 +152,7 @@ class Library:
         self._index: VectorIndex | None = None
         self._cache = None
         self._banks: BankCache | None = None
+        self._background: BackgroundCache | None = None
         self._index_generation: int | None = None
         self._lock = threading.RLock()
 
@@ -331,11 +344,17 @@ class Library:
         plan: QueryPlan | None = None,
         text_match: bool | None = None,
         phrases: bool | None = None,
-    ) -> list[Hit]:
+        min_score: MinScore = "auto",
+        sort: SortOrder = "relevance",
+        collapse: bool = False,
+        taken_after: str | date | None = None,
+        taken_before: str | date | None = None,
+    ) -> SearchResults:
         """Search by text, example image(s)/video(s), or a ready query ``vector``.
 
         kind: "image" or "video" to restrict results; where: filter clauses
-        (``path:/a/*``, ``after:2023-01-01``, ``size>1MB`` ...) or an ItemFilter.
+        (``path:/a/*``, ``after:2023-01-01``, ``size>1MB``, ``taken>2023`` ...) or an
+        ItemFilter.
         pooling: how a video scores (docs/video.md): peak (default) | mean | max | softmax;
         tau: its temperature (None: the method's own). moments: up to this many moments
         per video hit (``hit.moments``, best first).
@@ -348,7 +367,14 @@ class Library:
         phrases: quoted words must appear in the picture's text (`clipsearch.search.query`);
             None: when the library has read text, True: always (UsageError if it has none),
             False: quotes only delimit terms.
-        Raises QueryError for empty/unreadable queries, UsageError for bad options.
+        min_score: where the relevant results end (docs/search.md): "auto" (per query,
+        from its scores over the library), a cosine, or "none"; every hit says whether it
+        is ``relevant`` and the relevant ones come first. sort: "relevance", "date"
+        (oldest first) or "-date" (newest first) for the relevant results. collapse: fold
+        near-duplicates into one result with ``members``. taken_after / taken_before: a
+        date (or period such as "2023-06"): taken at or after its start / before its start.
+        The result is a list of hits with the cut used as ``min_score``.
+        Raises QueryError for empty/unreadable queries or dates, UsageError for bad options.
         """
         if isinstance(where, ItemFilter):
             flt = where
@@ -367,6 +393,11 @@ class Library:
                 )
             flt = flt & ItemFilter(texts=plan.phrases)
         fuse = bool(query_terms(plan)) and (read if text_match is None else text_match)
+        if taken_after is not None:
+            flt = flt & taken_bounds(">=", _date_text(taken_after))
+        if taken_before is not None:
+            flt = flt & taken_bounds("<", _date_text(taken_before))
+        cut = parse_min_score(min_score)
         options = SearchOptions(
             k=k,
             offset=offset,
@@ -376,17 +407,22 @@ class Library:
             exact=exact,
             with_curve=with_curve,
             moments=moments,
+            sort=sort,
+            collapse=collapse,
         )
         options.validate()  # bad options fail before the model is loaded
         if vector is None:
             vector = encode_plan(plan, self.encoder)
         with self._lock:
+            threshold = resolve_min_score(cut, l2_normalize(vector), self.background)
             rescorer = self.rescorer(rerank=rerank, gap_correction=gap_correction, text_match=fuse)
-            hits = self.searcher().search(vector, options, rescorer=rescorer, plan=plan)
+            hits = self.searcher().search(
+                vector, replace(options, min_score=threshold), rescorer=rescorer, plan=plan
+            )
         if fuse or flt.texts:
             terms = (*query_terms(plan), *flt.texts)
             hits = with_text_matches(hits, self.catalog.texts, terms)
-        return hits
+        return SearchResults(hits, min_score=threshold)
 
     # -- query composition, rescoring -------------------------------------------------------------
     def query_parts(
@@ -437,6 +473,15 @@ class Library:
         the parts cancel out.
         """
         return self.query_parts(text, **parts).encode(self.encoder)
+
+    @property
+    def background(self) -> BackgroundCache:
+        """The sample of this library's items the "auto" relevance cut reads each query's
+        background from (clipsearch.search.relevance), drawn once per catalog change."""
+        with self._lock:
+            if self._background is None:
+                self._background = BackgroundCache(self.catalog)
+            return self._background
 
     @property
     def banks(self) -> BankCache:
@@ -555,6 +600,11 @@ class Library:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _date_text(value: str | date) -> str:
+    """A date filter value as the text the ``taken`` clauses read."""
+    return value.isoformat() if isinstance(value, date) else str(value)
 
 
 def _paths(x: str | Path | Sequence[str | Path] | None) -> tuple[str, ...]:

@@ -98,6 +98,7 @@ def make_video(
     pattern: np.ndarray | None = None,
     texture: bool = False,
     crf: int = 23,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write a video of coloured scenes and return its path.
 
@@ -123,6 +124,7 @@ def make_video(
             the bitrate and decode cost look like real footage (for benchmarks; frames are
             built in yuv420p, ``moving_shape`` and ``pattern`` are ignored; height % 4 == 0).
         crf: x264 constant-rate factor (quality).
+        metadata: container tags, e.g. ``{"creation_time": "2020-05-01T12:00:00Z"}``.
     """
     import av
 
@@ -134,6 +136,7 @@ def make_video(
     frames = _frame_pts(scenes, fps=fps, vfr=vfr)
     spans = scene_spans(scenes)
     with av.open(str(path), "w", options=options) as container:
+        container.metadata.update(metadata or {})
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"

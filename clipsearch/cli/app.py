@@ -240,6 +240,11 @@ def search(
     ] = 0.5,
     text_match: options.TextMatchOpt = None,
     phrases: options.PhrasesOpt = None,
+    min_score: options.MinScoreOpt = "auto",
+    sort: options.SortOpt = "relevance",
+    collapse: options.CollapseOpt = False,
+    taken_after: options.TakenAfterOpt = None,
+    taken_before: options.TakenBeforeOpt = None,
     library: options.LibraryOpt = None,
     model: options.ModelOpt = None,
     precision: options.PrecisionOpt = None,
@@ -273,14 +278,16 @@ def search(
             gap_correction="shift" if gap_correction else None,
             text_match=text_match,
             phrases=phrases,
+            min_score=min_score,
+            sort=sort,
+            collapse=collapse,
+            taken_after=taken_after,
+            taken_before=taken_before,
         )
     if json_out:
         render.print_json([h.to_dict() for h in hits])
         return
-    if not hits:
-        render.err.print("no results")
-        return
-    render.out.print(render.hits_table(hits))
+    render.search_results(hits, dates=sort != "relevance", duplicates=collapse)
 
 
 @app.command()

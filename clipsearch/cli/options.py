@@ -23,10 +23,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from clipsearch.errors import UsageError
 from clipsearch.media.scan import MediaKind
 from clipsearch.models.precision import PRECISIONS
+from clipsearch.search.arrange import SortOrder
 from clipsearch.search.compose import Composition
 from clipsearch.search.engine import Pooling
+from clipsearch.search.relevance import parse_min_score
 from clipsearch.search.rerank import RerankMethod
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ PoolingChoice = Pooling  # peak | mean | max | softmax
 RerankChoice = RerankMethod  # none | is | qbnorm | dbnorm | dbnorm-dynamic
 ComposeChoice = Composition  # slerp | sum
 KindChoice = MediaKind  # image | video
+SortChoice = SortOrder  # relevance | date | -date
 
 DEFAULT_LIBRARY_HELP = (
     "Library directory (default: $CLIPSEARCH_HOME or ~/.local/share/clipsearch/default)."
@@ -201,6 +205,53 @@ PhrasesOpt = Annotated[
         "has read text; --no-phrases: quotes only delimit terms).",
         show_default=False,
     ),
+]
+
+
+# -- where results end, their order, duplicates, capture dates (docs/search.md) ---------------
+def _checked_min_score(value: str) -> str:
+    try:
+        parse_min_score(value)
+    except UsageError as e:
+        raise typer.BadParameter(str(e)) from None
+    return value
+
+
+MinScoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--min-score",
+        help="Where the relevant results end: auto (per query, from its scores over the "
+        "library), a cosine such as 0.25, or none. The table shows the relevant ones; --json "
+        "marks each hit relevant: true/false.",
+        callback=_checked_min_score,
+    ),
+]
+SortOpt = Annotated[
+    SortChoice,
+    typer.Option(
+        "--sort", help="Order of the relevant results: relevance, date (oldest first), -date."
+    ),
+]
+CollapseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--collapse/--no-collapse",
+        help="Show each group of near-duplicates as one result, with the others as members.",
+    ),
+]
+TakenAfterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--taken-after",
+        help="Only items taken at or after DATE (2023, 2023-06, 2023-06-30...; EXIF or video "
+        "date, else the file's mtime).",
+        show_default=False,
+    ),
+]
+TakenBeforeOpt = Annotated[
+    str | None,
+    typer.Option("--taken-before", help="Only items taken before DATE.", show_default=False),
 ]
 
 

@@ -25,13 +25,14 @@ from rich.text import Text
 from clipsearch.ingest import (
     AnnProgress,
     BatchWritten,
+    DatesRead,
     FileDone,
     IndexEvent,
     IndexReport,
     ScanDone,
     ScanProgress,
 )
-from clipsearch.search.hits import Hit
+from clipsearch.search.hits import Hit, SearchResults
 
 # When piped (not a terminal), do not fold long paths at 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
@@ -117,6 +118,13 @@ class IndexProgress:
                 rate=rate,
                 errors=f"{self.errors} errors" if self.errors else "",
             )
+        elif isinstance(event, DatesRead):
+            p.update(
+                self.task,
+                description="reading capture dates",
+                total=event.total,
+                completed=event.done,
+            )
         elif isinstance(event, AnnProgress):
             p.update(self.task, description=f"search index: {event.stage} {event.fraction:.0%}")
         elif isinstance(event, BatchWritten):
@@ -137,6 +145,8 @@ def index_summary(report: IndexReport, console: Console = err) -> None:
         parts.append(f"{report.frames} video frames")
     if report.read:
         parts.append(f"{report.read} read for text")
+    if report.dated:
+        parts.append(f"{report.dated} capture dates read")
     if report.failed:
         parts.append(f"[red]{report.failed} failed[/] (see `clipsearch status`)")
     rate = report.encoded / report.elapsed_s if report.elapsed_s > 0 else 0.0
@@ -149,19 +159,33 @@ def index_summary(report: IndexReport, console: Console = err) -> None:
         console.print("[yellow]Interrupted.[/] Run the same command again to resume.")
 
 
-def hits_table(hits: Sequence[Hit], *, title: str | None = None) -> Table:
+def hits_table(
+    hits: Sequence[Hit], *, title: str | None = None, dates: bool = False, duplicates: bool = False
+) -> Table:
+    """A results table; ``dates`` adds when each was taken, ``duplicates`` how many
+    near-duplicates each result stands for."""
     table = Table(title=title, show_lines=False, expand=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("score", justify="right")
     table.add_column("kind")
+    if dates:
+        table.add_column("taken")
     table.add_column("moment")
+    if duplicates:
+        table.add_column("copies", justify="right")
     table.add_column("path", overflow="fold")
     texts = any(h.text_match is not None for h in hits)
     if texts:
         table.add_column("text in picture", overflow="fold")
     for h in hits:
         moment = ", ".join(f"{fmt_time(m.start)}–{fmt_time(m.end)}" for m in h.moments)
-        row = [str(h.rank), f"{h.score:.4f}", h.kind, moment, h.path]
+        row = [str(h.rank), f"{h.score:.4f}", h.kind]
+        if dates:
+            row.append(h.taken.to_datetime().strftime("%Y-%m-%d %H:%M") if h.taken else "")
+        row.append(moment)
+        if duplicates:
+            row.append(f"+{len(h.members)}" if h.members else "")
+        row.append(h.path)
         if texts:
             row.append(matched_text(h))
         table.add_row(*row)
@@ -185,6 +209,31 @@ def matched_text(hit: Hit, limit: int = 80) -> Text:
     return out
 
 
+def search_results(hits: SearchResults, *, dates: bool = False, duplicates: bool = False) -> None:
+    """The relevant hits as a table on stdout, and on stderr how many fell below the cut."""
+    shown = hits.relevant
+    below = len(hits) - len(shown)
+    if shown:
+        out.print(hits_table(shown, dates=dates, duplicates=duplicates))
+    if not hits:
+        err.print("no results")
+    elif below:
+        cut = f" (score below {hits.min_score:.4f})" if hits.min_score is not None else ""
+        lead = "no close matches: " if not shown else ""
+        err.print(
+            f"{lead}{below} more on this page below the relevance cut{cut}; "
+            "--min-score none shows them"
+        )
+
+
+CAPTURE_SOURCES = (  # status: where capture dates came from
+    ("exif", "from EXIF"),
+    ("container", "from video containers"),
+    ("mtime", "file times"),
+    ("unread", "not read yet (next index run)"),
+)
+
+
 def status_tables(status: dict[str, Any]) -> list[Table]:
     head = Table(show_header=False, box=None)
     head.add_column(style="bold")
@@ -200,6 +249,10 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
             "vectors", f"{status.get('vectors', 0)} ({status.get('frames', 0)} video frames)"
         )
         head.add_row("roots", ", ".join(status.get("roots") or []) or "—")
+        dates = status.get("capture_times") or {}
+        if any(dates.values()):
+            parts = [f"{dates.get(s, 0)} {label}" for s, label in CAPTURE_SOURCES if dates.get(s)]
+            head.add_row("capture dates", ", ".join(parts))
     if counts:
         t = Table(title="items")
         t.add_column("kind")

@@ -3,6 +3,7 @@
 from clipsearch.ingest.events import (
     AnnProgress,
     BatchWritten,
+    DatesRead,
     FileDone,
     IndexEvent,
     IndexReport,
@@ -14,6 +15,7 @@ from clipsearch.ingest.pipeline import Indexer, IndexOptions
 __all__ = [
     "AnnProgress",
     "BatchWritten",
+    "DatesRead",
     "FileDone",
     "IndexEvent",
     "IndexOptions",

@@ -59,6 +59,15 @@ class AnnProgress:
     fraction: float
 
 
+@dataclass(frozen=True)
+class DatesRead:
+    """Capture times of files indexed before they were recorded are being read (no
+    encoding): ``done`` of ``total``."""
+
+    done: int
+    total: int
+
+
 @dataclass
 class IndexReport:
     """What an `index` run did. ``interrupted`` is True when it stopped early (Ctrl-C);
@@ -73,6 +82,7 @@ class IndexReport:
     deleted: int = 0
     frames: int = 0  # video frames encoded
     read: int = 0  # files whose text was read (OCR), encoded in this run or before
+    dated: int = 0  # unchanged files whose capture time was read (no encoding)
     scan_errors: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
     encode_s: float = 0.0
@@ -94,10 +104,11 @@ class IndexReport:
             "deleted": self.deleted,
             "frames": self.frames,
             "read": self.read,
+            "dated": self.dated,
             "scan_errors": [{"path": p, "error": e} for p, e in self.scan_errors],
             "elapsed_s": round(self.elapsed_s, 3),
             "interrupted": self.interrupted,
         }
 
 
-IndexEvent = ScanProgress | ScanDone | FileDone | BatchWritten | AnnProgress
+IndexEvent = ScanProgress | ScanDone | FileDone | BatchWritten | AnnProgress | DatesRead

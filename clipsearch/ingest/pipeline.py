@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipsearch.errors import MediaError, NotFoundError
+from clipsearch.ingest.dating import date_items, read_capture
 from clipsearch.ingest.events import (
     BatchWritten,
     FileDone,
@@ -34,6 +35,7 @@ from clipsearch.ingest.events import (
 )
 from clipsearch.ingest.reading import FRAME_SIDE, TextReading, resolve_settings
 from clipsearch.media import MediaFile, load_image, partial_hash, scan
+from clipsearch.media.capture_time import CaptureTime
 from clipsearch.models.base import Encoder
 from clipsearch.search.engine import decode_side
 from clipsearch.store import Catalog, ItemWrite, ModelBinding
@@ -75,6 +77,7 @@ class _Decoded:
     width: int | None = None
     height: int | None = None
     duration: float | None = None
+    taken: CaptureTime | None = None  # when it was taken (read with the content hash)
     error: str | None = None  # failed: why
     warning: str | None = None  # ok but partial (e.g. video damaged mid-stream)
     cancelled: bool = False  # stopped mid-file (Ctrl-C): not written, redone next run
@@ -89,6 +92,7 @@ class _Todo:
     root_id: int
     content_hash: str | None = None
     item_id: int | None = None  # set for an indexed item that only needs its text read
+    taken: CaptureTime | None = None
 
 
 class Indexer:
@@ -145,9 +149,10 @@ class Indexer:
         report = IndexReport(roots=[str(p) for p in paths])
         todo: list[_Todo] = []
         gone: list[int] = []
+        undated: list[tuple[int, MediaFile]] = []  # unchanged items without a capture time
         seen: set[str] = set()  # across roots: overlapping roots must not queue a file twice
         for root in paths:
-            found, missing = self._scan_root(root, report, seen)
+            found, missing = self._scan_root(root, report, seen, undated)
             todo.extend(found)
             gone.extend(missing)
             if report.interrupted:
@@ -172,6 +177,14 @@ class Indexer:
             self._encode_all(todo, report)
         elif todo:
             report.interrupted = True
+        if undated and not report.interrupted:
+            report.dated, report.interrupted = date_items(
+                self.catalog,
+                undated,
+                workers=max(2, self.options.workers),
+                emit=self._emit,
+                should_stop=self._should_stop,
+            )
         report.elapsed_s = time.perf_counter() - t0
         return report
 
@@ -207,9 +220,14 @@ class Indexer:
 
     # -- scan + sweep ------------------------------------------------------------------------------
     def _scan_root(
-        self, root: Path, report: IndexReport, seen: set[str]
+        self,
+        root: Path,
+        report: IndexReport,
+        seen: set[str],
+        undated: list[tuple[int, MediaFile]],
     ) -> tuple[list[_Todo], list[int]]:
         """Walk one root: files to (re)encode, and catalog items under it that are gone.
+        Unchanged items whose capture time was never read are added to ``undated``.
 
         Nothing is swept under a folder the walk could not read, nor when a root that had
         items comes back empty (an unmounted drive looks like that): only files that are
@@ -217,6 +235,7 @@ class Indexer:
         """
         root_id = self.catalog.add_root(str(root))
         known = self.catalog.items_under_root(root_id)
+        no_date = self.catalog.undated_items(root_id)
         todo: list[_Todo] = []
         unreadable: list[str] = []
 
@@ -251,6 +270,8 @@ class Indexer:
             )
             if unchanged and (rec.status == "ok" or not opts.retry_failed):
                 report.unchanged += 1
+                if rec.id in no_date:
+                    undated.append((rec.id, media))
             else:
                 todo.append(_Todo(media, root_id))
             if found % 500 == 0:
@@ -282,6 +303,7 @@ class Indexer:
                 t.content_hash = partial_hash(t.media.path, t.media.size)
             except OSError:
                 t.content_hash = None  # unreadable: the decoder will record why
+            t.taken = read_capture(t.media)
             return t
 
         with ThreadPoolExecutor(max_workers=max(2, self.options.workers)) as pool:
@@ -358,7 +380,7 @@ class Indexer:
 
     def _decode(self, t: _Todo) -> _Decoded:
         """Runs in a worker thread: decode + preprocess. Never raises for bad media."""
-        out = _Decoded(media=t.media, root_id=t.root_id, content_hash=t.content_hash)
+        out = _Decoded(media=t.media, root_id=t.root_id, content_hash=t.content_hash, taken=t.taken)
         out.text_only, out.item_id = t.item_id is not None, t.item_id
         reading = self._reading if self._reading and self._reading.reads(t.media.kind) else None
         try:
@@ -501,6 +523,7 @@ class Indexer:
         vectors: np.ndarray | None = None,
         timestamps: np.ndarray | None = None,
     ) -> ItemWrite:
+        """The catalog write for a file (a failed one keeps no capture time)."""
         d = t if isinstance(t, _Decoded) else None
         return ItemWrite(
             path=str(t.media.path),
@@ -518,6 +541,7 @@ class Indexer:
             timestamps=timestamps,
             text=d.text if d is not None and status == "ok" else None,
             cuts=d.cuts if d is not None and status == "ok" else None,
+            taken=t.taken if status == "ok" else None,
         )
 
 

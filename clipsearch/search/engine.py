@@ -19,9 +19,12 @@ import numpy as np
 from clipsearch.errors import UsageError
 from clipsearch.index.base import VectorIndex
 from clipsearch.models.base import Encoder, l2_normalize
+from clipsearch.search import arrange
+from clipsearch.search.arrange import SORT_ORDERS, SortOrder
+from clipsearch.search.dedup import DEFAULT_THRESHOLD
 from clipsearch.search.hits import FrameCurve, Hit
 from clipsearch.search.moments import Moment, find_moments, shots_from_cuts
-from clipsearch.search.rescore import Query, Rescorer, extra_candidates
+from clipsearch.search.rescore import Query, Rescorer, extra_candidates, vouched
 from clipsearch.search.video import DEFAULT_POOLING, POOL_METHODS, PoolMethod
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ Pooling = PoolMethod  # how a video's frame scores become its score (search.vide
 POOLINGS: tuple[Pooling, ...] = POOL_METHODS
 MAX_K = 10_000
 MAX_MOMENTS = 20
+DATE_DEPTH = 256  # a date order starts with this many candidates and widens 4× until the cut
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ class SearchOptions:
     exact: bool = False  # force exact stage 1 even on an ANN index
     with_curve: bool = False  # attach each video's frame score curve
     moments: int = 1  # up to this many moments per video hit, best first
+    min_score: float | None = None  # relevance cut (a cosine; search.relevance); None: none
+    sort: SortOrder = "relevance"  # the relevant results by: relevance | date | -date
+    collapse: bool = False  # fold near-duplicates into one result (search.arrange)
+    collapse_threshold: float = DEFAULT_THRESHOLD  # cosine of near-duplicates (dedup's)
 
     def validate(self) -> None:
         if not 1 <= self.k <= MAX_K:
@@ -62,6 +70,51 @@ class SearchOptions:
             raise UsageError(
                 f"moments must be between 1 and {MAX_MOMENTS} per video, got {self.moments}"
             )
+        if self.sort not in SORT_ORDERS:
+            raise UsageError(f"unknown sort {self.sort!r}; choose one of {', '.join(SORT_ORDERS)}")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise UsageError(f"min_score must be a cosine in [-1, 1], got {self.min_score}")
+        if not 0.0 < self.collapse_threshold <= 1.0:
+            raise UsageError(f"collapse_threshold must be in (0, 1], got {self.collapse_threshold}")
+
+
+def all_above(hits: list[Hit], min_score: float | None) -> bool:
+    """True when every one of ``hits`` (raw order) is above the cut: more may be."""
+    return min_score is None or (bool(hits) and hits[-1].score >= min_score)
+
+
+def _rescored(
+    rescorer: Rescorer, q: np.ndarray, plan: QueryPlan | None, hits: list[Hit]
+) -> list[Hit]:
+    """``hits`` with the rescorer's scores, in its order (ties by item id)."""
+    scores = np.asarray(rescorer.rescore(Query(q, plan), hits), dtype=np.float64)
+    if scores.shape != (len(hits),):
+        raise ValueError(f"a rescorer returned scores {scores.shape} for {len(hits)} hits")
+    order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), hits[i].item_id))
+    return [replace(hits[i], score=float(scores[i])) for i in order]
+
+
+def _with_vouched(
+    rescorer: Rescorer, query: Query, hits: list[Hit], above: set[int]
+) -> tuple[list[Hit], int]:
+    """``hits`` (rescored order) with the relevant ones first, and how many they are.
+
+    Relevant: the hits the rescorer vouches for (`vouched`), and as many of the others as
+    reached the cut on their raw scores (``above``: item ids), taken in the new order —
+    a re-ranker reorders without changing how many answers a query has, and what it
+    vouches for adds to them rather than taking their place."""
+    sure = vouched(rescorer, query, hits)
+    if sure is None:
+        return hits, len(above)
+    quota = sum(1 for h, s in zip(hits, sure, strict=True) if h.item_id in above and not s)
+    flags = []
+    for s in sure:
+        counted = not s and quota > 0  # one of the answers the raw scores counted
+        quota -= counted
+        flags.append(s or counted)
+    first = [h for h, f in zip(hits, flags, strict=True) if f]
+    rest = [h for h, f in zip(hits, flags, strict=True) if not f]
+    return first + rest, len(first)
 
 
 def decode_side(encoder: Encoder) -> int:
@@ -91,33 +144,65 @@ class Searcher:
         rescorer: Rescorer | None = None,
         plan: QueryPlan | None = None,
     ) -> list[Hit]:
-        """Rank items for one query vector (D,). Returns at most ``k`` hits after ``offset``.
+        """Rank items for one query vector (D,). Returns at most ``k`` results after ``offset``.
+
+        The relevance cut, near-duplicate folding, date order and paging follow the ranking
+        (`clipsearch.search.arrange`): the candidates ranked are as many as those need —
+        the page, a rescorer's depth, ``collapse_depth`` for folding, and for a date order
+        every candidate above the cut (at most ``MAX_K``).
 
         rescorer: re-score the top candidates (`clipsearch.search.rescore`): the engine
             fetches ``rescorer.depth(k + offset)`` raw hits plus the items the rescorer
             brings in (``candidates``), takes the rescorer's scores, and sorts, pages and
-            renumbers by them.
+            renumbers by them; the cut's count of relevant hits is taken on the raw scores
+            and applied to the new order.
         plan: the parsed query behind ``q``, for a rescorer that reads the query's text.
+
+        Video moments are found for the page only, once it is arranged: for each shown
+        video and each video folded into a shown result (``members``).
         """
         q = np.asarray(q, dtype=np.float32)
-        if rescorer is None:
-            return self.search_many(q[None, :], options)[0]
         options.validate()
         need = options.k + options.offset
-        depth = min(MAX_K, max(rescorer.depth(need), need))
-        hits = self.search_many(q[None, :], replace(options, k=depth, offset=0))[0]
-        query = Query(q, plan)
-        hits = self._bring_in(q, hits, extra_candidates(rescorer, query, depth), options)
-        if not hits:
-            return []
-        scores = np.asarray(rescorer.rescore(query, hits), dtype=np.float64)
-        if scores.shape != (len(hits),):
-            raise ValueError(f"a rescorer returned scores {scores.shape} for {len(hits)} hits")
-        order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), hits[i].item_id))
-        return [
-            replace(hits[i], score=float(scores[i]), rank=rank)
-            for rank, i in enumerate(order[options.offset : need], start=options.offset + 1)
-        ]
+        depth = need
+        if rescorer is not None:
+            depth = max(depth, rescorer.depth(need))
+        if options.collapse:
+            depth = max(depth, arrange.collapse_depth(need))
+        if options.sort != "relevance":  # every candidate above the cut is needed
+            depth = MAX_K if options.min_score is None else max(depth, DATE_DEPTH)
+        depth = min(MAX_K, depth)
+        while True:
+            window = replace(options, k=depth, offset=0)
+            hits = self._search_many(q[None, :], window, localise=False)[0]
+            more = len(hits) == depth and depth < MAX_K  # candidates past the window exist
+            by_date = options.sort != "relevance"
+            if more and by_date and all_above(hits, options.min_score):
+                depth = min(MAX_K, depth * 4)  # a date order needs every relevant candidate
+                continue
+            if rescorer is not None:
+                extra = extra_candidates(rescorer, Query(q, plan), depth)
+                hits = self._bring_in(q, hits, extra, options)
+            n_relevant = arrange.count_relevant(hits, options.min_score)
+            if rescorer is not None and hits:
+                above = {h.item_id for h in hits[:n_relevant]}  # raw order: the head
+                hits = _rescored(rescorer, q, plan, hits)
+                if options.min_score is not None:
+                    hits, n_relevant = _with_vouched(rescorer, Query(q, plan), hits, above)
+            page, results = arrange.arrange(
+                hits,
+                n_relevant,
+                self.catalog,
+                k=options.k,
+                offset=options.offset,
+                sort=options.sort,
+                collapse=options.collapse,
+                collapse_threshold=options.collapse_threshold,
+            )
+            if more and options.collapse and results < need:
+                depth = min(MAX_K, depth * 2)  # folding left too few results: look further
+                continue
+            return self._with_moments(l2_normalize(q[None, :])[0], page, options)
 
     def search_many(
         self, queries: np.ndarray, options: SearchOptions = SearchOptions()
@@ -129,7 +214,14 @@ class Searcher:
         meanP vector or best frame is below it), so the page is exact once ``k + offset``
         rescored candidates reach the floor; otherwise the row window is widened. (Softmax
         pooling can exceed its best frame; for it the bound is a close approximation.)
+        Video hits carry their moments.
         """
+        return self._search_many(queries, options, localise=True)
+
+    def _search_many(
+        self, queries: np.ndarray, options: SearchOptions, *, localise: bool
+    ) -> list[list[Hit]]:
+        """`search_many`; ``localise``: find the page's video moments (else none)."""
         options.validate()
         queries = l2_normalize(np.atleast_2d(queries))
         index = self._index()
@@ -158,7 +250,7 @@ class Searcher:
                 window = min(window * 4, total)
                 m = index.search(q[None, :], window, allowed=allowed, exact=options.exact)
                 ids, scores = m.ids[0], m.scores[0]
-            results.append(self._page(scored, context, options))
+            results.append(self._page(scored, context, options, localise=localise))
         return results
 
     def _bring_in(
@@ -173,7 +265,8 @@ class Searcher:
         if not ids:
             return hits
         scored, context = self._score(l2_normalize(q[None, :])[0], ids, options)
-        extra = self._page(scored, context, replace(options, k=len(scored), offset=0))
+        everything = replace(options, k=len(scored), offset=0)
+        extra = self._page(scored, context, everything, localise=False)
         merged = sorted([*hits, *extra], key=lambda h: (-h.score, h.item_id))
         return [replace(h, rank=rank) for rank, h in enumerate(merged, start=1)]
 
@@ -195,8 +288,10 @@ class Searcher:
         image_vectors = self.catalog.item_vectors(
             [i for i, r in records.items() if r.kind == "image"]
         )
-        for item_id, vec in image_vectors.items():
-            scored.append((float(vec @ q), item_id))
+        if image_vectors:  # one product for all images: a page of thousands is one call
+            ids = list(image_vectors)
+            sims = np.stack([image_vectors[i] for i in ids]) @ q  # (I,)
+            scored.extend(zip(sims.tolist(), ids, strict=True))
         frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if video_ids:
             frames = self.catalog.frames(video_ids)
@@ -210,13 +305,18 @@ class Searcher:
         return scored, {"records": records, "frames": frames, "q": q}
 
     def _page(
-        self, scored: list[tuple[float, int]], context: dict, options: SearchOptions
+        self,
+        scored: list[tuple[float, int]],
+        context: dict,
+        options: SearchOptions,
+        *,
+        localise: bool,
     ) -> list[Hit]:
         records, frames, q = context["records"], context["frames"], context["q"]
         scored.sort(key=lambda s: (-s[0], s[1]))
         page = scored[options.offset : options.offset + options.k]
         videos = [i for _, i in page if i in frames]
-        cuts = self.catalog.cuts(videos) if videos else {}
+        cuts = self.catalog.cuts(videos) if videos and localise else {}
         hits = []
         for rank, (score, item_id) in enumerate(page, start=options.offset + 1):
             r = records[item_id]
@@ -225,16 +325,8 @@ class Searcher:
             if item_id in frames:
                 ts, fv = frames[item_id]  # (F,), (F, D)
                 sims = fv @ q  # (F,)
-                duration = float(r.duration or ts[-1])
-                moments = tuple(
-                    find_moments(
-                        ts,
-                        sims,
-                        duration=duration,
-                        n=options.moments,
-                        shots=shots_from_cuts(cuts[item_id], duration) if item_id in cuts else None,
-                    )
-                )
+                if localise:
+                    moments = _moments(ts, sims, r.duration, cuts.get(item_id), options)
                 if options.with_curve:
                     curve = FrameCurve(ts, sims.astype(np.float32))
             hits.append(
@@ -252,3 +344,48 @@ class Searcher:
                 )
             )
         return hits
+
+    def _with_moments(self, q: np.ndarray, page: list[Hit], options: SearchOptions) -> list[Hit]:
+        """``page`` with the moments of its videos and of the videos folded into its results
+        (``q``: the normalised query)."""
+        ids = [
+            h.item_id
+            for hit in page
+            for h in (hit, *(m.hit for m in hit.members or ()))
+            if h.kind == "video"
+        ]
+        if not ids:
+            return page
+        frames = self.catalog.frames(ids)
+        cuts = self.catalog.cuts(ids)
+
+        def localised(h: Hit) -> Hit:
+            if h.kind != "video" or h.item_id not in frames or not len(frames[h.item_id][0]):
+                return h
+            ts, fv = frames[h.item_id]
+            found = _moments(ts, fv @ q, h.duration, cuts.get(h.item_id), options)
+            return replace(h, moments=found)
+
+        return [
+            replace(
+                localised(hit),
+                members=None
+                if hit.members is None
+                else tuple(replace(m, hit=localised(m.hit)) for m in hit.members),
+            )
+            for hit in page
+        ]
+
+
+def _moments(
+    ts: np.ndarray,
+    sims: np.ndarray,
+    duration: float | None,
+    cuts: np.ndarray | None,
+    options: SearchOptions,
+) -> tuple[Moment, ...]:
+    """Up to ``options.moments`` moments of a video from its frame scores ``sims`` at
+    ``ts`` (its stored shot ``cuts``, when known, bound them)."""
+    length = float(duration or ts[-1])
+    shots = shots_from_cuts(cuts, length) if cuts is not None else None
+    return tuple(find_moments(ts, sims, duration=length, n=options.moments, shots=shots))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from clipsearch.media.scan import MediaKind
 
 if TYPE_CHECKING:
+    from clipsearch.media.capture_time import CaptureTime
     from clipsearch.search.moments import Moment
     from clipsearch.store.texts import TextMatch
 
@@ -34,6 +36,11 @@ class Hit:
     curve: for videos when requested (``with_curve=True``), the frame score curve.
     text_match: the text read in the picture (or the video frame) that matched the query's
         words, when the search matched text (`clipsearch.search.textmatch`).
+    relevant: above the query's relevance cut (``min_score``: clipsearch.search.relevance);
+        the relevant hits of a search come first.
+    taken: when it was taken (EXIF, the video container, else the file's mtime).
+    members: with ``collapse``, the near-duplicates folded into this hit (best first);
+        None when the search did not collapse.
     """
 
     item_id: int
@@ -47,6 +54,9 @@ class Hit:
     moments: tuple[Moment, ...] = ()
     curve: FrameCurve | None = field(default=None, repr=False)
     text_match: TextMatch | None = None
+    relevant: bool = True
+    taken: CaptureTime | None = None
+    members: tuple[Duplicate, ...] | None = None
 
     @property
     def moment(self) -> Moment | None:
@@ -86,6 +96,11 @@ class Hit:
                 "t": [round(float(t), 3) for t in self.curve.timestamps],
                 "score": [round(float(s), 5) for s in self.curve.scores],
             }
+        out["relevant"] = self.relevant
+        out["taken"] = self.taken.isoformat() if self.taken is not None else None
+        out["taken_source"] = self.taken.source if self.taken is not None else None
+        if self.members is not None:
+            out["members"] = [m.to_dict() for m in self.members]
         return out
 
 
@@ -96,3 +111,40 @@ def _moment_dict(m: Moment) -> dict[str, float]:
         "best_t": round(float(m.best_t), 3),
         "score": round(float(m.score), 6),
     }
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A near-duplicate folded into a result (``Hit.members``).
+
+    hit: the folded item as a result of the same search (its own score, path, moment...;
+        its rank is the rank of the result it is folded into).
+    similarity: the cosine of its stored vector to the result's (≥ the collapse threshold,
+        or joined through a chain of such pairs).
+    """
+
+    hit: Hit
+    similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.hit.to_dict()
+        for key in ("rank", "relevant", "members"):
+            out.pop(key, None)
+        out["similarity"] = round(float(self.similarity), 6)
+        return out
+
+
+class SearchResults(list[Hit]):
+    """The hits of one search page (a plain list of `Hit`) and what the search decided.
+
+    min_score: the relevance cut the search used (a cosine), None without a cut.
+    """
+
+    def __init__(self, hits: Iterable[Hit] = (), *, min_score: float | None = None) -> None:
+        super().__init__(hits)
+        self.min_score = min_score
+
+    @property
+    def relevant(self) -> list[Hit]:
+        """The hits above the relevance cut."""
+        return [h for h in self if h.relevant]

@@ -77,6 +77,10 @@ class Rescorer(Protocol):
         e.g. the best matches of another ranking; they reach ``rescore`` among ``hits``,
         placed by their raw score. Ids already among the raw candidates, unknown ids and
         items the search's filters exclude are dropped by the engine.
+    relevant(query, hits) (optional): one bool per hit (in ``rescore``'s input order) for
+        hits the rescorer knows to be relevant whatever their raw score (a picture whose
+        text holds every word the query looks for). The relevance cut marks them relevant
+        besides the best hits it counts on the raw scores.
     """
 
     def depth(self, need: int) -> int: ...
@@ -88,6 +92,17 @@ def extra_candidates(rescorer: Rescorer, query: Query, depth: int) -> list[int]:
     """The item ids ``rescorer`` brings in (none when it has no ``candidates``)."""
     candidates = getattr(rescorer, "candidates", None)
     return [] if candidates is None else [int(i) for i in candidates(query, depth)]
+
+
+def vouched(rescorer: Rescorer, query: Query, hits: Sequence[Hit]) -> list[bool] | None:
+    """The rescorer's ``relevant`` flags for ``hits`` (None when it has no opinion)."""
+    relevant = getattr(rescorer, "relevant", None)
+    if relevant is None:
+        return None
+    flags = [bool(f) for f in relevant(query, hits)]
+    if len(flags) != len(hits):
+        raise ValueError(f"a rescorer returned {len(flags)} relevant flags for {len(hits)} hits")
+    return flags
 
 
 def widened(need: int, *, widen: int = DEFAULT_WIDEN, floor: int = DEFAULT_FLOOR) -> int:

@@ -6,7 +6,9 @@ FTS5 trigram index). `TextFusion` is the `Rescorer` that joins the two rankings:
 
 - its ``candidates`` are the best text matches, so a picture whose text matches is
   ranked even when the model did not recall it;
-- ``rescore`` fuses, for every candidate d, the model's order with the text order.
+- ``rescore`` fuses, for every candidate d, the model's order with the text order;
+- ``relevant`` vouches for the pictures whose text holds every query term (coverage 1):
+  the relevance cut (search/relevance.py) marks them relevant whatever the model's score.
 
 Query terms (`query_terms`): the words of the query's positive text terms, squashed,
 three characters or longer (what a trigram index can look up), without a few function
@@ -47,6 +49,7 @@ DEFAULT_FUSION: FusionMethod = "rrf"  # measured: docs/ocr.md
 RRF_K = 60  # Cormack et al.'s constant
 DEFAULT_WEIGHT = 3.0  # λ of the calibrated sum, in standard deviations of the model's scores
 MIN_SPREAD = 1e-3  # σ floor (a flat candidate list)
+FULL_COVERAGE = 1.0 - 1e-9  # a text with every query term: relevant whatever the model says
 
 # Words that say what the picture is, not what it reads; never looked up in its text.
 STOP_WORDS = frozenset(
@@ -121,6 +124,15 @@ class TextFusion:
         spread = max(float(np.std(model)), MIN_SPREAD) if len(model) > 1 else MIN_SPREAD
         m = np.array([coverage.get(i, 0.0) for i in ids])
         return model + self.weight * spread * m
+
+    def relevant(self, query: Query, hits: Sequence[Hit]) -> list[bool]:
+        """True for the hits whose text holds every term the query looks for (coverage 1:
+        "a sign saying pizza" and a picture reading PIZZA), whatever the model's score."""
+        terms = query_terms(query.plan)
+        if not terms or not hits:
+            return [False] * len(hits)
+        best = self.texts.best_rows([h.item_id for h in hits], terms, sources=self.sources)
+        return [h.item_id in best and best[h.item_id].coverage >= FULL_COVERAGE for h in hits]
 
     def _ranking(self, terms: tuple[str, ...], depth: int) -> list[TextMatch]:
         if not terms:

@@ -20,6 +20,7 @@ from typing import Any
 from clipsearch.errors import ClipsearchError
 from clipsearch.ingest import (
     BatchWritten,
+    DatesRead,
     FileDone,
     IndexEvent,
     IndexOptions,
@@ -165,6 +166,8 @@ class IndexJobs:
                     p.done += 1
                     p.failed += 0 if event.ok else 1
                     p.frames += event.frames
+            elif isinstance(event, DatesRead):  # files indexed before capture times existed
+                p.phase = "dating"
             elif isinstance(event, BatchWritten):  # authoritative running totals
                 p.done, p.failed, p.frames = event.done, event.failed, event.frames
                 p.to_encode = event.total

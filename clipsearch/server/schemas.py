@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clipsearch.media.capture_time import TakenSource
 from clipsearch.media.scan import MediaKind
+from clipsearch.search.arrange import SortOrder
 from clipsearch.search.engine import MAX_K, MAX_MOMENTS
 from clipsearch.search.video import DEFAULT_POOLING, PoolMethod
 
@@ -114,6 +116,29 @@ class SearchRequest(BaseModel):
         le=MAX_MOMENTS,
         description="Up to this many non-overlapping moments per video, best first.",
     )
+    min_score: Literal["auto", "none"] | Annotated[float, Field(ge=-1, le=1)] = Field(
+        "auto",
+        description="Where the relevant results end: auto (per query, from its scores over "
+        "the library), a cosine, or none. Each hit says whether it is relevant; the relevant "
+        "ones come first (docs/search.md).",
+    )
+    sort: SortOrder = Field(
+        "relevance",
+        description="Order of the relevant results: relevance, date (oldest first), -date.",
+    )
+    collapse: bool = Field(
+        False,
+        description="Fold near-duplicates (cosine ≥ 0.95) into one result, the best-scoring "
+        "member, with the others in its members list.",
+    )
+    taken_after: str | None = Field(
+        None,
+        max_length=64,
+        description="Only items taken at or after this date (2023, 2023-06, 2023-06-30...).",
+    )
+    taken_before: str | None = Field(
+        None, max_length=64, description="Only items taken before this date."
+    )
 
 
 class MomentOut(BaseModel):
@@ -138,6 +163,27 @@ class TextMatchOut(BaseModel):
     coverage: float = Field(description="Share of the query terms' characters found, 0..1.")
     t: float | None = Field(None, description="The video frame's time in seconds.")
     source: str = Field(description='Where the text comes from: "ocr".')
+
+
+class MemberOut(BaseModel):
+    """A near-duplicate folded into a result: the result's fields, its own score, and its
+    similarity to the result."""
+
+    item_id: int
+    path: str
+    name: str
+    kind: MediaKind
+    score: float
+    similarity: float = Field(description="Cosine of its stored vector to the result's.")
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    moment: MomentOut | None = None
+    moments: list[MomentOut] | None = None
+    taken: str | None = None
+    taken_source: TakenSource | None = None
+    thumb_url: str
+    media_url: str
 
 
 class HitOut(BaseModel):
@@ -215,6 +261,18 @@ class HitOut(BaseModel):
     text_match: TextMatchOut | None = None
     thumb_url: str
     media_url: str
+    relevant: bool = Field(True, description="Above the query's relevance cut (min_score).")
+    taken: str | None = Field(
+        None,
+        description="When it was taken, ISO 8601 with the UTC offset where it was taken when "
+        "the file says (else the server's zone).",
+    )
+    taken_source: TakenSource | None = Field(
+        None, description="Where the time came from: exif, container (video), or mtime."
+    )
+    members: list[MemberOut] | None = Field(
+        None, description="With collapse: the near-duplicates folded into this result."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -241,6 +299,9 @@ class SearchResponse(BaseModel):
         description="Offset of the next page, or null when this page was not full."
     )
     took_ms: float
+    min_score: float | None = Field(
+        None, description="The relevance cut this search used (a cosine), or null for none."
+    )
 
 
 class ItemOut(BaseModel):
@@ -337,6 +398,11 @@ class StatusOut(BaseModel):
         None,
         description="Text reading: enabled, frames, and per kind the indexed items, the items "
         "read and those with text.",
+    )
+    capture_times: dict[str, int] | None = Field(
+        None,
+        description="Indexed items by where their capture time came from: exif, container, "
+        "mtime, and unread (indexed before capture times were recorded; the mtime stands in).",
     )
     model_loaded: bool
     model_error: str | None

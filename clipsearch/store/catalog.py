@@ -40,8 +40,9 @@ from clipsearch.errors import (
     NotFoundError,
     UsageError,
 )
+from clipsearch.media.capture_time import CaptureTime
 from clipsearch.media.scan import MEDIA_KINDS, MediaKind
-from clipsearch.store import meta, vector_io
+from clipsearch.store import capture_times, meta, vector_io
 from clipsearch.store.connection import CATALOG_FILE, connect, translate
 from clipsearch.store.filter_sql import filter_condition
 from clipsearch.store.filters import ItemFilter
@@ -345,6 +346,7 @@ class Catalog:
                     if p.cuts is not None
                 ),
             )
+            capture_times.write(conn, zip(ids, (p.taken for p in prepared), strict=True))
             meta.bump_generation(conn)
         return ids
 
@@ -391,6 +393,7 @@ class Catalog:
                     "INSERT INTO shots (item_id, cuts) SELECT ?, cuts FROM shots WHERE item_id = ?",
                     (item_id, src.id),
                 )
+            capture_times.write(conn, [(item_id, write.taken)])
             meta.bump_generation(conn)
         return item_id
 
@@ -437,6 +440,30 @@ class Catalog:
                 out.setdefault(item, {})[tag] = float(score)
         return out
 
+    # -- capture times ----------------------------------------------------------------------------
+    def capture_times(self, item_ids: Sequence[int]) -> dict[int, CaptureTime]:
+        """item id -> when it was taken, for items whose capture time has been read
+        (store/capture_times.py); the others are absent (their mtime stands in)."""
+        with self._reading("reading capture times") as conn:
+            return capture_times.read(conn, item_ids)
+
+    def undated_items(self, root_id: int) -> set[int]:
+        """Ids of the ok items under a root whose capture time has not been read yet."""
+        with self._reading("listing undated items") as conn:
+            return capture_times.undated(conn, root_id)
+
+    def set_capture_times(self, times: Mapping[int, CaptureTime]) -> int:
+        """Store capture times (item id -> time) in one transaction, skipping ids that
+        are no longer items; returns how many were stored. Bumps the generation."""
+        if not times:
+            return 0
+        with self._writing("writing capture times") as conn:
+            live = capture_times.existing(conn, times)
+            capture_times.write(conn, ((i, times[i]) for i in live))
+            if live:
+                meta.bump_generation(conn)
+        return len(live)
+
     # -- vectors --------------------------------------------------------------------------------
     def frames(self, item_ids: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """item -> (timestamps (F,) float64 ascending, vectors (F, D) float32) of its frame
@@ -476,6 +503,12 @@ class Catalog:
         """(N,) int64 ascending ids of all vector rows. Cheap: reads an index, no blobs."""
         with self._reading("listing vector ids") as conn:
             return vector_io.vector_ids(conn)
+
+    def item_vector_ids(self) -> np.ndarray:
+        """(N,) int64 ascending ids of the item-level vector rows (an image's vector, a
+        video's meanP vector). Cheap: reads an index, no blobs."""
+        with self._reading("listing vector ids") as conn:
+            return vector_io.vector_ids(conn, "v.t IS NULL")
 
     def fetch_vectors(self, ids: np.ndarray) -> np.ndarray:
         """(n, D) float16 vectors in the order of ``ids``. Raises NotFoundError if any id
@@ -533,6 +566,7 @@ class Catalog:
             (catalog_id,) = conn.execute(
                 "SELECT value FROM meta WHERE key = 'catalog_id'"
             ).fetchone()
+            dates = capture_times.coverage(conn)
         ok = sum(c["ok"] for c in by_kind.values())
         failed = sum(c["failed"] for c in by_kind.values())
         return {
@@ -548,6 +582,7 @@ class Catalog:
             "roots": roots,
             "generation": gen,
             "catalog_id": catalog_id,
+            "capture_times": dates,
             "db_bytes": self._bytes_on_disk(),
         }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from clipsearch.store.capture_times import TAKEN_SQL
 from clipsearch.store.filters import ItemFilter
 
 _GLOB_SPECIAL = "*?["
@@ -39,6 +40,12 @@ def filter_condition(flt: ItemFilter) -> tuple[str, list[object]] | None:
     if flt.mtime_before_ns is not None:
         conds.append("i.mtime_ns < ?")
         params.append(flt.mtime_before_ns)
+    if flt.taken_after_ns is not None:
+        conds.append(f"{TAKEN_SQL} >= ?")
+        params.append(flt.taken_after_ns)
+    if flt.taken_before_ns is not None:
+        conds.append(f"{TAKEN_SQL} < ?")
+        params.append(flt.taken_before_ns)
     if flt.size_min is not None:
         conds.append("i.size >= ?")
         params.append(flt.size_min)
@@ -60,7 +67,7 @@ def filter_condition(flt: ItemFilter) -> tuple[str, list[object]] | None:
 
 
 def clamp_to_int64(flt: ItemFilter) -> ItemFilter | None:
-    """The same filter with its mtime and size bounds inside SQLite's 64-bit integers
+    """The same filter with its time and size bounds inside SQLite's 64-bit integers
     (which cannot bind a larger Python int), or None when it can match nothing.
 
     Exact, not an approximation: every stored mtime_ns and size is an int64, so a lower
@@ -68,13 +75,14 @@ def clamp_to_int64(flt: ItemFilter) -> ItemFilter | None:
     (likewise for upper bounds). ``after:1000`` or ``size<10000000TiB`` thus match everything,
     ``after:2263`` (past the last instant an int64 of nanoseconds holds) nothing."""
     changes: dict[str, int | None] = {}
-    for name in ("mtime_after_ns", "size_min"):  # inclusive lower bounds
+    for name in ("mtime_after_ns", "taken_after_ns", "size_min"):  # inclusive lower bounds
         value = getattr(flt, name)
         if value is not None and value > INT64_MAX:
             return None
         if value is not None and value < INT64_MIN:
             changes[name] = None
-    for name, exclusive in (("mtime_before_ns", True), ("size_max", False)):  # upper bounds
+    uppers = (("mtime_before_ns", True), ("taken_before_ns", True), ("size_max", False))
+    for name, exclusive in uppers:
         value = getattr(flt, name)
         if value is None:
             continue

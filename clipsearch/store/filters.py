@@ -19,7 +19,12 @@ Accepted clauses (one per ``--where``; every clause must hold, i.e. clauses are 
     size>N, size>=N, size<N, size<=N, size=N     N: a number with an optional unit:
                      B, kB|k, MB|M, GB|G, TB|T (powers of 1000) or KiB, MiB, GiB, TiB
                      (powers of 1024); e.g. size>1MB, size<500k, size>=1.5GiB
-    root:PATH        found while indexing the root folder PATH (as given to `index`)
+    taken>DATE, taken>=DATE, taken<DATE, taken<=DATE, taken:DATE
+                     when it was taken (EXIF / the video container, else its mtime). A
+                     DATE is a period — a year, a month, a day, a minute, a second —
+                     and the operators compare with it as a whole: taken>2023 is 2024 on,
+                     taken<=2023-06 is up to the end of June, taken:2023-06-30 is that
+                     day, taken>=2023 taken<2024 is all of 2023
     tag:NAME         carries the tag NAME (case-insensitive)
     text:PHRASE      the text read in the picture (OCR) contains PHRASE, compared squashed:
                      letters and digits only, case and spaces ignored (store/texts.py), so
@@ -38,7 +43,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from clipsearch.errors import QueryError
@@ -47,8 +52,9 @@ from clipsearch.store.texts import squash
 
 ACCEPTED_FORMS = (
     "path:GLOB (e.g. path:/archive/2023/*), kind:image|video, after:DATE, before:DATE "
-    "(DATE like 2023, 2023-06, 2023-06-30 or 2023-06-30T14:00), size>N / size<N "
-    "(N like 500k, 1MB, 1.5GiB), root:PATH, tag:NAME, text:PHRASE"
+    "(DATE like 2023, 2023-06, 2023-06-30 or 2023-06-30T14:00), taken>DATE / taken<DATE / "
+    "taken:DATE (when it was taken), size>N / size<N (N like 500k, 1MB, 1.5GiB), "
+    "root:PATH, tag:NAME, text:PHRASE"
 )
 _UNITS = {
     "": 1,
@@ -72,6 +78,10 @@ _SIZE = re.compile(
 _KEYED = re.compile(r"([a-z]+)\s*:(.*)", re.I | re.S)
 _YEAR = re.compile(r"[0-9]{4}")
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+_TAKEN = re.compile(r"taken\s*(<=|>=|<|>|=|:)\s*(.*)", re.I | re.S)
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# the time part of an ISO date-time, by how precise it is: hour:minute, :second, .fraction
+_TIME = re.compile(r"[T ]([0-9]{2}):([0-9]{2})(:[0-9]{2})?([.,][0-9]+)?(Z|[+-][0-9:]+)?", re.I)
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,8 @@ class ItemFilter:
     roots: tuple[str, ...] = ()  # root folders (root:...), each must match
     tags: tuple[str, ...] = ()  # lower-cased tags, each must be present
     texts: tuple[str, ...] = ()  # squashed phrases the picture's OCR text must each contain
+    taken_after_ns: int | None = None  # inclusive lower bound on the capture time
+    taken_before_ns: int | None = None  # exclusive upper bound on the capture time
 
     def __post_init__(self) -> None:
         # Accept lists, sets or a single string where tuples/frozensets are expected, so
@@ -122,6 +134,12 @@ class ItemFilter:
             and self.mtime_after_ns >= self.mtime_before_ns
         ):
             return True
+        if (
+            self.taken_after_ns is not None
+            and self.taken_before_ns is not None
+            and self.taken_after_ns >= self.taken_before_ns
+        ):
+            return True
         if self.size_max is not None and self.size_max < 0:
             return True
         return (
@@ -148,6 +166,8 @@ class ItemFilter:
             roots=_unique(self.roots + other.roots),
             tags=_unique(self.tags + other.tags),
             texts=_unique(self.texts + other.texts),
+            taken_after_ns=_bound(max, self.taken_after_ns, other.taken_after_ns),
+            taken_before_ns=_bound(min, self.taken_before_ns, other.taken_before_ns),
         )
 
     @classmethod
@@ -169,6 +189,8 @@ def _parse_clause(clause: str, base: Path) -> ItemFilter:
         raise _bad(clause, "the clause is empty")
     if text[:4].lower() == "size":
         return _parse_size(clause, text)
+    if text[:5].lower() == "taken":
+        return _parse_taken(clause, text)
     m = _KEYED.fullmatch(text)
     if m is None:
         raise _bad(clause, "expected KEY:VALUE or size>N")
@@ -228,6 +250,64 @@ def _parse_size(clause: str, text: str) -> ItemFilter:
     if num % scale:  # size=1.5 bytes: nothing has a fractional size
         return ItemFilter(size_min=ceil, size_max=floor)
     return ItemFilter(size_min=floor, size_max=floor)
+
+
+def taken_bounds(op: str, value: str, *, clause: str | None = None) -> ItemFilter:
+    """The filter for ``taken OP DATE`` (OP one of > >= < <= = :), DATE a period (module
+    docstring). Raises QueryError naming ``clause`` (default: the comparison itself)."""
+    start, end = _parse_period(clause or f"taken{op}{value}", value.strip())
+    if op == ">":
+        return ItemFilter(taken_after_ns=end)
+    if op == ">=":
+        return ItemFilter(taken_after_ns=start)
+    if op == "<":
+        return ItemFilter(taken_before_ns=start)
+    if op == "<=":
+        return ItemFilter(taken_before_ns=end)
+    return ItemFilter(taken_after_ns=start, taken_before_ns=end)
+
+
+def _parse_taken(clause: str, text: str) -> ItemFilter:
+    m = _TAKEN.fullmatch(text)
+    if m is None or not m.group(2).strip():
+        raise _bad(
+            clause, "expected taken>DATE, taken>=DATE, taken<DATE, taken<=DATE or taken:DATE"
+        )
+    return taken_bounds(m.group(1), m.group(2), clause=clause)
+
+
+def _parse_period(clause: str, value: str) -> tuple[int, int]:
+    """DATE -> the [start, end) of the period it names, in unix ns (naive: local time)."""
+    try:
+        if _YEAR.fullmatch(value):
+            y = int(value)
+            start, end = datetime(y, 1, 1), datetime(y + 1, 1, 1)
+        elif m := _MONTH.fullmatch(value):
+            y, mo = int(m.group(1)), int(m.group(2))
+            start = datetime(y, mo, 1)
+            end = datetime(y + mo // 12, mo % 12 + 1, 1)
+        else:
+            start = datetime.fromisoformat(value)
+            end = start + _period_length(value)
+        return _ns(start.timestamp()), _ns(end.timestamp())
+    except (ValueError, OverflowError, OSError) as e:
+        raise _bad(clause, f"{value!r} is not a date ({e})") from None
+
+
+def _period_length(value: str) -> timedelta:
+    """How long the period named by an ISO date or date-time is: a day, a minute, ..."""
+    if _DAY.fullmatch(value):
+        return timedelta(days=1)
+    m = _TIME.search(value)
+    if m is None:
+        return timedelta(days=1)
+    if m.group(4):
+        return timedelta(microseconds=1)
+    return timedelta(seconds=1) if m.group(3) else timedelta(minutes=1)
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1_000_000) * 1000
 
 
 def _parse_date(clause: str, value: str) -> int:

@@ -145,7 +145,26 @@ def m003_item_texts(conn: sqlite3.Connection) -> None:
     )
 
 
-def m004_shots(conn: sqlite3.Connection) -> None:
+def m004_capture_time(conn: sqlite3.Connection) -> None:
+    """When each item was taken (clipsearch.media.capture_time): the instant in unix ns,
+    the UTC offset where it was taken when known, and the source (exif, container, mtime).
+
+    A table of its own rather than columns on ``items``: rows written before this
+    migration have none, and ``index`` fills them for unchanged files without encoding
+    them again (a missing row means "not read yet"; until then the file's mtime stands in).
+    """
+    conn.execute(
+        """CREATE TABLE capture_times (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+            taken_ns INTEGER NOT NULL,
+            offset_min INTEGER CHECK (offset_min BETWEEN -1440 AND 1440),
+            source TEXT NOT NULL CHECK (source IN ('exif', 'container', 'mtime'))
+        )"""
+    )
+    conn.execute("CREATE INDEX capture_times_taken ON capture_times(taken_ns)")
+
+
+def m005_shots(conn: sqlite3.Connection) -> None:
     """Shot boundaries of videos, found while decoding: the cut times inside the video
     (seconds, little-endian float64; empty when the video is one shot). No row: not
     known (indexed before this table existed); re-indexing fills it."""
@@ -157,7 +176,13 @@ def m004_shots(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_tags, m003_item_texts, m004_shots)
+MIGRATIONS: tuple[Migration, ...] = (
+    m001_initial,
+    m002_tags,
+    m003_item_texts,
+    m004_capture_time,
+    m005_shots,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

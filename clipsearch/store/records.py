@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipsearch.errors import LibraryError
+from clipsearch.media.capture_time import CaptureTime
 from clipsearch.media.scan import MediaKind
 
 STATUSES = ("ok", "failed")
@@ -97,6 +98,7 @@ class ItemWrite:
     # Videos: shot boundaries found while decoding, the cut times (s) inside the video
     # (empty: one shot); None: not known.
     cuts: np.ndarray | None = None
+    taken: CaptureTime | None = None  # when it was taken (clipsearch.media.capture_time)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clipsearch.errors import ModelMismatchError, UsageError
+from clipsearch.media.capture_time import CaptureTime
 from clipsearch.media.scan import MEDIA_KINDS
 from clipsearch.store import vector_io
 from clipsearch.store.records import STATUSES, ItemWrite, encode_vectors
@@ -24,6 +25,7 @@ class PreparedWrite:
     row: tuple  # items columns path..frame_count (all but indexed_at), in upsert order
     vectors: list[tuple[float | None, bytes]]  # (t or None, fp16 blob), item-level first
     cuts: bytes | None  # videos: cut times, little-endian float64 (None: not known)
+    taken: CaptureTime | None = None  # the item's capture time (None: none known)
 
     @property
     def dim(self) -> int | None:
@@ -37,7 +39,11 @@ def prepare(w: ItemWrite, dim: int | None) -> PreparedWrite:
     check_item(w)
     vectors, frame_count = _vector_rows(w, dim)
     return PreparedWrite(
-        path=str(w.path), row=item_row(w, frame_count), vectors=vectors, cuts=_cut_blob(w)
+        path=str(w.path),
+        row=item_row(w, frame_count),
+        vectors=vectors,
+        cuts=_cut_blob(w),
+        taken=w.taken,
     )
 
 

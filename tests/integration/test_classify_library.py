@@ -92,13 +92,14 @@ def test_auto_tags_are_usable_as_search_filters(lib):
 def test_library_search_reranks_through_its_cached_banks(lib):
     q = lib.embed_query("a red thing")
     plain = lib.search("a red thing", k=5)
-    assert plain == lib.searcher().search(q, SearchOptions(k=5))
+    assert plain == lib.searcher().search(q, SearchOptions(k=5, min_score=plain.min_score))
     assert not (lib.path / "rerank").exists()  # nothing is built for a plain search
     for method in ("is", "qbnorm", "dbnorm", "dbnorm-dynamic"):
         hits = lib.search("a red thing", k=5, rerank=method)
         gallery_bank = rerank.GALLERY_BANK_SIZE if method.startswith("dbnorm") else 0
         rescorer = rerank.HubnessRescorer(lib.banks.terms(gallery_bank_size=gallery_bank), method)
-        assert hits == lib.searcher().search(q, SearchOptions(k=5), rescorer=rescorer)
+        same_cut = SearchOptions(k=5, min_score=hits.min_score)
+        assert hits == lib.searcher().search(q, same_cut, rescorer=rescorer)
     assert len(list((lib.path / "rerank").glob("bank-*.npz"))) == 2  # with and without G_B
     with pytest.raises(UsageError, match="unknown reranker"):
         lib.search("red", rerank="bm25")  # type: ignore[arg-type]
@@ -109,7 +110,8 @@ def test_library_search_corrects_the_gap_for_example_images(lib, photos):
     assert _name(hits[0].path) == "red_a.jpg" and hits[0].score == pytest.approx(1.0, abs=2e-3)
     q = lib.embed_query(image=photos / "red_a.jpg")
     rescorer = gap.GapRescorer(lib.banks.gap(), lib.catalog.item_vectors, mode="center")
-    assert hits == lib.searcher().search(q, SearchOptions(k=3), rescorer=rescorer)
+    same_cut = SearchOptions(k=3, min_score=hits.min_score)
+    assert hits == lib.searcher().search(q, same_cut, rescorer=rescorer)
     assert len(list((lib.path / "rerank").glob("gap-*.npz"))) == 1
 
 

@@ -57,6 +57,20 @@ def test_a_word_query_finds_the_picture_that_shows_it(lib):
     assert all(h.text_match is None for h in hits[1:])
 
 
+def test_a_picture_showing_every_word_looked_for_is_relevant_and_adds_to_the_answers(lib):
+    alone = lib.search("a sign saying pizza", k=5, text_match=False)  # the model cannot read
+    assert "red_pizza.jpg" not in names(alone.relevant)
+    hits = lib.search("a sign saying pizza", k=5)
+    assert names(hits)[0] == "red_pizza.jpg" and hits[0].relevant
+    # what the model alone found relevant stays relevant: the text adds, it does not replace
+    assert set(names(alone.relevant)) < set(names(hits.relevant))
+    assert hits[: len(hits.relevant)] == hits.relevant  # the relevant ones come first
+    assert names(lib.search('"happy birthday"').relevant) == ["blue_birthday.jpg"]
+    # a text holding only some of the words is ranked up, but not vouched for
+    partial = lib.search("pizza party", k=5, min_score=0.99)
+    assert names(partial)[0] == "red_pizza.jpg" and not partial.relevant
+
+
 def test_glued_words_are_found(lib):
     assert names(lib.search("birthday anna", k=1)) == ["blue_birthday.jpg"]
 

@@ -118,9 +118,18 @@ def test_an_empty_catalog_file_is_an_error_not_a_new_library(tmp_path):
 
 
 def damage_page(db: Path, fraction: float) -> None:
-    """Overwrite 4 KB inside the page at ``fraction`` of the file (not its first bytes)."""
+    """Overwrite 4 KB inside the first page at or after ``fraction`` of the file that holds
+    rows (not its first bytes). An empty table's root page is all unused space: random
+    bytes there lose nothing, and no check can tell them from the free space they replace."""
+    con = sqlite3.connect(db)
+    try:
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        holding = sorted(p for (p,) in con.execute("SELECT pageno FROM dbstat WHERE ncell > 0"))
+    finally:
+        con.close()
     raw = bytearray(db.read_bytes())
-    at = int(len(raw) * fraction) // 16384 * 16384 + 100
+    page = next(p for p in holding if p >= int(len(raw) * fraction) // page_size + 1)
+    at = (page - 1) * page_size + 100
     raw[at : at + 4096] = np.random.default_rng(5).bytes(4096)
     db.write_bytes(bytes(raw))
 
@@ -194,17 +203,17 @@ def test_upgrade_from_version_1_keeps_data(tmp_path):
         assert c.stats()["schema_version"] == SCHEMA_VERSION
         assert c.item_by_path("/a.jpg").kind == "image"
         c.set_tags({1: {"x": 1.0}}, source="t")  # the m002 table exists
-        assert c.cuts([1]) == {}  # m004: shots not known for what an older version indexed
+        assert c.cuts([1]) == {}  # m005: shots not known for what an older version indexed
         np.testing.assert_array_equal(c.item_vectors([1])[1], np.ones(DIM, np.float32))
 
 
-def test_upgrade_from_the_previous_version_keeps_read_text_and_adds_shots(tmp_path):
+def test_upgrade_from_version_4_keeps_read_text_and_capture_times_and_adds_shots(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
     db = lib / CATALOG_FILE
     conn = sqlite3.connect(db, isolation_level=None)
     before = SCHEMA_VERSION - 1
-    assert migrations.MIGRATIONS[before].__name__ == "m004_shots"
+    assert before == 4 and migrations.MIGRATIONS[before].__name__ == "m005_shots"
     assert migrations.migrate(conn, db, target=before) == before
     conn.execute(
         "INSERT INTO items (path, kind, size, mtime_ns, status, indexed_at, duration) "
@@ -213,10 +222,16 @@ def test_upgrade_from_the_previous_version_keeps_read_text_and_adds_shots(tmp_pa
     conn.execute(
         "INSERT INTO texts (item_id, source, t, text, body) VALUES (1, 'ocr', 2.0, 'EXIT', 'exit')"
     )
+    conn.execute(
+        "INSERT INTO capture_times (item_id, taken_ns, offset_min, source) "
+        "VALUES (1, 7, 60, 'container')"
+    )
     conn.close()
     with Catalog.open(lib) as c:
         assert c.stats()["schema_version"] == SCHEMA_VERSION
         assert c.texts.texts(1) == [("ocr", 2.0, "EXIT")]
+        taken = c.capture_times([1])[1]
+        assert (taken.ns, taken.offset_min, taken.source) == (7, 60, "container")
         assert c.cuts([1]) == {}  # shots not known until the video is indexed again
 
 

@@ -91,6 +91,11 @@ _POST_BODY = {
                         "where": {"type": "array", "items": {"type": "string"}},
                         "pooling": {"type": "string", "enum": list(POOL_METHODS)},
                         "moments": {"type": "integer"},
+                        "min_score": {"type": "string", "description": "auto, none or a cosine"},
+                        "sort": {"type": "string", "enum": ["relevance", "date", "-date"]},
+                        "collapse": {"type": "boolean"},
+                        "taken_after": {"type": "string"},
+                        "taken_before": {"type": "string"},
                     },
                 },
                 "encoding": {"image": {"contentType": "image/*"}},
@@ -280,6 +285,11 @@ async def run_search(
             text_match=req.text_match,
             phrases=req.phrases,
             moments=req.moments,
+            min_score=req.min_score,
+            sort=req.sort,
+            collapse=req.collapse,
+            taken_after=req.taken_after,
+            taken_before=req.taken_before,
         )
     )
     out = [hit_out(h) for h in hits]
@@ -290,11 +300,20 @@ async def run_search(
         "offset": req.offset,
         "next_offset": req.offset + len(out) if len(out) == req.k else None,
         "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+        "min_score": None if hits.min_score is None else round(float(hits.min_score), 6),
     }
 
 
 def hit_out(hit) -> dict[str, Any]:
     d = hit.to_dict()
+    if hit.members is not None:
+        for member, out in zip(hit.members, d["members"], strict=True):
+            _links(member.hit, out)
+    return _links(hit, d)
+
+
+def _links(hit, d: dict[str, Any]) -> dict[str, Any]:
+    """Add the file name, thumbnail and media URLs to a hit's (or member's) JSON."""
     d["name"] = os.path.basename(hit.path)
     base = f"/api/items/{hit.item_id}"
     for m in [d["moment"], *d["moments"]] if d.get("moments") else []:

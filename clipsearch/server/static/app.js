@@ -25,8 +25,10 @@ const state = {
   image: null, // File used as an example (dropped, pasted or chosen)
   imageUrl: null, // its object URL, for the chip preview
   like: [], // [{id, name, thumb}] items for "more like this"
-  hits: [],
-  cards: [], // what each result card shows: {hit, mi} (mi: the video moment's index)
+  hits: [], // every hit loaded for this query, in the server's order (relevant ones first)
+  showAll: false, // the less relevant hits are shown too ("show more")
+  expanded: new Set(), // item ids whose folded near-duplicates are unfolded
+  tookMs: 0,
   nextOffset: null,
   controller: null, // AbortController of the request in flight
   lastOpener: null, // element to refocus when a dialog closes
@@ -76,9 +78,11 @@ function filters() {
   const where = [];
   const folder = $("f-folder").value;
   if (folder) where.push("root:" + folder);
-  if ($("f-after").value) where.push("after:" + $("f-after").value);
-  if ($("f-before").value) where.push("before:" + $("f-before").value);
-  return { kind: $("f-kind").value, pooling: $("f-pooling").value, where };
+  // the server's default min_score=auto marks where the relevant results end
+  const extra = { sort: $("f-sort").value, collapse: String($("f-collapse").checked) };
+  if ($("f-after").value) extra.taken_after = $("f-after").value;
+  if ($("f-before").value) extra.taken_before = $("f-before").value;
+  return { kind: $("f-kind").value, pooling: $("f-pooling").value, where, extra };
 }
 
 function hasQuery() {
@@ -99,9 +103,10 @@ function buildRequest(offset) {
     form.append("moments", MOMENTS_PER_VIDEO);
     f.where.forEach((w) => form.append("where", w));
     state.like.forEach((l) => form.append("like", l.id));
+    Object.entries(f.extra).forEach(([k, v]) => form.append(k, v));
     return ["/api/search", { method: "POST", body: form }];
   }
-  const p = new URLSearchParams({ k: PAGE_SIZE, offset, pooling: f.pooling, moments: MOMENTS_PER_VIDEO });
+  const p = new URLSearchParams({ k: PAGE_SIZE, offset, pooling: f.pooling, moments: MOMENTS_PER_VIDEO, ...f.extra });
   if (q) p.set("q", q);
   if (f.kind) p.set("kind", f.kind);
   f.where.forEach((w) => p.append("where", w));
@@ -113,10 +118,10 @@ async function search({ append = false } = {}) {
   state.controller?.abort();
   if (!hasQuery()) {
     state.controller = null;
+    state.nextOffset = null;
     renderHits([], false);
     $("summary").textContent = "";
     $("empty").hidden = false;
-    $("more").hidden = true;
     return;
   }
   const controller = new AbortController();
@@ -128,13 +133,9 @@ async function search({ append = false } = {}) {
     const res = await api(url, { ...init, signal: controller.signal });
     if (controller !== state.controller) return; // a newer search started meanwhile
     showBanner("");
-    renderHits(res.hits, append);
     state.nextOffset = res.next_offset;
-    $("more").hidden = res.next_offset === null;
-    const n = state.hits.length;
-    $("summary").textContent = n
-      ? `${plural(n, "result")}${res.next_offset !== null ? " so far" : ""} · ${Math.round(res.took_ms)} ms`
-      : "No results. Try other words or fewer filters.";
+    state.tookMs = res.took_ms;
+    renderHits(res.hits, append);
     $("empty").hidden = true;
   } catch (err) {
     if (err.name === "AbortError") return;
@@ -179,7 +180,7 @@ function matchedText(match) {
   return out;
 }
 
-function card(hit, index, mi) {
+function card(hit, index, head = null, mi = 0) {
   const m = momentsOf(hit)[mi];
   const img = el("img", {
     src: m ? m.thumb_url : hit.thumb_url,
@@ -197,8 +198,7 @@ function card(hit, index, mi) {
     {
       type: "button",
       class: "card",
-      "data-index": index,
-      "data-item": hit.item_id,
+      "data-index": mi ? `${index}.${mi}` : index,
       "aria-label": hitLabel(hit, mi),
       onclick: (e) => openViewer(hit, e.currentTarget, mi),
     },
@@ -214,24 +214,90 @@ function card(hit, index, mi) {
     "aria-label": `More like ${hit.name}`,
     onclick: () => moreLikeThis(hit),
   });
-  return el("li", {}, open, like);
+  const kind = head ? "member" : hit.relevant === false ? "weak" : null;
+  const li = el("li", { class: kind, "data-item": hit.item_id }, open, like);
+  if (head) open.setAttribute("aria-label", `${hitLabel(hit, mi)}, near-duplicate of ${head.name}`);
+  if (hit.members?.length && mi === 0) {
+    const unfolded = state.expanded.has(hit.item_id);
+    li.append(el("button", {
+      type: "button",
+      class: "dups",
+      "aria-expanded": String(unfolded),
+      "aria-label": `${plural(hit.members.length, "near-duplicate")} of ${hit.name}`,
+      text: "+" + hit.members.length,
+      onclick: () => toggleMembers(hit),
+    }));
+  }
+  return li;
 }
 
+// A video's cards: one per moment, best first (at least one); an image's: one.
+function momentCards(hit, index, head = null) {
+  const n = hit.kind === "video" ? Math.max(1, momentsOf(hit).length) : 1;
+  return Array.from({ length: n }, (_, mi) => card(hit, index, head, mi));
+}
+
+function toggleMembers(hit) {
+  if (state.expanded.has(hit.item_id)) state.expanded.delete(hit.item_id);
+  else state.expanded.add(hit.item_id);
+  renderGrid();
+  $("grid").querySelector(`li[data-item="${hit.item_id}"]:not(.member) .dups`)?.focus();
+}
+
+// Month headings: the wall-clock month where the picture was taken (the ISO string's own).
+function monthKey(taken) {
+  return taken ? taken.slice(0, 7) : "";
+}
+function monthLabel(key) {
+  if (!key) return "Date unknown";
+  const [y, m] = key.split("-").map(Number);
+  return new Date(Date.UTC(y, m - 1, 15)).toLocaleDateString(undefined, { year: "numeric", month: "long", timeZone: "UTC" });
+}
+const heading = (text, weak = false) => el("li", { class: weak ? "heading weak" : "heading" }, el("h2", { text }));
+
 function renderHits(hits, append) {
-  const grid = $("grid");
   if (!append) {
-    grid.replaceChildren();
     state.hits = [];
-    state.cards = [];
+    state.showAll = false;
+    state.expanded.clear();
   }
   state.hits.push(...hits);
-  const added = hits.flatMap((hit) => {
-    const n = hit.kind === "video" ? Math.max(1, momentsOf(hit).length) : 1;
-    return Array.from({ length: n }, (_, mi) => ({ hit, mi }));
+  renderGrid();
+}
+
+// The grid: the relevant hits (by month when sorted by date), then, once asked for, the
+// less relevant ones; a result's near-duplicates follow it when unfolded.
+function renderGrid() {
+  const byMonth = $("f-sort").value !== "relevance" && $("f-group").checked;
+  const relevant = state.hits.filter((h) => h.relevant !== false).length;
+  const hidden = state.showAll ? 0 : state.hits.length - relevant;
+  const items = [];
+  let month = null;
+  let weakStarted = false;
+  state.hits.forEach((hit, i) => {
+    if (hit.relevant === false) {
+      if (!state.showAll) return;
+      if (!weakStarted && relevant) items.push(heading("Less relevant", true));
+      weakStarted = true;
+    } else if (byMonth && monthKey(hit.taken) !== month) {
+      month = monthKey(hit.taken);
+      items.push(heading(monthLabel(month)));
+    }
+    items.push(...momentCards(hit, i));
+    if (state.expanded.has(hit.item_id)) {
+      (hit.members || []).forEach((m, j) => items.push(...momentCards(m, `${i}.m${j}`, hit)));
+    }
   });
-  const start = state.cards.length;
-  state.cards.push(...added);
-  grid.append(...added.map((c, i) => card(c.hit, start + i, c.mi)));
+  $("grid").replaceChildren(...items);
+  $("show-more").hidden = hidden === 0;
+  $("show-more").textContent = `Show ${plural(hidden, "less relevant result")}`;
+  $("more").hidden = state.nextOffset === null || hidden > 0;
+  const more = state.nextOffset !== null ? " so far" : "";
+  const shown = state.showAll ? state.hits.length : relevant;
+  let text = "No results. Try other words or fewer filters.";
+  if (shown) text = `${plural(shown, "result")}${more} · ${Math.round(state.tookMs)} ms`;
+  else if (hidden) text = `No close matches: ${plural(hidden, "less relevant result")} below.`;
+  $("summary").textContent = state.hits.length || state.controller ? text : "";
 }
 
 function cards() {
@@ -258,6 +324,12 @@ $("grid").addEventListener("keydown", (e) => {
 });
 
 $("more").addEventListener("click", () => search({ append: true }));
+$("show-more").addEventListener("click", () => {
+  const first = state.hits.findIndex((h) => h.relevant === false);
+  state.showAll = true;
+  renderGrid();
+  $("grid").querySelector(`.card[data-index="${first}"]`)?.focus();
+});
 
 // ---------------------------------------------------------------- query chips
 function renderChips() {
@@ -350,7 +422,8 @@ function openViewer(hit, opener, mi = 0) {
   body.replaceChildren();
   $("viewer-title").textContent = hit.name;
   const dims = hit.width ? ` · ${hit.width}×${hit.height}` : "";
-  $("viewer-meta").textContent = `${hit.path} · score ${fmtScore(hit.score)}${dims}`;
+  const taken = hit.taken ? ` · taken ${hit.taken.slice(0, 16).replace("T", " ")}` : "";
+  $("viewer-meta").textContent = `${hit.path} · score ${fmtScore(hit.score)}${dims}${taken}`;
   if (hit.text_match) $("viewer-meta").append(" · text: ", matchedText(hit.text_match));
   $("viewer-open").href = hit.media_url;
   $("viewer-like").onclick = () => moreLikeThis(hit);
@@ -525,6 +598,7 @@ function renderIndex(p) {
   }
   const parts = [];
   if (p.phase === "scanning") parts.push(`Scanning: ${plural(p.found, "file")} found`);
+  else if (p.phase === "dating" && running) parts.push("Reading the capture dates of earlier files");
   else if (running) parts.push(`Encoding ${p.done} / ${p.to_encode ?? "?"} new or changed files`);
   else if (p.state === "done") parts.push(`Done: ${p.report?.added ?? p.done} encoded, ${p.report?.unchanged ?? 0} unchanged, ${p.report?.deleted ?? 0} removed`);
   else if (p.state === "stopped") parts.push(`Stopped after ${p.done} files; index again to resume`);
@@ -594,12 +668,16 @@ $("filters-toggle").addEventListener("click", (e) => {
   $("filters").hidden = !open;
   e.currentTarget.setAttribute("aria-expanded", String(open));
 });
-for (const id of ["f-kind", "f-folder", "f-after", "f-before", "f-pooling"]) {
+for (const id of ["f-kind", "f-folder", "f-after", "f-before", "f-pooling", "f-sort", "f-collapse"]) {
   $(id).addEventListener("change", () => search());
 }
+$("f-group").addEventListener("change", () => renderGrid());
 $("f-clear").addEventListener("click", () => {
   for (const id of ["f-kind", "f-folder", "f-after", "f-before"]) $(id).value = "";
   $("f-pooling").value = "mean";
+  $("f-sort").value = "relevance";
+  $("f-collapse").checked = true;
+  $("f-group").checked = true;
   search();
 });
 
