@@ -155,3 +155,35 @@ def test_frames_filling_the_row_window_do_not_hide_better_images(tmp_path):
         for offset in (0, 5, 10, 25):
             page = lib.search("red", k=5, offset=offset)
             assert [h.item_id for h in page] == [h.item_id for h in everything[offset : offset + 5]]
+
+
+def test_moments_are_found_for_the_page_shown_after_folding_and_date_order(tmp_path, monkeypatch):
+    root = tmp_path / "m"
+    root.mkdir()
+    make_video(root / "a.mp4", SCENES)
+    make_video(root / "b.mp4", SCENES)  # the same film again: a near-duplicate of a.mp4
+    make_video(root / "c.mp4", (("green", 2.0), ("blue", 2.0)))
+    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
+        lib.index([root], options=IndexOptions(video_sampler="fps:2"))
+        folded = lib.search("blue", kind="video", collapse=True, min_score="none", moments=2)
+        by_date = lib.search("blue", kind="video", sort="-date", min_score="none", k=3)
+        import clipsearch.search.engine as engine
+
+        calls = []
+        real = engine.find_moments
+        monkeypatch.setattr(
+            engine, "find_moments", lambda *a, **kw: calls.append(1) or real(*a, **kw)
+        )
+        (first,) = lib.search("blue", kind="video", sort="date", min_score="none", k=1)
+    assert len(folded) == 2  # a.mp4 and b.mp4 are one result
+    group = next(h for h in folded if h.members)
+    (member,) = group.members
+    assert {Path(group.path).name, Path(member.hit.path).name} == {"a.mp4", "b.mp4"}
+    for shown in (group, member.hit):  # the folded copy gets its own moments too
+        assert 2.0 - 0.3 <= shown.moment.start < shown.moment.end <= 5.0 + 0.3
+    assert member.hit.moments == group.moments  # same film, same moments
+    assert group.to_dict()["members"][0]["moment"] == group.to_dict()["moment"]
+    assert len(by_date) == 3 and all(h.moment is not None for h in by_date)
+    blue_c = next(h for h in by_date if h.path.endswith("c.mp4")).moment
+    assert 2.0 - 0.3 <= blue_c.start < blue_c.end <= 4.0 + 0.3
+    assert first.moment is not None and len(calls) == 1  # the page only, not every candidate

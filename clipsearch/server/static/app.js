@@ -198,7 +198,7 @@ function card(hit, index, head = null, mi = 0) {
     {
       type: "button",
       class: "card",
-      "data-index": mi ? `${index}.${mi}` : index,
+      "data-index": index,
       "aria-label": hitLabel(hit, mi),
       onclick: (e) => openViewer(hit, e.currentTarget, mi),
     },
@@ -229,12 +229,6 @@ function card(hit, index, head = null, mi = 0) {
     }));
   }
   return li;
-}
-
-// A video's cards: one per moment, best first (at least one); an image's: one.
-function momentCards(hit, index, head = null) {
-  const n = hit.kind === "video" ? Math.max(1, momentsOf(hit).length) : 1;
-  return Array.from({ length: n }, (_, mi) => card(hit, index, head, mi));
 }
 
 function toggleMembers(hit) {
@@ -274,7 +268,13 @@ function renderGrid() {
   const items = [];
   let month = null;
   let weakStarted = false;
-  state.hits.forEach((hit, i) => {
+  let index = 0; // cards are numbered in grid order
+  // A video's cards: one per moment, best first (at least one); an image's: one.
+  const momentCards = (hit, head = null) => {
+    const n = hit.kind === "video" ? Math.max(1, momentsOf(hit).length) : 1;
+    return Array.from({ length: n }, (_, mi) => card(hit, index++, head, mi));
+  };
+  state.hits.forEach((hit) => {
     if (hit.relevant === false) {
       if (!state.showAll) return;
       if (!weakStarted && relevant) items.push(heading("Less relevant", true));
@@ -283,10 +283,8 @@ function renderGrid() {
       month = monthKey(hit.taken);
       items.push(heading(monthLabel(month)));
     }
-    items.push(...momentCards(hit, i));
-    if (state.expanded.has(hit.item_id)) {
-      (hit.members || []).forEach((m, j) => items.push(...momentCards(m, `${i}.m${j}`, hit)));
-    }
+    items.push(...momentCards(hit));
+    if (state.expanded.has(hit.item_id)) (hit.members || []).forEach((m) => items.push(...momentCards(m, hit)));
   });
   $("grid").replaceChildren(...items);
   $("show-more").hidden = hidden === 0;
@@ -325,10 +323,9 @@ $("grid").addEventListener("keydown", (e) => {
 
 $("more").addEventListener("click", () => search({ append: true }));
 $("show-more").addEventListener("click", () => {
-  const first = state.hits.findIndex((h) => h.relevant === false);
   state.showAll = true;
   renderGrid();
-  $("grid").querySelector(`.card[data-index="${first}"]`)?.focus();
+  $("grid").querySelector("li.weak .card")?.focus(); // the first less relevant result
 });
 
 // ---------------------------------------------------------------- query chips
