@@ -159,7 +159,8 @@ class Searcher:
         plan: the parsed query behind ``q``, for a rescorer that reads the query's text.
 
         Video moments are found for the page only, once it is arranged: for each shown
-        video and each video folded into a shown result (``members``).
+        video and each video folded into a shown result (``members``) — with a rescorer,
+        for the candidates it is given (it may read a video's best frame, ``hit.moment``).
         """
         q = np.asarray(q, dtype=np.float32)
         options.validate()
@@ -172,6 +173,7 @@ class Searcher:
         if options.sort != "relevance":  # every candidate above the cut is needed
             depth = MAX_K if options.min_score is None else max(depth, DATE_DEPTH)
         depth = min(MAX_K, depth)
+        qn = l2_normalize(q[None, :])[0]
         while True:
             window = replace(options, k=depth, offset=0)
             hits = self._search_many(q[None, :], window, localise=False)[0]
@@ -185,6 +187,7 @@ class Searcher:
                 hits = self._bring_in(q, hits, extra, options)
             n_relevant = arrange.count_relevant(hits, options.min_score)
             if rescorer is not None and hits:
+                hits = self._with_moments(qn, hits, options)  # a rescorer may read them
                 above = {h.item_id for h in hits[:n_relevant]}  # raw order: the head
                 hits = _rescored(rescorer, q, plan, hits)
                 if options.min_score is not None:
@@ -202,7 +205,9 @@ class Searcher:
             if more and options.collapse and results < need:
                 depth = min(MAX_K, depth * 2)  # folding left too few results: look further
                 continue
-            return self._with_moments(l2_normalize(q[None, :])[0], page, options)
+            if rescorer is not None:
+                return page  # its hits were localised for the rescorer
+            return self._with_moments(qn, page, options)
 
     def search_many(
         self, queries: np.ndarray, options: SearchOptions = SearchOptions()
