@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 MODEL_ARG := $(if $(MODEL),--model $(MODEL),)
 
-.PHONY: run test install install-dev lint bench clean
+.PHONY: run test install install-dev lint bench mutation clean
 
 # pip is left as the venv ships it: newer pips ignore this machine's torch constraint.
 $(BIN)/python:
@@ -43,5 +43,18 @@ lint: install-dev
 bench: install-dev
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
+# Mutation testing ([tool.mutmut] in pyproject.toml): ~20 minutes on 2 cores, not in CI.
+# One module: make mutation MUTATE=clipsearch.search.query. One BLAS/OpenMP thread per
+# worker: forked workers must not inherit busy thread pools.
+MUTATE ?= clipsearch.eval.metrics clipsearch.search.query clipsearch.store.filters \
+	clipsearch.store.filter_sql clipsearch.search.video
+MUTATION_JOBS ?= 2
+mutation: install-dev
+	rm -rf mutants
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMEXPR_NUM_THREADS=1 \
+		$(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(foreach m,$(MUTATE),'$(m).*') \
+		> mutants.log 2>&1 || { tail -50 mutants.log; exit 1; }
+	$(BIN)/python scripts/mutation_score.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info mutants mutants.log

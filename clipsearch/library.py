@@ -28,9 +28,11 @@ from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
 from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
 from clipsearch.models.base import Encoder, l2_normalize
+from clipsearch.models.runtime import RuntimeSettings
 from clipsearch.search import classify, dedup, moderation
 from clipsearch.search.arrange import SortOrder
 from clipsearch.search.banks import BankCache
+from clipsearch.search.captions import with_captions_of
 from clipsearch.search.compose import QueryParts, encode_plan
 from clipsearch.search.engine import Pooling, Searcher, SearchOptions
 from clipsearch.search.gap import GapMode, GapRescorer, check_mode
@@ -48,10 +50,15 @@ from clipsearch.search.textmatch import TextFusion, query_terms, with_text_match
 from clipsearch.search.video import DEFAULT_POOLING
 from clipsearch.store import Catalog, ItemFilter
 from clipsearch.store.filters import taken_bounds
+from clipsearch.store.texts import CAPTION, OCR
 from clipsearch.store.writer_lock import WriterLock
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from clipsearch.ingest.captioning import CaptionOptions, CaptionProgress, CaptionReport
+    from clipsearch.models.blip import Captioner, ImageTextMatcher
+    from clipsearch.search.itm import ItmScoreRule, Reranker
 
 
 def default_library_path() -> Path:
@@ -98,6 +105,7 @@ class LibraryStatus:
     stats: dict[str, Any]
     failures: list[dict[str, str]] = field(default_factory=list)
     ocr: dict[str, Any] = field(default_factory=dict)  # text reading: settings and coverage
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         st = self.stats
@@ -118,7 +126,11 @@ class LibraryStatus:
             "capture_times": st.get("capture_times"),
             # {"enabled", "frames", "by_kind": {kind: {"items", "read", "with_text"}}, "texts"}
             "ocr": self.ocr,
+            # {"by_kind": {kind: {"items", "read", "with_text"}}, "texts"}: BLIP captions
+            "captions": st.get("captions"),
             "failures": self.failures,
+            # {"runtime", "quantize", "builds": [{runtime, precision, built_at, gate}]}
+            "runtime": self.runtime,
         }
 
 
@@ -129,8 +141,14 @@ class Library:
     model: a model spec (see `clipsearch.models.parse_spec`); default: the model the library
         is bound to, else the one its interrupted first index was started with, else
         `clipsearch.models.DEFAULT_MODEL`.
-    precision: "auto" | "fp32" | "bf16" | "fp16" for the model's weights.
+    precision: "auto" | "fp32" | "bf16" | "fp16" for the model's weights (CLIP and BLIP).
     encoder: an already-built `Encoder` (overrides ``model``).
+    itm_model / caption_model: BLIP models for ``rerank="itm"`` and captions (Hub ids or
+        local folders; default `DEFAULT_ITM_MODEL` / `DEFAULT_CAPTION_MODEL`), loaded on
+        first use, once. matcher / captioner: already-built ones (override the names).
+    runtime, quantize: the image-encoder runtime for indexing ("auto" | "torch" | "openvino")
+        and its quantization ("none" | "int8"); None = what the library remembers (see
+        `clipsearch.models.runtime`). Given ones are remembered by the next `index`.
     """
 
     def __init__(
@@ -142,12 +160,23 @@ class Library:
         encoder: Encoder | None = None,
         create: bool = True,
         readonly: bool = False,
+        itm_model: str | None = None,
+        caption_model: str | None = None,
+        matcher: ImageTextMatcher | None = None,
+        captioner: Captioner | None = None,
+        runtime: str | None = None,
+        quantize: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser().absolute() if path else default_library_path()
+        # Validated before anything is opened: a bad name is a UsageError, not a half-made library.
+        self._runtime = RuntimeSettings.load(self.path).replace(runtime=runtime, quantize=quantize)
+        self._runtime_given = runtime is not None or quantize is not None
         self.catalog = Catalog.open(self.path, create=create, readonly=readonly)
         self._model = model
         self._precision = precision
         self._encoder = encoder
+        self._injected = encoder is not None
+        self._query_encoder: Encoder | None = None
         self._encoder_checked = False  # the binding's fingerprint is checked once, on first use
         self._index: VectorIndex | None = None
         self._cache = None
@@ -155,6 +184,8 @@ class Library:
         self._background: BackgroundCache | None = None
         self._index_generation: int | None = None
         self._lock = threading.RLock()
+        self._itm_model, self._caption_model = itm_model, caption_model
+        self._matcher, self._captioner = matcher, captioner
 
     # -- model ----------------------------------------------------------------------------------
     @property
@@ -176,8 +207,30 @@ class Library:
 
     @property
     def model_loaded(self) -> bool:
-        """True once the model is in memory (the server reports it without loading it)."""
-        return self._encoder is not None
+        """True once the model (or the text tower queries use) is in memory (the server reports
+        it without loading it)."""
+        return self._encoder is not None or self._query_encoder is not None
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """The encoder of search queries. When the library is bound to a model whose text tower
+        has a ready copy (`clipsearch.models.text_tower`), texts are encoded on numpy from it:
+        no torch, no image tower, and the same vectors in every process (CLI and server).
+        Images then go to `encoder`, loaded by the first image query. Otherwise `encoder`."""
+        with self._lock:
+            if self._query_encoder is None:  # asked again until it exists (a first index
+                self._query_encoder = self._text_tower()  # binds the model, writes the copy)
+            return self._query_encoder or self.encoder
+
+    def _text_tower(self) -> Encoder | None:
+        if self._injected or self._precision not in ("auto", "fp32"):
+            return None
+        binding = self.catalog.model_binding()
+        if binding is None or self._model not in (None, binding.spec):
+            return None
+        from clipsearch.models.text_tower import load_ready_copy
+
+        return load_ready_copy(binding.fingerprint, images=lambda: self.encoder, spec=binding.spec)
 
     @property
     def encoder(self) -> Encoder:
@@ -200,6 +253,27 @@ class Library:
                     )
             return self._encoder
 
+    @property
+    def matcher(self) -> ImageTextMatcher:
+        """The BLIP ITM model for ``rerank="itm"``, loaded on first use (thread-safe).
+        Raises as `clipsearch.models.blip.load_matcher`."""
+        with self._lock:
+            if self._matcher is None:
+                from clipsearch.models.blip import load_matcher
+
+                self._matcher = load_matcher(self._itm_model, precision=self._precision)
+            return self._matcher
+
+    @property
+    def captioner(self) -> Captioner:
+        """The BLIP captioning model, loaded on first use (thread-safe)."""
+        with self._lock:
+            if self._captioner is None:
+                from clipsearch.models.blip import load_captioner
+
+                self._captioner = load_captioner(self._caption_model, precision=self._precision)
+            return self._captioner
+
     # -- indexing --------------------------------------------------------------------------------
     def index(
         self,
@@ -208,8 +282,14 @@ class Library:
         options: IndexOptions = IndexOptions(),
         on_event: Callable[[IndexEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        captions: CaptionOptions | None = None,
+        on_caption: Callable[[CaptionProgress], None] | None = None,
     ) -> IndexReport:
-        """Index (or incrementally re-index) folders. See `Indexer.run` for errors."""
+        """Index (or incrementally re-index) folders. See `Indexer.run` for errors.
+
+        captions: also caption the items that need it (`caption`) once indexing is done;
+        the caption report is ``report.captions``. The caption model is loaded before
+        indexing starts, so a missing model fails before any work."""
         for root in roots:  # fail fast, before loading (maybe downloading) the model
             if not Path(os.path.expanduser(str(root))).exists():
                 raise NotFoundError(f"not found: {root}")
@@ -225,21 +305,152 @@ class Library:
 
             self.catalog.texts.require_index()
             text_reader()
+        if captions is not None:
+            captions.validate()
+            self.captioner  # noqa: B018 - load (or fail) before the long run
         # One indexing run per library at a time, checked before the model is loaded.
         with WriterLock(self.path, action="indexing"):
             if self.catalog.model_binding() is None:
                 # Before loading the model (maybe a long download): a run interrupted then
                 # is resumed by `index FOLDER` with the same model, not the default one.
                 self.catalog.choose_model(self.model_spec)
+            encoder = self._indexing_encoder()
+            if self._runtime_given and self._runtime != RuntimeSettings.load(self.path):
+                self._runtime.save(self.path)
             indexer = Indexer(
-                self.catalog, self.encoder, options, on_event=on_event, should_stop=should_stop
+                self.catalog,
+                encoder,
+                options,
+                on_event=on_event,
+                should_stop=should_stop,
+                # the model is loaded here, only when some file needs encoding
+                choose_encoder=lambda files: self._image_runtime_chooser(
+                    self.encoder, on_event
+                ).choose(files),
             )
             report = indexer.run(roots)
             if not report.interrupted:
                 # The ANN cache is built/updated while indexing, so the first search is fast.
                 emit = on_event or (lambda e: None)
                 self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
+                if captions is not None:
+                    report.captions = self._caption(captions, on_caption, should_stop)
+                    report.interrupted = report.captions.interrupted
         return report
+
+    def caption(
+        self,
+        options: CaptionOptions | None = None,
+        *,
+        on_event: Callable[[CaptionProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CaptionReport:
+        """Write a BLIP caption for every item without one from the caption model (per
+        image, and per sampled moment of a video; ingest/captioning.py). Resumable.
+        One captioning or indexing run per library at a time (LibraryError otherwise)."""
+        from clipsearch.ingest.captioning import CaptionOptions
+
+        options = options or CaptionOptions()
+        options.validate()
+        self.captioner  # noqa: B018 - load (or fail) before taking the lock
+        with WriterLock(self.path, action="captioning"):
+            return self._caption(options, on_event, should_stop)
+
+    def _caption(
+        self,
+        options: CaptionOptions,
+        on_event: Callable[[CaptionProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> CaptionReport:
+        from clipsearch.ingest.captioning import caption_library
+
+        return caption_library(
+            self.catalog, self.captioner, options, on_event=on_event, should_stop=should_stop
+        )
+
+    def _indexing_encoder(self) -> Encoder:
+        """The model for an index run. A library already bound to the requested model gets a
+        `DeferredEncoder`: a run over unchanged files never loads (or imports) the model."""
+        binding = self.catalog.model_binding()
+        if self._encoder is not None or binding is None or self._model not in (None, binding.spec):
+            return self.encoder
+        from clipsearch.models.deferred import DeferredEncoder
+
+        return DeferredEncoder(
+            spec=binding.spec,
+            fingerprint=binding.fingerprint,
+            dim=binding.dim,
+            load=lambda: self.encoder,
+        )
+
+    # -- image-encoder runtime ---------------------------------------------------------------------
+    @property
+    def runtime_settings(self) -> RuntimeSettings:
+        """The image-encoder runtime indexing uses (``<library>/runtime.json`` unless this
+        object was given others)."""
+        return self._runtime
+
+    def set_runtime(
+        self, *, runtime: str | None = None, quantize: str | None = None
+    ) -> RuntimeSettings:
+        """Choose and remember the image-encoder runtime and quantization for indexing.
+
+        Raises UsageError for unknown names or int8 with the torch runtime, and
+        MissingDependencyError when "openvino" is asked for but not installed.
+        """
+        from clipsearch.errors import MissingDependencyError
+        from clipsearch.models.runtime import openvino_available
+
+        settings = self._runtime.replace(runtime=runtime, quantize=quantize)
+        if settings.runtime == "openvino" and not openvino_available():
+            raise MissingDependencyError("openvino", "openvino")
+        self.path.mkdir(parents=True, exist_ok=True)
+        settings.save(self.path)
+        self._runtime, self._runtime_given = settings, False
+        return settings
+
+    def _image_runtime_chooser(
+        self, encoder: Encoder, on_event: Callable[[IndexEvent], None] | None
+    ):
+        from clipsearch.ingest.runtime_choice import ImageRuntimeChooser
+        from clipsearch.search.banks import default_captions
+
+        def reference() -> Encoder:
+            if getattr(encoder, "precision", None) == "fp32" or not hasattr(encoder, "model"):
+                return encoder
+            from clipsearch.models import load_encoder
+
+            return load_encoder(encoder.spec, precision="fp32")
+
+        return ImageRuntimeChooser(
+            base=encoder,
+            settings=self._runtime,
+            folder=self.path / "runtime",
+            catalog=self.catalog,
+            load_reference=reference,
+            captions=default_captions(),
+            emit=on_event,
+        )
+
+    def runtime_info(self) -> dict[str, Any]:
+        """The runtime settings and the image encoders built for the library's model, with
+        their accuracy-gate figures (what `status` shows)."""
+        from clipsearch.models.runtime_cache import RuntimeCache
+
+        binding = self.catalog.model_binding()
+        builds = [
+            {
+                "runtime": e.key.runtime,
+                "precision": e.key.precision,
+                "built_at": e.built_at,
+                "versions": e.versions,
+                **e.info,
+                "gate": e.gate,
+            }
+            for e in RuntimeCache(self.path / "runtime").entries()
+            if binding is None or e.key.fingerprint == binding.fingerprint
+        ]
+        return {**self._runtime.to_dict(), "builds": builds}
 
     # -- search ----------------------------------------------------------------------------------
     # -- nearest-neighbour index ---------------------------------------------------------------
@@ -312,7 +523,7 @@ class Library:
         video: str | Path | Sequence[str | Path] | None = None,
     ) -> np.ndarray:
         """The query vector (D,) for a query string and/or example files."""
-        return encode_plan(self.plan(query, image=image, video=video), self.encoder)
+        return encode_plan(self.plan(query, image=image, video=video), self.query_encoder)
 
     @staticmethod
     def plan(
@@ -339,7 +550,7 @@ class Library:
         exact: bool = False,
         with_curve: bool = False,
         moments: int = 1,
-        rerank: RerankMethod = "none",
+        rerank: Reranker = "none",
         gap_correction: GapMode | None = None,
         plan: QueryPlan | None = None,
         text_match: bool | None = None,
@@ -349,6 +560,10 @@ class Library:
         collapse: bool = False,
         taken_after: str | date | None = None,
         taken_before: str | date | None = None,
+        rerank_k: int = 32,
+        rerank_score: ItmScoreRule = "fusion",
+        rerank_text: str | None = None,
+        with_captions: bool = False,
     ) -> SearchResults:
         """Search by text, example image(s)/video(s), or a ready query ``vector``.
 
@@ -358,12 +573,16 @@ class Library:
         pooling: how a video scores (docs/video.md): peak (default) | mean | max | softmax;
         tau: its temperature (None: the method's own). moments: up to this many moments
         per video hit (``hit.moments``, best first).
-        rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (docs/rerank.md; off by default,
-        as measured). gap_correction: None | "shift" | "center" for example-image queries.
+        rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (hubness;
+        docs/rerank.md; off by default, as measured) | itm (BLIP cross-encoder over the top
+        ``rerank_k`` hits of a text query; ``rerank_score`` "fusion" or "itm",
+        docs/blip.md; the text it reads is ``rerank_text``, default the query's positive
+        text terms). gap_correction: None | "shift" | "center" for example-image queries.
         plan: with ``vector``, the parsed query behind it (for the text options below).
         text_match: also rank by the text read in the pictures (``index --ocr``), fused
             with the model's ranking (docs/ocr.md); None: when the library has read text.
-            Hits whose text matched carry ``text_match``.
+            Hits whose text matched carry ``text_match``. With ``rerank="itm"`` None means
+            off: the cross-encoder's order is the result unless text matching is asked for.
         phrases: quoted words must appear in the picture's text (`clipsearch.search.query`);
             None: when the library has read text, True: always (UsageError if it has none),
             False: quotes only delimit terms.
@@ -374,7 +593,9 @@ class Library:
         near-duplicates into one result with ``members``. taken_after / taken_before: a
         date (or period such as "2023-06"): taken at or after its start / before its start.
         The result is a list of hits with the cut used as ``min_score``.
-        Raises QueryError for empty/unreadable queries or dates, UsageError for bad options.
+        with_captions: attach each hit's stored caption (``Hit.caption``).
+        Raises QueryError for empty/unreadable queries or dates, UsageError for bad options,
+        ModelError/WeightsUnavailableError when the ITM model cannot be loaded.
         """
         if isinstance(where, ItemFilter):
             flt = where
@@ -384,15 +605,18 @@ class Library:
             flt = flt & ItemFilter.parse([f"kind:{kind}"])
         if vector is None:
             plan = self.plan(query, image=image, video=video)
-        read = self.catalog.texts.has_text()
+        read = self.catalog.texts.has_text(OCR) or self.catalog.texts.has_text(CAPTION)
         if plan is not None and plan.phrases and (read if phrases is None else phrases):
             if not read:
                 raise UsageError(
                     "quoted words must appear in the pictures' text, but no text has been "
-                    "read in this library: run `clipsearch index FOLDER --ocr` first"
+                    "read in this library: run `clipsearch index FOLDER --ocr` (or "
+                    "`clipsearch caption`) first"
                 )
             flt = flt & ItemFilter(texts=plan.phrases)
-        fuse = bool(query_terms(plan)) and (read if text_match is None else text_match)
+        if text_match is None:
+            text_match = read and rerank != "itm"
+        fuse = bool(query_terms(plan)) and text_match
         if taken_after is not None:
             flt = flt & taken_bounds(">=", _date_text(taken_after))
         if taken_before is not None:
@@ -411,14 +635,35 @@ class Library:
             collapse=collapse,
         )
         options.validate()  # bad options fail before the model is loaded
+        itm = None
+        if rerank == "itm":
+            if gap_correction is not None:
+                raise UsageError(
+                    "--rerank itm re-ranks text queries and --gap-correction corrects image "
+                    "queries: use one or the other"
+                )
+            from clipsearch.search.itm import ItmRescorer
+
+            itm = ItmRescorer.checked(  # loads the ITM model before the CLIP model
+                lambda: self.matcher, plan, k=rerank_k, score=rerank_score, text=rerank_text
+            )
         if vector is None:
-            vector = encode_plan(plan, self.encoder)
+            vector = encode_plan(plan, self.query_encoder)
         with self._lock:
             threshold = resolve_min_score(cut, l2_normalize(vector), self.background)
-            rescorer = self.rescorer(rerank=rerank, gap_correction=gap_correction, text_match=fuse)
+            if itm is None:
+                rescorer = self.rescorer(
+                    rerank=rerank, gap_correction=gap_correction, text_match=fuse
+                )
+            else:  # with text matching, ITM's scores are the model side of the fusion
+                rescorer = TextFusion(self.catalog.texts, inner=itm) if fuse else itm
             hits = self.searcher().search(
                 vector, replace(options, min_score=threshold), rescorer=rescorer, plan=plan
             )
+        if itm is not None:
+            hits = itm.annotate(hits)
+        if with_captions:
+            hits = with_captions_of(hits, self.catalog.texts)
         if fuse or flt.texts:
             terms = (*query_terms(plan), *flt.texts)
             hits = with_text_matches(hits, self.catalog.texts, terms)
@@ -582,9 +827,10 @@ class Library:
             model=binding.spec if binding else None,
             fingerprint=binding.fingerprint if binding else None,
             dim=binding.dim if binding else None,
-            stats=self.catalog.stats(),
+            stats={**self.catalog.stats(), "captions": self.catalog.texts.coverage(CAPTION)},
             failures=fails,
             ocr=self._text_status(),
+            runtime=self.runtime_info(),
         )
 
     def _text_status(self) -> dict[str, Any]:

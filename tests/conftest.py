@@ -3,6 +3,7 @@
 - Hugging Face libraries are put in offline mode before anything imports them, and every
   test runs with outbound connections blocked (loopback and Unix sockets stay allowed, so
   local servers and browsers work). A test that reaches for the network fails loudly.
+- ``CLIPSEARCH_CACHE_DIR`` (weight digests) points at a scratch folder removed at exit.
 - ``fake_encoder``: a fresh `ColourEncoder` (deterministic colour -> direction model).
 - ``tiny_checkpoint``: path to a clipsearch checkpoint of the tiny-vit open_clip model
   (random weights, seed 0), written once per session; a bare-path ``--model`` spec.
@@ -11,13 +12,17 @@
 - ``make_image``: `tests.fakes.make_image` (write a coloured test image).
 - ``run_cli``: run the ``clipsearch`` command line in-process through its entry point
   (``clipsearch.cli.app.main``, the one error boundary) and get a `CliResult`.
+- ``tiny_blip_itm`` / ``tiny_blip_caption``: folders of tiny random BLIP models (tests/blipgen.py).
 """
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,9 @@ import pytest
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_var] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Caches clipsearch keeps outside libraries (weight digests) go to a scratch folder, not ~.
+os.environ["CLIPSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="clipsearch-test-cache-")
+atexit.register(shutil.rmtree, os.environ["CLIPSEARCH_CACHE_DIR"], True)
 
 from tests.fakes import ColourEncoder, make_tiny_checkpoint, register_tiny_models  # noqa: E402
 from tests.fakes import make_image as _make_image  # noqa: E402
@@ -122,3 +130,19 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_itm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a tiny random BLIP ITM model (tests/blipgen.py), Hugging Face layout."""
+    from tests.blipgen import save_tiny_blip
+
+    return save_tiny_blip(tmp_path_factory.mktemp("blip") / "itm", "itm", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_caption(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of a tiny random BLIP captioning model (tests/blipgen.py)."""
+    from tests.blipgen import save_tiny_blip
+
+    return save_tiny_blip(tmp_path_factory.mktemp("blip") / "caption", "caption", seed=1)

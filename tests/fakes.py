@@ -180,6 +180,29 @@ class ColourEncoder(Encoder):
         return l2_normalize(out)
 
 
+class DegradedImageEncoder(Encoder):
+    """Wraps an encoder and bends its image vectors by ``noise`` (seeded by the batch), the
+    way a bad quantization would; texts, preprocessing and identity are the inner encoder's.
+    The accuracy gate must refuse it for noise of ~0.1 and up (cosine < 0.99)."""
+
+    def __init__(self, inner: Encoder, noise: float) -> None:
+        self.inner, self.noise = inner, noise
+        self.spec, self.dim, self.fingerprint = inner.spec, inner.dim, inner.fingerprint
+        self.image_size = getattr(inner, "image_size", (224, 224))
+        self.label = f"degraded {noise}"
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return self.inner.preprocess(image)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.encode_texts(texts)
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        v = self.inner.encode_pixels(pixels)
+        rng = np.random.default_rng(len(pixels))
+        return l2_normalize(v + self.noise * rng.standard_normal(v.shape).astype(np.float32))
+
+
 def _rng(key: str) -> np.random.Generator:
     return np.random.default_rng(
         int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")

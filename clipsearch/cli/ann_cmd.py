@@ -35,11 +35,16 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
-def _show(info, json_out: bool) -> None:
+def _show(info, json_out: bool, runtime: dict | None = None) -> None:
+    """Print the index info; ``runtime`` (`Library.runtime_info`) adds the image encoder
+    that indexes the library and its accuracy-gate figures (JSON key ``runtime``)."""
     from dataclasses import asdict
 
     if json_out:
-        render.print_json(None if info is None else asdict(info))
+        data = None if info is None else asdict(info)
+        if data is not None and runtime is not None:
+            data["runtime"] = runtime
+        render.print_json(data)
         return
     if info is None:
         render.err.print("no search index yet: run `clipsearch index` or `clipsearch reindex`")
@@ -51,6 +56,8 @@ def _show(info, json_out: bool) -> None:
     table.add_column()
     for k, v in _info_rows(info):
         table.add_row(k, v)
+    if runtime is not None:
+        table.add_row("image encoder", render.runtime_line(runtime))
     render.out.print(table)
 
 
@@ -58,9 +65,10 @@ def index_info(
     library: options.LibraryOpt = None,
     json_out: options.JsonOpt = False,
 ) -> None:
-    """Show the search index: backend, parameters, vectors, memory, measured recall@10."""
+    """Show the search index (backend, parameters, vectors, memory, measured recall@10) and
+    the image encoder indexing uses, with its accuracy-gate figures."""
     with options.open_library(library, create=False) as lib:
-        _show(lib.index_info(), json_out)
+        _show(lib.index_info(), json_out, lib.runtime_info())
 
 
 def reindex(

@@ -16,6 +16,7 @@ import typer
 
 from clipsearch.cli import (
     ann_cmd,
+    blip_cmd,
     classify_cmd,
     eval_cmd,
     options,
@@ -24,6 +25,7 @@ from clipsearch.cli import (
     train_cmd,
 )
 from clipsearch.errors import ClipsearchError, UsageError
+from clipsearch.models.runtime import Quantize, Runtime
 from clipsearch.search.engine import MAX_K, MAX_MOMENTS
 
 app = typer.Typer(
@@ -123,11 +125,38 @@ def index(
     ] = False,
     ocr: options.OcrOpt = None,
     ocr_frames: options.OcrFramesOpt = None,
+    captions: Annotated[
+        bool,
+        typer.Option(
+            "--captions",
+            help="Also write a BLIP caption per image and video moment (see `caption`).",
+        ),
+    ] = False,
+    caption_model: options.CaptionModelOpt = None,
+    runtime: Annotated[
+        Runtime | None,
+        typer.Option(
+            "--runtime",
+            help="Image encoder for indexing (remembered by the library; an accelerated one "
+            "is used only if it passes the accuracy gate on your images).",
+            show_default=False,
+        ),
+    ] = None,
+    quantize: Annotated[
+        Quantize | None,
+        typer.Option(
+            "--quantize",
+            help="int8: quantized image encoder (OpenVINO, calibrated on your images; "
+            "remembered by the library).",
+            show_default=False,
+        ),
+    ] = None,
     quiet: options.QuietOpt = False,
     json_out: options.JsonOpt = False,
 ) -> None:
     """Index folders of images and videos (incremental: only new or changed files are encoded)."""
     from clipsearch.ingest import IndexOptions
+    from clipsearch.ingest.captioning import CaptionOptions
 
     index_options = IndexOptions(
         include=tuple(include),
@@ -142,12 +171,23 @@ def index(
         ocr_frames=ocr_frames,
     )
     with (
-        options.open_library(library, model, precision) as lib,
+        options.open_library(
+            library,
+            model,
+            precision,
+            caption_model=caption_model,
+            runtime=runtime,
+            quantize=quantize,
+        ) as lib,
         _StopFlag() as stop,
         render.IndexProgress(quiet=quiet or json_out) as progress,
     ):
         report = lib.index(
-            folders, options=index_options, on_event=progress, should_stop=stop.event.is_set
+            folders,
+            options=index_options,
+            on_event=progress,
+            should_stop=stop.event.is_set,
+            captions=CaptionOptions() if captions else None,
         )
     if json_out:
         render.print_json(report.to_dict())
@@ -213,8 +253,18 @@ def search(
     ] = [],  # noqa: B006
     rerank: Annotated[
         options.RerankChoice,
-        typer.Option("--rerank", help="Hubness reranker (docs/rerank.md)."),
+        typer.Option(
+            "--rerank",
+            help="Reranker: hubness (docs/rerank.md) or itm, the BLIP cross-encoder over the "
+            "top --rerank-k of a text query (docs/blip.md).",
+        ),
     ] = "none",
+    rerank_k: options.RerankKOpt = 32,
+    rerank_score: options.RerankScoreOpt = "fusion",
+    itm_model: options.ItmModelOpt = None,
+    captions: Annotated[
+        bool, typer.Option("--captions", help="Show each hit's stored BLIP caption.")
+    ] = False,
     gap_correction: Annotated[
         bool,
         typer.Option(
@@ -240,6 +290,13 @@ def search(
     ] = 0.5,
     text_match: options.TextMatchOpt = None,
     phrases: options.PhrasesOpt = None,
+    no_server: Annotated[
+        bool,
+        typer.Option(
+            "--no-server",
+            help="Search in this process even when `clipsearch serve` runs for the library.",
+        ),
+    ] = False,
     min_score: options.MinScoreOpt = "auto",
     sort: options.SortOpt = "relevance",
     collapse: options.CollapseOpt = False,
@@ -250,22 +307,19 @@ def search(
     precision: options.PrecisionOpt = None,
     json_out: options.JsonOpt = False,
 ) -> None:
-    """Search the library by text, image or video."""
+    """Search the library by text, image or video. When `clipsearch serve` runs for the same
+    library, a text query is answered by it (same results, model already loaded)."""
     if text is not None and (len(image) != 1 or query or video):
         raise UsageError("--text composes with exactly one --image (and no query text or --video)")
-    with options.open_library(library, model, precision, create=False) as lib:
-        vector = None
-        if text is not None:
-            from clipsearch.search.compose import composed_query
-
-            vector = composed_query(
-                lib.encoder, image[0], text, method=compose, text_weight=text_weight
-            )
-        hits = lib.search(
+    hits = None
+    # BLIP re-ranking and captions load models the server may not have: searched here
+    blip = rerank in ("itm", "itm-prob") or captions or itm_model is not None
+    if query and text is None and not image and not video and not no_server and not blip:
+        hits = _warm_search(
+            library,
+            model,
+            precision,
             query,
-            image=image if vector is None else None,
-            video=video,
-            vector=vector,
             k=k,
             offset=offset,
             kind=kind,
@@ -284,10 +338,88 @@ def search(
             taken_after=taken_after,
             taken_before=taken_before,
         )
+    if hits is None:
+        hits = _cold_search(
+            library,
+            model,
+            precision,
+            query,
+            image=image,
+            video=video,
+            text=text,
+            compose=compose,
+            text_weight=text_weight,
+            itm_model=itm_model,
+            k=k,
+            offset=offset,
+            kind=kind,
+            where=[*where, *(f"tag:{t}" for t in tag)],
+            pooling=pooling,
+            tau=tau,
+            exact=exact,
+            moments=moments,
+            rerank=rerank,
+            gap_correction="shift" if gap_correction else None,
+            text_match=text_match,
+            phrases=phrases,
+            min_score=min_score,
+            sort=sort,
+            collapse=collapse,
+            taken_after=taken_after,
+            taken_before=taken_before,
+            rerank_k=rerank_k,
+            rerank_score=rerank_score,
+            with_captions=captions,
+        )
     if json_out:
         render.print_json([h.to_dict() for h in hits])
         return
     render.search_results(hits, dates=sort != "relevance", duplicates=collapse)
+
+
+def _warm_search(library, model, precision, query, **search_options):
+    """The hits of a running server of the library, or None (see `clipsearch.cli.warm`)."""
+    from clipsearch.cli import warm
+    from clipsearch.library import default_library_path
+
+    return warm.search(
+        options.library_path(library) or default_library_path(),
+        query,
+        search_options,
+        model=options.model_spec(model),
+        precision=options.precision_of(precision),
+    )
+
+
+def _cold_search(
+    library,
+    model,
+    precision,
+    query,
+    *,
+    image,
+    video,
+    text,
+    compose,
+    text_weight,
+    itm_model=None,
+    **search_options,
+):
+    with options.open_library(library, model, precision, create=False, itm_model=itm_model) as lib:
+        vector = None
+        if text is not None:
+            from clipsearch.search.compose import composed_query
+
+            vector = composed_query(
+                lib.encoder, image[0], text, method=compose, text_weight=text_weight
+            )
+        return lib.search(
+            query,
+            image=image if vector is None else None,
+            video=video,
+            vector=vector,
+            **search_options,
+        )
 
 
 @app.command()
@@ -342,6 +474,8 @@ for _name, _command in (
     ("tag", classify_cmd.tag),
     ("moderate", classify_cmd.moderate),
     ("dedup", classify_cmd.dedup),
+    ("caption", blip_cmd.caption),
+    ("make-pairs", blip_cmd.make_pairs),
 ):
     app.command(name=_name)(_command)
 

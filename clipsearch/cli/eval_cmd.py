@@ -18,11 +18,14 @@ from rich.table import Table
 from clipsearch.cli import options, render
 from clipsearch.errors import UsageError
 from clipsearch.eval.datasets import DatasetFormat
+from clipsearch.eval.itm import ITM_RERANKERS
 from clipsearch.eval.moments import MomentFormat
 from clipsearch.eval.synthetic import ImageCaptionStyle, VideoCaptionStyle
 from clipsearch.search.engine import POOLINGS
 from clipsearch.search.rerank import METHODS as RERANK_METHODS
 from clipsearch.search.templates import TEMPLATE_SETS
+
+EVAL_RERANKERS = (*RERANK_METHODS, *ITM_RERANKERS)  # --rerank of `eval retrieval`
 
 if TYPE_CHECKING:
     from clipsearch.eval.embed import CacheStats
@@ -141,6 +144,27 @@ def _retrieval_table(report: RetrievalReport) -> Table:
     return table
 
 
+def _changes_vs_plain(report: RetrievalReport) -> list[str]:
+    """One line per reranked run: its R@K minus the plain run's (same pooling)."""
+    plain = {r.pooling: r for r in report.runs if r.rerank == "none"}
+    lines = []
+    for run in report.runs:
+        base = plain.get(run.pooling)
+        if base is None or run is base:
+            continue
+        parts = []
+        for name, a, b in (
+            (f"t→{report.kind[0]}", run.metrics.text_to_media, base.metrics.text_to_media),
+            (f"{report.kind[0]}→t", run.metrics.media_to_text, base.metrics.media_to_text),
+        ):
+            parts.append(
+                f"{name} "
+                + ", ".join(f"R@{k} {a.recall[k] - b.recall[k]:+.1f}" for k in sorted(a.recall))
+            )
+        lines.append(f"{run.label} vs {base.label}: " + "; ".join(parts))
+    return lines
+
+
 def _notes(skipped: dict, ties: list[str], cache: CacheStats) -> None:
     lost = {k: v for k, v in skipped.items() if isinstance(v, int) and v}
     if lost:
@@ -198,11 +222,18 @@ def retrieval(
         list[str],
         typer.Option(
             "--rerank",
-            help="Rerankers to compare, comma-separated or repeated (docs/rerank.md).",
-            parser=options.choice_list(RERANK_METHODS),
-            metavar=options.choice_list_metavar(RERANK_METHODS),
+            help="Rerankers to compare, comma-separated or repeated (docs/rerank.md); itm / "
+            "itm-prob: the BLIP cross-encoder over each query's top --rerank-k, fused with the "
+            "CLIP score / alone (docs/blip.md). A plain run is added to compare against.",
+            parser=options.choice_list(EVAL_RERANKERS),
+            metavar=options.choice_list_metavar(EVAL_RERANKERS),
         ),
     ] = ["none"],  # noqa: B006
+    rerank_k: Annotated[
+        int,
+        typer.Option("--rerank-k", help="--rerank itm: candidates re-scored per query.", min=1),
+    ] = 32,
+    itm_model: options.ItmModelOpt = None,
     model: ModelOpt = None,
     precision: EvalPrecisionOpt = None,
     library: LibraryOpt = None,
@@ -233,6 +264,17 @@ def retrieval(
         caption_column=caption_column,
         extract_dir=(cache / "wds-extract" / captions.name / split) if cache else None,
     )
+    reranks = options.flatten(rerank)
+    itm_settings = ""
+    if any(r in ITM_RERANKERS for r in reranks):
+        from clipsearch.eval.itm import register_itm_rerankers
+        from clipsearch.models.blip import load_matcher
+
+        if "none" not in reranks:  # the plain run, for the change in R@K
+            reranks.insert(0, "none")
+        matcher = load_matcher(itm_model, precision=eval_precision(precision))
+        register_itm_rerankers(matcher, k=rerank_k)
+        itm_settings = f"BLIP ITM {matcher.name} ({matcher.precision}), top {rerank_k}"
     encoder = options.load_encoder(model, eval_precision(precision))
     with _progress(quiet or json_out) as on_progress:
         result = evaluate_retrieval(
@@ -240,13 +282,14 @@ def retrieval(
             encoder,
             cache_dir=cache,
             poolings=options.flatten(pooling),  # ignored for image datasets
-            reranks=options.flatten(rerank),
+            reranks=reranks,
             tau=tau,
             sampler=sampler,
             batch_size=batch_size,
             workers=workers,
             progress=on_progress,
         )
+    result.rerankers = {r: itm_settings for r in reranks if r in ITM_RERANKERS}
     written = []
     if report is not None:
         from clipsearch.eval.report import write_report
@@ -270,6 +313,8 @@ def retrieval(
                     f"{m.expected_recall[k1]:.1f}"
                 )
     _notes(result.skipped.to_dict(), ties, result.cache)
+    for line in _changes_vs_plain(result):
+        render.out.print(line)
     for path in written:
         render.err.print(f"wrote {escape(str(path))}")
 

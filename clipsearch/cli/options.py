@@ -29,8 +29,8 @@ from clipsearch.models.precision import PRECISIONS
 from clipsearch.search.arrange import SortOrder
 from clipsearch.search.compose import Composition
 from clipsearch.search.engine import Pooling
+from clipsearch.search.itm import ItmScoreRule, Reranker
 from clipsearch.search.relevance import parse_min_score
-from clipsearch.search.rerank import RerankMethod
 
 if TYPE_CHECKING:
     from clipsearch.library import Library
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 # user may ask for (with "auto") as a tuple; the choice is built from that tuple.
 PrecisionChoice = Literal[PRECISIONS]  # auto | fp32 | bf16 | fp16
 PoolingChoice = Pooling  # peak | mean | max | softmax
-RerankChoice = RerankMethod  # none | is | qbnorm | dbnorm | dbnorm-dynamic
+RerankChoice = Reranker  # none | is | qbnorm | dbnorm | dbnorm-dynamic | itm
+ItmScoreChoice = ItmScoreRule  # fusion | itm
 ComposeChoice = Composition  # slerp | sum
 KindChoice = MediaKind  # image | video
 SortChoice = SortOrder  # relevance | date | -date
@@ -252,6 +253,37 @@ TakenAfterOpt = Annotated[
 TakenBeforeOpt = Annotated[
     str | None,
     typer.Option("--taken-before", help="Only items taken before DATE.", show_default=False),
+]
+
+
+# -- BLIP: re-ranking, captions, CapFilt (docs/blip.md) ----------------------------------------
+ItmModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--itm-model",
+        help="BLIP image-text matching model: Hugging Face Hub id or local folder "
+        "(default Salesforce/blip-itm-base-coco).",
+        show_default=False,
+    ),
+]
+CaptionModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--caption-model",
+        help="BLIP captioning model: Hugging Face Hub id or local folder "
+        "(default Salesforce/blip-image-captioning-base).",
+        show_default=False,
+    ),
+]
+RerankKOpt = Annotated[
+    int, typer.Option("--rerank-k", help="--rerank itm: candidates re-scored.", min=1)
+]
+RerankScoreOpt = Annotated[
+    ItmScoreChoice,
+    typer.Option(
+        "--rerank-score",
+        help="--rerank itm: final score, fusion (ITM log-odds + CLIP score) | itm (P(match)).",
+    ),
 ]
 
 

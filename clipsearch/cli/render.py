@@ -29,6 +29,8 @@ from clipsearch.ingest import (
     FileDone,
     IndexEvent,
     IndexReport,
+    RuntimeChosen,
+    RuntimeProgress,
     ScanDone,
     ScanProgress,
 )
@@ -127,6 +129,10 @@ class IndexProgress:
             )
         elif isinstance(event, AnnProgress):
             p.update(self.task, description=f"search index: {event.stage} {event.fraction:.0%}")
+        elif isinstance(event, RuntimeProgress):  # once per library: export, calibrate, check
+            p.update(self.task, description=f"image encoder: {event.stage} {event.fraction:.0%}")
+        elif isinstance(event, RuntimeChosen):
+            p.update(self.task, description="indexing")
         elif isinstance(event, BatchWritten):
             pass
 
@@ -149,6 +155,10 @@ def index_summary(report: IndexReport, console: Console = err) -> None:
         parts.append(f"{report.dated} capture dates read")
     if report.failed:
         parts.append(f"[red]{report.failed} failed[/] (see `clipsearch status`)")
+    accelerated = report.image_encoder and not report.image_encoder.startswith("torch")
+    if report.encoded and (accelerated or report.image_encoder_fell_back):
+        why = f" ({report.image_encoder_reason})" if report.image_encoder_reason else ""
+        parts.append(f"images encoded with {report.image_encoder}{why}")
     rate = report.encoded / report.elapsed_s if report.elapsed_s > 0 else 0.0
     console.print(", ".join(parts) + f" in {report.elapsed_s:.1f} s ({rate:.1f} files/s)")
     for path, why in report.scan_errors[:10]:
@@ -173,21 +183,35 @@ def hits_table(
     table.add_column("moment")
     if duplicates:
         table.add_column("copies", justify="right")
+    reranked = any(h.clip_score is not None for h in hits)
+    if reranked:
+        table.add_column("itm", justify="right")
+        table.add_column("clip", justify="right")
     table.add_column("path", overflow="fold")
-    texts = any(h.text_match is not None for h in hits)
+    sources = {h.text_match.source for h in hits if h.text_match is not None}
+    texts = bool(sources)
     if texts:
-        table.add_column("text in picture", overflow="fold")
+        header = "text in picture" if sources == {"ocr"} else "matched text"
+        table.add_column(header, overflow="fold")
+    captioned = any(h.caption is not None for h in hits)
+    if captioned:
+        table.add_column("caption", overflow="fold")
     for h in hits:
         moment = ", ".join(f"{fmt_time(m.start)}–{fmt_time(m.end)}" for m in h.moments)
-        row = [str(h.rank), f"{h.score:.4f}", h.kind]
+        row: list[str | Text] = [str(h.rank), f"{h.score:.4f}", h.kind]
         if dates:
             row.append(h.taken.to_datetime().strftime("%Y-%m-%d %H:%M") if h.taken else "")
         row.append(moment)
         if duplicates:
             row.append(f"+{len(h.members)}" if h.members else "")
+        if reranked:
+            row.append("—" if h.itm_score is None else f"{h.itm_score:.3f}")
+            row.append("—" if h.clip_score is None else f"{h.clip_score:.4f}")
         row.append(h.path)
         if texts:
             row.append(matched_text(h))
+        if captioned:
+            row.append(h.caption or "")
         table.add_row(*row)
     return table
 
@@ -207,6 +231,36 @@ def matched_text(hit: Hit, limit: int = 80) -> Text:
     if m.t is not None:
         out.append(f" @{fmt_time(m.t)}", style="dim")
     return out
+
+
+def runtime_line(runtime: dict[str, Any]) -> str:
+    """The runtime settings and each built image encoder's accuracy-gate verdict, e.g.
+    "openvino, quantize int8; openvino int8 passed the accuracy gate: min cosine 0.9954
+    (≥ 0.99), top-10 overlap text 0.906 / image 0.983 (≥ 0.9) on 128 images, 64 calibration,
+    1.34× torch"."""
+    from clipsearch.models.agreement import AgreementReport
+
+    line = f"{runtime.get('runtime')}, quantize {runtime.get('quantize')}"
+    for build in runtime.get("builds") or []:
+        name = f"{build.get('runtime')} {build.get('precision')}"
+        if not build.get("gate"):
+            line += f"; {name} built, accuracy not yet checked"
+            continue
+        try:
+            gate = AgreementReport.from_dict(build["gate"])
+        except TypeError:  # a record from another version: show what is there
+            line += f"; {name}: gate {build['gate']}"
+            continue
+        calib = f", {gate.calibration_images} calibration" if gate.calibration_images else ""
+        speed = f", {gate.speedup:.2f}× torch" if gate.speedup else ""
+        if gate.passed:
+            line += f"; {name} passed the accuracy gate: {gate.summary()}{calib}{speed}"
+        else:
+            line += (
+                f"; {name} FAILED the accuracy gate ({gate.reason}), torch indexes instead: "
+                f"{gate.summary()}{calib}"
+            )
+    return line
 
 
 def search_results(hits: SearchResults, *, dates: bool = False, duplicates: bool = False) -> None:
@@ -240,6 +294,9 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
     head.add_column()
     for key in ("library", "model", "dim", "fingerprint"):
         head.add_row(key, str(status.get(key) or "—"))
+    runtime = status.get("runtime") or {}
+    if runtime:
+        head.add_row("runtime", runtime_line(runtime))
     tables = [head]
     items = status.get("items") or {}
     counts = items.get("by_kind") or {}
@@ -271,6 +328,15 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
             if kind == "video" and not ocr.get("frames") and not c.get("read"):
                 continue  # video frames are read only with --ocr-frames
             t.add_row(kind, str(c["items"]), str(c["read"]), str(c["with_text"]))
+        tables.append(t)
+    captions = status.get("captions") or {}
+    if captions.get("texts"):
+        t = Table(title="BLIP captions")
+        t.add_column("kind")
+        for col in ("indexed", "captioned"):
+            t.add_column(col, justify="right")
+        for kind, c in sorted((captions.get("by_kind") or {}).items()):
+            t.add_row(kind, str(c["items"]), str(c["with_text"]))
         tables.append(t)
     fails = status.get("failures") or []
     if fails:

@@ -1,5 +1,7 @@
-"""``clipsearch serve``: the HTTP API and the web page (uvicorn). Thin: open the library,
-load the model once, build the app (`clipsearch.server.create_app`), run it."""
+"""``clipsearch serve``: the HTTP API and the web page (uvicorn). Thin: bind the port, open
+the library, build the app (`clipsearch.server.create_app`, which loads the model in the
+background: the port answers at once), announce the server in the library's discovery file
+(so `clipsearch search` hands its queries over), run it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import typer
 
 from clipsearch.cli import options
 from clipsearch.errors import MissingDependencyError, UsageError
+from clipsearch.server import discovery
 
 
 def serve(
@@ -67,8 +70,8 @@ def serve(
     loopback = is_loopback(host)
     # Bind first: a busy port is reported (BindError, exit 5) before the model loads.
     with listen.bind(host, port) as sock, options.open_library(library, model, precision) as lib:
-        render.err.print(f"Library [bold]{lib.path}[/] · loading model {lib.model_spec}…")
-        lib.encoder  # noqa: B018 - load once, now: a missing model fails here, not per request
+        render.err.print(f"Library [bold]{lib.path}[/] · model {lib.model_spec} (loading)")
+        local_token = token or secrets.token_urlsafe(24)
         if not loopback and token is None:
             render.err.print(
                 f"[yellow]Warning:[/] listening on {escape(host)} without --token: anyone who can reach "
@@ -82,6 +85,8 @@ def serve(
             # Loopback: only loopback Host headers (DNS rebinding); exposed: any (with a token).
             allowed_hosts=(*LOOPBACK_HOSTS, host) if loopback else None,
             allow_new_roots=loopback or token is not None,
+            load_in_background=True,
+            local_token=local_token,
         )
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
@@ -94,4 +99,33 @@ def serve(
             import webbrowser
 
             threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-        listen.run(app, sock, log_level=os.environ.get("CLIPSEARCH_LOG_LEVEL", "warning"))
+        announced = _announce(lib, sock, host, local_token, model, precision)
+        try:
+            listen.run(app, sock, log_level=os.environ.get("CLIPSEARCH_LOG_LEVEL", "warning"))
+        finally:
+            if announced:
+                discovery.withdraw(lib.path)
+
+
+def _announce(lib, sock, host: str, token: str, model: str | None, precision: str | None) -> bool:
+    """Write the library's discovery file; False (and a warning) when it cannot be written."""
+    from clipsearch.cli import render
+
+    connect = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    announcement = discovery.ServerAnnouncement(
+        pid=os.getpid(),
+        host=connect,
+        port=int(sock.getsockname()[1]),
+        token=token,
+        model=options.model_spec(model),
+        precision=options.precision_of(precision),
+    )
+    try:
+        discovery.announce(lib.path, announcement)
+    except OSError as e:
+        render.err.print(
+            f"[yellow]Warning:[/] cannot write {discovery.path_for(lib.path)} ({e.strerror}): "
+            "`clipsearch search` will not use this server."
+        )
+        return False
+    return True

@@ -38,7 +38,36 @@ def train(
         Path | None,
         typer.Option(
             "--pairs",
-            help="CSV/TSV/JSONL of (image, caption), Karpathy JSON (--split) or MSR-VTT csv.",
+            help="CSV/TSV/JSONL of (image, caption), Karpathy JSON (--split) or MSR-VTT csv; "
+            "or auto:DIR: BLIP captions of the unlabelled images in DIR, ITM-filtered (CapFilt).",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            help="auto:DIR pairs: keep a caption when BLIP ITM P(match) >= this.",
+            rich_help_panel=_DATA,
+        ),
+    ] = 0.5,
+    caption_model: Annotated[
+        str | None,
+        typer.Option(
+            "--caption-model",
+            help="auto:DIR pairs: BLIP captioner, Hub id or folder "
+            "(default Salesforce/blip-image-captioning-base).",
+            show_default=False,
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    itm_model: Annotated[
+        str | None,
+        typer.Option(
+            "--itm-model",
+            help="auto:DIR pairs: BLIP ITM filter, Hub id or folder "
+            "(default Salesforce/blip-itm-base-coco).",
+            show_default=False,
             rich_help_panel=_DATA,
         ),
     ] = None,
@@ -305,7 +334,17 @@ class TrainProgress:
         if self.quiet:
             return
         p = self.progress
-        if isinstance(event, DataReady):
+        from clipsearch.train.capfilt import CapFiltDone
+
+        if isinstance(event, CapFiltDone):
+            r = event.report
+            p.console.print(
+                f"CapFilt pairs {'reused from' if event.reused else 'written to'} {event.pairs}: "
+                f"{r['images']} images, {r['captioned']} captions, kept {r['kept']}, "
+                f"dropped {r['dropped']} (ITM threshold {r['threshold']}), "
+                f"{r['failed']} unreadable"
+            )
+        elif isinstance(event, DataReady):
             s = event.skipped
             p.console.print(
                 f"train {event.train_media} media / {event.train_captions} captions, "

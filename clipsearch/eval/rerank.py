@@ -36,12 +36,19 @@ class RerankContext:
     direction: which direction S belongs to.
     query_bank: (B, D) embeddings of other queries of the same modality (e.g. training
         captions) for query-bank normalisation, or None when the evaluation has none.
+    texts / media: the dataset's captions and media paths (the column/row order of S), for
+        rerankers that read the raw inputs (a cross-encoder such as BLIP ITM).
+    frame_time: (caption index, media index) -> the video frame time (s) to show for that
+        pair, or None for images.
     """
 
     queries: np.ndarray
     gallery: np.ndarray
     direction: Direction
     query_bank: np.ndarray | None = None
+    texts: list[str] | None = None
+    media: list[str] | None = None
+    frame_time: Callable[[int, int], float | None] | None = None
 
 
 Reranker = Callable[[np.ndarray, RerankContext], np.ndarray]

@@ -10,7 +10,7 @@ Markdown and plots. Nothing here prints; progress goes to ``progress(stage, done
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,8 @@ class RetrievalReport:
     note: str = VIDEO_TO_TEXT_NOTE
     precision: str | None = None  # the weights' precision the numbers were measured in
     runtime: str | None = None  # what ran the model, e.g. "torch 2.14.1 on cpu"
+    # what a reranker that brings its own model ran with, e.g. {"itm": "BLIP ITM ..., top 32"}
+    rerankers: dict[str, str] = field(default_factory=dict)
 
     def best(self, direction: str = "text_to_media", k: int = 1) -> RetrievalRun:
         """The run with the highest R@k in ``direction``."""
@@ -97,6 +99,7 @@ class RetrievalReport:
             "cache": {"hits": self.cache.hits, "misses": self.cache.misses},
             "seconds": self.seconds,
             "note": self.note,
+            "rerankers": self.rerankers,
             "runs": [
                 {"pooling": r.pooling, "rerank": r.rerank, **r.metrics.to_dict()} for r in self.runs
             ],
@@ -216,8 +219,14 @@ def evaluate_retrieval(
 
     t0 = time.perf_counter()
     gallery, matrices = _similarities(media, keep_media, text_vecs, poolings, tau=tau)
+    frame_time = None  # a cross-encoder looks at a video's frame nearest the caption
+    if isinstance(media, FrameEmbeddings):
+        frame_time = _best_frame_time(text_vecs, media.select(keep_media.tolist()))
+    raw = RawInputs(kept.captions, kept.media, frame_time)
     runs = [
-        RetrievalRun(pooling, name, _rerank_and_score(name, S, text_vecs, gallery, kept, ks=ks))
+        RetrievalRun(
+            pooling, name, _rerank_and_score(name, S, text_vecs, gallery, kept, raw, ks=ks)
+        )
         for pooling, S in matrices.items()
         for name in reranks
     ]
@@ -318,14 +327,40 @@ def _rerank_and_score(
     text_vecs: np.ndarray,
     gallery: np.ndarray,
     kept: RetrievalDataset,
+    raw: RawInputs,
     *,
     ks: Sequence[int],
 ) -> RetrievalMetrics:
     """Metrics of reranker ``name`` applied to the (T', M') similarities ``S``, each
     direction reranked over its own queries."""
-    S_t2m = apply_reranker(name, S, RerankContext(text_vecs, gallery, "text_to_media"))
-    S_m2t = apply_reranker(name, S.T, RerankContext(gallery, text_vecs, "media_to_text")).T
+    inputs = {"texts": raw.texts, "media": raw.media, "frame_time": raw.frame_time}
+    S_t2m = apply_reranker(name, S, RerankContext(text_vecs, gallery, "text_to_media", **inputs))
+    S_m2t = apply_reranker(
+        name, S.T, RerankContext(gallery, text_vecs, "media_to_text", **inputs)
+    ).T
     return retrieval_metrics(S_t2m, kept.text_to_media, ks=ks, S_media_to_text=S_m2t)
+
+
+@dataclass(frozen=True)
+class RawInputs:
+    """The kept captions and media paths (the order of S's rows and columns) and, for
+    videos, which frame a (caption, video) pair is judged on: for rerankers that read the
+    inputs themselves (a cross-encoder)."""
+
+    texts: list[str]
+    media: list[str]
+    frame_time: Callable[[int, int], float] | None = None
+
+
+def _best_frame_time(text_vecs: np.ndarray, frames: FrameEmbeddings) -> Callable[[int, int], float]:
+    """(caption, video) -> time of the video's frame nearest the caption's embedding."""
+
+    def when(t: int, m: int) -> float:
+        lo, hi = int(frames.offsets[m]), int(frames.offsets[m + 1])
+        best = int(np.argmax(frames.frames[lo:hi] @ text_vecs[t]))  # over (F_m,)
+        return round(float(frames.times[lo + best]), 3)
+
+    return when
 
 
 def evaluate_classification(

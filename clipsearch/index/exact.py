@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import numpy as np
 
 from clipsearch.errors import UsageError
+from clipsearch.index import numpy_scan
 from clipsearch.index.base import IndexInfo, Matches
 from clipsearch.index.rows import VectorRows, as_id_array
 
@@ -221,7 +222,10 @@ class Scan:
     def _mode(self, queries: np.ndarray) -> str:
         """ "fp16": one or two queries against fp16 rows (torch's fp16 GEMV accumulates in
         fp32 and is 2-3× faster than bf16 here, and fp16 rows are exact: no mirror needed);
-        "bf16" with a mirror; "fp32" otherwise."""
+        "bf16" with a mirror; "fp32" otherwise; "numpy" (fp32) instead of "fp16"/"fp32" in a
+        process that has not imported torch (`numpy_scan`)."""
+        if self.mirror is None and not numpy_scan.torch_loaded():
+            return "numpy"
         if (
             len(queries) <= FP16_MAX_QUERIES
             and self.rows.dtype == np.float16
@@ -275,6 +279,9 @@ class Scan:
         mode: str,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best ``c`` scan scores per query and their scan positions, (Q, c) each."""
+        if mode == "numpy":
+            block_rows = self._block_rows(len(queries))
+            return numpy_scan.scan_top(self.rows.vectors, queries, c, positions, mask, block_rows)
         torch = _torch()
         qs = self._queries_for_scan(queries, mode)
         n_q = len(queries)
@@ -298,7 +305,7 @@ class Scan:
         d = self.rows.dim
         q64 = queries.astype(np.float64)
         qn = np.linalg.norm(q64, axis=1)
-        if mode == "fp32":
+        if mode in ("fp32", "numpy"):
             bound = 2 * _gamma(d) * self.n_max * qn
             return _SAFETY * bound + 1e-6, 0.0
         if mode == "fp16":  # rows exact; query rounded to fp16; output rounded to fp16
@@ -339,9 +346,19 @@ class Scan:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k for queries whose certificate failed: keep every row whose scan score
         s̃ satisfies s̃ + c_out·|s̃| + B >= t, rescore them all."""
-        torch = _torch()
         y = t - bound
         tau = np.where(y >= 0, y / (1 + c_out), y / (1 - c_out))  # invert s + c|s| = y
+        if mode == "numpy":
+            qi, pi = numpy_scan.scan_above(
+                self.rows.vectors,
+                queries,
+                tau.astype(np.float32),
+                positions,
+                mask,
+                self._block_rows(len(queries)),
+            )
+            return self._rescored(queries, k, qi, pi, positions)
+        torch = _torch()
         qs = self._queries_for_scan(queries, mode)
         tau_t = torch.from_numpy(tau.astype(np.float32))[:, None]
         hits_q: list[np.ndarray] = []
@@ -359,6 +376,17 @@ class Scan:
                 hits_p.append(pi.numpy() + start)
         qi = np.concatenate(hits_q) if hits_q else np.empty(0, np.int64)
         pi = np.concatenate(hits_p) if hits_p else np.empty(0, np.int64)
+        return self._rescored(queries, k, qi, pi, positions)
+
+    def _rescored(
+        self,
+        queries: np.ndarray,
+        k: int,
+        qi: np.ndarray,
+        pi: np.ndarray,
+        positions: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k after rescoring the candidate (query index, scan position) pairs."""
         counts = np.bincount(qi, minlength=len(queries))
         width = max(1, int(counts.max()) if counts.size else 1)
         cand = np.full((len(queries), width), -1, dtype=np.int64)

@@ -7,6 +7,8 @@ from clipsearch.ingest.events import (
     FileDone,
     IndexEvent,
     IndexReport,
+    RuntimeChosen,
+    RuntimeProgress,
     ScanDone,
     ScanProgress,
 )
@@ -21,6 +23,8 @@ __all__ = [
     "IndexOptions",
     "IndexReport",
     "Indexer",
+    "RuntimeChosen",
+    "RuntimeProgress",
     "ScanDone",
     "ScanProgress",
 ]

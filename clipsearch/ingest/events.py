@@ -4,6 +4,7 @@ renders these with Rich, the server forwards them to the web page."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from clipsearch.media.scan import MediaKind
 
@@ -60,6 +61,26 @@ class AnnProgress:
 
 
 @dataclass(frozen=True)
+class RuntimeProgress:
+    """An accelerated image encoder is being prepared: ``stage`` (export, calibrate, check)
+    is ``fraction`` done. Happens once per library and model (the result is cached)."""
+
+    stage: str
+    fraction: float
+
+
+@dataclass(frozen=True)
+class RuntimeChosen:
+    """The image encoder this run indexes with (``label``, e.g. "openvino int8") and why;
+    ``gate`` holds the accuracy gate's figures when one was measured."""
+
+    label: str
+    reason: str
+    gate: dict | None = None
+    fell_back: bool = False  # an accelerated encoder was asked for but could not be used
+
+
+@dataclass(frozen=True)
 class DatesRead:
     """Capture times of files indexed before they were recorded are being read (no
     encoding): ``done`` of ``total``."""
@@ -87,6 +108,10 @@ class IndexReport:
     elapsed_s: float = 0.0
     encode_s: float = 0.0
     interrupted: bool = False
+    captions: Any = None  # a CaptionReport when the run also captioned (index --captions)
+    image_encoder: str | None = None  # what encoded images, e.g. "torch fp32", "openvino int8"
+    image_encoder_reason: str | None = None  # why that one (e.g. the accuracy gate's verdict)
+    image_encoder_fell_back: bool = False  # an accelerated encoder was wanted, torch was used
 
     @property
     def encoded(self) -> int:
@@ -108,7 +133,20 @@ class IndexReport:
             "scan_errors": [{"path": p, "error": e} for p, e in self.scan_errors],
             "elapsed_s": round(self.elapsed_s, 3),
             "interrupted": self.interrupted,
+            **({"captions": self.captions.to_dict()} if self.captions is not None else {}),
+            "image_encoder": self.image_encoder,
+            "image_encoder_reason": self.image_encoder_reason,
+            "image_encoder_fell_back": self.image_encoder_fell_back,
         }
 
 
-IndexEvent = ScanProgress | ScanDone | FileDone | BatchWritten | AnnProgress | DatesRead
+IndexEvent = (
+    ScanProgress
+    | ScanDone
+    | FileDone
+    | BatchWritten
+    | AnnProgress
+    | DatesRead
+    | RuntimeProgress
+    | RuntimeChosen
+)

@@ -13,6 +13,7 @@ are upserted by path, so nothing is duplicated).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipsearch.errors import MediaError, NotFoundError
+from clipsearch.errors import MediaError, ModelMismatchError, NotFoundError
 from clipsearch.ingest.dating import date_items, read_capture
 from clipsearch.ingest.events import (
     BatchWritten,
@@ -34,6 +35,7 @@ from clipsearch.ingest.events import (
     ScanProgress,
 )
 from clipsearch.ingest.reading import FRAME_SIDE, TextReading, resolve_settings
+from clipsearch.ingest.runtime_choice import RuntimeChoice, encoder_label
 from clipsearch.media import MediaFile, load_image, partial_hash, scan
 from clipsearch.media.capture_time import CaptureTime
 from clipsearch.models.base import Encoder
@@ -103,6 +105,10 @@ class Indexer:
         (the run is resumable).
     text_reader: the OCR reader when the run reads text (default: PP-OCRv4 through
         rapidocr-onnxruntime, `clipsearch.models.ocr`).
+    choose_encoder: called once, with the files about to be encoded, before decoding starts;
+        returns the `RuntimeChoice` whose encoder encodes this run's pixels (an accelerated
+        image encoder of the same model, see `clipsearch.ingest.runtime_choice`). Default:
+        ``encoder`` itself. Preprocessing is always ``encoder``'s.
     """
 
     def __init__(
@@ -114,15 +120,23 @@ class Indexer:
         on_event: Callable[[IndexEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         text_reader: TextReader | None = None,
+        choose_encoder: Callable[[list[MediaFile]], RuntimeChoice] | None = None,
     ) -> None:
         self.catalog = catalog
         self.encoder = encoder
+        self._image_encoder = encoder
+        self._choose_encoder = choose_encoder
         self.options = options
         self._emit = on_event or (lambda e: None)
         self._should_stop = should_stop or (lambda: False)
-        self._min_side = decode_side(encoder)
         self._text_reader = text_reader
         self._reading: TextReading | None = None
+
+    @functools.cached_property
+    def _min_side(self) -> int:
+        # Asked only when a file is decoded: a run with nothing to encode never loads a
+        # deferred model (`clipsearch.models.deferred`).
+        return decode_side(self.encoder)
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, roots: Sequence[Path | str]) -> IndexReport:
@@ -174,6 +188,7 @@ class Indexer:
         )
         todo += to_read
         if todo and not self._should_stop():
+            self._pick_image_encoder([t for t in todo if t.item_id is None], report)
             self._encode_all(todo, report)
         elif todo:
             report.interrupted = True
@@ -330,6 +345,18 @@ class Indexer:
         return remaining
 
     # -- decode + encode -------------------------------------------------------------------------
+    def _pick_image_encoder(self, todo: list[_Todo], report: IndexReport) -> None:
+        if self._choose_encoder is None or not todo:  # nothing to encode: nothing to choose
+            self._image_encoder = self.encoder
+            report.image_encoder = encoder_label(self.encoder)
+            return
+        choice = self._choose_encoder([t.media for t in todo])
+        if choice.encoder.fingerprint != self.encoder.fingerprint:
+            raise ModelMismatchError("an image encoder must belong to the model being indexed")
+        self._image_encoder = choice.encoder
+        report.image_encoder, report.image_encoder_reason = choice.label, choice.reason
+        report.image_encoder_fell_back = choice.fell_back
+
     def _encode_all(self, todo: list[_Todo], report: IndexReport) -> None:
         """Decode in the pool, encode in this thread, commit batch by batch.
 
@@ -454,7 +481,7 @@ class Indexer:
         if ok:
             t0 = time.perf_counter()
             chunks = _row_chunks([d.pixels for d in ok], self.options.batch_size)
-            flat = np.concatenate([self.encoder.encode_pixels(c) for c in chunks])  # (R, D)
+            flat = np.concatenate([self._image_encoder.encode_pixels(c) for c in chunks])  # (R, D)
             report.encode_s += time.perf_counter() - t0
         writes: list[ItemWrite] = []
         offset = 0

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clipsearch.atomic import atomic_write
+from clipsearch.atomic import atomic_write, atomic_write_text
 from clipsearch.errors import ModelError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -188,7 +188,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def load_state_dict_into(
-    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], *, source: str
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    source: str,
+    assign: bool = False,
 ) -> None:
     """Load ``state_dict`` into ``model`` strictly, after open_clip's own fix-ups.
 
@@ -196,6 +200,13 @@ def load_state_dict_into(
     layout, logit_scale shape, position embeddings resized to the model's grid) minus its
     file reading, which can fall back to unsafe unpickling.
     source: the file the weights came from, for messages.
+    assign: the loaded tensors become the model's parameters and buffers instead of being
+        copied into them, each first converted to the dtype the model has for it (a no-op
+        when the file already has it). Tensors read from safetensors stay backed by the
+        file's copy-on-write memory map, so a freshly built model (`skip_weight_init`) is
+        never written twice: measured for ViT-B-32 fp32 on the loaded 2-core machine, load
+        3.4 s / 0.80 GB peak instead of 20.8 s / 1.91 GB. Only for a model nothing else
+        holds yet: an optimizer built over the old parameters would keep training those.
     Raises ModelError listing missing/unexpected/mis-shaped tensors when they do not fit.
     """
     from open_clip.convert import convert_state_dict
@@ -229,7 +240,12 @@ def load_state_dict_into(
             f"The weights in {source} do not fit this architecture: {problems}. Check that the "
             "architecture named in the spec is the one the weights were trained with."
         )
-    model.load_state_dict(sd, strict=True)
+    if assign:
+        expected = model.state_dict()
+        sd = {
+            k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype) for k, v in sd.items()
+        }
+    model.load_state_dict(sd, strict=True, assign=assign)
 
 
 def _mismatches(model: torch.nn.Module, sd: Mapping[str, torch.Tensor]) -> str:
@@ -305,6 +321,7 @@ def _first_line(e: BaseException) -> str:
 
 
 # --- weight digests (the model fingerprint's content part) -------------------------------------
+DIGEST_VERSION = 1  # of `state_dict_digest`; bump if what it hashes changes
 _DIGEST_CACHE: dict[tuple[str, int, int, str], str] = {}
 _DIGEST_LOCK = threading.Lock()
 
@@ -326,14 +343,62 @@ def state_dict_digest(model: torch.nn.Module) -> str:
 
 
 def weights_digest(model: torch.nn.Module, path: str, model_cfg: dict[str, Any]) -> str:
-    """`state_dict_digest`, cached per process by (file, size, mtime, config)."""
+    """`state_dict_digest`, cached by (file, size, mtime, config): per process, and across
+    processes in `digest_cache_path` (so a process start does not re-hash the weights)."""
     st = os.stat(path)
     cfg_key = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, cfg_key)
+    disk_key = "|".join(map(str, key))
     with _DIGEST_LOCK:
         cached = _DIGEST_CACHE.get(key)
+        if cached is None:
+            cached = _read_digest_cache().get(disk_key)
     if cached is None:
         cached = state_dict_digest(model)
         with _DIGEST_LOCK:
-            _DIGEST_CACHE[key] = cached
+            _write_digest(disk_key, cached)
+    with _DIGEST_LOCK:
+        _DIGEST_CACHE[key] = cached
     return cached
+
+
+DIGEST_CACHE_ENTRIES = 64  # newest weights files remembered on disk
+
+
+def cache_dir() -> Path:
+    """Where clipsearch keeps caches that are not a library's: ``$CLIPSEARCH_CACHE_DIR``, by
+    default ``$XDG_CACHE_HOME/clipsearch`` (``~/.cache/clipsearch``)."""
+    folder = os.environ.get("CLIPSEARCH_CACHE_DIR")
+    if not folder:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+        folder = os.path.join(base, "clipsearch")
+    return Path(folder)
+
+
+def digest_cache_path() -> Path:
+    """``weights-digests.json`` in `cache_dir`."""
+    return cache_dir() / "weights-digests.json"
+
+
+def _read_digest_cache() -> dict[str, str]:
+    try:
+        data = json.loads(digest_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # missing or damaged: only a cache
+    if not isinstance(data, dict) or data.get("version") != DIGEST_VERSION:
+        return {}
+    entries = data.get("digests")
+    return {str(k): str(v) for k, v in entries.items()} if isinstance(entries, dict) else {}
+
+
+def _write_digest(key: str, digest: str) -> None:
+    entries = _read_digest_cache()
+    entries.pop(key, None)
+    entries[key] = digest  # newest last
+    keep = dict(list(entries.items())[-DIGEST_CACHE_ENTRIES:])
+    path = digest_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"version": DIGEST_VERSION, "digests": keep}))
+    except OSError:
+        pass  # a read-only home: the digest is recomputed next time, nothing else changes

@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.errors import ModelError, UsageError, WeightsUnavailableError
+from clipsearch.models import text_tower
 from clipsearch.models.base import Encoder
 from clipsearch.models.checkpoint import (
     load_state_dict_into,
@@ -55,6 +56,7 @@ from clipsearch.models.checkpoint import (
 from clipsearch.models.hub import offline_if_unreachable
 from clipsearch.models.precision import Precision, resolve_precision
 from clipsearch.models.registry import check_architecture, check_tag
+from clipsearch.models.skip_init import skip_weight_init
 from clipsearch.models.spec import DEFAULT_MODEL, ModelSpec, parse_spec
 
 if TYPE_CHECKING:
@@ -227,11 +229,20 @@ def load_encoder(
     with _quiet_root_logging():
         source = _resolve(parsed)
         model = _build_model(source.model_cfg, precision=resolved)
-        load_state_dict_into(model, read_state_dict(source.weights), source=source.weights)
+        load_state_dict_into(
+            model, read_state_dict(source.weights), source=source.weights, assign=True
+        )
         preprocess_cfg = _final_preprocess_cfg(model, source.preprocess_overlay)
         tokenizer = _make_tokenizer(source.arch, source.model_cfg)
     digest = weights_digest(model, source.weights, source.model_cfg)
     fingerprint = _fingerprint(source, preprocess_cfg, digest, type(tokenizer).__name__)
+    if text_tower.supports(model, source.model_cfg, tokenizer):  # fp32 weights, before the cast
+        text_tower.save_ready_copy(
+            model,
+            fingerprint=fingerprint,
+            model_cfg=source.model_cfg,
+            context_length=int(getattr(tokenizer, "context_length", 77)),
+        )
     _cast(model, resolved, is_timm="timm_model_name" in source.model_cfg["vision_cfg"])
     try:
         model.to(device)
@@ -370,7 +381,8 @@ def _shared_tag_preprocess(arch: str) -> dict[str, Any]:
 
 # --- building ------------------------------------------------------------------------------
 def _build_model(model_cfg: dict[str, Any], *, precision: Precision) -> torch.nn.Module:
-    """A randomly initialised fp32 model from an open_clip config, the way create_model builds it.
+    """An fp32 model from an open_clip config, the way create_model builds it, with its weights
+    left uninitialised (`skip_weight_init`): callers load every weight strictly next.
 
     ``precision`` picks the LayerNorm flavour (fp32 LayerNorm under bf16/fp16), not dtypes.
     Tower weights (timm / HF) are never downloaded: the full weights are loaded next.
@@ -387,7 +399,8 @@ def _build_model(model_cfg: dict[str, Any], *, precision: Precision) -> torch.nn
     custom_text = cfg.pop("custom_text", False) or is_hf_text
     model_class = (CoCa if "multimodal_cfg" in cfg else CustomTextCLIP) if custom_text else CLIP
     try:
-        return model_class(**cfg, cast_dtype=get_cast_dtype(precision))
+        with skip_weight_init():  # every weight is overwritten by the strict load that follows
+            return model_class(**cfg, cast_dtype=get_cast_dtype(precision))
     except Exception as e:
         if is_hf_text:  # the HF text tower fetches its config from the Hub (or the HF cache)
             raise WeightsUnavailableError(

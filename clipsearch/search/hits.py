@@ -41,6 +41,11 @@ class Hit:
     taken: when it was taken (EXIF, the video container, else the file's mtime).
     members: with ``collapse``, the near-duplicates folded into this hit (best first);
         None when the search did not collapse.
+    itm_score: after ``rerank="itm"``, BLIP's P(match) for the query and this item (None
+        for hits past the re-ranked top K); ``score`` is then the re-ranked score.
+    clip_score: after a cross-encoder re-rank, the first-stage (CLIP) score.
+    caption: the item's stored caption (an image's, a video's nearest its best moment),
+        when captions were asked for.
     """
 
     item_id: int
@@ -57,6 +62,9 @@ class Hit:
     relevant: bool = True
     taken: CaptureTime | None = None
     members: tuple[Duplicate, ...] | None = None
+    itm_score: float | None = None
+    clip_score: float | None = None
+    caption: str | None = None
 
     @property
     def moment(self) -> Moment | None:
@@ -79,6 +87,11 @@ class Hit:
             if self.moments:
                 out["moment"] = _moment_dict(self.moments[0])
                 out["moments"] = [_moment_dict(m) for m in self.moments]
+        if self.clip_score is not None:
+            out["clip_score"] = round(float(self.clip_score), 6)
+            out["itm_score"] = None if self.itm_score is None else round(float(self.itm_score), 6)
+        if self.caption is not None:
+            out["caption"] = self.caption
         if self.text_match is not None:
             from clipsearch.search.textmatch import match_spans
 
@@ -102,6 +115,76 @@ class Hit:
         if self.members is not None:
             out["members"] = [m.to_dict() for m in self.members]
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Hit:
+        """The hit `to_dict` described; ``to_dict`` of the result gives ``d`` back."""
+        from clipsearch.search.moments import Moment
+
+        moments = tuple(
+            Moment(
+                float(m["start"]),
+                float(m["end"]),
+                float(m["best_t"]),
+                float(m.get("score", float("nan"))),
+            )
+            for m in d.get("moments") or ([d["moment"]] if d.get("moment") else [])
+        )
+        text_match = None
+        if d.get("text_match") is not None:
+            from clipsearch.store.texts import TextMatch
+
+            tm = d["text_match"]
+            text_match = TextMatch(
+                item_id=int(d["item_id"]),
+                coverage=float(tm["coverage"]),
+                terms=tuple(tm["terms"]),
+                text=str(tm["text"]),
+                t=None if tm.get("t") is None else float(tm["t"]),
+                source=str(tm["source"]),
+            )
+        curve = None
+        if d.get("curve") is not None:
+            curve = FrameCurve(
+                np.asarray(d["curve"]["t"], dtype=np.float64),
+                np.asarray(d["curve"]["score"], dtype=np.float32),
+            )
+        return cls(
+            item_id=int(d["item_id"]),
+            path=str(d["path"]),
+            kind=d["kind"],
+            score=float(d["score"]),
+            rank=int(d["rank"]),
+            width=d.get("width"),
+            height=d.get("height"),
+            duration=d.get("duration"),
+            moments=moments,
+            text_match=text_match,
+            curve=curve,
+            relevant=bool(d.get("relevant", True)),
+            taken=_taken_from_dict(d),
+            members=None
+            if d.get("members") is None
+            else tuple(
+                Duplicate(cls.from_dict({**m, "rank": d["rank"]}), float(m["similarity"]))
+                for m in d["members"]
+            ),
+        )
+
+
+def _taken_from_dict(d: dict[str, Any]) -> CaptureTime | None:
+    """The `CaptureTime` whose ``isoformat`` and source `Hit.to_dict` wrote (to the second:
+    the precision the rendering shows)."""
+    if d.get("taken") is None:
+        return None
+    from datetime import datetime
+
+    from clipsearch.media.capture_time import CaptureTime
+
+    when = datetime.fromisoformat(d["taken"])
+    offset = when.utcoffset()
+    offset_min = None if offset is None else int(offset.total_seconds() // 60)
+    return CaptureTime(int(when.timestamp()) * 1_000_000_000, offset_min, d["taken_source"])
 
 
 def _moment_dict(m: Moment) -> dict[str, float]:

@@ -3,7 +3,7 @@
 Grammar (the user's view: docs/index.md#searching)::
 
     query  := [sign] term (sign term)*
-    sign   := "+" | "-"                 (standing alone, between spaces, or first)
+    sign   := "+" | "-"                 (standing alone, between spaces, first, or before a quote)
     term   := quoted | (words | quoted)+
     quoted := '"' [weight ":"] text '"'  |  "'" [weight ":"] text "'"
     weight := a number (2, 0.5, 1e-1); "10:30 sunset" is text, not a weight
@@ -133,7 +133,8 @@ def _split(query: str) -> list[_RawTerm]:
             i = end + 1
             continue
         standalone = (i == 0 or query[i - 1].isspace()) and (i + 1 == n or query[i + 1].isspace())
-        if c in "+-" and (standalone or not ("".join(buf).strip() or pieces)):
+        before_quote = i + 1 < n and query[i + 1] in "\"'"  # cat -"dog": no word is cut
+        if c in "+-" and (standalone or before_quote or not ("".join(buf).strip() or pieces)):
             flush_term()
             sign = -1 if c == "-" else 1
             i += 1
@@ -174,7 +175,8 @@ def parse_query(
         value = raw.strip()
         if not value:
             raise QueryError(f"a term of the query is empty: {query!r}")
-        expanded = os.path.expanduser(value)
+        # a NUL never names a file (and expanduser refuses it for "~user" forms)
+        expanded = value if "\x00" in value else os.path.expanduser(value)
         kind: TermKind = "text"
         media_kind = kind_of(Path(expanded))
         if media_kind is not None and is_file(expanded):

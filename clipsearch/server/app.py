@@ -19,6 +19,7 @@ memory budget, `decode_budget`); indexing runs in its own thread
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -43,6 +44,7 @@ from clipsearch.server.jobs import IndexJobs
 from clipsearch.server.methods import HttpMethods
 from clipsearch.server.routes import items as items_routes
 from clipsearch.server.routes import library as library_routes
+from clipsearch.server.routes import local as local_routes
 from clipsearch.server.routes import search as search_routes
 from clipsearch.server.security import LOOPBACK_HOSTS, HttpGuard
 from clipsearch.server.state import ServerState
@@ -99,6 +101,8 @@ def create_app(
     batch_text_queries: bool = True,
     search_threads: int = 1,
     preload_model: bool = True,
+    load_in_background: bool = False,
+    local_token: str | None = None,
 ) -> FastAPI:
     """Build the app. The caller owns ``library`` (and closes it after the server stops).
 
@@ -114,11 +118,17 @@ def create_app(
     thumbs_dir: thumbnail cache folder (default ``<library>/thumbs``).
     batch_text_queries: merge concurrent text encodings (see `worker.ModelWorker`).
     search_threads: library searches run at once (see `state.ServerState.run_search`).
-    preload_model: load the model at startup, before the first request.
+    preload_model: load the model at startup.
+    load_in_background: with ``preload_model``, answer requests while the model loads
+        (`/api/status` says ``model_loading``; queries wait for the model) instead of
+        holding the start-up until it is loaded.
+    local_token: enables ``POST /api/local/search`` (the CLI's warm path) with this token.
     """
     from clipsearch import __version__
 
-    worker = ModelWorker(lambda: library.encoder, batch_texts=batch_text_queries)
+    # Queries are encoded by the library's query encoder: the same vectors as a
+    # `clipsearch search` in its own process computes (Library.query_encoder).
+    worker = ModelWorker(lambda: library.query_encoder, batch_texts=batch_text_queries)
     state = ServerState(
         library=library,
         worker=worker,
@@ -127,19 +137,32 @@ def create_app(
         max_upload_bytes=max_upload_bytes,
         allow_new_roots=allow_new_roots,
         search_threads=search_threads,
+        local_token=local_token,
         decode_budget=DecodeBudget(
             per_decode_bytes=max_decode_bytes, total_bytes=decode_budget_bytes
         ),
     )
 
+    async def preload() -> None:
+        state.model_loading = True
+        try:
+            await worker.call(lambda: library.query_encoder)
+        except ClipsearchError as e:
+            state.model_error = str(e)  # the page and /api/status show it; search → 503
+        finally:
+            state.model_loading = False
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if preload_model:
-            try:
-                await worker.call(lambda: library.encoder)
-            except ClipsearchError as e:
-                state.model_error = str(e)  # the page and /api/status show it; search → 503
+        loading = None
+        if preload_model and load_in_background:
+            # Queries queue behind this job on the model thread: the first one waits for it.
+            loading = asyncio.get_running_loop().create_task(preload())
+        elif preload_model:
+            await preload()
         yield
+        if loading is not None and not loading.done():
+            loading.cancel()
         state.jobs.stop()
         state.jobs.join(timeout=30)
         worker.close()
@@ -158,6 +181,8 @@ def create_app(
     app.include_router(search_routes.router)
     app.include_router(items_routes.router)
     app.include_router(library_routes.router)
+    if local_token is not None:
+        app.include_router(local_routes.router)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

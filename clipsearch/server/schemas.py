@@ -139,6 +139,18 @@ class SearchRequest(BaseModel):
     taken_before: str | None = Field(
         None, max_length=64, description="Only items taken before this date."
     )
+    rerank: Literal["none", "itm"] = Field(
+        "none",
+        description="itm: re-score the top rerank_k hits of the text query with the BLIP "
+        "image-text matching cross-encoder (slower, more accurate; docs/blip.md).",
+    )
+    rerank_k: int = Field(32, ge=1, le=256, description="rerank=itm: candidates re-scored.")
+    rerank_score: Literal["fusion", "itm"] = Field(
+        "fusion",
+        description="rerank=itm: final score, fusion (ITM log-odds + CLIP score) or itm "
+        "(ITM P(match)).",
+    )
+    captions: bool = Field(False, description="Attach each hit's stored BLIP caption.")
 
 
 class MomentOut(BaseModel):
@@ -162,7 +174,9 @@ class TextMatchOut(BaseModel):
     spans: list[list[int]] = Field(description="[start, end) character spans of them in text.")
     coverage: float = Field(description="Share of the query terms' characters found, 0..1.")
     t: float | None = Field(None, description="The video frame's time in seconds.")
-    source: str = Field(description='Where the text comes from: "ocr".')
+    source: str = Field(
+        description='Where the text comes from: "ocr" (read in the picture) or "caption".'
+    )
 
 
 class MemberOut(BaseModel):
@@ -259,6 +273,11 @@ class HitOut(BaseModel):
     )
     curve: CurveOut | None = None
     text_match: TextMatchOut | None = None
+    itm_score: float | None = Field(
+        None, description="rerank=itm: BLIP P(match) (null past the re-ranked top k)."
+    )
+    clip_score: float | None = Field(None, description="rerank=itm: the first-stage score.")
+    caption: str | None = Field(None, description="captions=true: the stored BLIP caption.")
     thumb_url: str
     media_url: str
     relevant: bool = Field(True, description="Above the query's relevance cut (min_score).")
@@ -404,7 +423,15 @@ class StatusOut(BaseModel):
         description="Indexed items by where their capture time came from: exif, container, "
         "mtime, and unread (indexed before capture times were recorded; the mtime stands in).",
     )
+    captions: dict[str, Any] | None = Field(
+        None,
+        description="BLIP captions: per kind the indexed items and those captioned "
+        "(by_kind: items, read, with_text), and the number of captions (texts).",
+    )
     model_loaded: bool
+    model_loading: bool = Field(
+        False, description="The model is being loaded; queries sent meanwhile wait for it."
+    )
     model_error: str | None
     indexing: bool
     can_index_new_folders: bool

@@ -31,6 +31,8 @@ class ServerState:
     max_upload_bytes: int  # per uploaded image
     allow_new_roots: bool  # may POST /api/index name folders the library does not know yet
     model_error: str | None = None  # why the model failed to load at startup, if it did
+    model_loading: bool = False  # the start-up load runs (in the background)
+    local_token: str | None = None  # the token of POST /api/local/search (discovery file)
     search_threads: int = 1  # library searches allowed to run at once (see run_search)
     decode_budget: DecodeBudget = field(default_factory=DecodeBudget)  # image decode memory
     _search_limiter: Any = field(default=None, repr=False)

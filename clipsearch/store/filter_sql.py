@@ -59,9 +59,7 @@ def filter_condition(flt: ItemFilter) -> tuple[str, list[object]] | None:
         conds.append("EXISTS (SELECT 1 FROM tags g WHERE g.tag = ? AND g.item_id = i.id)")
         params.append(tag)
     for phrase in flt.texts:  # squashed: letters and digits only, so no LIKE wildcards
-        conds.append(
-            "i.id IN (SELECT x.item_id FROM texts x WHERE x.source = 'ocr' AND x.body LIKE ?)"
-        )
+        conds.append("i.id IN (SELECT x.item_id FROM texts x WHERE x.body LIKE ?)")
         params.append(f"%{phrase}%")
     return (" AND ".join(conds) or "1", params)
 

@@ -26,9 +26,10 @@ Accepted clauses (one per ``--where``; every clause must hold, i.e. clauses are 
                      taken<=2023-06 is up to the end of June, taken:2023-06-30 is that
                      day, taken>=2023 taken<2024 is all of 2023
     tag:NAME         carries the tag NAME (case-insensitive)
-    text:PHRASE      the text read in the picture (OCR) contains PHRASE, compared squashed:
-                     letters and digits only, case and spaces ignored (store/texts.py), so
-                     ``text:happy birthday`` matches "HAPPY BIRTHDAYANNA"
+    text:PHRASE      the item's text (read by OCR, or its BLIP caption) contains PHRASE,
+                     compared squashed: letters and digits only, case and spaces ignored
+                     (store/texts.py), so ``text:happy birthday`` matches "HAPPY
+                     BIRTHDAYANNA"
 
 A filter that no item can satisfy (``after:2024 before:2023``) is valid and matches
 nothing; a clause that cannot be parsed raises ``QueryError`` naming the clause. Dates
@@ -43,7 +44,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from clipsearch.errors import QueryError
@@ -75,9 +76,12 @@ _UNITS = {
 _SIZE = re.compile(
     r"size\s*(?:(<=|>=|<|>|=)|:\s*(<=|>=|<|>|=)?)\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)", re.I
 )
+_MAX_SIZE_DIGITS = 100  # far past the 64-bit sizes a catalog holds (20 digits)
 _KEYED = re.compile(r"([a-z]+)\s*:(.*)", re.I | re.S)
 _YEAR = re.compile(r"[0-9]{4}")
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _TAKEN = re.compile(r"taken\s*(<=|>=|<|>|=|:)\s*(.*)", re.I | re.S)
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # the time part of an ISO date-time, by how precise it is: hour:minute, :second, .fraction
@@ -100,7 +104,7 @@ class ItemFilter:
     size_max: int | None = None  # inclusive, bytes
     roots: tuple[str, ...] = ()  # root folders (root:...), each must match
     tags: tuple[str, ...] = ()  # lower-cased tags, each must be present
-    texts: tuple[str, ...] = ()  # squashed phrases the picture's OCR text must each contain
+    texts: tuple[str, ...] = ()  # squashed phrases the item's text (OCR, caption) must contain
     taken_after_ns: int | None = None  # inclusive lower bound on the capture time
     taken_before_ns: int | None = None  # exclusive upper bound on the capture time
 
@@ -233,6 +237,8 @@ def _parse_size(clause: str, text: str) -> ItemFilter:
         raise _bad(
             clause, f"unknown size unit {m.group(4)!r}; use B, kB, MB, GB, TB, KiB, MiB, GiB"
         )
+    if len(number) > _MAX_SIZE_DIGITS:  # int() refuses thousands of digits; none are needed
+        raise _bad(clause, f"the number has more than {_MAX_SIZE_DIGITS} digits")
     # Exact rational arithmetic: size>1.5k means size >= 1501 bytes, no float rounding.
     whole, _, frac = number.partition(".")
     scale = 10 ** len(frac)
@@ -325,12 +331,13 @@ def _parse_date(clause: str, value: str) -> int:
     except ValueError as e:
         raise _bad(clause, f"{value!r} is not a date ({e})") from None
     try:
-        ts = dt.timestamp()
+        aware = dt if dt.tzinfo is not None else dt.astimezone()  # naive: local time
     except (OverflowError, OSError, ValueError):
         # The platform's local-time conversion cannot reach year 1 or 9999; a date that
         # far out is beyond every mtime the catalog can hold anyway.
         return -(2**64) if dt.year < 1970 else 2**64
-    return round(ts * 1_000_000) * 1000
+    # Integer arithmetic: a float timestamp loses microseconds after 2106.
+    return (aware - _EPOCH) // _MICROSECOND * 1000
 
 
 def _check_glob(clause: str, pattern: str) -> None:

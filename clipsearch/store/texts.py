@@ -1,4 +1,4 @@
-"""Text found in items (OCR), full-text indexed: writing it, finding items by it, coverage.
+"""Text of items (read by OCR, written by a captioner), full-text indexed: writing it, finding items by it, coverage.
 
 Every text is stored twice: as read (``texts.text``, for display) and *squashed*
 (``texts.body``: letters and digits only, case-folded, accents dropped, no spaces), which
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from clipsearch.store.catalog import Catalog
 
 OCR = "ocr"  # the source name of text read from the picture
+CAPTION = "caption"  # the source name of captions written by a captioning model
 MIN_TERM = 3  # trigram tokenizer: shorter substrings cannot be looked up
 _SETTINGS_KEY = "text_reading"  # meta: what `index` reads (remembered between runs)
 
@@ -141,6 +142,24 @@ class TextStore:
                    OR (i.kind = 'video' AND r.frames = 0))"""
         with self._catalog._reading("listing unread items") as conn:
             return {i for (i,) in conn.execute(sql, (source, reader))}
+
+    def pending(
+        self, source: str, reader: str, *, frames: bool, redo: bool = False
+    ) -> tuple[list[int], int]:
+        """(ids of the ok items ``reader`` still has to read for ``source``, in id order;
+        the number of ok items of the kinds it reads). ``redo``: all of them."""
+        kinds = "('image', 'video')" if frames else "('image')"
+        with self._catalog._reading("listing items") as conn:
+            every = [
+                i
+                for (i,) in conn.execute(
+                    f"SELECT id FROM items WHERE status = 'ok' AND kind IN {kinds} ORDER BY id"
+                )
+            ]
+        if redo:
+            return every, len(every)
+        unread = self.unread(source, reader, frames=frames)
+        return [i for i in every if i in unread], len(every)
 
     def matches(
         self, terms: Sequence[str], *, limit: int = 1000, sources: Sequence[str] = ()

@@ -38,7 +38,11 @@ class TrainConfig:
     resume: bool = False  # continue the run in `out` from its last completed epoch
     overwrite: bool = False  # replace a run already in `out`
     # --- data
-    pairs: Path | None = None  # CSV/TSV/JSONL (image, caption), Karpathy JSON or MSR-VTT csv
+    pairs: Path | None = None  # CSV/TSV/JSONL (image, caption), Karpathy JSON or MSR-VTT csv;
+    # or "auto:DIR": pairs made from the unlabelled images in DIR by BLIP CapFilt
+    threshold: float = 0.5  # auto: pairs: keep a BLIP caption when ITM P(match) >= this
+    caption_model: str | None = None  # auto: pairs: BLIP captioner (default: BLIP base)
+    itm_model: str | None = None  # auto: pairs: BLIP ITM filter (default: BLIP base COCO)
     images: Path | None = None  # folder of images with .txt sidecar captions
     shards: list[Path] = field(default_factory=list)  # webdataset .tar shards
     videos: Path | None = None  # folder of videos; captions come from `captions`

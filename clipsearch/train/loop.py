@@ -66,7 +66,7 @@ def run(config: TrainConfig, *, on_event: OnEvent | None = None) -> TrainReport:
     DatasetError (bad or empty data), UsageError (bad options), ModelError (model).
     """
     emit = on_event or (lambda event: None)
-    session = prepare(config)
+    session = prepare(config, emit=emit)
     emit(_data_ready(session))
     if not config.resume and (before := evaluate(session, epoch=0, emit=emit)) is not None:
         session.before = before

@@ -10,15 +10,18 @@ seed is set before anything draws random numbers, so a run is reproducible.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from clipsearch.errors import TrainingError, UsageError
 from clipsearch.train import state as run_state
 from clipsearch.train.batches import PairLoader, count_truncated
+from clipsearch.train.capfilt import CapFiltOptions, auto_pairs_folder, pairs_for_training
 from clipsearch.train.config import TrainConfig
 from clipsearch.train.data import (
     PairData,
@@ -64,8 +67,10 @@ class TrainingSession:
         return micro is not None and micro < self.config.batch_size
 
 
-def prepare(config: TrainConfig) -> TrainingSession:
-    """Ready a run as ``config`` says (see the module docstring).
+def prepare(config: TrainConfig, *, emit: Callable[[Any], None] | None = None) -> TrainingSession:
+    """Ready a run as ``config`` says (see the module docstring). ``--pairs auto:DIR``
+    first builds its pairs with BLIP CapFilt (`clipsearch.train.capfilt`), emitting
+    `CapFiltDone`.
 
     Raises TrainingError (folder holds a run, nothing to resume), DatasetError (bad or
     empty data), UsageError (bad options, no full batch), ModelError (model).
@@ -75,6 +80,18 @@ def prepare(config: TrainConfig) -> TrainingSession:
         out, resume=config.resume, overwrite=config.overwrite, config=config.to_dict()
     )
     torch.manual_seed(config.seed)
+    auto = auto_pairs_folder(config.pairs)
+    if auto is not None:
+        csv_path = pairs_for_training(
+            auto,
+            out,
+            options=CapFiltOptions(threshold=config.threshold, seed=config.seed),
+            caption_model=config.caption_model,
+            itm_model=config.itm_model,
+            reuse=config.resume,
+            on_event=emit,
+        )
+        config = dataclasses.replace(config, pairs=csv_path, media_root=None)
     tm = _load_trainable(config)
     data = read_data(config)
     train_data, val_data = split_pairs(

@@ -1,6 +1,6 @@
 """Schemathesis against the HTTP API, in process: every operation of the OpenAPI schema,
 new ones included, with generated requests (valid and invalid), over a small library and
-the deterministic ColourEncoder. No operation may answer a 500, a status its schema does
+the deterministic ColourEncoder (and ColourMatcher for rerank=itm). No operation may answer a 500, a status its schema does
 not document, or a body that contradicts its schema.
 
 Bounded: MAX_EXAMPLES per operation, derandomised (about a minute in all on a loaded
@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
 
 from clipsearch.library import Library
 from clipsearch.server import create_app
+from tests.blipgen import ColourMatcher
 from tests.fakes import ColourEncoder, make_image
 
 pytestmark = pytest.mark.slow
@@ -41,7 +42,9 @@ def api_schema(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz") / "photos"
     for c in ("red", "green", "blue", "yellow"):
         make_image(root / f"{c}.jpg", c)
-    with Library(tmp_path_factory.mktemp("fuzz") / "lib", encoder=ColourEncoder()) as lib:
+    lib_dir = tmp_path_factory.mktemp("fuzz") / "lib"
+    # rerank=itm runs the deterministic stand-in cross-encoder (no BLIP weights offline)
+    with Library(lib_dir, encoder=ColourEncoder(), matcher=ColourMatcher()) as lib:
         lib.index([root])
         app = create_app(lib, allowed_hosts=None, allow_new_roots=False)
         yield schemathesis.openapi.from_asgi("/api/openapi.json", app)

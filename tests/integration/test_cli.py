@@ -112,3 +112,14 @@ def test_search_without_library_is_a_clear_error(tmp_path, capsys):
     code = main(["search", "red", "--library", str(tmp_path / "nothing-here")])
     _, err = capsys.readouterr()
     assert code != 0 and "Traceback" not in err
+
+
+def test_index_runtime_options_are_validated_and_remembered(run, photos, tmp_path):
+    code, _, err = run("index", str(photos), "--runtime", "torch", "--quantize", "int8")
+    assert code == 2 and "OpenVINO runtime" in err
+    assert not (tmp_path / "lib").exists()  # nothing made for a bad option
+
+    code, out, _ = run("index", str(photos), "--runtime", "torch", "--json")
+    assert code == 0 and json.loads(out)["image_encoder"] == "torch fp32"
+    code, out, _ = run("status", "--json", model=False)
+    assert json.loads(out)["runtime"]["runtime"] == "torch"

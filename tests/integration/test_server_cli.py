@@ -72,10 +72,16 @@ def test_serve_runs_the_library_on_loopback_with_a_token(tmp_path, tiny_checkpoi
             assert time.monotonic() < deadline, "the server did not come up"
             time.sleep(0.2)
         st = httpx.get(base + "/api/status", headers=auth).json()
-        assert st["model_loaded"] is True and st["items"]["ok"] == 3
+        assert st["items"]["ok"] == 3
+        assert st["model_loaded"] or st["model_loading"]  # the port opens before the model
         assert httpx.get(base + "/api/status").status_code == 401
         r = httpx.get(base + "/api/search", params={"q": "a photo", "k": 3}, headers=auth)
         assert r.status_code == 200 and len(r.json()["hits"]) == 3
+        assert httpx.get(base + "/api/status", headers=auth).json()["model_loaded"] is True
+        # announced for `clipsearch search`: owner-only, with the port and the token
+        announced = tmp_path / "lib" / "server.json"
+        assert announced.stat().st_mode & 0o777 == 0o600
+        assert f'"port": {port}' in announced.read_text() and TOKEN in announced.read_text()
         r = httpx.get(base + "/api/status", headers={**auth, "Host": "evil.example"})
         assert r.status_code == 403
         page = httpx.get(base + "/", params={"token": TOKEN})
@@ -88,6 +94,7 @@ def test_serve_runs_the_library_on_loopback_with_a_token(tmp_path, tiny_checkpoi
             proc.kill()
             _, err = proc.communicate()
     assert proc.returncode in (0, 130), err
+    assert not (tmp_path / "lib" / "server.json").exists()  # withdrawn on the way out
     assert f"http://127.0.0.1:{port}/?token={TOKEN}" in err
     assert "Traceback" not in err
 

@@ -236,7 +236,8 @@ def test_shared_options_have_one_spelling():
             [
                 "auto|fp32|bf16|fp16",
                 "peak|mean|max|softmax",
-                "none|is|qbnorm|dbnorm|dbnorm-dynamic",
+                "none|is|qbnorm|dbnorm|dbnorm-dynamic|itm",
+                "fusion|itm",
                 "slerp|sum",
                 "image|video",
             ],
@@ -248,7 +249,7 @@ def test_shared_options_have_one_spelling():
             [
                 "auto|karpathy|pairs|msrvtt|wds",
                 "[peak|mean|max|softmax],...",
-                "[none|is|qbnorm|dbnorm|dbnorm-dynamic],...",
+                "[none|is|qbnorm|dbnorm|dbnorm-dynamic|itm|itm-prob],...",
             ],
         ),
         (

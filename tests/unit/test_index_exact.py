@@ -233,3 +233,56 @@ def test_scan_memory_is_bounded_per_block():
     scan = ExactIndex(np.arange(10), x)._scan
     assert scan._block_rows(1024) * 1024 <= (1 << 22)
     assert scan._block_rows(1) <= 65536
+
+
+@pytest.fixture
+def without_torch(monkeypatch):
+    """The scan as a process that never imported torch runs it (numpy, fp32)."""
+    from clipsearch.index import numpy_scan
+
+    modes = []
+    original = exact_mod.Scan._mode
+    monkeypatch.setattr(numpy_scan, "torch_loaded", lambda: False)
+    monkeypatch.setattr(
+        exact_mod.Scan, "_mode", lambda self, q: modes.append(original(self, q)) or modes[-1]
+    )
+    return modes
+
+
+@pytest.mark.parametrize("fraction", [None, 0.01, 0.3])
+def test_numpy_scan_equals_brute_force_with_and_without_filters(data, without_torch, fraction):
+    ids, x, queries = data
+    index = ExactIndex(ids, x, precision="fp32", block_rows=700)  # many blocks to merge
+    if fraction is None:
+        keep = np.ones(len(ids), dtype=bool)
+        got = index.search(queries, 10)
+    else:
+        keep = np.random.default_rng(5).random(len(ids)) < fraction
+        got = index.search(queries, 10, allowed=ids[keep])
+    assert without_torch and set(without_torch) == {"numpy"}
+    ref_ids, ref_scores = brute_force(ids[keep], x[keep], queries, 10)
+    assert_same_top_k(got, ref_ids, ref_scores)
+    allowed = None if fraction is None else ids[keep]
+    single = index.search(queries[0], 3, allowed=allowed)  # one query, as a CLI search runs
+    np.testing.assert_array_equal(single.ids[0], ref_ids[0, :3])
+
+
+def test_numpy_scan_certificate_failure_rescans_exactly(monkeypatch, without_torch):
+    rng = np.random.default_rng(7)
+    q = unit(rng.standard_normal(64))
+    crowd = unit(q + 0.02 * rng.standard_normal((400, 64)).astype(np.float32) / 8)
+    x = np.concatenate([crowd, clustered(3000, 64, seed=8)]).astype(np.float16)
+    ids = np.arange(len(x), dtype=np.int64) + 1
+    calls = []
+    original = exact_mod.Scan._rescan
+    monkeypatch.setattr(
+        exact_mod.Scan,
+        "_rescan",
+        lambda self, *a, **kw: calls.append(a[-1]) or original(self, *a, **kw),
+    )
+    # a bound inflated beyond any score gap forces the certificate to fail
+    monkeypatch.setattr(exact_mod, "_SAFETY", 1e5)
+    got = ExactIndex(ids, x, precision="fp32").search(q[None, :], 10)
+    assert calls == ["numpy"]
+    ref_ids, ref_scores = brute_force(ids, x, q[None, :], 10)
+    assert_same_top_k(got, ref_ids, ref_scores, atol=1e-6)

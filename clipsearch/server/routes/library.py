@@ -50,6 +50,7 @@ async def status(state: Annotated[ServerState, Depends(get_state)]) -> dict[str,
     st = await run_in_threadpool(collect)
     st.update(
         model_loaded=state.model_loaded,
+        model_loading=state.model_loading and not state.model_loaded,
         model_error=state.model_error,
         indexing=state.jobs.running,
         can_index_new_folders=state.allow_new_roots,

@@ -96,6 +96,10 @@ _POST_BODY = {
                         "collapse": {"type": "boolean"},
                         "taken_after": {"type": "string"},
                         "taken_before": {"type": "string"},
+                        "rerank": {"type": "string", "enum": ["none", "itm"]},
+                        "rerank_k": {"type": "integer"},
+                        "rerank_score": {"type": "string", "enum": ["fusion", "itm"]},
+                        "captions": {"type": "boolean"},
                     },
                 },
                 "encoding": {"image": {"contentType": "image/*"}},
@@ -290,6 +294,10 @@ async def run_search(
             collapse=req.collapse,
             taken_after=req.taken_after,
             taken_before=req.taken_before,
+            rerank=req.rerank,
+            rerank_k=req.rerank_k,
+            rerank_score=req.rerank_score,
+            with_captions=req.captions,
         )
     )
     out = [hit_out(h) for h in hits]

@@ -82,7 +82,7 @@ function filters() {
   const extra = { sort: $("f-sort").value, collapse: String($("f-collapse").checked) };
   if ($("f-after").value) extra.taken_after = $("f-after").value;
   if ($("f-before").value) extra.taken_before = $("f-before").value;
-  return { kind: $("f-kind").value, pooling: $("f-pooling").value, where, extra };
+  return { kind: $("f-kind").value, pooling: $("f-pooling").value, rerank: $("f-rerank").checked ? "itm" : "none", where, extra };
 }
 
 function hasQuery() {
@@ -101,13 +101,16 @@ function buildRequest(offset) {
     if (f.kind) form.append("kind", f.kind);
     form.append("pooling", f.pooling);
     form.append("moments", MOMENTS_PER_VIDEO);
+    form.append("captions", "true");
+    if (f.rerank !== "none" && q) form.append("rerank", f.rerank);
     f.where.forEach((w) => form.append("where", w));
     state.like.forEach((l) => form.append("like", l.id));
     Object.entries(f.extra).forEach(([k, v]) => form.append(k, v));
     return ["/api/search", { method: "POST", body: form }];
   }
-  const p = new URLSearchParams({ k: PAGE_SIZE, offset, pooling: f.pooling, moments: MOMENTS_PER_VIDEO, ...f.extra });
+  const p = new URLSearchParams({ k: PAGE_SIZE, offset, pooling: f.pooling, moments: MOMENTS_PER_VIDEO, captions: "true", ...f.extra });
   if (q) p.set("q", q);
+  if (f.rerank !== "none" && q) p.set("rerank", f.rerank);
   if (f.kind) p.set("kind", f.kind);
   f.where.forEach((w) => p.append("where", w));
   state.like.forEach((l) => p.append("like", l.id));
@@ -163,14 +166,17 @@ function hitLabel(hit, mi) {
   const m = ms[mi];
   const which = ms.length > 1 ? `moment ${mi + 1} of ${ms.length}, ` : "best moment ";
   const moment = m ? `, ${which}${fmtTime(m.start)} to ${fmtTime(m.end)}` : "";
-  const text = hit.text_match ? `, text in picture: ${hit.text_match.text.replace(/\n/g, " ")}` : "";
-  return `${hit.name}, ${hit.kind}, score ${fmtScore(m ? m.score : hit.score)}${moment}${text}`;
+  const text = hit.text_match ? `, ${hit.text_match.source === "caption" ? "caption" : "text in picture"}: ${hit.text_match.text.replace(/\n/g, " ")}` : "";
+  const matched = hit.itm_score != null ? `, BLIP match ${Math.round(hit.itm_score * 100)}%` : "";
+  const caption = hit.caption && !(hit.text_match && hit.text_match.text === hit.caption) ? `, caption: ${hit.caption}` : "";
+  return `${hit.name}, ${hit.kind}, score ${fmtScore(m ? m.score : hit.score)}${matched}${moment}${text}${caption}`;
 }
 
-// The text read in a picture that matched the query, matched parts in <mark>.
+// The text a result matched (read in the picture, or its caption), matched parts in <mark>.
 function matchedText(match) {
   const text = match.text.replace(/\n/g, " "); // one character for one: spans stay valid
-  const out = el("span", { class: "ocr", title: "Text in the picture" + (match.t !== null ? ` at ${fmtTime(match.t)}` : "") });
+  const what = match.source === "caption" ? "Caption" : "Text in the picture";
+  const out = el("span", { class: "ocr", title: what + (match.t !== null ? ` at ${fmtTime(match.t)}` : "") });
   let at = 0;
   for (const [start, end] of match.spans) {
     out.append(text.slice(at, start), el("mark", { text: text.slice(start, end) }));
@@ -190,6 +196,9 @@ function card(hit, index, head = null, mi = 0) {
   });
   img.addEventListener("error", () => img.classList.add("broken"), { once: true });
   const badges = el("span", { class: "badges" }, el("span", { class: "score", text: fmtScore(m ? m.score : hit.score) }));
+  if (hit.itm_score != null) {
+    badges.append(el("span", { class: "itm", text: `BLIP ${Math.round(hit.itm_score * 100)}%`, title: "BLIP image-text match probability" }));
+  }
   if (hit.kind === "video") {
     badges.append(el("span", { class: "video", text: "▶ " + (m ? span(m) : fmtTime(hit.duration)) }));
   }
@@ -207,6 +216,9 @@ function card(hit, index, head = null, mi = 0) {
     el("span", { class: "name", text: hit.name, title: hit.path }),
   );
   if (hit.text_match) open.append(matchedText(hit.text_match));
+  if (hit.caption && !(hit.text_match && hit.text_match.text === hit.caption)) {
+    open.append(el("span", { class: "caption", text: hit.caption, title: hit.caption }));
+  }
   const like = el("button", {
     type: "button",
     class: "like",
@@ -554,7 +566,7 @@ function renderStatus(st) {
   const count = (k) => kinds[k]?.ok ?? 0;
   const rows = [
     ["Library", st.library],
-    ["Model", (st.model || "none yet") + (st.model_loaded ? "" : " (not loaded)")],
+    ["Model", (st.model || "none yet") + (st.model_loaded ? "" : st.model_loading ? " (loading…)" : " (not loaded)")],
     ["Items", `${(items.ok ?? 0).toLocaleString()} (${plural(count("image"), "image")}, ${plural(count("video"), "video")})`],
     ["Failed", (items.failed ?? 0).toLocaleString()],
     ["Folders", (st.roots || []).join("\n") || "none yet"],
@@ -665,7 +677,7 @@ $("filters-toggle").addEventListener("click", (e) => {
   $("filters").hidden = !open;
   e.currentTarget.setAttribute("aria-expanded", String(open));
 });
-for (const id of ["f-kind", "f-folder", "f-after", "f-before", "f-pooling", "f-sort", "f-collapse"]) {
+for (const id of ["f-kind", "f-folder", "f-after", "f-before", "f-pooling", "f-sort", "f-collapse", "f-rerank"]) {
   $(id).addEventListener("change", () => search());
 }
 $("f-group").addEventListener("change", () => renderGrid());
@@ -675,6 +687,7 @@ $("f-clear").addEventListener("click", () => {
   $("f-sort").value = "relevance";
   $("f-collapse").checked = true;
   $("f-group").checked = true;
+  $("f-rerank").checked = false;
   search();
 });
 

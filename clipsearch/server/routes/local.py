@@ -1,0 +1,107 @@
+"""``POST /api/local/search``: the search a `clipsearch search` command hands to a running
+server of its library (the warm path, `clipsearch.server.discovery`).
+
+It takes the command's own options (``--exact``, ``--rerank``, ``--tau``... which the public
+``/api/search`` does not offer) and runs the very call the command would run in its own
+process (`Library.search` with the query text), so the answer is the same; only the
+model and the index are already in memory. It needs the discovery file's token (the
+server's ``--token`` when it has one, else one made for the file), is left out of the
+OpenAPI schema, and never reads files named in the query.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from clipsearch.errors import QueryError, QueryFileRefusedError
+from clipsearch.media.scan import MediaKind
+from clipsearch.search.arrange import SortOrder
+from clipsearch.search.engine import MAX_K, MAX_MOMENTS, Pooling
+from clipsearch.search.rerank import RerankMethod
+from clipsearch.server.errors import ApiError
+from clipsearch.server.state import ServerState, get_state
+
+router = APIRouter(include_in_schema=False)
+
+
+class LocalSearchRequest(BaseModel):
+    """The options of ``clipsearch search QUERY`` (see `clipsearch.cli.app.search`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: str = Field(min_length=1, max_length=4000)
+    k: int = Field(20, ge=1, le=MAX_K)
+    offset: int = Field(0, ge=0)
+    kind: MediaKind | None = None
+    where: list[str] = Field(default_factory=list, max_length=64)
+    pooling: Pooling = "peak"
+    tau: float | None = None
+    moments: int = Field(1, ge=1, le=MAX_MOMENTS)
+    exact: bool = False
+    rerank: RerankMethod = "none"
+    gap_correction: Literal["shift", "center"] | None = None
+    text_match: bool | None = None
+    phrases: bool | None = None
+    min_score: str = Field("auto", max_length=64)
+    sort: SortOrder = "relevance"
+    collapse: bool = False
+    taken_after: str | None = Field(None, max_length=64)
+    taken_before: str | None = Field(None, max_length=64)
+
+
+@router.post("/api/local/search")
+async def local_search(
+    req: Annotated[LocalSearchRequest, Body()],
+    request: Request,
+    state: Annotated[ServerState, Depends(get_state)],
+) -> dict[str, Any]:
+    expected = state.local_token
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not expected or not secrets.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(403, "forbidden", "this route takes the token of the discovery file")
+    library = state.library
+
+    def check() -> None:
+        from clipsearch.search.query import parse_query
+
+        try:
+            parse_query(req.q, files=False)
+        except QueryFileRefusedError:
+            raise QueryError("the server does not read query files by path") from None
+
+    await run_in_threadpool(check)
+    state.require_model()
+    hits = await state.run_search(
+        lambda: library.search(
+            req.q,
+            k=req.k,
+            offset=req.offset,
+            kind=req.kind,
+            where=list(req.where),
+            pooling=req.pooling,
+            tau=req.tau,
+            moments=req.moments,
+            exact=req.exact,
+            rerank=req.rerank,
+            gap_correction=req.gap_correction,
+            text_match=req.text_match,
+            phrases=req.phrases,
+            min_score=req.min_score,
+            sort=req.sort,
+            collapse=req.collapse,
+            taken_after=req.taken_after,
+            taken_before=req.taken_before,
+        )
+    )
+    out = []
+    for h in hits:
+        d = h.to_dict()
+        if h.moment is not None:
+            d["moment"]["score"] = float(h.moment.score)
+        out.append(d)
+    return {"hits": out, "min_score": hits.min_score}

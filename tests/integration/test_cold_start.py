@@ -1,0 +1,268 @@
+"""Start-up costs users feel: commands that need no model never import torch, an index run
+over unchanged files never loads the model, a text search runs on the numpy text tower,
+and a running server answers `clipsearch search` with the same results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from clipsearch.library import Library
+from clipsearch.server import discovery
+from tests.fakes import make_image
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "open_clip", "torchvision", "transformers")
+COLOURS = ("red", "green", "blue", "yellow", "white")
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, tiny_checkpoint) -> Path:
+    """A library indexed with the tiny open_clip checkpoint (the real model path)."""
+    base = tmp_path_factory.mktemp("cold")
+    for c in COLOURS:
+        make_image(base / "photos" / f"{c}.jpg", c)
+    with Library(base / "lib", model=str(tiny_checkpoint)) as lib:
+        assert lib.index([base / "photos"]).encoded == len(COLOURS)
+    return base
+
+
+def _run_cli(*argv: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """Run the CLI in a fresh interpreter; return the heavy modules it imported."""
+    script = (
+        "import json, sys\n"
+        "from clipsearch.cli.app import main\n"
+        "code = main(sys.argv[1:])\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print('@@' + json.dumps({'code': code, 'heavy': heavy}), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("@@"))
+    return json.loads(line[2:]), proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--help",),
+        ("status",),
+        ("index-info",),
+        ("index", "{photos}"),  # nothing changed: no model
+        # the numpy text tower (every hit shown: the tiny random model scores little above the cut)
+        ("search", "a red photo", "-k", "3", "--min-score", "none", "--no-server"),
+    ],
+    ids=["help", "status", "index-info", "noop-index", "text-search"],
+)
+def test_commands_that_need_no_torch_never_import_it(indexed, argv):
+    lib = str(indexed / "lib")
+    args = [a.format(photos=indexed / "photos") for a in argv]
+    result, proc = _run_cli(*(args if argv == ("--help",) else ["--library", lib, *args]))
+    assert result["code"] == 0, proc.stderr
+    assert result["heavy"] == [], f"{argv} imported {result['heavy']}"
+    if argv[0] == "index":
+        assert f"0 encoded, {len(COLOURS)} unchanged" in proc.stdout + proc.stderr
+    if argv[0] == "search":
+        assert proc.stdout.count("photos/") == 3
+
+
+def test_noop_index_does_not_load_the_model(indexed):
+    with Library(indexed / "lib") as lib:
+        report = lib.index([indexed / "photos"])
+        assert (report.encoded, report.unchanged) == (0, len(COLOURS))
+        assert not lib.model_loaded
+    # a changed file does load it, and is encoded
+    make_image(indexed / "photos" / "new.jpg", "purple")
+    try:
+        with Library(indexed / "lib") as lib:
+            assert lib.index([indexed / "photos"]).encoded == 1
+            assert lib.model_loaded
+    finally:
+        (indexed / "photos" / "new.jpg").unlink()
+        with Library(indexed / "lib") as lib:
+            lib.index([indexed / "photos"])
+
+
+def test_text_search_on_the_text_tower_ranks_as_the_full_model(indexed, tiny_checkpoint):
+    """The numpy tower answers text queries; its ranking and scores are the torch model's."""
+    from clipsearch.models import load_encoder
+    from clipsearch.models.text_tower import TextTowerEncoder
+
+    with Library(indexed / "lib") as lib:
+        assert isinstance(lib.query_encoder, TextTowerEncoder)
+        fast = lib.search("a bright red photo", k=5)
+        vector = load_encoder(str(tiny_checkpoint), precision="fp32").encode_texts(
+            ["a bright red photo"]
+        )[0]
+        reference = lib.search(vector=vector, k=5)
+    assert [h.item_id for h in fast] == [h.item_id for h in reference]
+    for a, b in zip(fast, reference, strict=True):
+        assert a.score == pytest.approx(b.score, abs=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_search_goes_to_a_running_server_with_identical_results(indexed, run_cli, monkeypatch):
+    lib = str(indexed / "lib")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipsearch", "--library", lib, "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while discovery.read(lib) is None:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the server did not announce itself"
+            time.sleep(0.2)
+        for argv in (
+            ("a red photo", "-k", "4"),
+            ("blue", "--kind", "image", "--exact", "-k", "2", "--offset", "1"),
+            ('"2:green" - "white"', "--rerank", "is", "-k", "3"),
+            ("red", "--sort", "-date", "--collapse", "--min-score", "none", "-k", "5"),
+            ("green", "--taken-after", "2000", "--min-score", "0.05", "-k", "4"),
+        ):
+            cold = run_cli("--library", lib, "search", *argv, "--json", "--no-server")
+            assert cold.exit_code == 0, cold.output
+            import clipsearch.cli.app as app_module
+
+            def no_cold(*a, **kw):
+                raise AssertionError("the query was not handed to the server")
+
+            with monkeypatch.context() as m:
+                m.setattr(app_module, "_cold_search", no_cold)
+                warm = run_cli("--library", lib, "search", *argv, "--json")
+            assert warm.exit_code == 0, warm.output
+            assert json.loads(warm.stdout) == json.loads(cold.stdout)
+            assert len(json.loads(warm.stdout)) > 0
+        # the table and what it says about the relevance cut are the same too
+        cold = run_cli("--library", lib, "search", "a red photo", "-k", "6", "--no-server")
+        warm = run_cli("--library", lib, "search", "a red photo", "-k", "6")
+        assert cold.exit_code == warm.exit_code == 0, warm.output
+        assert warm.output == cold.output
+        # a query naming a file is searched here (a server never reads paths)
+        photo = str(indexed / "photos" / "red.jpg")
+        assert run_cli("--library", lib, "search", photo, "-k", "1").exit_code == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    assert discovery.read(lib) is None
+
+
+def test_a_stale_discovery_file_is_ignored_and_removed(indexed, run_cli):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lib = indexed / "lib"
+    discovery.announce(
+        lib,
+        discovery.ServerAnnouncement(
+            pid=dead.pid, host="127.0.0.1", port=9, token="t" * 20, model=None, precision="auto"
+        ),
+    )
+    assert (lib / discovery.FILE).stat().st_mode & 0o777 == 0o600
+    r = run_cli("--library", str(lib), "search", "red", "-k", "2", "--json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)) == 2
+    assert not (lib / discovery.FILE).exists()
+
+
+def test_a_server_that_does_not_answer_means_a_search_here(indexed, run_cli):
+    """A live process that is not listening (port closed): the search still answers."""
+    lib = indexed / "lib"
+    discovery.announce(
+        lib,
+        discovery.ServerAnnouncement(
+            pid=os.getpid(),
+            host="127.0.0.1",
+            port=_free_port(),
+            token="t" * 20,
+            model=None,
+            precision="auto",
+        ),
+    )
+    try:
+        r = run_cli("--library", str(lib), "search", "red", "-k", "2", "--json")
+        assert r.exit_code == 0 and len(json.loads(r.stdout)) == 2
+    finally:
+        discovery.withdraw(lib)
+    assert not (lib / discovery.FILE).exists()
+
+
+def test_the_port_answers_while_the_model_loads_and_queries_wait(indexed):
+    from fastapi.testclient import TestClient
+
+    from clipsearch.server import create_app
+
+    release = threading.Event()
+
+    class SlowLibrary(Library):
+        @property
+        def query_encoder(self):
+            assert release.wait(60)
+            return super().query_encoder
+
+    with (
+        SlowLibrary(indexed / "lib") as lib,
+        TestClient(
+            create_app(lib, load_in_background=True, local_token="local-token-123"),
+            base_url="http://127.0.0.1",
+        ) as client,
+    ):
+        st = client.get("/api/status").json()
+        assert st["model_loading"] is True and st["model_loaded"] is False
+        answers = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(client.get("/api/search", params={"q": "red"}))
+        )
+        waiting.start()
+        time.sleep(0.5)
+        assert answers == []  # the query waits for the model
+        release.set()
+        waiting.join(60)
+        assert answers and answers[0].status_code == 200 and answers[0].json()["hits"]
+        st = client.get("/api/status").json()
+        assert st["model_loading"] is False and st["model_loaded"] is True
+        # the CLI's route takes the discovery token only
+        body = {"q": "red", "k": 2}
+        assert client.post("/api/local/search", json=body).status_code == 403
+        ok = client.post(
+            "/api/local/search", json=body, headers={"Authorization": "Bearer local-token-123"}
+        )
+        assert ok.status_code == 200 and len(ok.json()["hits"]) == 2
+        refused = client.post(
+            "/api/local/search",
+            json={"q": str(indexed / "photos" / "red.jpg")},
+            headers={"Authorization": "Bearer local-token-123"},
+        )
+        assert refused.status_code == 400
