@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def served(lib: Library) -> Iterator[str]:
+    """The web app of ``lib`` on a free loopback port in a thread: yields its base URL."""
+    import uvicorn
+
+    from clipsearch.server import create_app
+
+    port = _free_port()
+    config = uvicorn.Config(create_app(lib), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("browser") / "media"
@@ -58,25 +82,11 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
-    from clipsearch.server import create_app
-
     lib = Library(tmp_path_factory.mktemp("lib"), encoder=ColourEncoder())
     report = lib.index([media])
     assert report.failed == 0
-    port = _free_port()
-    config = uvicorn.Config(create_app(lib), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with served(lib) as url:
+        yield url
     lib.close()
 
 

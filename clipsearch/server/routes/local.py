@@ -98,10 +98,5 @@ async def local_search(
             taken_before=req.taken_before,
         )
     )
-    out = []
-    for h in hits:
-        d = h.to_dict()
-        if h.moment is not None:
-            d["moment"]["score"] = float(h.moment.score)
-        out.append(d)
-    return {"hits": out, "min_score": hits.min_score}
+    # to_dict carries every field Hit.from_dict needs (moments with their scores included)
+    return {"hits": [h.to_dict() for h in hits], "min_score": hits.min_score}
