@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from serve_load import free_port, queries, vit_checkpoint  # noqa: E402
+from serve_load import free_port, queries, vit_checkpoint, wait_ready  # noqa: E402
 
 THUMB_SIZES = (128, 256, 512)
 
@@ -119,19 +119,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 120) -> None:
-        import httpx
-
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + "/api/status", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not become ready")
+        wait_ready(self.proc, self.url, timeout)
 
     def memory_mib(self) -> tuple[float, float]:
         """(VmRSS, VmHWM) of the server process, MiB."""

@@ -279,14 +279,106 @@ def crossover() -> None:
     print("picked the slower mode by more than 10 %. seek-every-target: plain PyAV, one run.")
 
 
+def cut_overhead(quick: bool, repeats: int = 5) -> None:
+    """CPU cost of shot-boundary detection on the decoded frames: decode_frames with and
+    without it, same files, interleaved, one codec thread (as the indexer decodes), the
+    best of ``repeats`` CPU times each."""
+    from clipsearch.media.video import decode_frames
+
+    sets = video_sets(quick)
+    print(f"shot-cut detection overhead (best of {repeats}, CPU s, codec threads=1)")
+    print("| videos | sampler | mode | without cuts | with cuts | ratio | cuts found |")
+    print("|---|---|---|---|---|---|---|")
+    for name, paths in sets.items():
+        for sampler in ("uniform:12", "fps:1"):
+            best = {False: np.inf, True: np.inf}
+            found, modes = 0, set()
+            for _ in range(repeats):
+                for detect in (False, True):
+                    shots = []
+                    with Timer() as t:
+                        for p in paths:
+                            d = decode_frames(p, sampler, threads=1, detect_cuts=detect)
+                            modes.add(d.mode)
+                            shots.append(d.shots)
+                    best[detect] = min(best[detect], t.cpu)
+                    if detect:
+                        found = sum(len(s) - 1 for s in shots if s)
+            print(
+                f"| {name} | {sampler} | {'/'.join(sorted(modes))} | {best[False]:.3f} | "
+                f"{best[True]:.3f} | {best[True] / best[False]:.3f} | {found} |"
+            )
+
+
+def index_cut_overhead(quick: bool, repeats: int = 3) -> None:
+    """End to end: `Library.index` of the same videos (decode, cut detection, ViT-B-32
+    encode with random weights, store) with cut detection on, and with it switched off
+    (the detector's per-frame work replaced by nothing: today's cost), interleaved; best
+    of ``repeats`` wall and process-CPU seconds each."""
+    import tempfile
+
+    from index_throughput import checkpoint
+
+    from clipsearch import Library
+    from clipsearch.media import cuts
+    from clipsearch.media.video import probe_video
+
+    ckpt = checkpoint()
+    sets = video_sets(quick)
+    paths = [p for ps in sets.values() for p in ps]
+    seconds = sum(probe_video(p).duration for p in paths)
+    real = (cuts.CutDetector.observe, cuts.CutDetector.keep)
+    best = {True: [np.inf, np.inf], False: [np.inf, np.inf]}
+    found = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "videos"
+        src.mkdir()
+        for p in paths:
+            (src / p.name).symlink_to(p.resolve())
+        for r in range(repeats):
+            for detect in (False, True):
+                if detect:
+                    cuts.CutDetector.observe, cuts.CutDetector.keep = real
+                else:
+                    cuts.CutDetector.observe = cuts.CutDetector.keep = lambda self, t, f: None
+                with Library(Path(tmp) / f"lib-{detect}-{r}", model=str(ckpt)) as lib:
+                    _ = lib.encoder  # loading the model is not indexing
+                    with Timer() as t:
+                        report = lib.index([src])
+                    assert report.failed == 0, report
+                    if detect:
+                        found = sum(len(c) for c in lib.catalog.cuts(range(1, 100)).values())
+                best[detect] = [min(best[detect][0], t.wall), min(best[detect][1], t.cpu)]
+        cuts.CutDetector.observe, cuts.CutDetector.keep = real
+    print(f"\nindexing {len(paths)} videos ({seconds:.0f} s of video), best of {repeats}")
+    print("| cut detection | wall s | CPU s |")
+    print("|---|---|---|")
+    for detect in (False, True):
+        print(
+            f"| {'on' if detect else 'off (today)'} | {best[detect][0]:.2f} | {best[detect][1]:.2f} |"
+        )
+    print(
+        f"ratio on/off: wall {best[True][0] / best[False][0]:.3f}, "
+        f"CPU {best[True][1] / best[False][1]:.3f} (target <= 1.10); {found} cuts stored"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="three clips and a 1-minute 1080p video")
     ap.add_argument("--threads", type=int, default=0, help="codec threads (0 = FFmpeg auto)")
     ap.add_argument("--no-encode", action="store_true", help="decode only")
     ap.add_argument("--crossover", action="store_true", help="only the sequential-vs-seek table")
+    ap.add_argument("--cuts", action="store_true", help="only the shot-cut detection overhead")
+    ap.add_argument(
+        "--index-cuts", action="store_true", help="cut detection's cost in end-to-end indexing"
+    )
     args = ap.parse_args(argv)
-    if args.crossover:
+    if args.cuts:
+        cut_overhead(args.quick)
+    elif args.index_cuts:
+        index_cut_overhead(args.quick)
+    elif args.crossover:
         crossover()
     else:
         throughput(args.quick, args.threads, not args.no_encode)

@@ -48,6 +48,7 @@ from clipsearch.search.relevance import (
 from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankMethod, check_method
 from clipsearch.search.rescore import Rescorer
 from clipsearch.search.textmatch import TextFusion, query_terms, with_text_matches
+from clipsearch.search.video import DEFAULT_POOLING
 from clipsearch.store import Catalog, ItemFilter, ModelBinding
 from clipsearch.store.exchange import ExchangeReport
 from clipsearch.store.filters import taken_bounds
@@ -634,10 +635,11 @@ class Library:
         offset: int = 0,
         kind: str | None = None,
         where: Sequence[str] | ItemFilter = (),
-        pooling: Pooling = "mean",
-        tau: float = 0.1,
+        pooling: Pooling = DEFAULT_POOLING,
+        tau: float | None = None,
         exact: bool = False,
         with_curve: bool = False,
+        moments: int = 1,
         rerank: Reranker = "none",
         gap_correction: GapMode | None = None,
         plan: QueryPlan | None = None,
@@ -657,7 +659,11 @@ class Library:
 
         kind: "image" or "video" to restrict results; where: filter clauses
         (``path:/a/*``, ``after:2023-01-01``, ``size>1MB``, ``taken>2023`` ...) or an
-        ItemFilter. rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (hubness;
+        ItemFilter.
+        pooling: how a video scores (docs/video.md): peak (default) | mean | max | softmax;
+        tau: its temperature (None: the method's own). moments: up to this many moments
+        per video hit (``hit.moments``, best first).
+        rerank: none | is | qbnorm | dbnorm | dbnorm-dynamic (hubness;
         docs/rerank.md; off by default, as measured) | itm (BLIP cross-encoder over the top
         ``rerank_k`` hits of a text query; ``rerank_score`` "fusion" or "itm",
         docs/blip.md; the text it reads is ``rerank_text``, default the query's positive
@@ -714,6 +720,7 @@ class Library:
             tau=tau,
             exact=exact,
             with_curve=with_curve,
+            moments=moments,
             sort=sort,
             collapse=collapse,
         )

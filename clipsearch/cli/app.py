@@ -28,7 +28,7 @@ from clipsearch.cli import (
 from clipsearch.errors import ClipsearchError, UsageError
 from clipsearch.ingest.encode import EngineName
 from clipsearch.models.runtime import Quantize, Runtime
-from clipsearch.search.engine import MAX_K
+from clipsearch.search.engine import MAX_K, MAX_MOMENTS
 
 app = typer.Typer(
     name="clipsearch",
@@ -269,9 +269,29 @@ def search(
     where: options.WhereOpt = [],  # noqa: B006
     pooling: Annotated[
         options.PoolingChoice,
-        typer.Option("--pooling", help="Video scoring (docs/video.md)."),
-    ] = "mean",
-    tau: options.TauOpt = 0.1,
+        typer.Option(
+            "--pooling",
+            help="Video scoring: peak (its best-matching part) | mean | max | softmax "
+            "(docs/video.md).",
+        ),
+    ] = "peak",
+    tau: Annotated[
+        float | None,
+        typer.Option(
+            "--tau",
+            help="Temperature of peak / softmax pooling (default 0.01 / 0.1).",
+            show_default=False,
+        ),
+    ] = None,
+    moments: Annotated[
+        int,
+        typer.Option(
+            "--moments",
+            help="Up to N non-overlapping moments per video, best first.",
+            min=1,
+            max=MAX_MOMENTS,
+        ),
+    ] = 1,
     exact: Annotated[bool, typer.Option("--exact", help="Force exact search.")] = False,
     tag: Annotated[
         list[str],
@@ -337,32 +357,30 @@ def search(
     library, a text query is answered by it (same results, model already loaded)."""
     if text is not None and (len(image) != 1 or query or video):
         raise UsageError("--text composes with exactly one --image (and no query text or --video)")
+    search_options = dict(
+        k=k,
+        offset=offset,
+        kind=kind,
+        where=[*where, *(f"tag:{t}" for t in tag)],
+        pooling=pooling,
+        tau=tau,
+        exact=exact,
+        moments=moments,
+        rerank=rerank,
+        gap_correction="shift" if gap_correction else None,
+        text_match=text_match,
+        phrases=phrases,
+        min_score=min_score,
+        sort=sort,
+        collapse=collapse,
+        taken_after=taken_after,
+        taken_before=taken_before,
+    )
     hits = None
     # BLIP re-ranking and captions load models the server may not have: searched here
     blip = rerank in ("itm", "itm-prob") or captions or itm_model is not None
     if query and text is None and not image and not video and not no_server and not blip:
-        hits = _warm_search(
-            library,
-            model,
-            precision,
-            query,
-            k=k,
-            offset=offset,
-            kind=kind,
-            where=[*where, *(f"tag:{t}" for t in tag)],
-            pooling=pooling,
-            tau=tau,
-            exact=exact,
-            rerank=rerank,
-            gap_correction="shift" if gap_correction else None,
-            text_match=text_match,
-            phrases=phrases,
-            min_score=min_score,
-            sort=sort,
-            collapse=collapse,
-            taken_after=taken_after,
-            taken_before=taken_before,
-        )
+        hits = _warm_search(library, model, precision, query, **search_options)
     if hits is None:
         hits = _cold_search(
             library,
@@ -375,25 +393,10 @@ def search(
             compose=compose,
             text_weight=text_weight,
             itm_model=itm_model,
-            k=k,
-            offset=offset,
-            kind=kind,
-            where=[*where, *(f"tag:{t}" for t in tag)],
-            pooling=pooling,
-            tau=tau,
-            exact=exact,
-            rerank=rerank,
-            gap_correction="shift" if gap_correction else None,
-            text_match=text_match,
-            phrases=phrases,
-            min_score=min_score,
-            sort=sort,
-            collapse=collapse,
-            taken_after=taken_after,
-            taken_before=taken_before,
             rerank_k=rerank_k,
             rerank_score=rerank_score,
             with_captions=captions,
+            **search_options,
         )
     if json_out:
         render.print_json([h.to_dict() for h in hits])

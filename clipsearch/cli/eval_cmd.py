@@ -19,6 +19,7 @@ from clipsearch.cli import options, render
 from clipsearch.errors import UsageError
 from clipsearch.eval.datasets import DatasetFormat
 from clipsearch.eval.itm import ITM_RERANKERS
+from clipsearch.eval.moments import MomentFormat
 from clipsearch.eval.synthetic import ImageCaptionStyle, VideoCaptionStyle
 from clipsearch.search.engine import POOLINGS
 from clipsearch.search.rerank import METHODS as RERANK_METHODS
@@ -419,6 +420,135 @@ def classify(
     _notes(result.skipped.to_dict(), ties, result.cache)
     for path in written:
         render.err.print(f"wrote {escape(str(path))}")
+
+
+@eval_app.command()
+def moments(
+    annotations: Annotated[
+        Path,
+        typer.Argument(
+            help="Charades-STA lines (VIDEO START END##sentence), QVHighlights JSONL, or a "
+            "TSV of picture queries (video, start, end, image).",
+            show_default=False,
+        ),
+    ],
+    videos: Annotated[Path, typer.Option("--videos", help="Folder holding the videos.")],
+    fmt: Annotated[
+        MomentFormat, typer.Option("--format", help="Annotation format (auto: by suffix).")
+    ] = "auto",
+    pooling: Annotated[
+        list[str],
+        typer.Option(
+            "--pooling",
+            help="Video scorings to compare, comma-separated or repeated; the first one's top "
+            "video is what the corpus baselines use.",
+            parser=options.choice_list(POOLINGS),
+            metavar=options.choice_list_metavar(POOLINGS),
+        ),
+    ] = ["peak,mean,max,softmax"],  # noqa: B006
+    sampler: Annotated[
+        str, typer.Option("--sampler", help="Frame sampler for indexing (as `index`).")
+    ] = "auto",
+    model: ModelOpt = None,
+    precision: EvalPrecisionOpt = None,
+    library: LibraryOpt = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Where the videos are indexed (one library per videos folder, model and "
+            "sampler; re-runs reuse it) (default: <library>/eval-cache or "
+            "~/.cache/clipsearch/eval-cache).",
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write report.json and report.md here.")
+    ] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Moment retrieval: R1@IoU 0.3/0.5/0.7 and mIoU, with whole-video and best-frame baselines."""
+    from clipsearch.eval.moments import evaluate_moments, load_moments, moments_markdown
+    from clipsearch.library import Library
+    from clipsearch.models import DEFAULT_MODEL
+
+    dataset = load_moments(annotations, videos, fmt=fmt)
+    spec = options.model_spec(model) or DEFAULT_MODEL
+    precision = eval_precision(precision)
+    where = _moments_library(videos, f"{spec}|{precision}|{sampler}", cache_dir, library)
+    with (
+        Library(where, model=spec, precision=precision) as lib,
+        _progress(quiet or json_out) as on_progress,
+    ):
+        result = evaluate_moments(
+            lib,
+            dataset,
+            poolings=options.flatten(pooling),
+            sampler=sampler,
+            progress=on_progress,
+        )
+    written = []
+    if report is not None:
+        import json
+
+        from clipsearch.atomic import atomic_write_text
+
+        report.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(report / "report.json", json.dumps(result.to_dict(), indent=2))
+        atomic_write_text(report / "report.md", moments_markdown(result))
+        written = [report / "report.json", report / "report.md"]
+    if json_out:
+        render.print_json(result.to_dict())
+        return
+    render.out.print(_moments_table(result))
+    skipped = result.skipped.to_dict()
+    lost = {k: v for k, v in skipped.items() if isinstance(v, int) and v}
+    if lost:
+        render.err.print(
+            "[yellow]skipped:[/] "
+            + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in lost.items())
+        )
+        for k in ("missing_videos_examples", "missing_images_examples"):
+            for example in skipped.get(k, [])[:3]:
+                render.err.print(f"  [dim]{escape(str(example))}[/]")
+    for path in written:
+        render.err.print(f"wrote {escape(str(path))}")
+
+
+def _moments_library(
+    videos: Path, setting: str, cache_dir: Path | None, library: Path | None
+) -> Path:
+    """The library a moment evaluation indexes into: one per videos folder and ``setting``
+    (model, precision, sampler), under the eval cache."""
+    import hashlib
+
+    from clipsearch.eval.embed import default_cache_dir
+
+    key = f"{videos.resolve()}|{setting}".encode()
+    root = cache_dir or default_cache_dir(options.library_path(library))
+    return root / "moments" / hashlib.sha256(key).hexdigest()[:16]
+
+
+def _moments_table(report) -> Table:
+    from clipsearch.eval.moments import IOU_THRESHOLDS
+
+    table = Table(title=f"{report.dataset}: {report.n_queries} queries, {report.n_videos} videos")
+    for col in ("setting", "scoring", "right video first"):
+        table.add_column(col)
+    for m in IOU_THRESHOLDS:
+        table.add_column(f"R1@{m:g}", justify="right")
+    table.add_column("mIoU", justify="right")
+    for run in report.runs:
+        m = run.metrics
+        video = f"{m.video_r1:.1f}" if m.video_r1 is not None else "(given)"
+        table.add_row(
+            run.setting,
+            run.label,
+            video,
+            *(f"{m.recall[t]:.1f}" for t in IOU_THRESHOLDS),
+            f"{m.miou:.3f}",
+        )
+    return table
 
 
 @eval_app.command()

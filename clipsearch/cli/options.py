@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 # The models layer keeps the weights' precision as a Literal without "auto" and the names a
 # user may ask for (with "auto") as a tuple; the choice is built from that tuple.
 PrecisionChoice = Literal[PRECISIONS]  # auto | fp32 | bf16 | fp16
-PoolingChoice = Pooling  # mean | max | softmax
+PoolingChoice = Pooling  # peak | mean | max | softmax
 RerankChoice = Reranker  # none | is | qbnorm | dbnorm | dbnorm-dynamic | itm
 ItmScoreChoice = ItmScoreRule  # fusion | itm
 ComposeChoice = Composition  # slerp | sum

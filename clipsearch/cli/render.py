@@ -197,9 +197,7 @@ def hits_table(
     if captioned:
         table.add_column("caption", overflow="fold")
     for h in hits:
-        moment = ""
-        if h.moment is not None:
-            moment = f"{fmt_time(h.moment.start)}–{fmt_time(h.moment.end)}"
+        moment = ", ".join(f"{fmt_time(m.start)}–{fmt_time(m.end)}" for m in h.moments)
         row: list[str | Text] = [str(h.rank), f"{h.score:.4f}", h.kind]
         if dates:
             row.append(h.taken.to_datetime().strftime("%Y-%m-%d %H:%M") if h.taken else "")

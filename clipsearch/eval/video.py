@@ -2,8 +2,9 @@
 
 The pooling itself is the search engine's (``clipsearch.search.video.pool_scores``), so
 the evaluation measures exactly what ``clipsearch search --pooling`` ranks with
-(docs/video.md: ``mean`` = CLIP4Clip meanP, ``max``, ``softmax`` = text-conditioned
-X-Pool/CLIP-Hitchhiker style with temperature τ). Frame vectors come from the cache, so
+(docs/video.md: ``peak`` = frame scores averaged under a softmax at CLIP's temperature,
+``mean`` = CLIP4Clip meanP, ``max``, ``softmax`` = text-conditioned X-Pool/CLIP-Hitchhiker
+style with temperature τ). Frame vectors come from the cache, so
 comparing poolings costs one pass of small matrix products.
 """
 
@@ -51,7 +52,7 @@ def pooled_similarity(
     """(T, V) scores of every text for every video under ``method``.
 
     texts: (T, D) L2-normalised. Every video must have at least one frame (drop failed
-    videos first). Raises UsageError for an unknown method, tau <= 0, or a video without
+    videos first). ``tau`` is the ``softmax`` temperature; ``peak`` uses its own (1/100). Raises UsageError for an unknown method, tau <= 0, or a video without
     frames.
     """
     from clipsearch.search.video import FrameSets, pool_scores_batch
@@ -61,6 +62,6 @@ def pooled_similarity(
     S = np.empty((texts.shape[0], len(videos)), dtype=np.float32)
     for lo in range(0, texts.shape[0], _TEXT_CHUNK):
         S[lo : lo + _TEXT_CHUNK] = pool_scores_batch(
-            texts[lo : lo + _TEXT_CHUNK], videos, method, tau=tau
+            texts[lo : lo + _TEXT_CHUNK], videos, method, tau=tau if method == "softmax" else None
         )  # (chunk, V)
     return S

@@ -42,6 +42,7 @@ class DecodedFile:
     task: FileTask
     pixels: np.ndarray | None = None
     timestamps: np.ndarray | None = None  # video frames only
+    cuts: np.ndarray | None = None  # videos: shot cut times found while decoding
     width: int | None = None
     height: int | None = None
     duration: float | None = None
@@ -151,6 +152,8 @@ class FileDecoder:
                 # rounding (~1e-3) is far below one 8-bit pixel step after normalisation.
                 pixels.append(self.encoder.preprocess(frame.image).astype(np.float16))
             info, out.warning = reader.info, reader.warning
+            if reader.shots is not None:
+                out.cuts = np.array([start for start, _ in reader.shots[1:]], dtype=np.float64)
         if not times:
             raise MediaError("no frame could be decoded")
         out.text = texts.result() if texts is not None else None

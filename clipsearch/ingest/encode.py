@@ -233,6 +233,7 @@ def item_write(
         vectors=vectors,
         timestamps=timestamps,
         text=d.text if d is not None and status == "ok" else None,
+        cuts=d.cuts if d is not None and status == "ok" else None,
         taken=t.taken if status == "ok" else None,
     )
 

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.errors import CorruptMediaError, UsageError
+from clipsearch.media.cuts import CutDetector
 from clipsearch.media.sampling import (
     NO_INDEX_SEEK_S,
     SEEK_COST_FRAMES,
@@ -85,7 +86,9 @@ class DecodedVideo:
     warning: str | None = None  # set when frames were lost (damage, early end)
     mode: str = "sequential"  # the mode used ("auto" resolved)
     approximate: bool = False  # keyframes mode: frames are near, not at, the targets
-    shots: list[Shot] | None = None  # shot boundaries (shots sampler only)
+    # Shot boundaries [(start, end)] covering the video: PySceneDetect's for the shots
+    # sampler, else cuts found on the frames this decode produced (`media.cuts`).
+    shots: list[Shot] | None = None
     targets: np.ndarray = field(default_factory=lambda: np.zeros(0))  # requested times (s)
 
 
@@ -94,7 +97,9 @@ class FrameReader:
 
     ``with FrameReader(path, sampler) as r: for f in r: ...``. ``info``, ``mode``,
     ``targets`` are known after construction (shots: after iteration starts); ``warning``
-    and ``shots`` are final once iteration ends.
+    and ``shots`` are final once iteration ends. ``shots`` are the shot boundaries: for
+    the shots sampler PySceneDetect's, else cuts found on the frames the decode produced
+    anyway (`clipsearch.media.cuts`; None if iteration stopped early).
 
     Args:
         path: video file.
@@ -103,6 +108,8 @@ class FrameReader:
         mode: ``auto`` | ``sequential`` | ``seek`` | ``keyframes`` (approximate).
         threads: codec threads; 0 lets FFmpeg use every core (frame + slice threading),
             1 decodes on the calling thread only (use in multi-process pipelines).
+        detect_cuts: find shot boundaries on the decoded frames (``shots``); costs a few
+            tens of microseconds per decoded frame.
     Raises (from the constructor): as `probe_video`, and UsageError for a bad mode/sampler.
     """
 
@@ -114,6 +121,7 @@ class FrameReader:
         max_side: int = 448,
         mode: DecodeMode = "auto",
         threads: int = 0,
+        detect_cuts: bool = True,
     ) -> None:
         if mode not in MODES:
             raise UsageError(f"unknown decode mode {mode!r}; use one of {', '.join(MODES)}")
@@ -122,6 +130,7 @@ class FrameReader:
         self.path = Path(path)
         self.sampler = FrameSampler.parse(sampler) if isinstance(sampler, str) else sampler
         self.max_side, self.threads, self.requested_mode = max_side, threads, mode
+        self.detect_cuts = detect_cuts
         with open_container(path) as container:
             self.info, self._ops = probe_container(container, path)
         self.shots: list[Shot] | None = None
@@ -181,6 +190,9 @@ class FrameReader:
         if self.sampler.needs_shots and self.shots is None:
             self._find_shots()
         dec = self._dec
+        cuts = CutDetector() if self.detect_cuts and not self.sampler.needs_shots else None
+        dec.on_frame = cuts.observe if cuts is not None else None
+        kept_times: list[float] = []
         if self.mode == "sequential":
             pairs = self._sequential(dec)
         elif self.mode == "seek":
@@ -193,7 +205,12 @@ class FrameReader:
             for op in self._ops:
                 image = image.transpose(op)
             self.kept += 1
+            kept_times.append(t)
+            if cuts is not None:
+                cuts.keep(t, frame)
             yield SampledFrame(t, image)
+        if cuts is not None:
+            self.shots = cuts.shots(np.asarray(kept_times), self.info.duration)
         self.warning = self._compose_warning(dec)
         if self.kept == 0:
             raise CorruptMediaError(
@@ -366,6 +383,7 @@ def decode_frames(
     max_side: int = 448,
     mode: DecodeMode = "auto",
     threads: int = 0,
+    detect_cuts: bool = True,
 ) -> DecodedVideo:
     """Decode the frames ``sampler`` asks for. See `FrameReader` for the arguments.
 
@@ -374,7 +392,9 @@ def decode_frames(
     Raises:
         as `probe_video`; CorruptMediaError if no frame decodes; UsageError for a bad mode.
     """
-    with FrameReader(path, sampler, max_side=max_side, mode=mode, threads=threads) as reader:
+    with FrameReader(
+        path, sampler, max_side=max_side, mode=mode, threads=threads, detect_cuts=detect_cuts
+    ) as reader:
         frames = list(reader)
         return DecodedVideo(
             info=reader.info,

@@ -10,7 +10,7 @@ target times it sends packets that cannot be a target's frame with ``skip_frame 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,8 @@ class StreamDecoder:
         self.skipped = 0  # damaged frames dropped
         self.stopped: str | None = None  # demuxing failed: the reason
         self.last_t: float | None = None
+        # Called with (time, frame) for every frame decoded in full (e.g. a CutDetector).
+        self.on_frame: Callable[[float, Any], None] | None = None
 
     def time(self, frame: Any) -> float:
         return float((frame.pts - self.start_pts) * self.tb)
@@ -107,6 +109,8 @@ class StreamDecoder:
                 self.last_t = t = self.time(frame)
                 while pending < n and t + TIME_EPS >= targets[pending]:
                     pending += 1
+                if self.on_frame is not None:
+                    self.on_frame(t, frame)
                 yield frame
 
     def keyframe_at(self, t: float) -> Any | None:
@@ -125,6 +129,8 @@ class StreamDecoder:
                 frame = next((f for f in frames if f.pts is not None and not f.is_corrupt), None)
                 if frame is not None:
                     self.last_t = self.time(frame)
+                    if self.on_frame is not None:
+                        self.on_frame(self.last_t, frame)
                     return frame
                 self.bad_packets.append(float((packet.pts - self.start_pts) * self.tb))
                 return None

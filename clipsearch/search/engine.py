@@ -3,14 +3,16 @@
 Stage 1 asks the `VectorIndex` for the rows nearest to the query among item vectors
 (images, and each video's meanP vector) and video frame vectors. Stage 2 rescores every
 candidate item exactly: an image by its own vector, a video by pooling its frame
-similarities (mean / max / softmax: docs/video.md) and localising the best moment.
+similarities (peak / mean / max / softmax: docs/video.md). The videos on the
+returned page then get their moments (`clipsearch.search.moments`: up to ``moments`` per
+video, edges on the shot boundaries stored at indexing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,15 +23,18 @@ from clipsearch.search import arrange
 from clipsearch.search.arrange import SORT_ORDERS, SortOrder
 from clipsearch.search.dedup import DEFAULT_THRESHOLD
 from clipsearch.search.hits import FrameCurve, Hit
+from clipsearch.search.moments import Moment, find_moments, shots_from_cuts
 from clipsearch.search.rescore import Query, Rescorer, extra_candidates, vouched
+from clipsearch.search.video import DEFAULT_POOLING, POOL_METHODS, PoolMethod
 
 if TYPE_CHECKING:
     from clipsearch.search.query import QueryPlan
     from clipsearch.store import Catalog, ItemFilter
 
-Pooling = Literal["mean", "max", "softmax"]  # how a video's frame scores become its score
-POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
+Pooling = PoolMethod  # how a video's frame scores become its score (search.video)
+POOLINGS: tuple[Pooling, ...] = POOL_METHODS
 MAX_K = 10_000
+MAX_MOMENTS = 20
 DATE_DEPTH = 256  # a date order starts with this many candidates and widens 4× until the cut
 
 
@@ -40,10 +45,11 @@ class SearchOptions:
     k: int = 20  # results to return
     offset: int = 0  # skip this many (paging)
     where: ItemFilter | None = None  # metadata filter (path, kind, dates, size, roots)
-    pooling: Pooling = "mean"  # video scoring: mean (CLIP4Clip meanP) | max | softmax
-    tau: float = 0.1  # softmax pooling temperature
+    pooling: Pooling = DEFAULT_POOLING  # video scoring: peak | mean (CLIP4Clip) | max | softmax
+    tau: float | None = None  # peak/softmax temperature; None: the method's own (0.01 / 0.1)
     exact: bool = False  # force exact stage 1 even on an ANN index
     with_curve: bool = False  # attach each video's frame score curve
+    moments: int = 1  # up to this many moments per video hit, best first
     min_score: float | None = None  # relevance cut (a cosine; search.relevance); None: none
     sort: SortOrder = "relevance"  # the relevant results by: relevance | date | -date
     collapse: bool = False  # fold near-duplicates into one result (search.arrange)
@@ -58,8 +64,12 @@ class SearchOptions:
             raise UsageError(
                 f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}"
             )
-        if not self.tau > 0:
+        if self.tau is not None and not self.tau > 0:
             raise UsageError(f"tau must be > 0, got {self.tau}")
+        if not 1 <= self.moments <= MAX_MOMENTS:
+            raise UsageError(
+                f"moments must be between 1 and {MAX_MOMENTS} per video, got {self.moments}"
+            )
         if self.sort not in SORT_ORDERS:
             raise UsageError(f"unknown sort {self.sort!r}; choose one of {', '.join(SORT_ORDERS)}")
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
@@ -159,6 +169,10 @@ class Searcher:
             renumbers by them; the cut's count of relevant hits is taken on the raw scores
             and applied to the new order.
         plan: the parsed query behind ``q``, for a rescorer that reads the query's text.
+
+        Video moments are found for the page only, once it is arranged: for each shown
+        video and each video folded into a shown result (``members``) — with a rescorer,
+        for the candidates it is given (it may read a video's best frame, ``hit.moment``).
         """
         q = np.asarray(q, dtype=np.float32)
         options.validate()
@@ -171,8 +185,10 @@ class Searcher:
         if options.sort != "relevance":  # every candidate above the cut is needed
             depth = MAX_K if options.min_score is None else max(depth, DATE_DEPTH)
         depth = min(MAX_K, depth)
+        qn = l2_normalize(q[None, :])[0]
         while True:
-            hits = self.search_many(q[None, :], replace(options, k=depth, offset=0))[0]
+            window = replace(options, k=depth, offset=0)
+            hits = self._search_many(q[None, :], window, localise=False)[0]
             more = len(hits) == depth and depth < MAX_K  # candidates past the window exist
             by_date = options.sort != "relevance"
             if more and by_date and all_above(hits, options.min_score):
@@ -183,6 +199,7 @@ class Searcher:
                 hits = self._bring_in(q, hits, extra, options)
             n_relevant = arrange.count_relevant(hits, options.min_score)
             if rescorer is not None and hits:
+                hits = self._with_moments(qn, hits, options)  # a rescorer may read them
                 above = {h.item_id for h in hits[:n_relevant]}  # raw order: the head
                 hits = _rescored(rescorer, q, plan, hits)
                 if options.min_score is not None:
@@ -200,7 +217,9 @@ class Searcher:
             if more and options.collapse and results < need:
                 depth = min(MAX_K, depth * 2)  # folding left too few results: look further
                 continue
-            return page
+            if rescorer is not None:
+                return page  # its hits were localised for the rescorer
+            return self._with_moments(qn, page, options)
 
     def search_many(
         self, queries: np.ndarray, options: SearchOptions = SearchOptions()
@@ -212,7 +231,14 @@ class Searcher:
         meanP vector or best frame is below it), so the page is exact once ``k + offset``
         rescored candidates reach the floor; otherwise the row window is widened. (Softmax
         pooling can exceed its best frame; for it the bound is a close approximation.)
+        Video hits carry their moments.
         """
+        return self._search_many(queries, options, localise=True)
+
+    def _search_many(
+        self, queries: np.ndarray, options: SearchOptions, *, localise: bool
+    ) -> list[list[Hit]]:
+        """`search_many`; ``localise``: find the page's video moments (else none)."""
         options.validate()
         queries = l2_normalize(np.atleast_2d(queries))
         index = self._index()
@@ -250,7 +276,7 @@ class Searcher:
                     q[None, :], window, allowed=allowed, exact=options.exact, **engine_filter
                 )
                 ids, scores = m.ids[0], m.scores[0]
-            results.append(self._page(scored, context, options))
+            results.append(self._page(scored, context, options, localise=localise))
         return results
 
     def _bring_in(
@@ -265,7 +291,8 @@ class Searcher:
         if not ids:
             return hits
         scored, context = self._score(l2_normalize(q[None, :])[0], ids, options)
-        extra = self._page(scored, context, replace(options, k=len(scored), offset=0))
+        everything = replace(options, k=len(scored), offset=0)
+        extra = self._page(scored, context, everything, localise=False)
         merged = sorted([*hits, *extra], key=lambda h: (-h.score, h.item_id))
         return [replace(h, rank=rank) for rank, h in enumerate(merged, start=1)]
 
@@ -283,8 +310,6 @@ class Searcher:
         """Exact scores of candidate items: images by their vector, videos by pooling."""
         records = self.catalog.items(cands) if cands else {}
         scored: list[tuple[float, int]] = []
-        moments: dict[int, object] = {}
-        curves: dict[int, FrameCurve] = {}
         video_ids = [i for i, r in records.items() if r.kind == "video"]
         image_vectors = self.catalog.item_vectors(
             [i for i, r in records.items() if r.kind == "image"]
@@ -293,35 +318,43 @@ class Searcher:
             ids = list(image_vectors)
             sims = np.stack([image_vectors[i] for i in ids]) @ q  # (I,)
             scored.extend(zip(sims.tolist(), ids, strict=True))
+        frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if video_ids:
-            from clipsearch.search.video import FrameSets, localize, pool_scores_batch
-
             frames = self.catalog.frames(video_ids)
             video_ids = [i for i in video_ids if i in frames and len(frames[i][0])]
         if video_ids:
+            from clipsearch.search.video import FrameSets, pool_scores_batch
+
             sets = FrameSets.from_list([frames[i][1] for i in video_ids])
-            pooled = pool_scores_batch(q[None, :], sets, options.pooling, tau=options.tau)[
-                0
-            ]  # (V,)
-            for v, item_id in enumerate(video_ids):
-                ts, fv = frames[item_id]  # (F,), (F, D)
-                sims = fv @ q  # (F,)
-                duration = float(records[item_id].duration or ts[-1])
-                moments[item_id] = localize(ts, sims, duration=duration)
-                if options.with_curve:
-                    curves[item_id] = FrameCurve(ts, sims.astype(np.float32))
-                scored.append((float(pooled[v]), item_id))
-        return scored, {"records": records, "moments": moments, "curves": curves}
+            pooled = pool_scores_batch(q[None, :], sets, options.pooling, tau=options.tau)[0]
+            scored.extend((float(pooled[v]), item_id) for v, item_id in enumerate(video_ids))
+        return scored, {"records": records, "frames": frames, "q": q}
 
     def _page(
-        self, scored: list[tuple[float, int]], context: dict, options: SearchOptions
+        self,
+        scored: list[tuple[float, int]],
+        context: dict,
+        options: SearchOptions,
+        *,
+        localise: bool,
     ) -> list[Hit]:
-        records, moments, curves = context["records"], context["moments"], context["curves"]
+        records, frames, q = context["records"], context["frames"], context["q"]
         scored.sort(key=lambda s: (-s[0], s[1]))
         page = scored[options.offset : options.offset + options.k]
+        videos = [i for _, i in page if i in frames]
+        cuts = self.catalog.cuts(videos) if videos and localise else {}
         hits = []
         for rank, (score, item_id) in enumerate(page, start=options.offset + 1):
             r = records[item_id]
+            moments: tuple[Moment, ...] = ()
+            curve = None
+            if item_id in frames:
+                ts, fv = frames[item_id]  # (F,), (F, D)
+                sims = fv @ q  # (F,)
+                if localise:
+                    moments = _moments(ts, sims, r.duration, cuts.get(item_id), options)
+                if options.with_curve:
+                    curve = FrameCurve(ts, sims.astype(np.float32))
             hits.append(
                 Hit(
                     item_id=item_id,
@@ -332,8 +365,53 @@ class Searcher:
                     width=r.width,
                     height=r.height,
                     duration=r.duration,
-                    moment=moments.get(item_id),
-                    curve=curves.get(item_id),
+                    moments=moments,
+                    curve=curve,
                 )
             )
         return hits
+
+    def _with_moments(self, q: np.ndarray, page: list[Hit], options: SearchOptions) -> list[Hit]:
+        """``page`` with the moments of its videos and of the videos folded into its results
+        (``q``: the normalised query)."""
+        ids = [
+            h.item_id
+            for hit in page
+            for h in (hit, *(m.hit for m in hit.members or ()))
+            if h.kind == "video"
+        ]
+        if not ids:
+            return page
+        frames = self.catalog.frames(ids)
+        cuts = self.catalog.cuts(ids)
+
+        def localised(h: Hit) -> Hit:
+            if h.kind != "video" or h.item_id not in frames or not len(frames[h.item_id][0]):
+                return h
+            ts, fv = frames[h.item_id]
+            found = _moments(ts, fv @ q, h.duration, cuts.get(h.item_id), options)
+            return replace(h, moments=found)
+
+        return [
+            replace(
+                localised(hit),
+                members=None
+                if hit.members is None
+                else tuple(replace(m, hit=localised(m.hit)) for m in hit.members),
+            )
+            for hit in page
+        ]
+
+
+def _moments(
+    ts: np.ndarray,
+    sims: np.ndarray,
+    duration: float | None,
+    cuts: np.ndarray | None,
+    options: SearchOptions,
+) -> tuple[Moment, ...]:
+    """Up to ``options.moments`` moments of a video from its frame scores ``sims`` at
+    ``ts`` (its stored shot ``cuts``, when known, bound them)."""
+    length = float(duration or ts[-1])
+    shots = shots_from_cuts(cuts, length) if cuts is not None else None
+    return tuple(find_moments(ts, sims, duration=length, n=options.moments, shots=shots))

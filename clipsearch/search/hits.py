@@ -12,7 +12,7 @@ from clipsearch.media.scan import MediaKind
 
 if TYPE_CHECKING:
     from clipsearch.media.capture_time import CaptureTime
-    from clipsearch.search.video import Moment
+    from clipsearch.search.moments import Moment
     from clipsearch.store.texts import TextMatch
 
 
@@ -30,7 +30,9 @@ class Hit:
 
     score: cosine similarity (images) or the pooled video score (videos), in [-1, 1]
         before reranking.
-    moment: for videos, the best-matching [start, end] (seconds) and best frame.
+    moments: for videos, up to ``SearchOptions.moments`` non-overlapping moments, best
+        first: [start, end] (seconds), the best frame's time and the moment's score (mean
+        frame similarity). ``moment`` is the first.
     curve: for videos when requested (``with_curve=True``), the frame score curve.
     text_match: the text read in the picture (or the video frame) that matched the query's
         words, when the search matched text (`clipsearch.search.textmatch`).
@@ -54,7 +56,7 @@ class Hit:
     width: int | None = None
     height: int | None = None
     duration: float | None = None
-    moment: Moment | None = None
+    moments: tuple[Moment, ...] = ()
     curve: FrameCurve | None = field(default=None, repr=False)
     text_match: TextMatch | None = None
     relevant: bool = True
@@ -63,6 +65,11 @@ class Hit:
     itm_score: float | None = None
     clip_score: float | None = None
     caption: str | None = None
+
+    @property
+    def moment(self) -> Moment | None:
+        """The video's best moment (None for images)."""
+        return self.moments[0] if self.moments else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (what `clipsearch search --json` and the HTTP API return)."""
@@ -77,12 +84,9 @@ class Hit:
         }
         if self.kind == "video":
             out["duration"] = self.duration
-            if self.moment is not None:
-                out["moment"] = {
-                    "start": round(float(self.moment.start), 3),
-                    "end": round(float(self.moment.end), 3),
-                    "best_t": round(float(self.moment.best_t), 3),
-                }
+            if self.moments:
+                out["moment"] = _moment_dict(self.moments[0])
+                out["moments"] = [_moment_dict(m) for m in self.moments]
         if self.clip_score is not None:
             out["clip_score"] = round(float(self.clip_score), 6)
             out["itm_score"] = None if self.itm_score is None else round(float(self.itm_score), 6)
@@ -114,15 +118,18 @@ class Hit:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Hit:
-        """The hit `to_dict` described (a video's moment may carry its ``score``; without
-        it the score is NaN). ``to_dict`` of the result gives ``d`` back."""
-        from clipsearch.search.video import Moment
+        """The hit `to_dict` described; ``to_dict`` of the result gives ``d`` back."""
+        from clipsearch.search.moments import Moment
 
-        m = d.get("moment")
-        moment = None
-        if m is not None:
-            score = float(m.get("score", float("nan")))
-            moment = Moment(float(m["start"]), float(m["end"]), float(m["best_t"]), score)
+        moments = tuple(
+            Moment(
+                float(m["start"]),
+                float(m["end"]),
+                float(m["best_t"]),
+                float(m.get("score", float("nan"))),
+            )
+            for m in d.get("moments") or ([d["moment"]] if d.get("moment") else [])
+        )
         text_match = None
         if d.get("text_match") is not None:
             from clipsearch.store.texts import TextMatch
@@ -151,7 +158,7 @@ class Hit:
             width=d.get("width"),
             height=d.get("height"),
             duration=d.get("duration"),
-            moment=moment,
+            moments=moments,
             text_match=text_match,
             curve=curve,
             relevant=bool(d.get("relevant", True)),
@@ -178,6 +185,15 @@ def _taken_from_dict(d: dict[str, Any]) -> CaptureTime | None:
     offset = when.utcoffset()
     offset_min = None if offset is None else int(offset.total_seconds() // 60)
     return CaptureTime(int(when.timestamp()) * 1_000_000_000, offset_min, d["taken_source"])
+
+
+def _moment_dict(m: Moment) -> dict[str, float]:
+    return {
+        "start": round(float(m.start), 3),
+        "end": round(float(m.end), 3),
+        "best_t": round(float(m.best_t), 3),
+        "score": round(float(m.score), 6),
+    }
 
 
 @dataclass(frozen=True)

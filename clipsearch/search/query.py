@@ -175,7 +175,8 @@ def parse_query(
         value = raw.strip()
         if not value:
             raise QueryError(f"a term of the query is empty: {query!r}")
-        expanded = os.path.expanduser(value)
+        # a NUL never names a file (and expanduser refuses it for "~user" forms)
+        expanded = value if "\x00" in value else os.path.expanduser(value)
         kind: TermKind = "text"
         media_kind = kind_of(Path(expanded))
         if media_kind is not None and is_file(expanded):

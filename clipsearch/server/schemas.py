@@ -11,14 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from clipsearch.media.capture_time import TakenSource
 from clipsearch.media.scan import MediaKind
 from clipsearch.search.arrange import SortOrder
-from clipsearch.search.engine import MAX_K
+from clipsearch.search.engine import MAX_K, MAX_MOMENTS
+from clipsearch.search.video import DEFAULT_POOLING, PoolMethod
 
 MAX_OFFSET = MAX_K  # paging deeper than this is not interactive search any more
 MAX_WHERE = 16  # filter clauses per request
 MAX_ITEM_ID = 2**62  # item ids are SQLite rowids; the item routes take the same range
 MAX_LIKE = 16  # "more like this" item ids per request
 
-Pooling = Literal["mean", "max", "softmax"]
+Pooling = PoolMethod
 
 
 class ErrorDetail(BaseModel):
@@ -90,8 +91,14 @@ class SearchRequest(BaseModel):
         description='Filter clauses, ANDed: "path:/photos/2023/*", "after:2023-01-01", '
         '"before:2024", "size>1MB", "root:/photos", "tag:beach".',
     )
-    pooling: Pooling = Field("mean", description="Video scoring over frames (docs/video.md).")
-    tau: float = Field(0.1, gt=0, le=10, description="Softmax pooling temperature.")
+    pooling: Pooling = Field(
+        DEFAULT_POOLING,
+        description="Video scoring over frames: peak (the video's best-matching part), mean "
+        "(CLIP4Clip meanP), max, softmax (docs/video.md).",
+    )
+    tau: float | None = Field(
+        None, gt=0, le=10, description="Temperature of peak / softmax pooling (0.01 / 0.1)."
+    )
     with_curve: bool = Field(False, description="Attach each video's per-frame score curve.")
     text_match: bool | None = Field(
         None,
@@ -102,6 +109,12 @@ class SearchRequest(BaseModel):
         None,
         description='"Quoted words" in q must appear in the picture\'s text; null: when the '
         "library has read text; false: quotes only delimit terms.",
+    )
+    moments: int = Field(
+        1,
+        ge=1,
+        le=MAX_MOMENTS,
+        description="Up to this many non-overlapping moments per video, best first.",
     )
     min_score: Literal["auto", "none"] | Annotated[float, Field(ge=-1, le=1)] = Field(
         "auto",
@@ -144,6 +157,8 @@ class MomentOut(BaseModel):
     start: float = Field(description="Seconds from the start of the video.")
     end: float
     best_t: float = Field(description="Timestamp of the best-matching frame.")
+    score: float = Field(description="Mean similarity of the moment's frames.")
+    thumb_url: str = Field(description="A thumbnail of the moment's best frame.")
 
 
 class CurveOut(BaseModel):
@@ -178,6 +193,7 @@ class MemberOut(BaseModel):
     height: int | None = None
     duration: float | None = None
     moment: MomentOut | None = None
+    moments: list[MomentOut] | None = None
     taken: str | None = None
     taken_source: TakenSource | None = None
     thumb_url: str
@@ -185,7 +201,7 @@ class MemberOut(BaseModel):
 
 
 class HitOut(BaseModel):
-    """One result. Images and videos share the shape; videos add duration and moment."""
+    """One result. Images and videos share the shape; videos add duration and moments."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -211,8 +227,30 @@ class HitOut(BaseModel):
                     "score": 0.2874,
                     "width": 1920,
                     "height": 1080,
-                    "duration": 184.2,
-                    "moment": {"start": 192.0, "end": 199.0, "best_t": 195.5},
+                    "duration": 284.2,
+                    "moment": {
+                        "start": 192.0,
+                        "end": 199.0,
+                        "best_t": 195.5,
+                        "score": 0.2874,
+                        "thumb_url": "/api/items/7/thumb?t=195.5",
+                    },
+                    "moments": [
+                        {
+                            "start": 192.0,
+                            "end": 199.0,
+                            "best_t": 195.5,
+                            "score": 0.2874,
+                            "thumb_url": "/api/items/7/thumb?t=195.5",
+                        },
+                        {
+                            "start": 12.5,
+                            "end": 16.0,
+                            "best_t": 14.0,
+                            "score": 0.2650,
+                            "thumb_url": "/api/items/7/thumb?t=14.0",
+                        },
+                    ],
                     "thumb_url": "/api/items/7/thumb?t=195.5",
                     "media_url": "/api/items/7/media",
                 },
@@ -229,7 +267,10 @@ class HitOut(BaseModel):
     width: int | None = None
     height: int | None = None
     duration: float | None = None
-    moment: MomentOut | None = None
+    moment: MomentOut | None = Field(None, description="Videos: the best moment.")
+    moments: list[MomentOut] | None = Field(
+        None, description="Videos: up to `moments` moments, best first (the first is `moment`)."
+    )
     curve: CurveOut | None = None
     text_match: TextMatchOut | None = None
     itm_score: float | None = Field(

@@ -61,6 +61,7 @@ from clipsearch.store.records import (
 )
 from clipsearch.store.texts import TextStore, copy_texts, replace_texts
 from clipsearch.store.writes import (
+    INSERT_SHOTS,
     INSERT_VECTOR,
     check_item,
     item_row,
@@ -322,9 +323,10 @@ class Catalog:
                         f"the catalog holds {stored}-d vectors; this batch has {dims.pop()}-d ones"
                     )
             ids = upsert_items(conn, [p.row for p in prepared], time.time())
-            old = "DELETE FROM vectors WHERE item_id IN ({ids})"
-            for chunk in vector_io.chunks(sorted(set(ids))):
-                conn.execute(old.format(ids=", ".join("?" * len(chunk))), chunk)
+            for table in ("vectors", "shots"):
+                old = f"DELETE FROM {table} WHERE item_id IN ({{ids}})"
+                for chunk in vector_io.chunks(sorted(set(ids))):
+                    conn.execute(old.format(ids=", ".join("?" * len(chunk))), chunk)
             conn.executemany(
                 INSERT_VECTOR,
                 (
@@ -336,6 +338,14 @@ class Catalog:
             # The file changed: what was read from it before is stale, whatever its source.
             replace_texts(conn, dict.fromkeys(ids))
             replace_texts(conn, {i: w.text for i, w in zip(ids, writes, strict=True) if w.text})
+            conn.executemany(
+                INSERT_SHOTS,
+                (
+                    (item_id, p.cuts)
+                    for item_id, p in zip(ids, prepared, strict=True)
+                    if p.cuts is not None
+                ),
+            )
             capture_times.write(conn, zip(ids, (p.taken for p in prepared), strict=True))
             meta.bump_generation(conn)
         return ids
@@ -378,6 +388,11 @@ class Catalog:
                     (item_id, src.id),
                 )
                 copy_texts(conn, src.id, item_id)
+                conn.execute("DELETE FROM shots WHERE item_id = ?", (item_id,))
+                conn.execute(
+                    "INSERT INTO shots (item_id, cuts) SELECT ?, cuts FROM shots WHERE item_id = ?",
+                    (item_id, src.id),
+                )
             capture_times.write(conn, [(item_id, write.taken)])
             meta.bump_generation(conn)
         return item_id
@@ -465,6 +480,16 @@ class Catalog:
         rows. Items without frame rows (images, failed or unknown ids) are absent."""
         with self._snapshot("reading frames") as conn:
             return vector_io.per_item_vectors(conn, item_ids, self._dim(conn), frames=True)
+
+    def cuts(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """video item -> its shot cut times (s, ascending; empty: one shot). Videos whose
+        shots are not known (indexed by an older clipsearch) and other items are absent."""
+        sql = "SELECT item_id, cuts FROM shots WHERE item_id IN ({ids})"
+        with self._reading("reading shot boundaries") as conn:
+            return {
+                int(item): np.frombuffer(blob, dtype="<f8").astype(np.float64)
+                for item, blob in vector_io.select_in(conn, sql, item_ids)
+            }
 
     def item_vectors(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
         """item -> its item-level vector (D,) float32 (image vector or video meanP vector).

@@ -7,12 +7,14 @@ One row per file, the columns of `ItemWrite`:
     content_hash string?, status string, error string?, width int32?, height int32?,
     duration float64?, dim int32?, vectors binary?  (n·dim little-endian float16, row-major),
     timestamps list<float64>?  (n values, NaN for the item-level row; null for an image),
+    cuts list<float64>?  (a video's shot cut times found while decoding; null: not known),
     taken_ns int64?, taken_offset_min int32?, taken_source string?  (its capture time)
 
 Vectors travel as the float16 the catalog stores (``encode_vectors``), so a row read back
 gives the catalog exactly the bytes a local run would have written. Failed files have
 null vectors and their error. The capture-time columns are optional when reading (a
-shard written before they existed): its items get theirs on the next index run. pyarrow is imported on first use (extra ``parquet``).
+shard written before they existed): its items get theirs on the next index run; so is
+``cuts`` (such a video's moments follow the frame-score segmentation alone). pyarrow is imported on first use (extra ``parquet``).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def item_schema() -> Any:
             ("dim", pa.int32()),
             ("vectors", pa.binary()),
             ("timestamps", pa.list_(pa.float64())),
+            ("cuts", pa.list_(pa.float64())),
             *taken_fields(),
         ]
     )
@@ -117,6 +120,7 @@ def writes_to_table(writes: Sequence[ItemWrite]) -> Any:
         cols["timestamps"].append(
             None if w.timestamps is None else np.asarray(w.timestamps, np.float64).tolist()
         )
+        cols["cuts"].append(None if w.cuts is None else np.asarray(w.cuts, np.float64).tolist())
         for name, value in zip(TAKEN_COLUMNS, taken_values(w.taken), strict=True):
             cols[name].append(value)
     return pa.table(cols, schema=item_schema())
@@ -137,7 +141,7 @@ def table_to_writes(table: Any) -> list[ItemWrite]:
                     "the shard is damaged; delete it and index again"
                 )
             vectors = np.frombuffer(raw, dtype=VECTOR_DTYPE).reshape(-1, dim).astype(np.float16)
-        ts = row["timestamps"]
+        ts, cuts = row["timestamps"], row.get("cuts")
         out.append(
             ItemWrite(
                 path=row["path"],
@@ -155,6 +159,7 @@ def table_to_writes(table: Any) -> list[ItemWrite]:
                 timestamps=None
                 if ts is None
                 else np.array([math.nan if t is None else t for t in ts], dtype=np.float64),
+                cuts=None if cuts is None else np.array(cuts, dtype=np.float64),
                 taken=taken_from_row(row),
             )
         )
@@ -177,7 +182,8 @@ def read_shard(path: Path, *, batch: int = SHARD_BATCH) -> Iterator[list[ItemWri
 
     try:
         pf = pq.ParquetFile(path)
-        missing = set(item_schema().names) - set(TAKEN_COLUMNS) - set(pf.schema_arrow.names)
+        optional = {*TAKEN_COLUMNS, "cuts"}
+        missing = set(item_schema().names) - optional - set(pf.schema_arrow.names)
         if missing:
             raise DamagedShardError(
                 f"{path} is not a clipsearch item shard (no {', '.join(sorted(missing))})"

@@ -164,11 +164,24 @@ def m004_capture_time(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX capture_times_taken ON capture_times(taken_ns)")
 
 
+def m005_shots(conn: sqlite3.Connection) -> None:
+    """Shot boundaries of videos, found while decoding: the cut times inside the video
+    (seconds, little-endian float64; empty when the video is one shot). No row: not
+    known (indexed before this table existed); re-indexing fills it."""
+    conn.execute(
+        """CREATE TABLE shots (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+            cuts BLOB NOT NULL
+        )"""
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m001_initial,
     m002_tags,
     m003_item_texts,
     m004_capture_time,
+    m005_shots,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

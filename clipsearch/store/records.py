@@ -95,6 +95,9 @@ class ItemWrite:
     timestamps: np.ndarray | None = None
     # Text read from the file in the same run (OCR), stored with its vectors; None = not read.
     text: TextRead | None = None
+    # Videos: shot boundaries found while decoding, the cut times (s) inside the video
+    # (empty: one shot); None: not known.
+    cuts: np.ndarray | None = None
     taken: CaptureTime | None = None  # when it was taken (clipsearch.media.capture_time)
 
 

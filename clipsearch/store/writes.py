@@ -24,6 +24,7 @@ class PreparedWrite:
     path: str
     row: tuple  # items columns path..frame_count (all but indexed_at), in upsert order
     vectors: list[tuple[float | None, bytes]]  # (t or None, fp16 blob), item-level first
+    cuts: bytes | None  # videos: cut times, little-endian float64 (None: not known)
     taken: CaptureTime | None = None  # the item's capture time (None: none known)
 
     @property
@@ -38,8 +39,24 @@ def prepare(w: ItemWrite, dim: int | None) -> PreparedWrite:
     check_item(w)
     vectors, frame_count = _vector_rows(w, dim)
     return PreparedWrite(
-        path=str(w.path), row=item_row(w, frame_count), vectors=vectors, taken=w.taken
+        path=str(w.path),
+        row=item_row(w, frame_count),
+        vectors=vectors,
+        cuts=_cut_blob(w),
+        taken=w.taken,
     )
+
+
+def _cut_blob(w: ItemWrite) -> bytes | None:
+    """The shot cuts of an ok video as a blob; UsageError for cuts on anything else."""
+    if w.cuts is None:
+        return None
+    if w.kind != "video" or w.status != "ok":
+        raise UsageError(f"item {w.path!r}: only an indexed video has shot cuts")
+    cuts = np.asarray(w.cuts, dtype=np.float64).reshape(-1)
+    if not np.isfinite(cuts).all() or (cuts < 0).any():
+        raise UsageError(f"item {w.path!r}: shot cuts must be finite times >= 0")
+    return np.sort(cuts).astype("<f8").tobytes()
 
 
 def check_item(w: ItemWrite) -> None:
@@ -132,6 +149,7 @@ ON CONFLICT (path) DO UPDATE SET
     frame_count = excluded.frame_count, indexed_at = excluded.indexed_at
 """
 INSERT_VECTOR = "INSERT INTO vectors (item_id, t, vector) VALUES (?, ?, ?)"
+INSERT_SHOTS = "INSERT OR REPLACE INTO shots (item_id, cuts) VALUES (?, ?)"
 
 
 def upsert_items(conn: sqlite3.Connection, rows: list[tuple], now: float) -> list[int]:

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,26 +45,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("browser") / "media"
-    for i, c in enumerate(COLOURS):
-        for j in range(2):
-            make_image(root / f"{c}-{j}.jpg", c, size=(160, 120), seed=i * 10 + j)
-    # green for 2 s, then blue for 4 s: a search for blue finds the moment 2-6 s
-    make_video(root / "clip.mp4", (("green", 2.0), ("blue", 4.0)), size=(320, 240))
-    return root
-
-
-@pytest.fixture(scope="module")
-def server(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def served(lib: Library) -> Iterator[str]:
+    """The web app of ``lib`` on a free loopback port in a thread: yields its base URL."""
     import uvicorn
 
     from clipsearch.server import create_app
 
-    lib = Library(tmp_path_factory.mktemp("lib"), encoder=ColourEncoder())
-    report = lib.index([media])
-    assert report.failed == 0
     port = _free_port()
     config = uvicorn.Config(create_app(lib), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
@@ -73,9 +61,32 @@ def server(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     while not srv.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("browser") / "media"
+    for i, c in enumerate(COLOURS):
+        for j in range(2):
+            make_image(root / f"{c}-{j}.jpg", c, size=(160, 120), seed=i * 10 + j)
+    # green, blue, green, blue: a search for blue finds two moments, 2-5 s and 7-10 s
+    scenes = (("green", 2.0), ("blue", 3.0), ("green", 2.0), ("blue", 3.0))
+    make_video(root / "clip.mp4", scenes, size=(320, 240))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    lib = Library(tmp_path_factory.mktemp("lib"), encoder=ColourEncoder())
+    report = lib.index([media])
+    assert report.failed == 0
+    with served(lib) as url:
+        yield url
     lib.close()
 
 
@@ -202,32 +213,58 @@ def test_more_like_this(page):
     assert "like " + first in page.inner_text("#chips")
 
 
-def test_video_opens_at_its_best_moment_with_the_moment_marked(page):
+def test_each_moment_is_a_result_and_the_player_seeks_between_them(page):
     page.click("#filters-toggle")
     page.select_option("#f-kind", "video")
     search(page, "blue")
-    assert card_names(page) == ["clip.mp4"]
-    page.click("#grid .card")
+    moments = page.evaluate(
+        "fetch('/api/search?q=blue&kind=video&k=1&moments=3').then(r => r.json())"
+        ".then(b => b.hits[0].moments)"
+    )
+    assert sorted(round(m["start"]) for m in moments) == [2, 7]  # the two blue scenes
+    assert card_names(page) == ["clip.mp4", "clip.mp4"]  # one card per moment, best first
+    thumbs = page.eval_on_selector_all("#grid .card img", "imgs => imgs.map(i => i.src)")
+    assert [t.split("?t=")[1] for t in thumbs] == [str(m["best_t"]) for m in moments]
+
+    def playing_at() -> float:
+        page.wait_for_function(
+            "() => { const v = document.querySelector('#viewer video');"
+            " return v.readyState >= 1 && v.currentTime > 0; }",
+            timeout=15000,
+        )
+        return page.evaluate("document.querySelector('#viewer video').currentTime")
+
+    page.click("#grid li:nth-child(2) .card")  # the second moment's card
     page.wait_for_selector("#viewer[open] video")
-    page.wait_for_function(
-        "() => { const v = document.querySelector('#viewer video'); return v.readyState >= 1 && v.currentTime > 0; }",
-        timeout=15000,
-    )
-    t = page.evaluate("document.querySelector('#viewer video').currentTime")
-    moment = page.evaluate(
-        "fetch('/api/search?q=blue&kind=video&k=1').then(r => r.json()).then(b => b.hits[0].moment)"
-    )
-    assert moment["start"] - 0.05 <= t <= moment["end"] + 0.05, (t, moment)
-    assert moment["start"] >= 1.5 and moment["end"] <= 6.01
-    # the moment is drawn on the timeline, in proportion to the video's length
-    left = page.evaluate("parseFloat(document.querySelector('#moment-span').style.left)")
-    width = page.evaluate("parseFloat(document.querySelector('#moment-span').style.width)")
+    t = playing_at()
+    assert moments[1]["start"] - 0.05 <= t <= moments[1]["end"] + 0.05, (t, moments)
+    # every moment is drawn on the timeline, in proportion to the video's length
+    page.wait_for_function("() => document.querySelector('#viewer video').duration > 0")
     duration = page.evaluate("document.querySelector('#viewer video').duration")
-    assert left == pytest.approx(100 * moment["start"] / duration, abs=1.0)
-    assert width == pytest.approx(100 * (moment["end"] - moment["start"]) / duration, abs=1.0)
-    assert page.is_visible("#timeline") and "Best match" in page.inner_text("#moment-text")
+    spans = page.eval_on_selector_all(
+        "#track .moment",
+        "s => s.map(n => [parseFloat(n.style.left), parseFloat(n.style.width), n.classList.contains('active')])",
+    )
+    assert len(spans) == 2
+    for (left, width, _), m in zip(spans, moments, strict=True):
+        assert left == pytest.approx(100 * m["start"] / duration, abs=1.0)
+        assert width == pytest.approx(100 * (m["end"] - m["start"]) / duration, abs=1.0)
+    assert [a for *_, a in spans] == [False, True]  # the moment being watched
+    assert page.is_visible("#timeline") and "Moment 2 of 2" in page.inner_text("#moment-text")
     page.evaluate("document.querySelector('#viewer video').pause()")
     shot(page, "laptop-video.png")
+    # clicking the other moment on the timeline seeks to its start
+    page.click("#track .moment[data-moment='0']")
+    page.wait_for_function(
+        "s => Math.abs(document.querySelector('#viewer video').currentTime - s) < 0.3",
+        arg=moments[0]["start"],
+    )
+    assert page.evaluate("document.querySelector('#track .moment.active').dataset.moment") == "0"
+    page.click(".moment-jump[data-moment='1']")  # and so does the list under it
+    page.wait_for_function(
+        "s => Math.abs(document.querySelector('#viewer video').currentTime - s) < 0.3",
+        arg=moments[1]["start"],
+    )
     page.keyboard.press("Escape")
     page.wait_for_selector("#viewer", state="hidden")
 

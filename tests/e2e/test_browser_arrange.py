@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -16,7 +14,7 @@ import pytest
 from PIL import Image
 
 from clipsearch.library import Library
-from tests.e2e.test_browser import LAPTOP, _free_port, browser, card_names, search, shot  # noqa: F401
+from tests.e2e.test_browser import LAPTOP, browser, card_names, search, served, shot  # noqa: F401
 from tests.fakes import ColourEncoder, colour_image
 
 pytestmark = pytest.mark.browser
@@ -31,10 +29,6 @@ OTHERS = ["green", "blue", "yellow", "cyan", "magenta", "orange", "purple", "bro
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
-    from clipsearch.server import create_app
-
     root = tmp_path_factory.mktemp("arrange-browser") / "media"
     root.mkdir()
     for i, (name, when) in enumerate(RED.items()):
@@ -50,19 +44,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.utime(p, (old, old))
     lib = Library(tmp_path_factory.mktemp("arrange-lib"), encoder=ColourEncoder())
     assert lib.index([root]).failed == 0
-    port = _free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(lib), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with served(lib) as url:
+        yield url
     lib.close()
 
 

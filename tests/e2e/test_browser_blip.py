@@ -4,8 +4,6 @@ matched in them marked."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +15,9 @@ from tests.blipgen import ColourCaptioner
 from tests.e2e.test_browser import (  # noqa: F401
     ARTIFACTS,
     LAPTOP,
-    _free_port,
     browser,
     search,
+    served,
     show_less_relevant,
 )
 from tests.fakes import ColourEncoder, make_image
@@ -30,10 +28,6 @@ COLOURS = ["red", "green", "blue", "yellow", "magenta", "cyan"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_blip_itm: Path) -> Iterator[str]:
-    import uvicorn
-
-    from clipsearch.server import create_app
-
     root = tmp_path_factory.mktemp("browser-blip")
     for i, c in enumerate(COLOURS):
         make_image(root / "media" / f"{c}.jpg", c, size=(160, 120), seed=i)
@@ -45,19 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_blip_itm: Path) -> Ite
     )
     lib.index([root / "media"])
     lib.caption()
-    port = _free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(lib), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with served(lib) as url:
+        yield url
     lib.close()
 
 

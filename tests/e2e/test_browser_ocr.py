@@ -3,15 +3,13 @@ the real OCR reader, searched in Chromium (Playwright), as in test_browser.py.""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from clipsearch.ingest import IndexOptions
 from clipsearch.library import Library
-from tests.e2e.test_browser import LAPTOP, _free_port, browser, search, shot  # noqa: F401
+from tests.e2e.test_browser import LAPTOP, browser, search, served, shot  # noqa: F401
 from tests.fakes import ColourEncoder
 from tests.textimages import write_sign
 
@@ -20,28 +18,14 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
-    from clipsearch.server import create_app
-
     media = tmp_path_factory.mktemp("browser-ocr") / "media"
     write_sign(media / "bakery.jpg", "FRESH BREAD", "orange")
     write_sign(media / "station.jpg", "PLATFORM 9", "blue")
     write_sign(media / "field.jpg", None, "green")
     lib = Library(tmp_path_factory.mktemp("lib"), encoder=ColourEncoder())
     assert lib.index([media], options=IndexOptions(ocr=True)).read == 3
-    port = _free_port()
-    config = uvicorn.Config(create_app(lib), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with served(lib) as url:
+        yield url
     lib.close()
 
 

@@ -290,7 +290,7 @@ def test_cli_video_poolings(cli, scene_videos, tmp_path, pooling):
         (
             ["--pooling", "mean,median"],
             2,
-            "Invalid value for '--pooling': 'median' is not one of 'mean', 'max', 'softmax'",
+            "Invalid value for '--pooling': 'median' is not one of 'peak', 'mean', 'max', 'softmax'",
         ),
         (["--rerank", "none,bogus"], 2, "Invalid value for '--rerank': 'bogus' is not one of"),
         (["--format", "coco"], 2, "Invalid value for '--format'"),

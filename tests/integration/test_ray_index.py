@@ -91,10 +91,20 @@ def capture_times(lib: Library) -> dict[str, CaptureTime]:
     return {records[i].path: t for i, t in times.items()}
 
 
+def shot_cuts(lib: Library) -> dict[str, list[float]]:
+    """path -> shot cut times of every video whose shots are known."""
+    ids = sorted(set(lib.catalog.load_vectors().item_ids.tolist()))
+    records = lib.catalog.items(ids)
+    return {records[i].path: c.tolist() for i, c in lib.catalog.cuts(ids).items()}
+
+
 def assert_same_catalog(a: Library, b: Library) -> None:
     ra, rb = catalog_rows(a), catalog_rows(b)
     assert sorted(ra) == sorted(rb)
     assert capture_times(a) == capture_times(b)
+    cuts = shot_cuts(b)
+    assert cuts == shot_cuts(a)
+    assert [Path(p).name for p in cuts] == ["clip.mp4"]  # found by the workers' decode
     for path, (status, error, w, h, ts, vecs) in ra.items():
         status2, error2, w2, h2, ts2, vecs2 = rb[path]
         assert (status, error, w, h) == (status2, error2, w2, h2), path

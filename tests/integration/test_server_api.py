@@ -189,6 +189,60 @@ def test_path_filter_and_kind_filter(client, photos):
     assert r.status_code == 200 and r.json()["hits"] == []
 
 
+def test_video_hits_carry_every_moment_with_its_own_thumbnail(tmp_path):
+    from tests.videogen import make_video
+
+    media = tmp_path / "media"
+    media.mkdir()
+    make_video(media / "twice.mp4", (("red", 2.0), ("blue", 3.0), ("red", 3.0), ("green", 2.0)))
+    with Library(tmp_path / "lib-video", encoder=ColourEncoder()) as lib:
+        lib.index([media])
+        with TestClient(create_app(lib), base_url="http://127.0.0.1") as c:
+            r = c.get("/api/search", params={"q": "red", "kind": "video", "moments": 3})
+            assert r.status_code == 200, r.text
+            (hit,) = r.json()["hits"]
+            moments = hit["moments"]
+            assert len(moments) == 2 and hit["moment"] == moments[0]
+            assert sorted(round(m["start"]) for m in moments) == [0, 5]
+            for m in moments:
+                assert m["thumb_url"] == f"/api/items/{hit['item_id']}/thumb?t={m['best_t']}"
+                assert m["start"] <= m["best_t"] <= m["end"] and -1 <= m["score"] <= 1
+                thumb = c.get(m["thumb_url"])
+                assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+            assert hit["thumb_url"] == moments[0]["thumb_url"]
+            one = c.get("/api/search", params={"q": "red", "kind": "video"}).json()["hits"][0]
+            assert len(one["moments"]) == 1  # one moment unless asked for more
+            for bad in ({"moments": 0}, {"moments": 21}, {"pooling": "median"}, {"tau": 0}):
+                assert_error(c.get("/api/search", params={"q": "red", **bad}), 422)
+
+
+def test_a_folded_video_copy_carries_its_own_moments(tmp_path):
+    import shutil
+
+    from tests.videogen import make_video
+
+    media = tmp_path / "media"
+    media.mkdir()
+    make_video(media / "twice.mp4", (("red", 2.0), ("blue", 3.0), ("red", 3.0), ("green", 2.0)))
+    shutil.copyfile(media / "twice.mp4", media / "copy.mp4")
+    with Library(tmp_path / "lib-video", encoder=ColourEncoder()) as lib:
+        lib.index([media])
+        with TestClient(create_app(lib), base_url="http://127.0.0.1") as c:
+            params = {"q": "red", "kind": "video", "moments": 3, "collapse": "true"}
+            r = c.get("/api/search", params=params)
+            assert r.status_code == 200, r.text
+            (hit,) = r.json()["hits"]
+            (member,) = hit["members"]
+            assert {hit["name"], member["name"]} == {"twice.mp4", "copy.mp4"}
+            assert len(member["moments"]) == 2 and member["moment"] == member["moments"][0]
+            assert [(m["start"], m["end"]) for m in member["moments"]] == [
+                (m["start"], m["end"]) for m in hit["moments"]
+            ]
+            for m in member["moments"]:  # thumbnails of the copy's own frames
+                assert m["thumb_url"] == f"/api/items/{member['item_id']}/thumb?t={m['best_t']}"
+            assert member["thumb_url"] == member["moments"][0]["thumb_url"]
+
+
 def test_date_filters(tmp_path):
     photos = tmp_path / "photos"
     for c in COLOURS:

@@ -100,7 +100,7 @@ def test_a_video_is_judged_on_its_best_moment_frame(tmp_path, matcher):
     video = make_video(tmp_path / "v.mp4", (("red", 1.0), ("blue", 1.0), ("green", 1.0)))
     moment = Moment(start=1.0, end=2.0, best_t=1.5, score=0.3)
     hit = Hit(
-        item_id=1, path=str(video), kind="video", score=0.4, rank=1, duration=3.0, moment=moment
+        item_id=1, path=str(video), kind="video", score=0.4, rank=1, duration=3.0, moments=(moment,)
     )
     img = make_image(tmp_path / "i.png", "red")
     other = Hit(item_id=2, path=str(img), kind="image", score=0.3, rank=2)

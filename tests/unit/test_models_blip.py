@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +20,7 @@ from clipsearch.errors import (
     WeightsUnavailableError,
 )
 from clipsearch.models.blip import ItmScores, load_captioner, load_matcher
+from tests.unit.test_models_offline import unreachable_hub_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,20 +144,8 @@ def test_uncached_hub_model_offline_fails_at_once_saying_how_to_supply_it(tmp_pa
 
 def test_unreachable_hub_fails_fast_without_retries(tmp_path):
     # A fresh process: huggingface_hub reads its offline flag and endpoint at import.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once the socket is closed
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))
-        },
-        "HF_HOME": str(tmp_path / "hf"),
-        "HF_ENDPOINT": f"http://127.0.0.1:{port}",
-        "PYTHONPATH": str(REPO),
-        "NO_PROXY": "*",
-    }
+    env = unreachable_hub_env(tmp_path)
+    port = env["HF_ENDPOINT"].rsplit(":", 1)[1]
     # Every backoff of huggingface_hub's retry loop is a time.sleep: count them.
     code = """
         import time

@@ -24,11 +24,10 @@ def closed_port() -> int:
         return s.getsockname()[1]  # nothing listens there once the socket is closed
 
 
-@pytest.mark.parametrize(
-    "spec", ["ViT-B-32:laion2b_s34b_b79k", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"]
-)
-def test_an_unreachable_hub_fails_at_once_with_the_offline_advice(tmp_path, spec):
-    env = {
+def unreachable_hub_env(tmp_path: Path) -> dict[str, str]:
+    """This process's environment for a child whose Hugging Face hub is a closed local port
+    (no HF_/TRANSFORMERS_ settings inherited, an empty cache, no proxy)."""
+    return {
         **{
             k: v
             for k, v in os.environ.items()
@@ -39,6 +38,13 @@ def test_an_unreachable_hub_fails_at_once_with_the_offline_advice(tmp_path, spec
         "PYTHONPATH": str(REPO),
         "NO_PROXY": "*",
     }
+
+
+@pytest.mark.parametrize(
+    "spec", ["ViT-B-32:laion2b_s34b_b79k", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"]
+)
+def test_an_unreachable_hub_fails_at_once_with_the_offline_advice(tmp_path, spec):
+    env = unreachable_hub_env(tmp_path)
     # Every backoff of huggingface_hub's retry loop is a time.sleep: count them.
     code = f"""
         import time

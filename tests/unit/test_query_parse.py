@@ -113,3 +113,11 @@ def test_plan_from_parts_keeps_the_phrases(tmp_path):
     img = tmp_path / "a.png"
     img.write_bytes(b"x")
     assert plan_from_parts(text='cake "happy"', images=(str(img),)).phrases == ("happy",)
+
+
+def test_a_nul_character_is_text_never_a_crash():
+    # "~\x00" once reached expanduser("~<NUL>"), which raises ValueError (embedded null byte)
+    plan = parse_query("~\x00")
+    assert [(t.kind, t.value) for t in plan.terms] == [("text", "~\x00")]
+    with pytest.raises(QueryError, match="not found"):
+        parse_query("~\x00/a.jpg")

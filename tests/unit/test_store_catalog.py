@@ -326,6 +326,39 @@ def test_copy_item_errors(cat, rng):
 
 
 # -- delete, generation ------------------------------------------------------------------------
+def test_shot_cuts_are_stored_replaced_copied_and_deleted_with_the_video(cat, rng):
+    import dataclasses
+
+    ts = np.arange(8) + 0.5
+    w = dataclasses.replace(video("/v/a.mp4", unit(rng, 8), ts), cuts=np.array([5.1, 2.05]))
+    (vid,) = cat.write_items([w])
+    (img,) = cat.write_items([image("/p/x.jpg", unit(rng, 1))])
+    got = cat.cuts([vid, img, 999])
+    assert list(got) == [vid]
+    np.testing.assert_array_equal(got[vid], [2.05, 5.1])  # sorted, exact float64
+    one_shot = dataclasses.replace(w, cuts=np.zeros(0))
+    cat.write_items([one_shot])  # re-indexed: replaced (a video of one shot: no cuts)
+    assert cat.cuts([vid])[vid].size == 0
+    cat.write_items([dataclasses.replace(w, cuts=None)])  # re-indexed without detection
+    assert cat.cuts([vid]) == {}
+    cat.write_items([w])
+    moved = dataclasses.replace(w, path="/v/moved.mp4", vectors=None, timestamps=None, cuts=None)
+    new_id = cat.copy_item(vid, moved)  # a moved file keeps its shots with its vectors
+    np.testing.assert_array_equal(cat.cuts([new_id])[new_id], [2.05, 5.1])
+    cat.delete_items([vid, new_id])
+    assert cat.cuts([vid, new_id]) == {}
+
+
+def test_shot_cuts_only_for_indexed_videos(cat, rng):
+    import dataclasses
+
+    with pytest.raises(UsageError, match="only an indexed video"):
+        cat.write_items([dataclasses.replace(image("/p/x.jpg", unit(rng, 1)), cuts=[1.0])])
+    bad = dataclasses.replace(video("/v/a.mp4", unit(rng, 2), np.array([0.5, 1.5])), cuts=[-1.0])
+    with pytest.raises(UsageError, match="finite times"):
+        cat.write_items([bad])
+
+
 def test_delete_cascades_to_vectors_and_tags(cat, rng):
     ids = cat.write_items(
         [video("/v/a.mp4", unit(rng, 3), np.arange(3.0)), image("/p/b.jpg", unit(rng, 1))]

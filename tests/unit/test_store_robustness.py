@@ -203,7 +203,36 @@ def test_upgrade_from_version_1_keeps_data(tmp_path):
         assert c.stats()["schema_version"] == SCHEMA_VERSION
         assert c.item_by_path("/a.jpg").kind == "image"
         c.set_tags({1: {"x": 1.0}}, source="t")  # the m002 table exists
+        assert c.cuts([1]) == {}  # m005: shots not known for what an older version indexed
         np.testing.assert_array_equal(c.item_vectors([1])[1], np.ones(DIM, np.float32))
+
+
+def test_upgrade_from_version_4_keeps_read_text_and_capture_times_and_adds_shots(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    db = lib / CATALOG_FILE
+    conn = sqlite3.connect(db, isolation_level=None)
+    before = SCHEMA_VERSION - 1
+    assert before == 4 and migrations.MIGRATIONS[before].__name__ == "m005_shots"
+    assert migrations.migrate(conn, db, target=before) == before
+    conn.execute(
+        "INSERT INTO items (path, kind, size, mtime_ns, status, indexed_at, duration) "
+        "VALUES ('/v.mp4', 'video', 1, 1, 'ok', 0, 9.0)"
+    )
+    conn.execute(
+        "INSERT INTO texts (item_id, source, t, text, body) VALUES (1, 'ocr', 2.0, 'EXIT', 'exit')"
+    )
+    conn.execute(
+        "INSERT INTO capture_times (item_id, taken_ns, offset_min, source) "
+        "VALUES (1, 7, 60, 'container')"
+    )
+    conn.close()
+    with Catalog.open(lib) as c:
+        assert c.stats()["schema_version"] == SCHEMA_VERSION
+        assert c.texts.texts(1) == [("ocr", 2.0, "EXIT")]
+        taken = c.capture_times([1])[1]
+        assert (taken.ns, taken.offset_min, taken.source) == (7, 60, "container")
+        assert c.cuts([1]) == {}  # shots not known until the video is indexed again
 
 
 def test_failing_migration_rolls_back_completely(tmp_path, monkeypatch):

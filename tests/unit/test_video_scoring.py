@@ -1,4 +1,4 @@
-"""Frame pooling formulas and moment localization (clipsearch.search.video)."""
+"""Frame pooling formulas (clipsearch.search.video); moments are in test_moments.py."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import pytest
 
 from clipsearch.errors import UsageError
 from clipsearch.search.video import (
+    DEFAULT_POOLING,
     FrameSets,
-    Moment,
-    frame_cells,
     localize,
     meanp,
     pool_scores,
     pool_scores_batch,
-    smooth,
 )
 
 
@@ -60,13 +58,60 @@ def test_scores_are_cosines_whatever_the_input_scale():
     rng = np.random.default_rng(1)
     q, frames = rng.standard_normal((2, 8)), rng.standard_normal((5, 8))
     scaled = frames * rng.uniform(0.1, 10, (5, 1))
-    for method in ("mean", "max", "softmax"):
+    for method in ("peak", "mean", "max", "softmax"):
         np.testing.assert_allclose(
             pool_scores(3 * q, scaled, method), pool_scores(q, frames, method), rtol=1e-5
         )
 
 
-@pytest.mark.parametrize("method", ["mean", "max", "softmax"])
+def test_peak_is_the_frame_scores_averaged_under_the_softmax():
+    q = np.array([[1.0, 0.0]])
+    # frame scores 1, 0.6, 0.6: weights ∝ e^(s/τ)
+    frames = np.array([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8]])
+    tau = 0.1
+    w = np.exp(np.array([1.0, 0.6, 0.6]) / tau)
+    expected = (w * [1.0, 0.6, 0.6]).sum() / w.sum()
+    np.testing.assert_allclose(pool_scores(q, frames, "peak", tau=tau), [expected], rtol=1e-6)
+
+
+def test_peak_lies_between_the_mean_frame_score_and_the_best_frame():
+    rng = np.random.default_rng(4)
+    q, frames = rng.standard_normal((3, 16)), rng.standard_normal((40, 16))
+    s = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
+        frames / np.linalg.norm(frames, axis=1, keepdims=True)
+    ).T
+    peak = pool_scores(q, frames, "peak")
+    assert np.all(peak <= s.max(axis=1) + 1e-6) and np.all(peak >= s.mean(axis=1) - 1e-6)
+    # its limits: the best frame (τ → 0) and the plain mean of the scores (τ → ∞)
+    np.testing.assert_allclose(pool_scores(q, frames, "peak", tau=1e-5), s.max(axis=1), atol=1e-5)
+    np.testing.assert_allclose(pool_scores(q, frames, "peak", tau=1e5), s.mean(axis=1), atol=1e-4)
+
+
+def test_peak_is_the_default_at_clips_temperature():
+    assert DEFAULT_POOLING == "peak"
+    rng = np.random.default_rng(6)
+    q, frames = rng.standard_normal((2, 16)), rng.standard_normal((30, 16))
+    np.testing.assert_allclose(
+        pool_scores(q, frames), pool_scores(q, frames, "peak", tau=0.01), rtol=1e-6
+    )
+
+
+def test_peak_finds_a_short_moment_that_mean_pooling_dilutes():
+    # video A: 60 frames of background, 5 frames that match; video B: uniformly so-so
+    rng = np.random.default_rng(5)
+    d = 32
+    q = np.zeros(d)
+    q[0] = 1.0
+    background = rng.standard_normal((60, d)) * 0.05 + np.eye(d)[1]
+    match = np.tile(np.eye(d)[0] * 0.8 + np.eye(d)[1] * 0.6, (5, 1))
+    a = np.concatenate([background[:30], match, background[30:]])
+    b = np.tile(np.eye(d)[0] * 0.4 + np.eye(d)[1] * 0.9, (12, 1))
+    sets = FrameSets.from_list([a, b])
+    assert np.argmax(pool_scores_batch(q, sets, "peak")[0]) == 0
+    assert np.argmax(pool_scores_batch(q, sets, "mean")[0]) == 1
+
+
+@pytest.mark.parametrize("method", ["peak", "mean", "max", "softmax"])
 def test_batch_matches_one_video_at_a_time(method):
     rng = np.random.default_rng(2)
     videos = [rng.standard_normal((n, 32)).astype(np.float32) for n in (1, 7, 3, 1, 12)]
@@ -108,76 +153,6 @@ def test_pooling_errors_are_usage_errors():
         meanp(np.zeros((0, 3)))
 
 
-# --- localization ----------------------------------------------------------------------------------
-def test_frame_cells_tile_the_video_for_centre_sampling():
-    starts, ends = frame_cells(np.arange(10) + 0.5, 10.0)
-    np.testing.assert_allclose(starts, np.arange(10))
-    np.testing.assert_allclose(ends, np.arange(10) + 1)
-
-
-def test_smoothing_is_in_seconds_not_frames():
-    t = np.array([0.0, 0.01, 10.0, 20.0])
-    s = np.array([1.0, 0.0, 0.0, 0.0])
-    out = smooth(t, s, 1.0)
-    assert out[0] == pytest.approx(out[1], abs=1e-3)  # 10 ms apart: same neighbourhood
-    assert out[2] < 1e-6  # 10 s away: untouched by the spike
-
-
-def test_localize_synthetic_peak_between_4_and_6_seconds():
-    t = np.arange(20) * 0.5 + 0.25  # fps:2 over 10 s
-    rng = np.random.default_rng(0)
-    s = 0.1 + 0.01 * rng.standard_normal(20)
-    s[(t > 4) & (t < 6)] = 0.3
-    m = localize(t, s, duration=10.0)
-    assert isinstance(m, Moment)
-    assert 3.0 <= m.start <= 4.0 and 6.0 <= m.end <= 7.0  # covers 4–6 s, little more
-    assert 4.0 < m.best_t < 6.0
-    assert 0.2 < m.score <= 0.3
-
-
-def test_localize_uneven_spacing():
-    # dense frames 0–5 s (low), sparse frames 5–30 s with the match at 20 s
-    t = np.concatenate([np.linspace(0, 5, 50, endpoint=False), [10.0, 15.0, 20.0, 25.0]])
-    s = np.full(len(t), 0.1)
-    s[t == 20.0] = 0.4
-    m = localize(t, s, duration=30.0)
-    assert m.best_t == 20.0
-    assert 15.0 <= m.start < 20.0 < m.end <= 25.0
-
-
-def test_localize_single_frame_and_flat_curves_give_whole_video():
-    assert localize([3.0], [0.2], duration=8.0) == Moment(0.0, 8.0, 3.0, pytest.approx(0.2))
-    m = localize(np.arange(5.0) + 0.5, np.full(5, 0.25), duration=5.0)
-    assert (m.start, m.end, m.best_t) == (0.0, 5.0, 0.5)
-
-
-def test_localize_min_len_widens_short_moments_inside_the_video():
-    t = np.arange(80) * 0.25 + 0.125  # fps:4 over 20 s
-    s = np.zeros(80)
-    s[0] = 1.0  # a one-frame spike at the very start
-    m = localize(t, s, duration=20.0, smooth_s=0.0, min_len_s=2.0)
-    assert m.start == 0.0 and m.end == pytest.approx(2.0)
-    s = np.zeros(80)
-    s[40] = 1.0  # in the middle: widened symmetrically
-    m = localize(t, s, duration=20.0, smooth_s=0.0, min_len_s=2.0)
-    assert m.end - m.start == pytest.approx(2.0) and m.start < 10.125 < m.end
-
-
-def test_localize_with_shots_returns_the_best_shot():
-    t = np.array([0.5, 1.5, 3.0, 4.0, 6.0])
-    s = np.array([0.1, 0.1, 0.3, 0.28, 0.35])
-    shots = [(0.0, 2.0), (2.0, 5.0), (5.0, 7.0)]
-    m = localize(t, s, duration=7.0, shots=shots)
-    assert (m.start, m.end, m.best_t) == (5.0, 7.0, 6.0)
-
-
-def test_localize_rejects_mismatched_input():
-    with pytest.raises(UsageError):
-        localize([], [], duration=1.0)
-    with pytest.raises(UsageError):
-        localize([0.5, 1.0], [0.1], duration=2.0)
-
-
 # --- end to end with the colour encoder ----------------------------------------------------------
 def test_colour_video_query_finds_the_blue_scene(tmp_path):
     pytest.importorskip("av")
@@ -193,7 +168,7 @@ def test_colour_video_query_finds_the_blue_scene(tmp_path):
         d = decode_frames(make_video(tmp_path / f"{name}.mp4", sc, moving_shape=True), "fps:2")
         decoded.append(d)
         per_video.append(enc.encode_images([f.image for f in d.frames]))
-    for method in ("mean", "max", "softmax"):
+    for method in ("peak", "mean", "max", "softmax"):
         scores = pool_scores_batch(query, FrameSets.from_list(per_video), method)[0]
         assert int(np.argmax(scores)) == 0, method
     d = decoded[0]

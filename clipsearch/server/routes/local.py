@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from clipsearch.errors import QueryError, QueryFileRefusedError
 from clipsearch.media.scan import MediaKind
 from clipsearch.search.arrange import SortOrder
-from clipsearch.search.engine import MAX_K, Pooling
+from clipsearch.search.engine import MAX_K, MAX_MOMENTS, Pooling
 from clipsearch.search.rerank import RerankMethod
 from clipsearch.server.errors import ApiError
 from clipsearch.server.state import ServerState, get_state
@@ -39,8 +39,9 @@ class LocalSearchRequest(BaseModel):
     offset: int = Field(0, ge=0)
     kind: MediaKind | None = None
     where: list[str] = Field(default_factory=list, max_length=64)
-    pooling: Pooling = "mean"
-    tau: float = 0.1
+    pooling: Pooling = "peak"
+    tau: float | None = None
+    moments: int = Field(1, ge=1, le=MAX_MOMENTS)
     exact: bool = False
     rerank: RerankMethod = "none"
     gap_correction: Literal["shift", "center"] | None = None
@@ -84,6 +85,7 @@ async def local_search(
             where=list(req.where),
             pooling=req.pooling,
             tau=req.tau,
+            moments=req.moments,
             exact=req.exact,
             rerank=req.rerank,
             gap_correction=req.gap_correction,
@@ -96,10 +98,5 @@ async def local_search(
             taken_before=req.taken_before,
         )
     )
-    out = []
-    for h in hits:
-        d = h.to_dict()
-        if h.moment is not None:
-            d["moment"]["score"] = float(h.moment.score)
-        out.append(d)
-    return {"hits": out, "min_score": hits.min_score}
+    # to_dict carries every field Hit.from_dict needs (moments with their scores included)
+    return {"hits": [h.to_dict() for h in hits], "min_score": hits.min_score}

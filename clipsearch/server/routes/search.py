@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 
 from clipsearch.errors import MediaError, MediaTooLargeError, QueryError, QueryFileRefusedError
 from clipsearch.search.engine import decode_side
+from clipsearch.search.video import POOL_METHODS
 from clipsearch.server.errors import ApiError
 from clipsearch.server.schemas import ERROR_RESPONSES, ErrorOut, SearchRequest, SearchResponse
 from clipsearch.server.state import ServerState, get_state
@@ -88,7 +89,8 @@ _POST_BODY = {
                         "offset": {"type": "integer"},
                         "kind": {"type": "string", "enum": ["image", "video"]},
                         "where": {"type": "array", "items": {"type": "string"}},
-                        "pooling": {"type": "string", "enum": ["mean", "max", "softmax"]},
+                        "pooling": {"type": "string", "enum": list(POOL_METHODS)},
+                        "moments": {"type": "integer"},
                         "min_score": {"type": "string", "description": "auto, none or a cosine"},
                         "sort": {"type": "string", "enum": ["relevance", "date", "-date"]},
                         "collapse": {"type": "boolean"},
@@ -286,6 +288,7 @@ async def run_search(
             plan=parts.plan,
             text_match=req.text_match,
             phrases=req.phrases,
+            moments=req.moments,
             min_score=req.min_score,
             sort=req.sort,
             collapse=req.collapse,
@@ -321,7 +324,9 @@ def _links(hit, d: dict[str, Any]) -> dict[str, Any]:
     """Add the file name, thumbnail and media URLs to a hit's (or member's) JSON."""
     d["name"] = os.path.basename(hit.path)
     base = f"/api/items/{hit.item_id}"
+    for m in [d["moment"], *d["moments"]] if d.get("moments") else []:
+        m["thumb_url"] = f"{base}/thumb?t={m['best_t']}"
     moment = d.get("moment")
-    d["thumb_url"] = f"{base}/thumb?t={moment['best_t']}" if moment else f"{base}/thumb"
+    d["thumb_url"] = moment["thumb_url"] if moment else f"{base}/thumb"
     d["media_url"] = f"{base}/media"
     return d

@@ -3,6 +3,7 @@
 "use strict";
 
 const PAGE_SIZE = Math.min(200, Math.max(1, Number(new URL(location.href).searchParams.get("k")) || 30));
+const MOMENTS_PER_VIDEO = 3; // each is its own result card; the player's timeline shows them all
 const DEBOUNCE_MS = 180;
 const POLL_MS = 1000;
 
@@ -99,6 +100,7 @@ function buildRequest(offset) {
     form.append("offset", offset);
     if (f.kind) form.append("kind", f.kind);
     form.append("pooling", f.pooling);
+    form.append("moments", MOMENTS_PER_VIDEO);
     form.append("captions", "true");
     if (f.rerank !== "none" && q) form.append("rerank", f.rerank);
     f.where.forEach((w) => form.append("where", w));
@@ -106,7 +108,7 @@ function buildRequest(offset) {
     Object.entries(f.extra).forEach(([k, v]) => form.append(k, v));
     return ["/api/search", { method: "POST", body: form }];
   }
-  const p = new URLSearchParams({ k: PAGE_SIZE, offset, pooling: f.pooling, captions: "true", ...f.extra });
+  const p = new URLSearchParams({ k: PAGE_SIZE, offset, pooling: f.pooling, moments: MOMENTS_PER_VIDEO, captions: "true", ...f.extra });
   if (q) p.set("q", q);
   if (f.rerank !== "none" && q) p.set("rerank", f.rerank);
   if (f.kind) p.set("kind", f.kind);
@@ -154,12 +156,20 @@ function searchSoon() {
 }
 
 // ---------------------------------------------------------------- results grid
-function hitLabel(hit) {
-  const moment = hit.moment ? `, best moment ${fmtTime(hit.moment.start)} to ${fmtTime(hit.moment.end)}` : "";
+// A video hit gives one card per moment (best first), each with a thumbnail taken at the
+// moment's best frame; images give one card.
+const momentsOf = (hit) => hit.moments || (hit.moment ? [hit.moment] : []);
+const span = (m) => `${fmtTime(m.start)}–${fmtTime(m.end)}`;
+
+function hitLabel(hit, mi) {
+  const ms = momentsOf(hit);
+  const m = ms[mi];
+  const which = ms.length > 1 ? `moment ${mi + 1} of ${ms.length}, ` : "best moment ";
+  const moment = m ? `, ${which}${fmtTime(m.start)} to ${fmtTime(m.end)}` : "";
   const text = hit.text_match ? `, ${hit.text_match.source === "caption" ? "caption" : "text in picture"}: ${hit.text_match.text.replace(/\n/g, " ")}` : "";
   const matched = hit.itm_score != null ? `, BLIP match ${Math.round(hit.itm_score * 100)}%` : "";
   const caption = hit.caption && !(hit.text_match && hit.text_match.text === hit.caption) ? `, caption: ${hit.caption}` : "";
-  return `${hit.name}, ${hit.kind}, score ${fmtScore(hit.score)}${matched}${moment}${text}${caption}`;
+  return `${hit.name}, ${hit.kind}, score ${fmtScore(m ? m.score : hit.score)}${matched}${moment}${text}${caption}`;
 }
 
 // The text a result matched (read in the picture, or its caption), matched parts in <mark>.
@@ -176,25 +186,31 @@ function matchedText(match) {
   return out;
 }
 
-function card(hit, index, head = null) {
+function card(hit, index, head = null, mi = 0) {
+  const m = momentsOf(hit)[mi];
   const img = el("img", {
-    src: hit.thumb_url,
-    alt: hit.kind === "video" ? `${hit.name}, frame at ${fmtTime(hit.moment?.best_t ?? 0)}` : hit.name,
+    src: m ? m.thumb_url : hit.thumb_url,
+    alt: hit.kind === "video" ? `${hit.name}, frame at ${fmtTime(m?.best_t ?? 0)}` : hit.name,
     loading: "lazy",
     decoding: "async",
   });
   img.addEventListener("error", () => img.classList.add("broken"), { once: true });
-  const badges = el("span", { class: "badges" }, el("span", { class: "score", text: fmtScore(hit.score) }));
+  const badges = el("span", { class: "badges" }, el("span", { class: "score", text: fmtScore(m ? m.score : hit.score) }));
   if (hit.itm_score != null) {
     badges.append(el("span", { class: "itm", text: `BLIP ${Math.round(hit.itm_score * 100)}%`, title: "BLIP image-text match probability" }));
   }
   if (hit.kind === "video") {
-    const span = hit.moment ? `${fmtTime(hit.moment.start)}–${fmtTime(hit.moment.end)}` : fmtTime(hit.duration);
-    badges.append(el("span", { class: "video", text: "▶ " + span }));
+    badges.append(el("span", { class: "video", text: "▶ " + (m ? span(m) : fmtTime(hit.duration)) }));
   }
   const open = el(
     "button",
-    { type: "button", class: "card", "data-index": index, "aria-label": hitLabel(hit), onclick: (e) => openViewer(hit, e.currentTarget) },
+    {
+      type: "button",
+      class: "card",
+      "data-index": index,
+      "aria-label": hitLabel(hit, mi),
+      onclick: (e) => openViewer(hit, e.currentTarget, mi),
+    },
     img,
     badges,
     el("span", { class: "name", text: hit.name, title: hit.path }),
@@ -212,8 +228,8 @@ function card(hit, index, head = null) {
   });
   const kind = head ? "member" : hit.relevant === false ? "weak" : null;
   const li = el("li", { class: kind, "data-item": hit.item_id }, open, like);
-  if (head) open.setAttribute("aria-label", `${hitLabel(hit)}, near-duplicate of ${head.name}`);
-  if (hit.members?.length) {
+  if (head) open.setAttribute("aria-label", `${hitLabel(hit, mi)}, near-duplicate of ${head.name}`);
+  if (hit.members?.length && mi === 0) {
     const unfolded = state.expanded.has(hit.item_id);
     li.append(el("button", {
       type: "button",
@@ -264,7 +280,13 @@ function renderGrid() {
   const items = [];
   let month = null;
   let weakStarted = false;
-  state.hits.forEach((hit, i) => {
+  let index = 0; // cards are numbered in grid order
+  // A video's cards: one per moment, best first (at least one); an image's: one.
+  const momentCards = (hit, head = null) => {
+    const n = hit.kind === "video" ? Math.max(1, momentsOf(hit).length) : 1;
+    return Array.from({ length: n }, (_, mi) => card(hit, index++, head, mi));
+  };
+  state.hits.forEach((hit) => {
     if (hit.relevant === false) {
       if (!state.showAll) return;
       if (!weakStarted && relevant) items.push(heading("Less relevant", true));
@@ -273,8 +295,8 @@ function renderGrid() {
       month = monthKey(hit.taken);
       items.push(heading(monthLabel(month)));
     }
-    items.push(card(hit, i));
-    if (state.expanded.has(hit.item_id)) items.push(...(hit.members || []).map((m) => card(m, `${i}.m`, hit)));
+    items.push(...momentCards(hit));
+    if (state.expanded.has(hit.item_id)) (hit.members || []).forEach((m) => items.push(...momentCards(m, hit)));
   });
   $("grid").replaceChildren(...items);
   $("show-more").hidden = hidden === 0;
@@ -313,10 +335,9 @@ $("grid").addEventListener("keydown", (e) => {
 
 $("more").addEventListener("click", () => search({ append: true }));
 $("show-more").addEventListener("click", () => {
-  const first = state.hits.findIndex((h) => h.relevant === false);
   state.showAll = true;
   renderGrid();
-  $("grid").querySelector(`.card[data-index="${first}"]`)?.focus();
+  $("grid").querySelector("li.weak .card")?.focus(); // the first less relevant result
 });
 
 // ---------------------------------------------------------------- query chips
@@ -404,7 +425,7 @@ window.addEventListener("drop", (e) => {
 });
 
 // ---------------------------------------------------------------- viewer
-function openViewer(hit, opener) {
+function openViewer(hit, opener, mi = 0) {
   state.lastOpener = opener;
   const body = $("viewer-body");
   body.replaceChildren();
@@ -417,10 +438,11 @@ function openViewer(hit, opener) {
   $("viewer-like").onclick = () => moreLikeThis(hit);
   $("timeline").hidden = hit.kind !== "video";
   if (hit.kind === "video") {
-    const video = el("video", { controls: true, muted: true, playsinline: true, preload: "auto", poster: hit.thumb_url });
+    const m = momentsOf(hit)[mi];
+    const video = el("video", { controls: true, muted: true, playsinline: true, preload: "auto", poster: m ? m.thumb_url : hit.thumb_url });
     video.muted = true;
     body.append(video);
-    setupTimeline(video, hit);
+    setupTimeline(video, hit, mi);
     video.src = hit.media_url;
   } else {
     body.append(el("img", { src: hit.media_url, alt: hit.name }));
@@ -428,35 +450,72 @@ function openViewer(hit, opener) {
   $("viewer").showModal();
 }
 
-function setupTimeline(video, hit) {
-  const m = hit.moment;
-  const track = $("track"), span = $("moment-span"), head = $("playhead");
+// The timeline shows every moment of the video; the one being watched is highlighted.
+// Clicking a moment (on the track or in the list under it) seeks to its start.
+function setupTimeline(video, hit, mi) {
+  const ms = momentsOf(hit);
+  const track = $("track"), head = $("playhead"), list = $("moment-list");
+  let active = mi;
+  const duration = () => (video.duration && isFinite(video.duration) ? video.duration : hit.duration || 0);
+  const seek = (i) => {
+    active = i;
+    video.currentTime = ms[i].start;
+    mark();
+  };
+  track.querySelectorAll(".moment").forEach((n) => n.remove());
+  const spans = ms.map((m, i) =>
+    el("span", {
+      class: "moment",
+      "data-moment": i,
+      title: `Moment ${i + 1}: ${span(m)}`,
+      onclick: (e) => {
+        e.stopPropagation(); // a moment seeks to its start, not to the click position
+        seek(i);
+      },
+    }),
+  );
+  track.prepend(...spans);
+  const buttons = ms.map((m, i) =>
+    el("button", { type: "button", class: "moment-jump", "data-moment": i, onclick: () => seek(i) }, `${i + 1}. ${span(m)}`),
+  );
+  list.replaceChildren(...buttons);
+  list.hidden = ms.length < 2;
+  const mark = () => {
+    spans.forEach((n, i) => n.classList.toggle("active", i === active));
+    buttons.forEach((b, i) => b.setAttribute("aria-pressed", String(i === active)));
+    const m = ms[active];
+    $("moment-text").textContent = m
+      ? (ms.length > 1 ? `Moment ${active + 1} of ${ms.length}: ${span(m)}` : `Best match ${span(m)}`) +
+        " (highlighted)"
+      : "";
+  };
   const place = () => {
-    const d = video.duration && isFinite(video.duration) ? video.duration : hit.duration || 0;
+    const d = duration();
     if (!d) return;
-    track.setAttribute("aria-valuemax", Math.round(d));
-    if (m) {
-      span.style.setProperty("left", (100 * m.start) / d + "%");
-      span.style.setProperty("width", Math.max(0.5, (100 * (m.end - m.start)) / d) + "%");
+    const inside = ms.findIndex((m) => m.start <= video.currentTime && video.currentTime < m.end);
+    if (inside !== -1 && inside !== active) {
+      active = inside; // playing (or scrubbed) into another moment: it becomes the highlighted one
+      mark();
     }
+    track.setAttribute("aria-valuemax", Math.round(d));
+    ms.forEach((m, i) => {
+      spans[i].style.setProperty("left", (100 * m.start) / d + "%");
+      spans[i].style.setProperty("width", Math.max(0.5, (100 * (m.end - m.start)) / d) + "%");
+    });
     head.style.setProperty("left", (100 * video.currentTime) / d + "%");
     track.setAttribute("aria-valuenow", Math.round(video.currentTime));
     track.setAttribute("aria-valuetext", fmtTime(video.currentTime));
   };
-  $("moment-text").textContent = m
-    ? `Best match ${fmtTime(m.start)}–${fmtTime(m.end)} (highlighted)`
-    : "";
-  span.hidden = !m;
+  mark();
   video.addEventListener("loadedmetadata", () => {
-    if (m) video.currentTime = m.start;
+    if (ms[active]) video.currentTime = ms[active].start;
     place();
     video.play().catch(() => {}); // autoplay may be refused; the controls remain
   }, { once: true });
   video.addEventListener("timeupdate", place);
   track.onclick = (e) => {
     const r = track.getBoundingClientRect();
-    const d = video.duration || hit.duration || 0;
-    video.currentTime = ((e.clientX - r.left) / r.width) * d;
+    video.currentTime = ((e.clientX - r.left) / r.width) * duration();
   };
   track.onkeydown = (e) => {
     const step = { ArrowRight: 5, ArrowLeft: -5, Home: -Infinity, End: Infinity }[e.key];

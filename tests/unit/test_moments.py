@@ -1,0 +1,212 @@
+"""Moments inside a video from its frame-score curve (clipsearch.search.moments)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from clipsearch.errors import UsageError
+from clipsearch.search.moments import (
+    Moment,
+    find_moments,
+    frame_cells,
+    localize,
+    noise_variance,
+    segment_curve,
+)
+
+FPS1 = np.arange(40) + 0.5  # fps:1 over a 40 s video
+
+
+def scenes_curve(levels_and_lengths, *, noise=0.0, seed=0):
+    """(times, scores) at fps:1 for scenes given as (level, seconds)."""
+    s = np.concatenate([np.full(n, level) for level, n in levels_and_lengths])
+    s = s + noise * np.random.default_rng(seed).standard_normal(len(s))
+    return np.arange(len(s)) + 0.5, s
+
+
+# --- the segmentation -----------------------------------------------------------------------------
+def _brute_force(s, penalty):
+    """Every partition of s into contiguous segments; the least penalised SSE wins."""
+    n, best, arg = len(s), np.inf, None
+    for k in range(n):
+        for cuts in itertools.combinations(range(1, n), k):
+            edges = [0, *cuts, n]
+            cost = sum(((s[a:b] - s[a:b].mean()) ** 2).sum() for a, b in itertools.pairwise(edges))
+            cost += sum(penalty[c] for c in cuts)
+            if cost < best - 1e-12:
+                best, arg = cost, list(itertools.pairwise(edges))
+    return arg
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_segmentation_is_the_exact_optimum(seed):
+    from clipsearch.search.moments import CUT_PENALTY_FACTOR, MIN_STEP
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 10))
+    s = np.repeat(rng.random(4), 3)[:n] + 0.02 * rng.standard_normal(n)
+    cut_before = rng.random(n) < 0.3
+    got = [(g.lo, g.hi) for g in segment_curve(s, cut_before=cut_before)]
+    contrast = s.max() - s.min()
+    beta = max(3 * noise_variance(s) * np.log(n), (MIN_STEP * contrast) ** 2, 1e-18)
+    penalty = np.where(cut_before, beta * CUT_PENALTY_FACTOR, beta)
+    assert got == _brute_force(s, penalty)
+
+
+def test_noise_variance_ignores_jumps_and_sees_correlated_noise():
+    rng = np.random.default_rng(0)
+    steps = np.repeat([0.2, 0.9, 0.4, 0.7], 50)
+    white = 0.01 * rng.standard_normal(200)
+    assert noise_variance(steps + white) == pytest.approx(1e-4, rel=0.35)
+    # AR(1) noise with ρ = 0.7 and σ = 0.01: lag-1 differences alone would see 0.3·σ²
+    e = 0.01 * np.sqrt(1 - 0.49) * rng.standard_normal(2000)
+    ar = np.zeros(2000)
+    for i in range(1, 2000):
+        ar[i] = 0.7 * ar[i - 1] + e[i]
+    assert noise_variance(ar) == pytest.approx(1e-4, rel=0.3)
+
+
+# --- one moment ------------------------------------------------------------------------------------
+def test_the_best_scene_not_its_nearly_as_good_neighbour():
+    # the failure of a half-height rule: a neighbour at 0.94 next to the match at 0.98
+    t, s = scenes_curve([(0.5, 10), (0.94, 10), (0.98, 4), (0.4, 16)], noise=0.002)
+    m = localize(t, s, duration=40.0)
+    assert (m.start, m.end) == (20.0, 24.0)
+    assert 20.0 < m.best_t < 24.0 and m.score == pytest.approx(0.98, abs=0.003)
+
+
+def test_a_short_scene_is_not_returned_as_the_whole_video():
+    t = (np.arange(12) + 0.5) * 0.75  # uniform:12 over a 9 s video of three 3 s scenes
+    s = np.where((t > 3) & (t < 6), 0.31, 0.27)
+    m = localize(t, s, duration=9.0)
+    assert (m.start, m.end) == (3.0, 6.0)
+
+
+def test_moments_at_the_first_and_the_last_frame_reach_the_video_edges():
+    t, s = scenes_curve([(0.9, 5), (0.3, 35)], noise=0.001)
+    first = localize(t, s, duration=40.2)
+    assert (first.start, first.end) == (0.0, 5.0)
+    t, s = scenes_curve([(0.3, 34), (0.9, 6)], noise=0.001)
+    last = localize(t, s, duration=40.2)  # the last frame's cell ends at the video's end
+    assert (last.start, last.end) == (34.0, 40.2)
+
+
+def test_a_flat_curve_is_the_whole_video():
+    assert localize([3.0], [0.2], duration=8.0) == Moment(0.0, 8.0, 3.0, pytest.approx(0.2))
+    m = localize(np.arange(5.0) + 0.5, np.full(5, 0.25), duration=5.0)
+    assert (m.start, m.end, m.best_t) == (0.0, 5.0, 0.5)
+    # white noise and nothing else: no change stands out, so the match fills the video
+    t, s = scenes_curve([(0.25, 40)], noise=0.01, seed=3)
+    assert (localize(t, s, duration=40.0).start, localize(t, s, duration=40.0).end) == (0, 40)
+
+
+def test_a_slow_drift_inside_a_scene_does_not_split_it():
+    # a zoom: the score creeps up by 0.01 across a 12 s scene that stands 0.5 above the rest
+    s = np.concatenate([np.full(14, 0.4), np.linspace(0.90, 0.91, 12), np.full(14, 0.4)])
+    s += 1e-4 * np.random.default_rng(0).standard_normal(40)
+    m = localize(FPS1, s, duration=40.0)
+    assert (m.start, m.end) == (14.0, 26.0)
+
+
+def test_a_bump_in_noise_is_found():
+    rng = np.random.default_rng(1)
+    s = 0.2 + 0.012 * rng.standard_normal(120)
+    s[60:75] += 0.05
+    m = localize(np.arange(120) + 0.5, s, duration=120.0)
+    assert abs(m.start - 60) <= 2 and abs(m.end - 75) <= 2
+
+
+def test_uneven_spacing_uses_cells_of_time():
+    # dense frames 0–5 s (low), sparse frames 5–30 s with the match at 20 s
+    t = np.concatenate([np.linspace(0, 5, 50, endpoint=False), [10.0, 15.0, 20.0, 25.0]])
+    s = np.full(len(t), 0.1)
+    s[t == 20.0] = 0.4
+    m = localize(t, s, duration=30.0)
+    assert m.best_t == 20.0 and (m.start, m.end) == (17.5, 22.5)
+
+
+def test_short_moments_are_widened_inside_the_video():
+    t = np.arange(80) * 0.25 + 0.125  # fps:4 over 20 s
+    s = np.zeros(80)
+    s[0] = 1.0  # a one-frame spike at the very start
+    m = localize(t, s, duration=20.0, min_len_s=2.0)
+    assert m.start == 0.0 and m.end == pytest.approx(2.0)
+    s = np.zeros(80)
+    s[40] = 1.0  # in the middle: widened around it
+    m = localize(t, s, duration=20.0, min_len_s=2.0)
+    assert m.end - m.start == pytest.approx(2.0) and m.start < 10.125 < m.end
+
+
+# --- shots ----------------------------------------------------------------------------------------
+def test_edges_snap_to_shot_boundaries_between_frames():
+    # fps:1 samples; the match is the shot from 12.3 s to 17.6 s
+    t, s = scenes_curve([(0.3, 12), (0.8, 6), (0.3, 22)], noise=0.001)
+    without = localize(t, s, duration=40.0)
+    assert (without.start, without.end) == (12.0, 18.0)  # cell edges: midpoints
+    shots = [(0.0, 12.3), (12.3, 17.6), (17.6, 40.0)]
+    m = localize(t, s, duration=40.0, shots=shots)
+    assert (m.start, m.end) == (12.3, 17.6)
+
+
+def test_a_one_second_shot_keeps_its_own_length():
+    t, s = scenes_curve([(0.3, 20), (0.8, 1), (0.3, 19)], noise=0.001)
+    m = localize(t, s, duration=40.0, shots=[(0, 19.8), (19.8, 20.9), (20.9, 40)])
+    assert (m.start, m.end) == (19.8, 20.9)  # not widened to min_len_s across the cuts
+
+
+def test_a_cut_lets_a_smaller_change_start_a_moment():
+    # a 0.012 step in noise of σ 0.006: too weak alone, found where a cut says content changed
+    rng = np.random.default_rng(2)
+    s = 0.25 + 0.006 * rng.standard_normal(60)
+    s[30:40] += 0.012
+    t = np.arange(60) + 0.5
+    with_cuts = localize(t, s, duration=60.0, shots=[(0, 29.6), (29.6, 40.2), (40.2, 60)])
+    assert (with_cuts.start, with_cuts.end) == (29.6, 40.2)
+
+
+# --- several moments ------------------------------------------------------------------------------
+def test_several_moments_are_separate_peaks_best_first():
+    t, s = scenes_curve(
+        [(0.3, 5), (0.7, 4), (0.3, 10), (0.9, 5), (0.3, 6), (0.8, 3), (0.3, 7)], noise=0.002
+    )
+    ms = find_moments(t, s, duration=40.0, n=5)
+    assert [(m.start, m.end) for m in ms] == [(19.0, 24.0), (30.0, 33.0), (5.0, 9.0)]
+    assert [m.score for m in ms] == sorted((m.score for m in ms), reverse=True)
+    assert find_moments(t, s, duration=40.0, n=2) == ms[:2]
+
+
+def test_a_moments_shoulder_is_not_a_second_moment():
+    # 0.9 flanked by 0.8: one peak of the curve, one moment; background elsewhere
+    t, s = scenes_curve([(0.3, 10), (0.8, 5), (0.9, 5), (0.8, 5), (0.3, 15)], noise=0.002)
+    ms = find_moments(t, s, duration=40.0, n=3)
+    assert [(m.start, m.end) for m in ms] == [(15.0, 20.0)]
+
+
+def test_background_is_never_a_moment():
+    t, s = scenes_curve([(0.3, 18), (0.9, 4), (0.3, 18)], noise=0.01)
+    assert len(find_moments(t, s, duration=40.0, n=4)) == 1
+
+
+# --- input checks ---------------------------------------------------------------------------------
+def test_frame_cells_tile_the_video_for_centre_sampling():
+    starts, ends = frame_cells(np.arange(10) + 0.5, 10.0)
+    np.testing.assert_allclose(starts, np.arange(10))
+    np.testing.assert_allclose(ends, np.arange(10) + 1)
+
+
+def test_bad_input_is_a_usage_error():
+    with pytest.raises(UsageError):
+        localize([], [], duration=1.0)
+    with pytest.raises(UsageError):
+        localize([0.5, 1.0], [0.1], duration=2.0)
+    with pytest.raises(UsageError, match="at least 1"):
+        find_moments([0.5], [0.1], duration=1.0, n=0)
+
+
+def test_unsorted_frames_are_sorted():
+    t, s = scenes_curve([(0.3, 10), (0.9, 5), (0.3, 25)], noise=0.001)
+    order = np.random.default_rng(0).permutation(len(t))
+    assert localize(t[order], s[order], duration=40.0) == localize(t, s, duration=40.0)
