@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             matcher = load_matcher(str(blip_dir), precision=precision)
             load_s = time.perf_counter() - t0
-            lib._matcher = matcher  # the library's lazily loaded matcher, swapped per precision
+            # the library's lazily loaded matcher, swapped per precision
+            lib._models._matcher = matcher
             cold, warm, got = [], [], []
             cold_cpu, warm_cpu = [], []
             for q in queries:

@@ -435,11 +435,7 @@ def _cold_search(
     with options.open_library(library, model, precision, create=False, itm_model=itm_model) as lib:
         vector = None
         if text is not None:
-            from clipsearch.search.compose import composed_query
-
-            vector = composed_query(
-                lib.encoder, image[0], text, method=compose, text_weight=text_weight
-            )
+            vector = lib.compose_image_text(image[0], text, method=compose, text_weight=text_weight)
         return lib.search(
             query,
             image=image if vector is None else None,

@@ -22,7 +22,6 @@ catalog deleted and rebuilt at the same path starts again at generation 0 and id
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sqlite3
 import threading
@@ -41,8 +40,10 @@ from clipsearch.errors import (
     UsageError,
 )
 from clipsearch.media.capture_time import CaptureTime
-from clipsearch.media.scan import MEDIA_KINDS, MediaKind
-from clipsearch.store import capture_times, meta, vector_io
+from clipsearch.media.scan import MediaKind
+from clipsearch.store import capture_times, meta, statistics, vector_io
+from clipsearch.store import tags as tag_rows
+from clipsearch.store import writes as item_writes
 from clipsearch.store.connection import CATALOG_FILE, connect, translate
 from clipsearch.store.filter_sql import filter_condition
 from clipsearch.store.filters import ItemFilter
@@ -53,22 +54,13 @@ from clipsearch.store.migrations import (
 )
 from clipsearch.store.records import (
     ITEM_COLUMNS,
-    STATUSES,
     ItemRecord,
     ItemWrite,
     ModelBinding,
     VectorTable,
 )
-from clipsearch.store.texts import TextStore, copy_texts, replace_texts
-from clipsearch.store.writes import (
-    INSERT_SHOTS,
-    INSERT_VECTOR,
-    check_item,
-    item_row,
-    prepare,
-    upsert_item,
-    upsert_items,
-)
+from clipsearch.store.texts import TextStore
+from clipsearch.store.writes import check_item, prepare
 
 
 class Catalog:
@@ -316,39 +308,7 @@ class Catalog:
         if len(dims) > 1:
             raise ModelMismatchError(f"one batch holds vectors of different widths {sorted(dims)}")
         with self._writing("writing a batch") as conn:
-            if dim is None and dims:  # unbound library: the batch must agree with what is stored
-                stored = meta.stored_dim(conn)
-                if stored is not None and stored not in dims:
-                    raise ModelMismatchError(
-                        f"the catalog holds {stored}-d vectors; this batch has {dims.pop()}-d ones"
-                    )
-            ids = upsert_items(conn, [p.row for p in prepared], time.time())
-            for table in ("vectors", "shots"):
-                old = f"DELETE FROM {table} WHERE item_id IN ({{ids}})"
-                for chunk in vector_io.chunks(sorted(set(ids))):
-                    conn.execute(old.format(ids=", ".join("?" * len(chunk))), chunk)
-            conn.executemany(
-                INSERT_VECTOR,
-                (
-                    (item_id, t, blob)
-                    for item_id, p in zip(ids, prepared, strict=True)
-                    for t, blob in p.vectors
-                ),
-            )
-            # The file changed: what was read from it before is stale, whatever its source.
-            replace_texts(conn, dict.fromkeys(ids))
-            replace_texts(conn, {i: w.text for i, w in zip(ids, writes, strict=True) if w.text})
-            conn.executemany(
-                INSERT_SHOTS,
-                (
-                    (item_id, p.cuts)
-                    for item_id, p in zip(ids, prepared, strict=True)
-                    if p.cuts is not None
-                ),
-            )
-            capture_times.write(conn, zip(ids, (p.taken for p in prepared), strict=True))
-            meta.bump_generation(conn)
-        return ids
+            return item_writes.write_batch(conn, writes, prepared, bound_dim=dim)
 
     def copy_item(self, src_item_id: int, write: ItemWrite) -> int:
         """Store ``write.path`` reusing the vectors of ``src_item_id`` (a moved or copied
@@ -363,39 +323,7 @@ class Catalog:
         if write.status != "ok":
             raise UsageError(f"copy_item stores an ok item, got status {write.status!r}")
         with self._writing("copying an item") as conn:
-            row = conn.execute(
-                f"SELECT {ITEM_COLUMNS} FROM items WHERE id = ?", (int(src_item_id),)
-            ).fetchone()
-            if row is None or row[7] != "ok":
-                raise NotFoundError(
-                    f"item {src_item_id} is not an indexed item; cannot reuse its vectors"
-                )
-            src = ItemRecord(*row)
-            if write.kind != src.kind:
-                raise UsageError(f"cannot reuse the vectors of a {src.kind} for a {write.kind}")
-            filled = dataclasses.replace(
-                write,
-                width=src.width if write.width is None else write.width,
-                height=src.height if write.height is None else write.height,
-                duration=src.duration if write.duration is None else write.duration,
-            )
-            item_id = upsert_item(conn, item_row(filled, src.frame_count), write.path, time.time())
-            if item_id != src.id:
-                conn.execute("DELETE FROM vectors WHERE item_id = ?", (item_id,))
-                conn.execute(
-                    "INSERT INTO vectors (item_id, t, vector) "
-                    "SELECT ?, t, vector FROM vectors WHERE item_id = ? ORDER BY id",
-                    (item_id, src.id),
-                )
-                copy_texts(conn, src.id, item_id)
-                conn.execute("DELETE FROM shots WHERE item_id = ?", (item_id,))
-                conn.execute(
-                    "INSERT INTO shots (item_id, cuts) SELECT ?, cuts FROM shots WHERE item_id = ?",
-                    (item_id, src.id),
-                )
-            capture_times.write(conn, [(item_id, write.taken)])
-            meta.bump_generation(conn)
-        return item_id
+            return item_writes.copy_item(conn, src_item_id, write)
 
     def delete_items(self, ids: Sequence[int]) -> int:
         """Delete items (their vectors and tags cascade). Returns how many existed; the
@@ -404,15 +332,7 @@ class Catalog:
         if not ids:
             return 0
         with self._writing("deleting items") as conn:
-            deleted = 0
-            for chunk in vector_io.chunks(ids):
-                cur = conn.execute(
-                    f"DELETE FROM items WHERE id IN ({', '.join('?' * len(chunk))})", chunk
-                )
-                deleted += cur.rowcount
-            if deleted:
-                meta.bump_generation(conn)
-        return deleted
+            return item_writes.delete_items(conn, ids)
 
     def set_tags(self, tags: Mapping[int, Mapping[str, float]], *, source: str) -> None:
         """Replace the tags from ``source`` (e.g. "zeroshot:imagenet") of the given items:
@@ -421,34 +341,18 @@ class Catalog:
         if not tags:
             return
         with self._writing("writing tags") as conn:
-            for item_id, scores in tags.items():
-                conn.execute(
-                    "DELETE FROM tags WHERE item_id = ? AND source = ?", (int(item_id), source)
-                )
-                conn.executemany(
-                    "INSERT OR REPLACE INTO tags (item_id, tag, score, source) VALUES (?, ?, ?, ?)",
-                    [(int(item_id), tag.lower(), float(s), source) for tag, s in scores.items()],
-                )
+            tag_rows.replace(conn, tags, source)
             meta.bump_generation(conn)
 
     def tags(self, item_ids: Sequence[int]) -> dict[int, dict[str, float]]:
         """item id -> {tag: best score over sources}; items without tags are absent."""
-        sql = "SELECT item_id, tag, max(score) FROM tags WHERE item_id IN ({ids}) GROUP BY item_id, tag"
-        out: dict[int, dict[str, float]] = {}
         with self._reading("reading tags") as conn:
-            for item, tag, score in vector_io.select_in(conn, sql, item_ids):
-                out.setdefault(item, {})[tag] = float(score)
-        return out
+            return tag_rows.read(conn, item_ids)
 
     def tagged_items(self) -> dict[int, tuple[str, ...]]:
         """item id -> its tags (sorted, over all sources) for every item that has any."""
-        out: dict[int, list[str]] = {}
         with self._reading("reading tags") as conn:
-            for item, tag in conn.execute(
-                "SELECT DISTINCT item_id, tag FROM tags ORDER BY item_id, tag"
-            ):
-                out.setdefault(int(item), []).append(tag)
-        return {item: tuple(tags) for item, tags in out.items()}
+            return tag_rows.tagged(conn)
 
     # -- capture times ----------------------------------------------------------------------------
     def capture_times(self, item_ids: Sequence[int]) -> dict[int, CaptureTime]:
@@ -563,36 +467,11 @@ class Catalog:
         """Counts and facts for ``clipsearch status``: items by kind and status, vectors,
         frames, roots, model binding, generation, schema version, bytes on disk."""
         with self._snapshot("reading statistics") as conn:
-            by_kind = {k: {s: 0 for s in STATUSES} for k in MEDIA_KINDS}
-            for kind, status, n in conn.execute(
-                "SELECT kind, status, count(*) FROM items GROUP BY kind, status"
-            ):
-                by_kind[kind][status] = int(n)
-            vectors, frames = conn.execute("SELECT count(*), count(t) FROM vectors").fetchone()
-            binding = meta.read_binding(conn)
-            roots = [p for (p,) in conn.execute("SELECT path FROM roots ORDER BY id")]
-            gen = meta.generation(conn)
-            version = schema_version(conn)
-            (catalog_id,) = conn.execute(
-                "SELECT value FROM meta WHERE key = 'catalog_id'"
-            ).fetchone()
-            dates = capture_times.coverage(conn)
-        ok = sum(c["ok"] for c in by_kind.values())
-        failed = sum(c["failed"] for c in by_kind.values())
+            counts = statistics.count(conn)
         return {
             "library": str(self.path),
             "catalog": str(self.db_path),
-            "schema_version": version,
-            "model": None
-            if binding is None
-            else {"spec": binding.spec, "fingerprint": binding.fingerprint, "dim": binding.dim},
-            "items": {"total": ok + failed, "ok": ok, "failed": failed, "by_kind": by_kind},
-            "vectors": int(vectors),
-            "frames": int(frames),
-            "roots": roots,
-            "generation": gen,
-            "catalog_id": catalog_id,
-            "capture_times": dates,
+            **counts,
             "db_bytes": self._bytes_on_disk(),
         }
 

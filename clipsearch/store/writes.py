@@ -1,20 +1,30 @@
 """Item writes: validating an ``ItemWrite`` and encoding its vectors before any
-transaction opens (so the write lock is held only for the SQL), and the upsert SQL that
-`Catalog` runs inside its transaction."""
+transaction opens (so the write lock is held only for the SQL), and the SQL of a batch
+write, a reused copy and a deletion that `Catalog` runs inside its transaction."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from clipsearch.errors import ModelMismatchError, UsageError
+from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
 from clipsearch.media.capture_time import CaptureTime
 from clipsearch.media.scan import MEDIA_KINDS
-from clipsearch.store import vector_io
-from clipsearch.store.records import STATUSES, ItemWrite, encode_vectors
+from clipsearch.store import capture_times, meta, vector_io
+from clipsearch.store.records import (
+    ITEM_COLUMNS,
+    STATUSES,
+    ItemRecord,
+    ItemWrite,
+    encode_vectors,
+)
+from clipsearch.store.texts import copy_texts, replace_texts
 
 
 @dataclass(frozen=True)
@@ -170,3 +180,94 @@ def upsert_item(conn: sqlite3.Connection, row: tuple, path: str, now: float) -> 
     """Upsert one item row; its id."""
     conn.execute(UPSERT_ITEM, (*row, now))
     return int(conn.execute("SELECT id FROM items WHERE path = ?", (path,)).fetchone()[0])
+
+
+# -- the SQL of a write, run inside the catalog's transaction ------------------------------------
+def write_batch(
+    conn: sqlite3.Connection,
+    writes: Sequence[ItemWrite],
+    prepared: Sequence[PreparedWrite],
+    *,
+    bound_dim: int | None,
+) -> list[int]:
+    """Upsert a prepared batch: items, their vectors, texts, shot cuts and capture times,
+    and bump the generation (`Catalog.write_items`). ``bound_dim``: the bound model's
+    width, None when unbound (then the batch must agree with the stored vectors)."""
+    dims = {p.dim for p in prepared if p.dim is not None}
+    if bound_dim is None and dims:  # unbound library: the batch must agree with what is stored
+        stored = meta.stored_dim(conn)
+        if stored is not None and stored not in dims:
+            raise ModelMismatchError(
+                f"the catalog holds {stored}-d vectors; this batch has {dims.pop()}-d ones"
+            )
+    ids = upsert_items(conn, [p.row for p in prepared], time.time())
+    for table in ("vectors", "shots"):
+        old = f"DELETE FROM {table} WHERE item_id IN ({{ids}})"
+        for chunk in vector_io.chunks(sorted(set(ids))):
+            conn.execute(old.format(ids=", ".join("?" * len(chunk))), chunk)
+    conn.executemany(
+        INSERT_VECTOR,
+        (
+            (item_id, t, blob)
+            for item_id, p in zip(ids, prepared, strict=True)
+            for t, blob in p.vectors
+        ),
+    )
+    # The file changed: what was read from it before is stale, whatever its source.
+    replace_texts(conn, dict.fromkeys(ids))
+    replace_texts(conn, {i: w.text for i, w in zip(ids, writes, strict=True) if w.text})
+    conn.executemany(
+        INSERT_SHOTS,
+        ((item_id, p.cuts) for item_id, p in zip(ids, prepared, strict=True) if p.cuts is not None),
+    )
+    capture_times.write(conn, zip(ids, (p.taken for p in prepared), strict=True))
+    meta.bump_generation(conn)
+    return ids
+
+
+def copy_item(conn: sqlite3.Connection, src_item_id: int, write: ItemWrite) -> int:
+    """Store ``write.path`` with the vectors, texts and cuts of ``src_item_id`` copied in
+    SQL (`Catalog.copy_item`, which checks ``write`` first); its item id."""
+    row = conn.execute(
+        f"SELECT {ITEM_COLUMNS} FROM items WHERE id = ?", (int(src_item_id),)
+    ).fetchone()
+    if row is None or row[7] != "ok":
+        raise NotFoundError(f"item {src_item_id} is not an indexed item; cannot reuse its vectors")
+    src = ItemRecord(*row)
+    if write.kind != src.kind:
+        raise UsageError(f"cannot reuse the vectors of a {src.kind} for a {write.kind}")
+    filled = dataclasses.replace(
+        write,
+        width=src.width if write.width is None else write.width,
+        height=src.height if write.height is None else write.height,
+        duration=src.duration if write.duration is None else write.duration,
+    )
+    item_id = upsert_item(conn, item_row(filled, src.frame_count), write.path, time.time())
+    if item_id != src.id:
+        conn.execute("DELETE FROM vectors WHERE item_id = ?", (item_id,))
+        conn.execute(
+            "INSERT INTO vectors (item_id, t, vector) "
+            "SELECT ?, t, vector FROM vectors WHERE item_id = ? ORDER BY id",
+            (item_id, src.id),
+        )
+        copy_texts(conn, src.id, item_id)
+        conn.execute("DELETE FROM shots WHERE item_id = ?", (item_id,))
+        conn.execute(
+            "INSERT INTO shots (item_id, cuts) SELECT ?, cuts FROM shots WHERE item_id = ?",
+            (item_id, src.id),
+        )
+    capture_times.write(conn, [(item_id, write.taken)])
+    meta.bump_generation(conn)
+    return item_id
+
+
+def delete_items(conn: sqlite3.Connection, ids: Sequence[int]) -> int:
+    """Delete items by id (their rows in other tables cascade); how many existed. The
+    generation is bumped only if that is > 0."""
+    deleted = 0
+    for chunk in vector_io.chunks(list(ids)):
+        cur = conn.execute(f"DELETE FROM items WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+        deleted += cur.rowcount
+    if deleted:
+        meta.bump_generation(conn)
+    return deleted

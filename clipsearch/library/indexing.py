@@ -1,0 +1,167 @@
+"""Indexing and captioning a library: the checks that fail before any work, the one-writer
+lock, the model binding of a first run, the encode engine (local threads or Ray), the
+image-encoder runtime choice, and the ANN refresh after a complete run
+(`clipsearch.ingest.Indexer` does the work)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from clipsearch.errors import NotFoundError, UsageError
+from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
+from clipsearch.library.ann import LibraryAnn
+from clipsearch.library.models import LibraryModels
+from clipsearch.library.runtime import LibraryRuntime
+from clipsearch.store import Catalog
+from clipsearch.store.writer_lock import WriterLock
+
+if TYPE_CHECKING:
+    from clipsearch.ingest.captioning import CaptionOptions, CaptionProgress, CaptionReport
+    from clipsearch.ingest.ray_engine import RaySettings
+
+
+class LibraryIndexing:
+    """Index and caption runs over one library's catalog, with its models, runtime settings
+    and ANN index (refreshed after a complete run)."""
+
+    def __init__(
+        self,
+        path: Path,
+        catalog: Catalog,
+        models: LibraryModels,
+        runtime: LibraryRuntime,
+        ann: LibraryAnn,
+    ) -> None:
+        self.path = path
+        self.catalog = catalog
+        self.models = models
+        self.runtime = runtime
+        self.ann = ann
+
+    def index(
+        self,
+        roots: Sequence[Path | str],
+        *,
+        options: IndexOptions,
+        on_event: Callable[[IndexEvent], None] | None,
+        should_stop: Callable[[], bool] | None,
+        ray: RaySettings | None,
+        captions: CaptionOptions | None,
+        on_caption: Callable[[CaptionProgress], None] | None,
+    ) -> IndexReport:
+        """`Library.index`."""
+        for root in roots:  # fail fast, before loading (maybe downloading) the model
+            if not Path(os.path.expanduser(str(root))).exists():
+                raise NotFoundError(f"not found: {root}")
+        from clipsearch.ingest.reading import resolve_settings
+        from clipsearch.media.sampling import FrameSampler
+
+        FrameSampler.parse(options.video_sampler, max_frames=options.max_frames)
+        if ray is not None:
+            ray.validate()
+        reading = resolve_settings(
+            self.catalog.texts.settings(), ocr=options.ocr, ocr_frames=options.ocr_frames
+        )
+        if reading.ocr and ray is not None:
+            raise UsageError(
+                "reading text in pictures (--ocr, or remembered by this library) runs in "
+                "this process, not on Ray: index with --engine local, or add --no-ocr"
+            )
+        if reading.ocr:  # a missing `ocr` extra fails before the lock and the model
+            from clipsearch.models.ocr import text_reader
+
+            self.catalog.texts.require_index()
+            text_reader()
+        if captions is not None:
+            captions.validate()
+            self.models.captioner  # noqa: B018 - load (or fail) before the long run
+        # One indexing run per library at a time, checked before the model is loaded.
+        with WriterLock(self.path, action="indexing"):
+            if self.catalog.model_binding() is None:
+                # Before loading the model (maybe a long download): a run interrupted then
+                # is resumed by `index FOLDER` with the same model, not the default one.
+                self.catalog.choose_model(self.models.model_spec)
+            encoder = self.models.for_indexing()
+            self.runtime.remember_given()
+            # Ray workers build their own model (ray.model): the runtime choice is local,
+            # and the model is loaded here only when some file needs encoding.
+            choose = (
+                None
+                if ray is not None
+                else lambda files: self.runtime.chooser(
+                    self.models.encoder, self.catalog, on_event
+                ).choose(files)
+            )
+            with self._engine(options, ray) as engine:
+                indexer = Indexer(
+                    self.catalog,
+                    encoder,
+                    options,
+                    on_event=on_event,
+                    should_stop=should_stop,
+                    engine=engine,
+                    choose_encoder=choose,
+                )
+                report = indexer.run(roots)
+            if not report.interrupted:
+                # The ANN cache is built/updated while indexing, so the first search is fast.
+                emit = on_event or (lambda e: None)
+                self.ann.current(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
+                if captions is not None:
+                    report.captions = self._caption(captions, on_caption, should_stop)
+                    report.interrupted = report.captions.interrupted
+        return report
+
+    def _engine(self, options: IndexOptions, ray: RaySettings | None):
+        """The encode engine for a run: None (local threads) or a `RayEngine`."""
+        if ray is None:
+            return contextlib.nullcontext()
+        from clipsearch.ingest.ray_engine import LoopSettings, ModelLoader, RayEngine
+
+        model = ray.model
+        if model is None:
+            if self.models.injected:
+                raise UsageError(
+                    "this library was given an encoder object, which Ray workers cannot load: "
+                    "pass RaySettings(model=...) with a function that builds it"
+                )
+            model = ModelLoader(self.models.model_spec, self.models.precision)
+        loop = LoopSettings(
+            batch_size=options.batch_size,
+            decode_threads=max(1, int(ray.cpus_per_worker)),
+            video_sampler=options.video_sampler,
+            max_frames=options.max_frames,
+        )
+        return RayEngine(model, self.models.encoder.fingerprint, ray, loop)
+
+    def caption(
+        self,
+        options: CaptionOptions | None,
+        *,
+        on_event: Callable[[CaptionProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> CaptionReport:
+        """`Library.caption`."""
+        from clipsearch.ingest.captioning import CaptionOptions
+
+        options = options or CaptionOptions()
+        options.validate()
+        self.models.captioner  # noqa: B018 - load (or fail) before taking the lock
+        with WriterLock(self.path, action="captioning"):
+            return self._caption(options, on_event, should_stop)
+
+    def _caption(
+        self,
+        options: CaptionOptions,
+        on_event: Callable[[CaptionProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> CaptionReport:
+        from clipsearch.ingest.captioning import caption_library
+
+        return caption_library(
+            self.catalog, self.models.captioner, options, on_event=on_event, should_stop=should_stop
+        )
