@@ -66,6 +66,21 @@ def test_index_search_status_json(run, photos):
     assert st["failures"][0]["error"]
 
 
+def test_an_image_composed_with_a_text(run, photos):
+    assert run("index", str(photos), "--quiet")[0] == 0
+    blue = str(photos / "blue.jpg")
+    # At text weight 0 the composed query is the example image itself.
+    args = ("search", "--image", blue, "--text", "in red", "--text-weight", "0", "--json")
+    for compose in ("slerp", "sum"):
+        code, out, _ = run(*args, "--compose", compose, model=False)
+        assert code == 0
+        assert json.loads(out)[0]["path"] == blue
+    code, _, err = run("search", "--text", "in red", model=False)
+    assert code == 2 and "exactly one --image" in err
+    code, _, err = run("search", "--image", blue, "--text", "  ", model=False)
+    assert code == 2 and "empty" in err
+
+
 def test_human_output_has_a_table(run, photos):
     assert run("index", str(photos), "--quiet")[0] == 0
     code, out, _ = run("search", "green", model=False)

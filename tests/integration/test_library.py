@@ -76,6 +76,26 @@ def test_image_query_returns_the_query_image_first(lib, photos):
     assert hits[0].score == pytest.approx(1.0, abs=1e-2)
 
 
+def test_an_image_modified_by_a_text_finds_what_the_text_asks_for(lib, photos):
+    """`search --image blue.jpg --text red`: the composed vector moves from the example
+    image towards the text as its weight grows, by either composition."""
+    lib.index([photos])
+    blue = photos / "blue.jpg"
+
+    def top(vector):
+        return Path(lib.search(vector=vector, k=1)[0].path).name
+
+    for method in ("slerp", "sum"):
+        assert top(lib.compose_image_text(blue, "red", method=method, text_weight=0.0)) == (
+            "blue.jpg"
+        )
+        assert top(lib.compose_image_text(blue, "red", method=method, text_weight=0.9)) == (
+            "red.jpg"
+        )
+    with pytest.raises(QueryError, match="empty"):
+        lib.compose_image_text(blue, "   ")
+
+
 def test_reindex_unchanged_encodes_nothing(lib, photos):
     lib.index([photos])
     before = lib.encoder.encoded

@@ -48,7 +48,8 @@ def contract_names() -> list[str]:
 
 def test_the_package_keeps_every_layering_contract():
     names = contract_names()
-    assert len(names) >= 3  # layers; core never imports eval/train/faces; eval/train import no face
+    assert len(names) >= 4  # layers; inside the library; core never imports eval/train/faces;
+    # eval/train import no face
     result = lint_imports(ROOT)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
@@ -99,10 +100,17 @@ def package_copy(tmp_path_factory) -> Path:
             id="store-imports-eval",
         ),
         pytest.param(
-            "library.py",
+            "library/facade.py",
             "import clipsearch.train.loss\n",
             "clipsearch.library is not allowed to import clipsearch.train",
             id="library-imports-train",
+        ),
+        # inside the library, a collaborator never reaches back to the facade.
+        pytest.param(
+            "library/searching.py",
+            "from clipsearch.library.facade import Library\n",
+            "clipsearch.library.searching is not allowed to import clipsearch.library.facade",
+            id="library-collaborator-imports-facade",
         ),
         # the server is a face over the library, not over the command line.
         pytest.param(
