@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clipsearch.library.ann import LibraryAnn
-from clipsearch.library.models import LibraryModels
+from clipsearch.library.models import ModelSource
 from clipsearch.store import Catalog, ModelBinding
 from clipsearch.store.exchange import ExchangeReport
 from clipsearch.store.writer_lock import WriterLock
@@ -37,18 +37,19 @@ def import_into_library(
     catalog: Catalog,
     source: Path | str,
     *,
-    models: LibraryModels,
+    models: ModelSource,
+    named: bool,
     ann: LibraryAnn,
     lock: threading.RLock,
     progress: Callable[[int, int], None] | None,
 ) -> ExchangeReport:
-    """`Library.import_embeddings`: the source's model is checked against the one the
-    library was opened with (loaded to learn its fingerprint) when one was named, and the
-    ANN index is refreshed afterwards."""
+    """`Library.import_embeddings`: when the library was opened with a model (``named``)
+    the source's model is checked against it (loaded to learn its fingerprint); the ANN
+    index is refreshed afterwards."""
     from clipsearch.store.importing import import_embeddings
 
     binding = None
-    if models.model is not None or models.injected:
+    if named:
         enc = models.encoder
         binding = ModelBinding(spec=enc.spec, fingerprint=enc.fingerprint, dim=enc.dim)
     # One writer at a time: an indexing run and an import would race for the same paths.

@@ -116,12 +116,11 @@ class Library:
             lock=self._lock,
         )
         self._ann = LibraryAnn(self.path, self.catalog, self._lock)
+        # Collaborators reach the models through this object, so a subclass's are used.
         self._indexing = LibraryIndexing(
-            self.path, self.catalog, self._models, self._runtime, self._ann
+            self.path, self.catalog, self, self._models, self._runtime, self._ann
         )
-        self._search = LibrarySearch(
-            self.path, self.catalog, self._models, self._ann.current, self._lock
-        )
+        self._search = LibrarySearch(self.path, self.catalog, self, self.vector_index, self._lock)
 
     # -- model ----------------------------------------------------------------------------------
     @property
@@ -141,7 +140,7 @@ class Library:
         has a ready copy (`clipsearch.models.text_tower`), texts are encoded on numpy from it:
         no torch, no image tower, and the same vectors in every process (CLI and server).
         Images then go to `encoder`, loaded by the first image query. Otherwise `encoder`."""
-        return self._models.query_encoder
+        return self._models.query_encoder(lambda: self.encoder)
 
     @property
     def encoder(self) -> Encoder:
@@ -536,7 +535,8 @@ class Library:
             self.path,
             self.catalog,
             source,
-            models=self._models,
+            models=self,
+            named=self._models.named,
             ann=self._ann,
             lock=self._lock,
             progress=progress,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from clipsearch.errors import NotFoundError, UsageError
 from clipsearch.ingest import AnnProgress, Indexer, IndexEvent, IndexOptions, IndexReport
 from clipsearch.library.ann import LibraryAnn
-from clipsearch.library.models import LibraryModels
+from clipsearch.library.models import LibraryModels, ModelSource
 from clipsearch.library.runtime import LibraryRuntime
 from clipsearch.store import Catalog
 from clipsearch.store.writer_lock import WriterLock
@@ -25,20 +25,23 @@ if TYPE_CHECKING:
 
 
 class LibraryIndexing:
-    """Index and caption runs over one library's catalog, with its models, runtime settings
-    and ANN index (refreshed after a complete run)."""
+    """Index and caption runs over one library's catalog, with its models (``models``, and
+    ``loading`` for how they load), runtime settings and ANN index (refreshed after a
+    complete run)."""
 
     def __init__(
         self,
         path: Path,
         catalog: Catalog,
-        models: LibraryModels,
+        models: ModelSource,
+        loading: LibraryModels,
         runtime: LibraryRuntime,
         ann: LibraryAnn,
     ) -> None:
         self.path = path
         self.catalog = catalog
         self.models = models
+        self.loading = loading  # how the models load: deferred, injected, precision
         self.runtime = runtime
         self.ann = ann
 
@@ -85,7 +88,7 @@ class LibraryIndexing:
                 # Before loading the model (maybe a long download): a run interrupted then
                 # is resumed by `index FOLDER` with the same model, not the default one.
                 self.catalog.choose_model(self.models.model_spec)
-            encoder = self.models.for_indexing()
+            encoder = self.loading.for_indexing(lambda: self.models.encoder)
             self.runtime.remember_given()
             # Ray workers build their own model (ray.model): the runtime choice is local,
             # and the model is loaded here only when some file needs encoding.
@@ -124,12 +127,12 @@ class LibraryIndexing:
 
         model = ray.model
         if model is None:
-            if self.models.injected:
+            if self.loading.injected:
                 raise UsageError(
                     "this library was given an encoder object, which Ray workers cannot load: "
                     "pass RaySettings(model=...) with a function that builds it"
                 )
-            model = ModelLoader(self.models.model_spec, self.models.precision)
+            model = ModelLoader(self.models.model_spec, self.loading.precision)
         loop = LoopSettings(
             batch_size=options.batch_size,
             decode_threads=max(1, int(ray.cpus_per_worker)),

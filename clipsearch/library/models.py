@@ -1,12 +1,17 @@
 """The models of one library, each loaded on first use, once: the CLIP encoder (checked
 against the library's model binding), the encoder of search queries, and the BLIP matcher
-and captioner."""
+and captioner.
+
+`LibraryModels` owns them. The other collaborators reach them through a `ModelSource`,
+which the `Library` itself is: a subclass of `Library` that overrides ``encoder`` (a test
+that makes the model fail, say) is then what indexing, search and import see."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from clipsearch.errors import ModelMismatchError
 from clipsearch.models.base import Encoder
@@ -14,6 +19,25 @@ from clipsearch.store import Catalog
 
 if TYPE_CHECKING:
     from clipsearch.models.blip import Captioner, ImageTextMatcher
+
+
+class ModelSource(Protocol):
+    """The models as the rest of the library uses them (`Library` is one)."""
+
+    @property
+    def model_spec(self) -> str: ...
+
+    @property
+    def encoder(self) -> Encoder: ...
+
+    @property
+    def query_encoder(self) -> Encoder: ...
+
+    @property
+    def matcher(self) -> ImageTextMatcher: ...
+
+    @property
+    def captioner(self) -> Captioner: ...
 
 
 class LibraryModels:
@@ -67,19 +91,24 @@ class LibraryModels:
         return DEFAULT_MODEL
 
     @property
+    def named(self) -> bool:
+        """Whether the library was opened with a model (named, or given as an object)."""
+        return self.model is not None or self.injected
+
+    @property
     def loaded(self) -> bool:
         """True once the model (or the text tower queries use) is in memory."""
         return self._encoder is not None or self._query_encoder is not None
 
-    @property
-    def query_encoder(self) -> Encoder:
-        """The encoder of search queries (`Library.query_encoder`)."""
+    def query_encoder(self, encoder: Callable[[], Encoder]) -> Encoder:
+        """The encoder of search queries (`Library.query_encoder`): the text tower's ready
+        copy, whose images go to ``encoder()``, else ``encoder()`` itself."""
         with self._lock:
             if self._query_encoder is None:  # asked again until it exists (a first index
-                self._query_encoder = self._text_tower()  # binds the model, writes the copy)
-            return self._query_encoder or self.encoder
+                self._query_encoder = self._text_tower(encoder)  # binds the model, writes the copy)
+            return self._query_encoder or encoder()
 
-    def _text_tower(self) -> Encoder | None:
+    def _text_tower(self, encoder: Callable[[], Encoder]) -> Encoder | None:
         if self.injected or self.precision not in ("auto", "fp32"):
             return None
         binding = self.catalog.model_binding()
@@ -87,7 +116,7 @@ class LibraryModels:
             return None
         from clipsearch.models.text_tower import load_ready_copy
 
-        return load_ready_copy(binding.fingerprint, images=lambda: self.encoder, spec=binding.spec)
+        return load_ready_copy(binding.fingerprint, images=encoder, spec=binding.spec)
 
     @property
     def encoder(self) -> Encoder:
@@ -111,19 +140,20 @@ class LibraryModels:
                     )
             return self._encoder
 
-    def for_indexing(self) -> Encoder:
-        """The model for an index run. A library already bound to the requested model gets a
-        `DeferredEncoder`: a run over unchanged files never loads (or imports) the model."""
+    def for_indexing(self, encoder: Callable[[], Encoder]) -> Encoder:
+        """The model for an index run: ``encoder()``, or for a library already bound to the
+        requested model a `DeferredEncoder` that calls it only when a file needs encoding
+        (a run over unchanged files never loads, or imports, the model)."""
         binding = self.catalog.model_binding()
         if self._encoder is not None or binding is None or self.model not in (None, binding.spec):
-            return self.encoder
+            return encoder()
         from clipsearch.models.deferred import DeferredEncoder
 
         return DeferredEncoder(
             spec=binding.spec,
             fingerprint=binding.fingerprint,
             dim=binding.dim,
-            load=lambda: self.encoder,
+            load=encoder,
         )
 
     @property

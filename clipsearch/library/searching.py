@@ -16,7 +16,7 @@ import numpy as np
 
 from clipsearch.errors import NotFoundError, UsageError
 from clipsearch.index.base import VectorIndex
-from clipsearch.library.models import LibraryModels
+from clipsearch.library.models import ModelSource
 from clipsearch.models.base import l2_normalize
 from clipsearch.search.arrange import SortOrder
 from clipsearch.search.banks import BankCache
@@ -55,7 +55,7 @@ class LibrarySearch:
         self,
         path: Path,
         catalog: Catalog,
-        models: LibraryModels,
+        models: ModelSource,
         vector_index: Callable[[], VectorIndex],
         lock: threading.RLock,
     ) -> None:
