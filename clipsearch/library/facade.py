@@ -276,7 +276,7 @@ class Library:
         image: str | Path | Sequence[str | Path] | None = None,
         video: str | Path | Sequence[str | Path] | None = None,
     ) -> QueryPlan:
-        return searching.plan(query, image=image, video=video)
+        return searching.query_plan(query, image=image, video=video)
 
     def search(
         self,

@@ -72,7 +72,7 @@ class LibrarySearch:
 
     def embed_query(self, query: str | None, *, image: Files, video: Files) -> np.ndarray:
         """The query vector (D,) for a query string and/or example files."""
-        return encode_plan(plan(query, image=image, video=video), self.models.query_encoder)
+        return encode_plan(query_plan(query, image=image, video=video), self.models.query_encoder)
 
     def search(
         self,
@@ -113,7 +113,7 @@ class LibrarySearch:
         if kind:
             flt = flt & ItemFilter.parse([f"kind:{kind}"])
         if vector is None:
-            plan = _plan(query, image=image, video=video)
+            plan = query_plan(query, image=image, video=video)
         read = self.catalog.texts.has_text(OCR) or self.catalog.texts.has_text(CAPTION)
         if plan is not None and plan.phrases and (read if phrases is None else phrases):
             if not read:
@@ -254,12 +254,9 @@ class LibrarySearch:
         return HubnessRescorer(self.banks.terms(gallery_bank_size=gallery_bank), method)
 
 
-def plan(query: str | None = None, *, image: Files = None, video: Files = None) -> QueryPlan:
+def query_plan(query: str | None = None, *, image: Files = None, video: Files = None) -> QueryPlan:
     """The plan of a query string and example files (`Library.plan`)."""
     return plan_from_parts(text=query, images=_paths(image), videos=_paths(video))
-
-
-_plan = plan  # `search` has an argument of that name
 
 
 def _date_text(value: str | date) -> str:
