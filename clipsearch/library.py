@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from clipsearch.ingest.captioning import CaptionOptions, CaptionProgress, CaptionReport
     from clipsearch.models.blip import Captioner, ImageTextMatcher
-    from clipsearch.search.itm import ItmScoreRule, Reranker
+    from clipsearch.search.choices import ItmScoreRule, Reranker
 
 
 def default_library_path() -> Path:

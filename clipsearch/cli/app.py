@@ -26,7 +26,7 @@ from clipsearch.cli import (
 )
 from clipsearch.errors import ClipsearchError, UsageError
 from clipsearch.models.runtime import Quantize, Runtime
-from clipsearch.search.engine import MAX_K, MAX_MOMENTS
+from clipsearch.search.choices import MAX_K, MAX_MOMENTS
 
 app = typer.Typer(
     name="clipsearch",
@@ -493,10 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     bad or missing value) one line and exit code 2."""
     import warnings
 
-    from PIL import Image
-
     # Large-but-allowed photos (90–179 MP) are fine; load_image enforces our own limit.
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    # (Pillow's DecompressionBombWarning, matched by its message: Pillow is not imported
+    # by commands that never open an image.)
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     try:
         rv = app(args=argv, prog_name="clipsearch", standalone_mode=False)
     except ClipsearchError as e:

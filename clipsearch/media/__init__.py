@@ -10,19 +10,27 @@ Video (imported on demand: it needs PyAV): ``clipsearch.media.video`` decodes th
 a sampler asks for (``FrameReader``, ``decode_frames``); ``video_probe`` opens a container
 and reads its metadata (``probe_video``); ``video_decoder`` is the damage-surviving packet
 decoder under both; ``sampling`` plans frame times and detects shots.
+
+Importing this package imports no submodule (numpy, Pillow load with ``image``); each
+name below loads its module on first use.
 """
 
-from clipsearch.media.identity import partial_hash
-from clipsearch.media.image import DEFAULT_MAX_PIXELS, DecodedImage, decode_cost, load_image
-from clipsearch.media.scan import (
-    IMAGE_EXTENSIONS,
-    MEDIA_KINDS,
-    VIDEO_EXTENSIONS,
-    MediaFile,
-    MediaKind,
-    kind_of,
-    scan,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clipsearch.media.identity import partial_hash
+    from clipsearch.media.image import DEFAULT_MAX_PIXELS, DecodedImage, decode_cost, load_image
+    from clipsearch.media.scan import (
+        IMAGE_EXTENSIONS,
+        MEDIA_KINDS,
+        VIDEO_EXTENSIONS,
+        MediaFile,
+        MediaKind,
+        kind_of,
+        scan,
+    )
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -38,3 +46,31 @@ __all__ = [
     "partial_hash",
     "scan",
 ]
+
+_LAZY = {
+    **dict.fromkeys(("partial_hash",), "clipsearch.media.identity"),
+    **dict.fromkeys(
+        ("DEFAULT_MAX_PIXELS", "DecodedImage", "decode_cost", "load_image"),
+        "clipsearch.media.image",
+    ),
+    **dict.fromkeys(
+        (
+            "IMAGE_EXTENSIONS",
+            "MEDIA_KINDS",
+            "VIDEO_EXTENSIONS",
+            "MediaFile",
+            "MediaKind",
+            "kind_of",
+            "scan",
+        ),
+        "clipsearch.media.scan",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
