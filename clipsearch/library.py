@@ -50,6 +50,7 @@ from clipsearch.search.textmatch import TextFusion, query_terms, with_text_match
 from clipsearch.search.video import DEFAULT_POOLING
 from clipsearch.store import Catalog, ItemFilter
 from clipsearch.store.filters import taken_bounds
+from clipsearch.store.location import default_library_path
 from clipsearch.store.texts import CAPTION, OCR
 from clipsearch.store.writer_lock import WriterLock
 
@@ -59,15 +60,6 @@ if TYPE_CHECKING:
     from clipsearch.ingest.captioning import CaptionOptions, CaptionProgress, CaptionReport
     from clipsearch.models.blip import Captioner, ImageTextMatcher
     from clipsearch.search.choices import ItmScoreRule, Reranker
-
-
-def default_library_path() -> Path:
-    """``$CLIPSEARCH_HOME``, else ``$XDG_DATA_HOME/clipsearch/default`` (~/.local/share)."""
-    env = os.environ.get("CLIPSEARCH_HOME")
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(data) / "clipsearch" / "default"
 
 
 @dataclass(frozen=True)

@@ -361,7 +361,7 @@ def search(
 def _warm_search(library, model, precision, query, **search_options):
     """The hits of a running server of the library, or None (see `clipsearch.cli.warm`)."""
     from clipsearch.cli import warm
-    from clipsearch.library import default_library_path
+    from clipsearch.store.location import default_library_path
 
     return warm.search(
         options.library_path(library) or default_library_path(),
