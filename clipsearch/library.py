@@ -324,7 +324,11 @@ class Library:
             if not report.interrupted:
                 # The ANN cache is built/updated while indexing, so the first search is fast.
                 emit = on_event or (lambda e: None)
-                self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
+                ann = self.ann_settings
+                if not self._index_cache().is_current(
+                    self.catalog, backend=ann.backend, recall_target=ann.recall_target
+                ):
+                    self.vector_index(progress=lambda s, frac: emit(AnnProgress(s, frac)))
                 if captions is not None:
                     report.captions = self._caption(captions, on_caption, should_stop)
                     report.interrupted = report.captions.interrupted

@@ -95,9 +95,17 @@ def fmt_time(seconds: float | None) -> str:
 
 
 class IndexProgress:
-    """Renders indexing events: a scan spinner, then a bar with files/s, ETA and errors."""
+    """Renders indexing events: a scan spinner, then a bar with files/s, ETA and errors.
+    Quiet, it only counts (and Rich is not loaded)."""
 
     def __init__(self, *, quiet: bool = False, console: Console | None = None) -> None:
+        self.quiet = quiet
+        self.errors = 0
+        self.frames = 0
+        self.task: TaskID | None = None
+        self._start: float | None = None
+        if quiet:
+            return
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -108,9 +116,6 @@ class IndexProgress:
             TimeRemainingColumn,
         )
 
-        self.quiet = quiet
-        self.errors = 0
-        self.frames = 0
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -123,20 +128,24 @@ class IndexProgress:
             TextColumn("[red]{task.fields[errors]}"),
             console=console or _console("err"),
             transient=False,
-            disable=quiet,
         )
-        self.task: TaskID | None = None
-        self._start: float | None = None
 
     def __enter__(self) -> IndexProgress:
-        self.progress.start()
-        self.task = self.progress.add_task("scanning", total=None, rate="", errors="")
+        if not self.quiet:
+            self.progress.start()
+            self.task = self.progress.add_task("scanning", total=None, rate="", errors="")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if not self.quiet:
+            self.progress.stop()
 
     def __call__(self, event: IndexEvent) -> None:
+        if self.quiet:
+            if isinstance(event, FileDone):
+                self.errors += 0 if event.ok else 1
+                self.frames += event.frames
+            return
         assert self.task is not None
         p = self.progress
         if isinstance(event, ScanProgress):

@@ -23,14 +23,9 @@ Plain ``http.client`` and ``json``: no HTTP client library to import.
 
 from __future__ import annotations
 
-import http.client
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from clipsearch.server import discovery
-from clipsearch.store.location import default_library_path
 
 if TYPE_CHECKING:
     from clipsearch.search.hits import SearchResults
@@ -48,6 +43,11 @@ def search(
 ) -> SearchResults | None:
     """The hits of the server of ``library`` for ``query`` with the `LocalSearchRequest`
     ``options``, or None when this process should search itself."""
+    import http.client
+    import json
+
+    from clipsearch.server import discovery
+
     server = discovery.read(library)
     if server is None or model not in (None, server.model) or precision != server.precision:
         return None
@@ -121,7 +121,7 @@ def answer(argv: Sequence[str]) -> int | None:
     cannot answer it), for the Typer app to handle."""
     parsed = _parse(list(argv))
     if parsed is None:
-        return None
+        return None  # decided before importing anything: other commands pay nothing here
     from clipsearch.models.precision import PRECISIONS
     from clipsearch.search.choices import MAX_K, SORT_ORDERS
 
@@ -140,6 +140,8 @@ def answer(argv: Sequence[str]) -> int | None:
         or kind not in (None, "image", "video")
     ):
         return None  # the app reports the bad value
+    from clipsearch.store.location import default_library_path
+
     library = parsed.get("library")
     options = {
         "k": k,

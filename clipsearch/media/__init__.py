@@ -11,26 +11,29 @@ a sampler asks for (``FrameReader``, ``decode_frames``); ``video_probe`` opens a
 and reads its metadata (``probe_video``); ``video_decoder`` is the damage-surviving packet
 decoder under both; ``sampling`` plans frame times and detects shots.
 
-Importing this package imports no submodule (numpy, Pillow load with ``image``); each
-name below loads its module on first use.
+Importing this package imports only the scanner (standard library); the decoding names
+load their module (numpy, Pillow) on first use.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The scanner imports only the standard library. Imported here, its function ``scan`` is
+# this package's attribute, not the submodule of the same name.
+from clipsearch.media.scan import (
+    IMAGE_EXTENSIONS,
+    MEDIA_KINDS,
+    VIDEO_EXTENSIONS,
+    MediaFile,
+    MediaKind,
+    kind_of,
+    scan,
+)
+
 if TYPE_CHECKING:
     from clipsearch.media.identity import partial_hash
     from clipsearch.media.image import DEFAULT_MAX_PIXELS, DecodedImage, decode_cost, load_image
-    from clipsearch.media.scan import (
-        IMAGE_EXTENSIONS,
-        MEDIA_KINDS,
-        VIDEO_EXTENSIONS,
-        MediaFile,
-        MediaKind,
-        kind_of,
-        scan,
-    )
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -52,18 +55,6 @@ _LAZY = {
     **dict.fromkeys(
         ("DEFAULT_MAX_PIXELS", "DecodedImage", "decode_cost", "load_image"),
         "clipsearch.media.image",
-    ),
-    **dict.fromkeys(
-        (
-            "IMAGE_EXTENSIONS",
-            "MEDIA_KINDS",
-            "VIDEO_EXTENSIONS",
-            "MediaFile",
-            "MediaKind",
-            "kind_of",
-            "scan",
-        ),
-        "clipsearch.media.scan",
     ),
 }
 
