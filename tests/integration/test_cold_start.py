@@ -111,6 +111,42 @@ def test_commands_import_only_what_they_need(indexed, argv, request):
         assert proc.stdout.count("photos/") == 3
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("a red photo", "-k", "3", "--min-score", "none"),
+        ("blue", "--kind", "image", "-k", "2", "--offset", "1", "--json", "--exact"),
+        ("red", "--sort", "-date", "--collapse", "--min-score", "0.01", "--json"),
+    ],
+)
+def test_the_console_script_searches_text_without_typer(indexed, run_cli, argv):
+    """A plain text search with no server: the console script answers in this process
+    without Typer or pydantic, printing what the ``search`` command prints."""
+    lib = str(indexed / "lib")
+    typer_run = run_cli("--library", lib, "search", *argv, "--no-server")
+    assert typer_run.exit_code == 0, typer_run.output
+    result, run = _run_cli(
+        "--library", lib, "search", *argv, "--no-server", entry="clipsearch.cli.entry"
+    )
+    assert result["code"] == 0, run.stderr
+    assert _imported(result, ("typer", "pydantic", *HEAVY)) == []
+    assert run.stdout == typer_run.stdout
+    assert run.stderr.split("@@")[0] == typer_run.stderr
+
+
+def test_the_console_script_leaves_errors_and_other_commands_to_the_app(tmp_path, indexed):
+    missing = str(tmp_path / "no-library")
+    result, run = _run_cli("--library", missing, "search", "red", entry="clipsearch.cli.entry")
+    assert result["code"] == 4 and "no clipsearch library" in run.stderr
+    result, run = _run_cli("search", "red", "-k", "0", entry="clipsearch.cli.entry")
+    assert result["code"] == 2 and "typer" in result["modules"]
+    result, run = _run_cli(
+        "--library", str(indexed / "lib"), "status", entry="clipsearch.cli.entry"
+    )
+    assert result["code"] == 0 and "typer" in result["modules"]
+
+
 def test_noop_index_does_not_load_the_model(indexed):
     with Library(indexed / "lib") as lib:
         report = lib.index([indexed / "photos"])
