@@ -26,7 +26,7 @@ from clipsearch.cli import (
     train_cmd,
 )
 from clipsearch.errors import ClipsearchError, UsageError
-from clipsearch.ingest.encode import EngineName
+from clipsearch.ingest.choices import EngineName
 from clipsearch.models.runtime import Quantize, Runtime
 from clipsearch.search.choices import MAX_K, MAX_MOMENTS
 
