@@ -5,13 +5,14 @@
   compression), so "openvino fp32" computes what torch fp32 computes.
 - int8: NNCF post-training quantization (``nncf.quantize``, transformer preset: SmoothQuant +
   fast bias correction) calibrated on images from the user's own library.
-- Inference: one request in flight per CPU core the process may use, each over its slice
-  of the batch (`requests_in_flight`), when the batch gives every request at least
-  `MIN_SLICE` images; else the ``LATENCY`` hint, one request over every core. (The
-  ``THROUGHPUT`` hint alone makes one stream per core, which halves a single synchronous
-  request.) Measured by benchmarks/runtime.py, fp32 and int8, 1 vs 2 in flight on 2
-  cores: docs/performance.md. The inference precision is set explicitly (f32, or bf16 on
-  CPUs with native bf16) so OpenVINO never lowers it on its own.
+- Inference: the ``LATENCY`` hint, one request over every core. ``streams > 1`` keeps that
+  many requests in flight over slices of a batch of at least `MIN_SLICE` images each
+  (the ``THROUGHPUT`` hint alone makes one stream per core, which halves a single
+  synchronous request). One request stays the default: benchmarks/runtime.py measured
+  1 vs 2 in flight for fp32 and int8 on 2 cores, and neither won on both (the same CPU
+  time per image within 3 %, wall times within the machine's noise;
+  docs/performance.md). The inference precision is set explicitly (f32, or bf16 on CPUs
+  with native bf16) so OpenVINO never lowers it on its own.
 
 `OpenVinoImageEncoder` wraps the torch encoder it was built from: preprocessing and text
 encoding are the torch encoder's, only `encode_pixels` runs on OpenVINO. spec, fingerprint
@@ -66,9 +67,8 @@ class OpenVinoImageEncoder(Encoder):
     model: an ``openvino.Model`` of the image tower (input (N, 3, H, W) float32).
     precision: what the weights are, for display: "fp32" | "bf16" | "int8".
     inference_precision: "fp32" | "bf16" | "fp16": precision of the ops that are not int8.
-    streams: requests in flight over slices of each batch (n > 1: the THROUGHPUT hint with
-        n streams); 1 = the LATENCY hint, one request over every core; None (default) =
-        `requests_in_flight()`.
+    streams: 1 (default) = the LATENCY hint, one request over every core; n > 1 = n
+        requests in flight over slices of each batch (the THROUGHPUT hint, n streams).
     num_threads: CPU threads for OpenVINO (default: all it may use).
     """
 
@@ -82,7 +82,7 @@ class OpenVinoImageEncoder(Encoder):
         *,
         precision: str,
         inference_precision: str = "fp32",
-        streams: int | None = None,
+        streams: int = 1,
         num_threads: int | None = None,
     ) -> None:
         ov = import_openvino()
@@ -95,7 +95,7 @@ class OpenVinoImageEncoder(Encoder):
         self.image_size = getattr(base, "image_size", (224, 224))
         self.precision = precision
         self.inference_precision = inference_precision
-        self.streams = requests_in_flight() if streams is None else max(1, int(streams))
+        self.streams = max(1, int(streams))
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
             "INFERENCE_PRECISION_HINT": _OV_PRECISION[inference_precision],
@@ -159,22 +159,6 @@ class OpenVinoImageEncoder(Encoder):
 # A request in flight gets at least this many images of a batch: below it, one request over
 # every core (the LATENCY hint) answers sooner than slices too small to fill a core.
 MIN_SLICE = 4
-MAX_IN_FLIGHT = 8
-
-
-def requests_in_flight() -> int:
-    """How many inference requests to keep in flight: one per CPU core this process may
-    use (its affinity mask, capped at `MAX_IN_FLIGHT`). Each request then runs on its own
-    core without a thread team to synchronise, which on the measured machines encoded more
-    images per second and per CPU second than one request spread over every core; with
-    one core it is the LATENCY hint."""
-    import os
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_IN_FLIGHT, cores))
 
 
 def export_image_tower(encoder: OpenClipEncoder) -> Any:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -36,22 +34,12 @@ def test_openvino_fp32_equals_torch_fp32(tiny_encoder, exported, pixels):
 
 
 def test_requests_in_flight_give_the_same_vectors(tiny_encoder, exported, pixels):
-    one = ovx.OpenVinoImageEncoder(tiny_encoder, exported, precision="fp32", streams=1)
+    one = ovx.OpenVinoImageEncoder(tiny_encoder, exported, precision="fp32")
     two = ovx.OpenVinoImageEncoder(tiny_encoder, exported, precision="fp32", streams=2)
     assert np.allclose(one.encode_pixels(pixels), two.encode_pixels(pixels), atol=1e-6)
     # a batch too small to give each request MIN_SLICE images goes as one request
     few = pixels[: 2 * ovx.MIN_SLICE - 1]
     assert np.allclose(one.encode_pixels(few), two.encode_pixels(few), atol=1e-6)
-
-
-def test_by_default_one_request_in_flight_per_usable_core(tiny_encoder, exported, monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
-    assert ovx.requests_in_flight() == 3
-    assert ovx.OpenVinoImageEncoder(tiny_encoder, exported, precision="fp32").streams == 3
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert ovx.requests_in_flight() == 1
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
-    assert ovx.requests_in_flight() == ovx.MAX_IN_FLIGHT
 
 
 def test_wrong_pixel_shape_is_an_error(tiny_encoder, exported):
