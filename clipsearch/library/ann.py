@@ -64,6 +64,14 @@ class LibraryAnn:
             self._index_generation = self.catalog.generation()
             ann.save(self.path)  # only once the build succeeded (a bad string raised above)
 
+    def cache_is_current(self) -> bool:
+        """Whether the exact/FAISS cache on disk already reflects the catalog with these
+        settings (checked from its stamp, without loading it)."""
+        ann = self.settings
+        return self._index_cache().is_current(
+            self.catalog, backend=ann.backend, recall_target=ann.recall_target
+        )
+
     def info(self) -> IndexInfo | None:
         """Backend, parameters, vectors, memory and measured recall@10 of the cache."""
         if self.settings.milvus_index_type is not None:

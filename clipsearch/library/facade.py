@@ -35,7 +35,7 @@ from clipsearch.library.indexing import LibraryIndexing
 from clipsearch.library.models import LibraryModels
 from clipsearch.library.runtime import LibraryRuntime
 from clipsearch.library.searching import LibrarySearch
-from clipsearch.library.settings import AnnSettings, default_library_path
+from clipsearch.library.settings import AnnSettings
 from clipsearch.library.status import LibraryStatus, library_status
 from clipsearch.models.base import Encoder
 from clipsearch.models.runtime import RuntimeSettings
@@ -53,6 +53,7 @@ from clipsearch.search.rescore import Rescorer
 from clipsearch.search.video import DEFAULT_POOLING
 from clipsearch.store import Catalog, ItemFilter
 from clipsearch.store.exchange import ExchangeReport
+from clipsearch.store.location import default_library_path
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from clipsearch.ingest.captioning import CaptionOptions, CaptionProgress, CaptionReport
     from clipsearch.ingest.ray_engine import RaySettings
     from clipsearch.models.blip import Captioner, ImageTextMatcher
-    from clipsearch.search.itm import ItmScoreRule, Reranker
+    from clipsearch.search.choices import ItmScoreRule, Reranker
 
 __all__ = ["AnnSettings", "Library", "LibraryStatus", "default_library_path"]
 

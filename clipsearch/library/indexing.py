@@ -113,7 +113,8 @@ class LibraryIndexing:
             if not report.interrupted:
                 # The ANN cache is built/updated while indexing, so the first search is fast.
                 emit = on_event or (lambda e: None)
-                self.ann.current(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
+                if not self.ann.cache_is_current():
+                    self.ann.current(progress=lambda s, frac: emit(AnnProgress(s, frac)))
                 if captions is not None:
                     report.captions = self._caption(captions, on_caption, should_stop)
                     report.interrupted = report.captions.interrupted

@@ -42,7 +42,7 @@ from clipsearch.store.texts import CAPTION, OCR
 if TYPE_CHECKING:
     from PIL import Image
 
-    from clipsearch.search.itm import ItmScoreRule, Reranker
+    from clipsearch.search.choices import ItmScoreRule, Reranker
 
 Files = str | Path | Sequence[str | Path] | None
 

@@ -1,23 +1,17 @@
-"""Where a library lives by default, and how its nearest-neighbour index is built
+"""Where a library lives by default (`default_library_path`, defined import-free in
+`clipsearch.store.location`), and how its nearest-neighbour index is built
 (``<library>/ann.json``, the choice `Library.reindex` remembers)."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipsearch.atomic import atomic_write_text
+from clipsearch.store.location import default_library_path
 
-
-def default_library_path() -> Path:
-    """``$CLIPSEARCH_HOME``, else ``$XDG_DATA_HOME/clipsearch/default`` (~/.local/share)."""
-    env = os.environ.get("CLIPSEARCH_HOME")
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(data) / "clipsearch" / "default"
+__all__ = ["AnnSettings", "default_library_path"]
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,7 @@ def copy_item(conn: sqlite3.Connection, src_item_id: int, write: ItemWrite) -> i
     ).fetchone()
     if row is None or row[7] != "ok":
         raise NotFoundError(f"item {src_item_id} is not an indexed item; cannot reuse its vectors")
-    src = ItemRecord(*row)
+    src = ItemRecord.from_row(row)
     if write.kind != src.kind:
         raise UsageError(f"cannot reuse the vectors of a {src.kind} for a {write.kind}")
     filled = dataclasses.replace(
