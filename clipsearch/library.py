@@ -333,11 +333,6 @@ class Library:
         reading = resolve_settings(
             self.catalog.texts.settings(), ocr=options.ocr, ocr_frames=options.ocr_frames
         )
-        if reading.ocr and ray is not None:
-            raise UsageError(
-                "reading text in pictures (--ocr, or remembered by this library) runs in "
-                "this process, not on Ray: index with --engine local, or add --no-ocr"
-            )
         if reading.ocr:  # a missing `ocr` extra fails before the lock and the model
             from clipsearch.models.ocr import text_reader
 
@@ -355,14 +350,16 @@ class Library:
             encoder = self._indexing_encoder()
             if self._runtime_given and self._runtime != RuntimeSettings.load(self.path):
                 self._runtime.save(self.path)
-            # Ray workers build their own model (ray.model): the runtime choice is local,
-            # and the model is loaded here only when some file needs encoding.
+            # The model is loaded here only when some file needs encoding. Ray workers load
+            # the chosen image encoder themselves (torch needs no choice made here).
             choose = (
                 None
-                if ray is not None
-                else lambda files: self._image_runtime_chooser(self.encoder, on_event).choose(files)
+                if ray is not None and self._runtime.is_plain_torch
+                else lambda files: self._image_runtime_chooser(self.encoder, on_event).choose(
+                    files, load=ray is None
+                )
             )
-            with self._engine(options, ray) as engine:
+            with self._engine(options, ray, encoder.fingerprint) as engine:
                 indexer = Indexer(
                     self.catalog,
                     encoder,
@@ -382,7 +379,7 @@ class Library:
                     report.interrupted = report.captions.interrupted
         return report
 
-    def _engine(self, options: IndexOptions, ray: RaySettings | None):
+    def _engine(self, options: IndexOptions, ray: RaySettings | None, fingerprint: str):
         """The encode engine for a run: None (local threads) or a `RayEngine`."""
         if ray is None:
             return contextlib.nullcontext()
@@ -402,7 +399,7 @@ class Library:
             video_sampler=options.video_sampler,
             max_frames=options.max_frames,
         )
-        return RayEngine(model, self.encoder.fingerprint, ray, loop)
+        return RayEngine(model, fingerprint, ray, loop)
 
     def caption(
         self,

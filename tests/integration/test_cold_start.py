@@ -66,10 +66,11 @@ def _run_cli(*argv: str) -> tuple[dict, subprocess.CompletedProcess]:
         ("status",),
         ("index-info",),
         ("index", "{photos}"),  # nothing changed: no model
+        ("index", "{photos}", "--engine", "ray"),  # nor on Ray (no cluster either)
         # the numpy text tower (every hit shown: the tiny random model scores little above the cut)
         ("search", "a red photo", "-k", "3", "--min-score", "none", "--no-server"),
     ],
-    ids=["help", "status", "index-info", "noop-index", "text-search"],
+    ids=["help", "status", "index-info", "noop-index", "noop-index-ray", "text-search"],
 )
 def test_commands_that_need_no_torch_never_import_it(indexed, argv):
     lib = str(indexed / "lib")
@@ -266,3 +267,15 @@ def test_the_port_answers_while_the_model_loads_and_queries_wait(indexed):
             headers={"Authorization": "Bearer local-token-123"},
         )
         assert refused.status_code == 400
+
+
+def test_noop_ray_index_does_not_load_the_model(indexed):
+    """`index --engine ray` over unchanged files sends nothing to a cluster: the library's
+    model binding gives the workers' fingerprint, so the model is not loaded here either."""
+    pytest.importorskip("ray")
+    from clipsearch.ingest.ray_engine import RaySettings
+
+    with Library(indexed / "lib") as lib:
+        report = lib.index([indexed / "photos"], ray=RaySettings(workers=1))
+        assert (report.encoded, report.unchanged) == (0, len(COLOURS))
+        assert not lib.model_loaded
