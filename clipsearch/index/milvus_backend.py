@@ -402,6 +402,11 @@ class MilvusIndex:
             found.ids[short], found.scores[short] = fix.ids, fix.scores
         return found
 
+    def search_ann(self, queries: np.ndarray, k: int) -> Matches:
+        """The collection's own top-``k`` with the current search parameters, no query
+        redone exactly (what recall is measured on)."""
+        return self._ann(as_queries(queries, self.dim), check_k(k), "", 1.0)
+
     def ids_matching(self, expression: str) -> np.ndarray:
         """(n,) int64 ascending ids of the rows an expression selects."""
         return np.sort(
