@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -31,9 +31,6 @@ from clipsearch.store.records import TextWrite
 
 if TYPE_CHECKING:
     from clipsearch.ingest.runtime_choice import RuntimeChoice
-
-EngineName = Literal["local", "ray"]
-ENGINES: tuple[EngineName, ...] = ("local", "ray")  # `index --engine`: this process, or Ray
 
 
 Sink = Callable[[list[ItemWrite | TextWrite]], None]
