@@ -139,18 +139,36 @@ def test_batch_single_query_vector_and_frame_counts():
     assert pool_scores_batch(vecs[0], sets, "max").shape == (1, 2)
 
 
-def test_pooling_errors_are_usage_errors():
+def test_pooling_errors_say_what_is_wrong():
     f = np.eye(3)
-    with pytest.raises(UsageError, match="pooling"):
+    with pytest.raises(
+        UsageError, match="unknown pooling 'median'; use one of peak, mean, max, softmax"
+    ):
         pool_scores(f[0], f, "median")
-    with pytest.raises(UsageError, match="tau"):
+    with pytest.raises(UsageError, match="softmax pooling needs tau > 0, got 0.0"):
         pool_scores(f[0], f, "softmax", tau=0.0)
-    with pytest.raises(UsageError, match="dim"):
+    with pytest.raises(UsageError, match="peak pooling needs tau > 0, got -1"):
+        pool_scores(f[0], f, "peak", tau=-1)
+    with pytest.raises(UsageError, match="needs tau > 0, got nan"):
+        pool_scores(f[0], f, "peak", tau=float("nan"))
+    with pytest.raises(UsageError, match="query dim 4 != frame dim 3"):
         pool_scores(np.ones(4), f, "mean")
-    with pytest.raises(UsageError, match="at least one frame"):
+    with pytest.raises(UsageError, match="every video needs at least one frame vector"):
         FrameSets.from_counts(f, [3, 0])
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="every video needs at least one frame vector"):
+        FrameSets.from_counts(f, [])
+    with pytest.raises(UsageError, match="3 frame vectors for 4 counted frames"):
+        FrameSets.from_counts(f, [2, 2])
+    with pytest.raises(UsageError, match=r"\? frame vectors for 3 counted frames"):
+        FrameSets.from_counts(np.ones(3), [3])
+    with pytest.raises(UsageError, match="no videos to score"):
+        FrameSets.from_list([])
+    with pytest.raises(
+        UsageError, match=r"meanp needs a \(F, D\) matrix with F >= 1, got shape \(0, 3\)"
+    ):
         meanp(np.zeros((0, 3)))
+    with pytest.raises(UsageError, match=r"got shape \(3,\)"):
+        meanp(np.ones(3))
 
 
 # --- end to end with the colour encoder ----------------------------------------------------------
