@@ -297,6 +297,7 @@ def test_shots_from_cuts_drops_cuts_outside_the_video_and_repeats():
         (12.0, 40.0),
     ]
     assert shots_from_cuts([], 9.5) == [(0.0, 9.5)]
+    assert shots_from_cuts([0.4, 9.1], 9.5) == [(0.0, 0.4), (0.4, 9.1), (9.1, 9.5)]
 
 
 # --- parameters -----------------------------------------------------------------------------------

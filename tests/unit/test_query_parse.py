@@ -71,6 +71,13 @@ def test_plan_from_parts(tmp_path):
         plan_from_parts()
 
 
+def test_a_plan_of_example_files_only_has_no_phrases(tmp_path):
+    img = tmp_path / "a.png"
+    img.write_bytes(b"not really a png")
+    plan = plan_from_parts(images=(str(img),))
+    assert plan.phrases == () and plan.terms == (Term("image", str(img), 1.0),)
+
+
 # -- quoted phrases: what a picture's text must contain (docs/ocr.md) -------------------------
 def test_a_quoted_term_is_also_a_phrase():
     plan = parse_query('"happy birthday"')

@@ -135,8 +135,26 @@ def test_batch_single_query_vector_and_frame_counts():
     vecs = rng.standard_normal((6, 8))
     sets = FrameSets.from_counts(vecs, [2, 4])
     assert len(sets) == 2 and sets.counts.tolist() == [2, 4]
-    np.testing.assert_allclose(np.linalg.norm(sets.video(1), axis=1), 1.0, rtol=1e-6)
+    assert sets.video(0).shape == (2, vecs.shape[1]) and sets.video(1).shape == (4, vecs.shape[1])
+    np.testing.assert_allclose(
+        sets.video(1), vecs[2:] / np.linalg.norm(vecs[2:], axis=1)[:, None], rtol=1e-6
+    )
     assert pool_scores_batch(vecs[0], sets, "max").shape == (1, 2)
+
+
+def test_padded_frames_with_a_mask_of_zeros_and_ones():
+    rng = np.random.default_rng(3)
+    padded = rng.standard_normal((2, 3, 4))
+    sets = FrameSets.from_padded(padded, np.array([[1, 1, 0], [1, 0, 0]]))  # not bool
+    assert sets.counts.tolist() == [2, 1]
+    np.testing.assert_allclose(
+        sets.video(1)[0], padded[1, 0] / np.linalg.norm(padded[1, 0]), rtol=1e-6
+    )
+
+
+def test_meanp_is_float32_whatever_the_input():
+    v = meanp(np.array([[3.0, 4.0], [1.0, 0.0]], dtype=np.float64))
+    assert v.dtype == np.float32
 
 
 def test_pooling_errors_say_what_is_wrong():
@@ -145,7 +163,7 @@ def test_pooling_errors_say_what_is_wrong():
         UsageError, match="unknown pooling 'median'; use one of peak, mean, max, softmax"
     ):
         pool_scores(f[0], f, "median")
-    with pytest.raises(UsageError, match="softmax pooling needs tau > 0, got 0.0"):
+    with pytest.raises(UsageError, match=r"softmax pooling needs tau > 0, got 0\.0"):
         pool_scores(f[0], f, "softmax", tau=0.0)
     with pytest.raises(UsageError, match="peak pooling needs tau > 0, got -1"):
         pool_scores(f[0], f, "peak", tau=-1)
