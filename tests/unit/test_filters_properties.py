@@ -474,6 +474,10 @@ def test_a_leading_wildcard_cannot_use_the_path_index(paths_catalog):
 
 
 # -- bounds the catalog cannot hold -------------------------------------------------------------
+# when an item was taken: its capture time, or its file time where none was read
+TAKEN = "COALESCE((SELECT c.taken_ns FROM capture_times c WHERE c.item_id = i.id), i.mtime_ns)"
+
+
 @pytest.mark.parametrize(
     ("flt", "condition"),
     [
@@ -490,6 +494,12 @@ def test_a_leading_wildcard_cannot_use_the_path_index(paths_catalog):
         (ItemFilter(mtime_before_ns=INT64_MIN), None),  # nothing is below the smallest
         (ItemFilter(mtime_after_ns=INT64_MAX), ("i.mtime_ns >= ?", [INT64_MAX])),
         (ItemFilter(mtime_after_ns=INT64_MIN - 1), ("1", [])),
+        (ItemFilter(taken_before_ns=INT64_MIN), None),  # the capture-time bound: exclusive
+        (ItemFilter(taken_before_ns=INT64_MAX), (f"{TAKEN} < ?", [INT64_MAX])),
+        (ItemFilter(taken_before_ns=INT64_MAX + 1), ("1", [])),
+        (ItemFilter(taken_after_ns=INT64_MAX + 1), None),
+        (ItemFilter(taken_after_ns=INT64_MIN), (f"{TAKEN} >= ?", [INT64_MIN])),
+        (ItemFilter(taken_after_ns=INT64_MIN - 1), ("1", [])),
         (ItemFilter(size_min=3, size_max=2), None),
         (
             ItemFilter(kinds={"video", "image"}, tags=("a",), size_max=2**70),

@@ -139,6 +139,10 @@ def test_short_moments_are_widened_inside_the_video():
     s[40] = 1.0  # in the middle: widened around it
     m = localize(t, s, duration=20.0, min_len_s=2.0)
     assert m.end - m.start == pytest.approx(2.0) and m.start < 10.125 < m.end
+    m = localize(t, s, duration=20.0, min_len_s=5.0)
+    assert (m.start, m.end) == (7.625, 12.625)  # 5 s centred on the frame's cell [10, 10.25]
+    m = localize(t, s, duration=20.0, min_len_s=0.0)
+    assert (m.start, m.end) == (10.0, 10.25)  # the frame's own cell
 
 
 # --- shots ----------------------------------------------------------------------------------------
