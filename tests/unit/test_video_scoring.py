@@ -96,6 +96,29 @@ def test_peak_is_the_default_at_clips_temperature():
     )
 
 
+def test_softmax_defaults_to_hitchhikers_temperature():
+    rng = np.random.default_rng(6)
+    q, frames = rng.standard_normal((2, 16)), rng.standard_normal((30, 16))
+    default = pool_scores(q, frames, "softmax")
+    np.testing.assert_allclose(default, pool_scores(q, frames, "softmax", tau=0.1), rtol=1e-6)
+    assert not np.allclose(default, pool_scores(q, frames, "softmax", tau=0.01), rtol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["peak", "mean", "max", "softmax"])
+def test_scores_and_frame_sets_are_float32_whatever_the_input(method):
+    rng = np.random.default_rng(7)
+    q, frames = rng.standard_normal((2, 8)), rng.standard_normal((5, 8))  # float64
+    assert pool_scores(q, frames, method).dtype == np.float32
+    assert FrameSets.from_counts(frames, [2, 3]).vectors.dtype == np.float32
+
+
+def test_a_video_of_one_frame_vector():
+    frame = np.array([3.0, 4.0])
+    sets = FrameSets.from_list([frame, np.ones((2, 2))])  # (D,): one frame
+    assert sets.counts.tolist() == [1, 2]
+    np.testing.assert_allclose(sets.video(0), [[0.6, 0.8]], rtol=1e-6)
+
+
 def test_peak_finds_a_short_moment_that_mean_pooling_dilutes():
     # video A: 60 frames of background, 5 frames that match; video B: uniformly so-so
     rng = np.random.default_rng(5)
