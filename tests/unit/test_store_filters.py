@@ -405,10 +405,8 @@ def test_text_phrases_keep_only_items_whose_text_has_each(tmp_path):
     cat = Catalog.open(tmp_path / "lib")
     try:
         cat.bind_model(ModelBinding("fake", "fp", 4))
-        a, b, c = cat.write_items(
-            [write("/a.jpg", "Happy Birthday!", 0), write("/b.jpg", "BIRTHDAY PARTY", 1)]
-            + [write("/c.jpg", None, 2)]
-        )
+        items = [("/a.jpg", "Happy Birthday!"), ("/b.jpg", "BIRTHDAY PARTY"), ("/c.jpg", None)]
+        a, b, c = cat.write_items([write(p, text, n) for n, (p, text) in enumerate(items)])
         assert cat.items_where([a, b, c], ItemFilter.parse(["text:happy birthday"])) == [a]
         assert cat.items_where([a, b, c], ItemFilter.parse(["text:birthday"])) == [a, b]
         both = ItemFilter.parse(["text:birthday", "text:party"])
