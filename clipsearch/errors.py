@@ -75,6 +75,12 @@ class DiskFullError(LibraryError):
     """The disk filled up while writing; nothing already written is lost and the run can resume."""
 
 
+class EngineError(ClipsearchError):
+    """An external engine failed or cannot be reached: the Ray cluster that embeds, the
+    Milvus server that serves vectors. The message names it and what to check; work
+    already committed to the catalog is kept."""
+
+
 class QueryError(UsageError):
     """A search query could not be parsed or encoded (e.g. a query image that is not an image)."""
 

@@ -12,6 +12,7 @@ the library is bound to, or the default, is loaded on first use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -48,7 +49,8 @@ from clipsearch.search.rerank import GALLERY_BANK_SIZE, HubnessRescorer, RerankM
 from clipsearch.search.rescore import Rescorer
 from clipsearch.search.textmatch import TextFusion, query_terms, with_text_matches
 from clipsearch.search.video import DEFAULT_POOLING
-from clipsearch.store import Catalog, ItemFilter
+from clipsearch.store import Catalog, ItemFilter, ModelBinding
+from clipsearch.store.exchange import ExchangeReport
 from clipsearch.store.filters import taken_bounds
 from clipsearch.store.texts import CAPTION, OCR
 from clipsearch.store.writer_lock import WriterLock
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from clipsearch.ingest.captioning import CaptionOptions, CaptionProgress, CaptionReport
+    from clipsearch.ingest.ray_engine import RaySettings
     from clipsearch.models.blip import Captioner, ImageTextMatcher
     from clipsearch.search.itm import ItmScoreRule, Reranker
 
@@ -74,24 +77,46 @@ def default_library_path() -> Path:
 class AnnSettings:
     """How the library's nearest-neighbour index is built (persisted by ``reindex``)."""
 
-    backend: str = "auto"  # "auto" (by size and memory), "exact", or a FAISS factory string
-    recall_target: float = 0.95  # FAISS search parameters are raised until recall@10 >= this
+    backend: str = (
+        "auto"  # "auto", "exact", a FAISS factory string, or "milvus[:HNSW|IVF_FLAT|FLAT]"
+    )
+    recall_target: float = 0.95  # search parameters are raised until recall@10 >= this
+    milvus_uri: str | None = (
+        None  # a Milvus server (http://host:19530); None: Milvus Lite in the library
+    )
 
     FILE = "ann.json"
+    MILVUS_LITE = "milvus.db"  # Milvus Lite's folder inside the library
+
+    @property
+    def milvus_index_type(self) -> str | None:
+        """The Milvus index type ("HNSW", "IVF_FLAT", "FLAT") of a Milvus backend, else None.
+        Unspecified: HNSW on a Milvus server; FLAT on Milvus Lite, whose HNSW builds slowly
+        and, measured (docs/scale.md), searches no faster than its exact scan."""
+        name, _, kind = self.backend.partition(":")
+        if name.lower() != "milvus":
+            return None
+        server = self.milvus_uri is not None and "://" in self.milvus_uri
+        return kind.upper() or ("HNSW" if server else "FLAT")
 
     @classmethod
     def load(cls, library: Path) -> AnnSettings:
         try:
             data = json.loads((library / cls.FILE).read_text())
-            return cls(backend=str(data["backend"]), recall_target=float(data["recall_target"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            uri = data.get("milvus_uri")
+            return cls(
+                backend=str(data["backend"]),
+                recall_target=float(data["recall_target"]),
+                milvus_uri=None if uri is None else str(uri),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return cls()  # missing or damaged: the defaults (the file is only a preference)
 
     def save(self, library: Path) -> None:
-        atomic_write_text(
-            library / self.FILE,
-            json.dumps({"backend": self.backend, "recall_target": self.recall_target}),
-        )
+        data = {"backend": self.backend, "recall_target": self.recall_target}
+        if self.milvus_uri is not None:
+            data["milvus_uri"] = self.milvus_uri
+        atomic_write_text(library / self.FILE, json.dumps(data))
 
 
 @dataclass(frozen=True)
@@ -181,6 +206,7 @@ class Library:
         self._index: VectorIndex | None = None
         self._cache = None
         self._banks: BankCache | None = None
+        self._milvus_cache = None
         self._background: BackgroundCache | None = None
         self._index_generation: int | None = None
         self._lock = threading.RLock()
@@ -282,11 +308,16 @@ class Library:
         options: IndexOptions = IndexOptions(),
         on_event: Callable[[IndexEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        ray: RaySettings | None = None,
         captions: CaptionOptions | None = None,
         on_caption: Callable[[CaptionProgress], None] | None = None,
     ) -> IndexReport:
         """Index (or incrementally re-index) folders. See `Indexer.run` for errors.
 
+        ray: decode and encode on a Ray cluster (`clipsearch.ingest.ray_engine`) instead
+            of in this process; the catalog ends up the same either way. ``ray.model``
+            builds the model in each worker (default: this library's model spec and
+            precision; required when the library was given an ``encoder=``).
         captions: also caption the items that need it (`caption`) once indexing is done;
         the caption report is ``report.captions``. The caption model is loaded before
         indexing starts, so a missing model fails before any work."""
@@ -297,9 +328,16 @@ class Library:
         from clipsearch.media.sampling import FrameSampler
 
         FrameSampler.parse(options.video_sampler, max_frames=options.max_frames)
+        if ray is not None:
+            ray.validate()
         reading = resolve_settings(
             self.catalog.texts.settings(), ocr=options.ocr, ocr_frames=options.ocr_frames
         )
+        if reading.ocr and ray is not None:
+            raise UsageError(
+                "reading text in pictures (--ocr, or remembered by this library) runs in "
+                "this process, not on Ray: index with --engine local, or add --no-ocr"
+            )
         if reading.ocr:  # a missing `ocr` extra fails before the lock and the model
             from clipsearch.models.ocr import text_reader
 
@@ -317,18 +355,24 @@ class Library:
             encoder = self._indexing_encoder()
             if self._runtime_given and self._runtime != RuntimeSettings.load(self.path):
                 self._runtime.save(self.path)
-            indexer = Indexer(
-                self.catalog,
-                encoder,
-                options,
-                on_event=on_event,
-                should_stop=should_stop,
-                # the model is loaded here, only when some file needs encoding
-                choose_encoder=lambda files: self._image_runtime_chooser(
-                    self.encoder, on_event
-                ).choose(files),
+            # Ray workers build their own model (ray.model): the runtime choice is local,
+            # and the model is loaded here only when some file needs encoding.
+            choose = (
+                None
+                if ray is not None
+                else lambda files: self._image_runtime_chooser(self.encoder, on_event).choose(files)
             )
-            report = indexer.run(roots)
+            with self._engine(options, ray) as engine:
+                indexer = Indexer(
+                    self.catalog,
+                    encoder,
+                    options,
+                    on_event=on_event,
+                    should_stop=should_stop,
+                    engine=engine,
+                    choose_encoder=choose,
+                )
+                report = indexer.run(roots)
             if not report.interrupted:
                 # The ANN cache is built/updated while indexing, so the first search is fast.
                 emit = on_event or (lambda e: None)
@@ -337,6 +381,28 @@ class Library:
                     report.captions = self._caption(captions, on_caption, should_stop)
                     report.interrupted = report.captions.interrupted
         return report
+
+    def _engine(self, options: IndexOptions, ray: RaySettings | None):
+        """The encode engine for a run: None (local threads) or a `RayEngine`."""
+        if ray is None:
+            return contextlib.nullcontext()
+        from clipsearch.ingest.ray_engine import LoopSettings, ModelLoader, RayEngine
+
+        model = ray.model
+        if model is None:
+            if self._injected:
+                raise UsageError(
+                    "this library was given an encoder object, which Ray workers cannot load: "
+                    "pass RaySettings(model=...) with a function that builds it"
+                )
+            model = ModelLoader(self.model_spec, self._precision)
+        loop = LoopSettings(
+            batch_size=options.batch_size,
+            decode_threads=max(1, int(ray.cpus_per_worker)),
+            video_sampler=options.video_sampler,
+            max_frames=options.max_frames,
+        )
+        return RayEngine(model, self.encoder.fingerprint, ray, loop)
 
     def caption(
         self,
@@ -472,13 +538,7 @@ class Library:
         with self._lock:
             generation = self.catalog.generation()
             if self._index is None or self._index_generation != generation:
-                ann = self.ann_settings
-                self._index = self._index_cache().get(
-                    self.catalog,
-                    backend=ann.backend,
-                    recall_target=ann.recall_target,
-                    progress=progress,
-                )
+                self._index = self._ann_get(self.ann_settings, progress, rebuild=False)
                 self._index_generation = generation
             return self._index
 
@@ -487,30 +547,60 @@ class Library:
         *,
         backend: str | None = None,
         recall_target: float | None = None,
+        milvus_uri: str | None = None,
         progress: Callable[[str, float], None] | None = None,
     ) -> IndexInfo:
         """Rebuild the ANN index, optionally with explicit FAISS parameters ("HNSW32",
-        "IVF4096,Flat", "exact", or "auto"), and remember the choice for later updates."""
+        "IVF4096,Flat", "exact", or "auto") or in Milvus ("milvus", "milvus:IVF_FLAT";
+        ``milvus_uri`` names a server, default Milvus Lite inside the library), and remember
+        the choice for later updates."""
         old = self.ann_settings
         ann = AnnSettings(
             backend=backend or old.backend,
             recall_target=old.recall_target if recall_target is None else recall_target,
+            milvus_uri=milvus_uri or old.milvus_uri,
         )
         with self._lock:
-            self._index = self._index_cache().get(
-                self.catalog,
-                backend=ann.backend,
-                recall_target=ann.recall_target,
-                progress=progress,
-                rebuild=True,
-            )
+            self._index = self._ann_get(ann, progress, rebuild=True)
             self._index_generation = self.catalog.generation()
             ann.save(self.path)  # only once the build succeeded (a bad string raised above)
         return self.index_info()
 
     def index_info(self) -> IndexInfo | None:
         """Backend, parameters, vectors, memory and measured recall@10 of the ANN cache."""
+        if self.ann_settings.milvus_index_type is not None:
+            return self._milvus().info()
         return self._index_cache().info()
+
+    def _ann_get(
+        self, ann: AnnSettings, progress: Callable[[str, float], None] | None, *, rebuild: bool
+    ) -> VectorIndex:
+        kind = ann.milvus_index_type
+        if kind is None:
+            return self._index_cache().get(
+                self.catalog,
+                backend=ann.backend,
+                recall_target=ann.recall_target,
+                progress=progress,
+                rebuild=rebuild,
+            )
+        from clipsearch.store.vector_meta import CatalogMetadata
+
+        return self._milvus().get(
+            CatalogMetadata(self.catalog),
+            uri=ann.milvus_uri or str(self.path / AnnSettings.MILVUS_LITE),
+            index_type=kind,
+            recall_target=ann.recall_target,
+            progress=progress,
+            rebuild=rebuild,
+        )
+
+    def _milvus(self):
+        if self._milvus_cache is None:
+            from clipsearch.index.milvus_cache import MilvusCache
+
+            self._milvus_cache = MilvusCache(self.path / "ann")
+        return self._milvus_cache
 
     def searcher(self) -> Searcher:
         return Searcher(self.catalog, self.vector_index)
@@ -815,6 +905,44 @@ class Library:
             verify=verify,
         )
 
+    # -- exchange ------------------------------------------------------------------------------
+    def export(
+        self,
+        out: Path | str,
+        *,
+        fmt: str = "clip-retrieval",
+        dtype: str = "float16",
+        items_only: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ExchangeReport:
+        """Write the library's vectors in clip-retrieval's layout (a folder) or as one
+        Parquet table (a file); see `clipsearch.store.exchange`."""
+        from clipsearch.store.exporting import export_catalog
+
+        return export_catalog(
+            self.catalog, out, fmt=fmt, dtype=dtype, items_only=items_only, progress=progress
+        )
+
+    def import_embeddings(
+        self, source: Path | str, *, progress: Callable[[int, int], None] | None = None
+    ) -> ExchangeReport:
+        """Store embeddings exported by clipsearch or clip-retrieval (see
+        `clipsearch.store.importing`). A source that does not record its model needs the
+        library to be opened with that model (``model=`` or ``encoder=``), which is loaded
+        to learn its fingerprint; a recorded model must match the library's."""
+        from clipsearch.store.importing import import_embeddings
+
+        binding = None
+        if self._model is not None or self._injected:
+            enc = self.encoder
+            binding = ModelBinding(spec=enc.spec, fingerprint=enc.fingerprint, dim=enc.dim)
+        # One writer at a time: an indexing run and an import would race for the same paths.
+        with WriterLock(self.path, action="importing"):
+            report = import_embeddings(self.catalog, source, binding=binding, progress=progress)
+            with self._lock:
+                self.vector_index()
+        return report
+
     # -- status ----------------------------------------------------------------------------------
     def status(self, *, failures: int | None = 50) -> LibraryStatus:
         binding = self.catalog.model_binding()
@@ -839,6 +967,8 @@ class Library:
         return {"enabled": settings.ocr, "frames": settings.ocr_frames, **texts.coverage()}
 
     def close(self) -> None:
+        if self._milvus_cache is not None:
+            self._milvus_cache.close()  # Milvus Lite: lets another process open it
         self.catalog.close()
 
     def __enter__(self) -> Library:

@@ -76,7 +76,15 @@ def reindex(
         str | None,
         typer.Option(
             "--ann",
-            help='Index type: auto | exact | a FAISS factory string ("HNSW32", "IVF4096,Flat", "OPQ64_256,IVF65536_HNSW32,PQ64x8").',
+            help='Index type: auto | exact | a FAISS factory string ("HNSW32", "IVF4096,Flat", "OPQ64_256,IVF65536_HNSW32,PQ64x8") | milvus[:HNSW|IVF_FLAT|FLAT] (Milvus Lite in the library, or --milvus-uri).',
+        ),
+    ] = None,
+    milvus_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--milvus-uri",
+            help="With --ann milvus: a Milvus server or cluster, e.g. http://host:19530 "
+            "(token from $MILVUS_TOKEN). Default: Milvus Lite inside the library.",
         ),
     ] = None,
     recall_target: Annotated[
@@ -97,5 +105,7 @@ def reindex(
         def progress(stage: str, fraction: float) -> None:
             status.update(f"building the search index: {stage} {fraction:.0%}")
 
-        info = lib.reindex(backend=ann, recall_target=recall_target, progress=progress)
+        info = lib.reindex(
+            backend=ann, recall_target=recall_target, milvus_uri=milvus_uri, progress=progress
+        )
     _show(info, json_out)

@@ -19,12 +19,14 @@ from clipsearch.cli import (
     blip_cmd,
     classify_cmd,
     eval_cmd,
+    exchange_cmd,
     options,
     render,
     serve_cmd,
     train_cmd,
 )
 from clipsearch.errors import ClipsearchError, UsageError
+from clipsearch.ingest.encode import EngineName
 from clipsearch.models.runtime import Quantize, Runtime
 from clipsearch.search.engine import MAX_K, MAX_MOMENTS
 
@@ -119,12 +121,43 @@ def index(
         int, typer.Option("--max-frames", help="Cap on frames per video.", min=1)
     ] = 512,
     batch_size: options.BatchSizeOpt = 32,
-    workers: options.WorkersOpt = 2,
+    workers: Annotated[
+        int,
+        options.workers_option(
+            "Decode threads (with --engine ray: model actors, each with its own decode threads)."
+        ),
+    ] = 2,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Retry files that failed before.")
     ] = False,
     ocr: options.OcrOpt = None,
     ocr_frames: options.OcrFramesOpt = None,
+    engine: Annotated[
+        EngineName,
+        typer.Option(
+            "--engine", help="Where files are decoded and encoded: this process, or a Ray cluster."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="With --engine ray: auto (the cluster this machine belongs to) or "
+            "ray://HOST:10001 (default: a local Ray instance for this run).",
+        ),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float,
+        typer.Option("--gpus-per-worker", help="With --engine ray: GPUs per model actor.", min=0),
+    ] = 0.0,
+    parquet_shards: Annotated[
+        Path | None,
+        typer.Option(
+            "--parquet-shards",
+            help="With --engine ray: workers write results as Parquet shards to this shared "
+            "folder, then the catalog ingests them (for very large runs).",
+        ),
+    ] = None,
     captions: Annotated[
         bool,
         typer.Option(
@@ -158,6 +191,18 @@ def index(
     from clipsearch.ingest import IndexOptions
     from clipsearch.ingest.captioning import CaptionOptions
 
+    if engine != "ray" and (ray_address or parquet_shards or gpus_per_worker):
+        raise UsageError("--ray-address, --gpus-per-worker and --parquet-shards need --engine ray")
+    ray = None
+    if engine == "ray":
+        from clipsearch.ingest.ray_engine import RaySettings
+
+        ray = RaySettings(
+            address=ray_address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            shards=parquet_shards.expanduser().absolute() if parquet_shards else None,
+        )
     index_options = IndexOptions(
         include=tuple(include),
         exclude=tuple(exclude),
@@ -187,6 +232,7 @@ def index(
             options=index_options,
             on_event=progress,
             should_stop=stop.event.is_set,
+            ray=ray,
             captions=CaptionOptions() if captions else None,
         )
     if json_out:
@@ -449,6 +495,8 @@ app.add_typer(eval_cmd.eval_app, name="eval")
 for _name, _command in (
     ("index-info", ann_cmd.index_info),
     ("reindex", ann_cmd.reindex),
+    ("export", exchange_cmd.export),
+    ("import", exchange_cmd.import_embeddings),
     ("train", train_cmd.train),
     ("serve", serve_cmd.serve),
     ("classify", classify_cmd.classify),

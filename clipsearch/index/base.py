@@ -53,6 +53,21 @@ class VectorIndex(Protocol):
         ...
 
 
+class ExpressionFilteredIndex(VectorIndex, Protocol):
+    """An index that holds item metadata itself and filters inside its engine (Milvus).
+
+    ``filter_dialect`` names the expression language ("milvus":
+    `clipsearch.store.filter_milvus`); `search` then also takes ``expression=`` (and
+    returns fewer than k rows, padded with -1, when fewer match) and `count` says how many
+    rows an expression selects. The searcher sends such an index the filter as an
+    expression instead of a list of allowed ids.
+    """
+
+    filter_dialect: str
+
+    def count(self, expression: str = "") -> int: ...
+
+
 ProgressFn = Callable[[str, float], None]
 """Progress callback: (stage, fraction done in [0, 1]); stages: load, fetch, train, add, tune, save."""
 
@@ -61,9 +76,11 @@ ProgressFn = Callable[[str, float], None]
 class IndexInfo:
     """What an index is and how good it measured (``clipsearch index-info``)."""
 
-    backend: str  # "exact" or "faiss"
-    factory: str  # "exact-bf16", "exact-fp32", or a FAISS factory string ("HNSW32", "IVF1024,Flat")
-    params: dict[str, Any]  # search parameters: nprobe, efSearch, k_factor, precision
+    backend: str  # "exact", "faiss" or "milvus"
+    factory: str  # "exact-bf16", "exact-fp32", a FAISS factory string ("HNSW32", "IVF1024,Flat"), or a Milvus index type ("HNSW")
+    params: dict[
+        str, Any
+    ]  # search parameters: nprobe, efSearch, k_factor, precision; Milvus: M, efConstruction, ef, uri, collection
     vectors: int  # live vectors searchable
     memory_bytes: int  # RAM held by the index (pages of memory-mapped files not counted)
     recall_at_10: float | None  # measured against exact search (exact backend: 1.0, certified)

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,13 +46,13 @@ from clipsearch.index.stamp import (
     OWN_FILE,
     STAMP_NAME,
     Stamp,
+    cache_lock,
     file_digest,
     now,
     stamp_info,
     write_npy,
 )
 
-LOCK_NAME = ".lock"
 FETCH_CHUNK = 50_000
 
 
@@ -490,21 +488,8 @@ class IndexCache:
         probe = np.asarray(source.fetch_vectors(np.empty(0, dtype=np.int64)))
         return int(probe.shape[1]) if probe.ndim == 2 else 0
 
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        try:
-            import fcntl
-
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.cache_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        except (ImportError, OSError):  # read-only library or no fcntl: work unlocked
-            yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _file_lock(self) -> contextlib.AbstractContextManager[None]:
+        return cache_lock(self.cache_dir)
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ fsync of the directory), so a reader sees either the old or the new file, never 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,29 @@ class Stamp:
         if data.get("format") != FORMAT or not names.issuperset(data) or "files" not in data:
             raise ValueError("unknown stamp format")
         return cls(**data)
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def cache_lock(cache_dir: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``cache_dir/.lock``: one process builds or updates the
+    caches of a library at a time (a read-only library or a system without fcntl works
+    unlocked)."""
+    try:
+        import fcntl
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(cache_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def file_digest(path: Path) -> str:

@@ -124,6 +124,18 @@ def decode_side(encoder: Encoder) -> int:
     return int(min(size)) if isinstance(size, tuple | list) else int(size)
 
 
+def index_expression(index: VectorIndex, where: ItemFilter) -> str | None:
+    """The filter as an expression the index evaluates itself, when it holds the metadata
+    (``filter_dialect = "milvus"``, see `clipsearch.index.base.ExpressionFilteredIndex`);
+    None when it does not, or the filter cannot be written that way (then the catalog
+    turns the filter into allowed ids)."""
+    if getattr(index, "filter_dialect", None) != "milvus":
+        return None
+    from clipsearch.store.filter_milvus import milvus_expression
+
+    return milvus_expression(where)
+
+
 class Searcher:
     """Runs searches against a catalog and an index. Holds no terminal or HTTP logic.
 
@@ -231,16 +243,23 @@ class Searcher:
         queries = l2_normalize(np.atleast_2d(queries))
         index = self._index()
         allowed = None
+        engine_filter: dict[str, str] = {}  # a filter the index evaluates itself (Milvus)
         if options.where is not None and not options.where.is_empty:
-            allowed = self.catalog.vector_ids_where(options.where)
-            if len(allowed) == 0:
-                return [[] for _ in queries]
+            expression = index_expression(index, options.where)
+            if expression is not None:
+                engine_filter = {"expression": expression}
+            else:
+                allowed = self.catalog.vector_ids_where(options.where)
+                if len(allowed) == 0:
+                    return [[] for _ in queries]
         need = options.k + options.offset
+        # With an engine-side filter the number of matching rows is not known here: the
+        # index returns fewer than asked (padded with -1) when fewer match.
         total = len(index) if allowed is None else len(allowed)
         if total == 0:
             return [[] for _ in queries]
         kc = min(max(4 * need, 64), total)
-        first = index.search(queries, kc, allowed=allowed, exact=options.exact)
+        first = index.search(queries, kc, allowed=allowed, exact=options.exact, **engine_filter)
         results = []
         for qi, q in enumerate(queries):
             ids, scores, window = first.ids[qi], first.scores[qi], kc
@@ -253,7 +272,9 @@ class Searcher:
                 if not widen or sum(1 for sc, _ in scored if sc >= floor) >= need:
                     break
                 window = min(window * 4, total)
-                m = index.search(q[None, :], window, allowed=allowed, exact=options.exact)
+                m = index.search(
+                    q[None, :], window, allowed=allowed, exact=options.exact, **engine_filter
+                )
                 ids, scores = m.ids[0], m.scores[0]
             results.append(self._page(scored, context, options, localise=localise))
         return results

@@ -17,6 +17,7 @@ body says to look at the server log, never a traceback.
 | MediaError                               | 422    | media_error           |
 | DiskFullError                            | 507    | disk_full             |
 | LibraryError                             | 503    | library_unavailable   |
+| EngineError (Milvus server, Ray cluster) | 503    | engine_unavailable    |
 | anything else                            | 500    | internal_error        |
 """
 
@@ -33,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clipsearch.errors import (
     ClipsearchError,
     DiskFullError,
+    EngineError,
     LibraryError,
     MediaError,
     MediaTooLargeError,
@@ -74,6 +76,7 @@ _CLIPSEARCH_MAP: tuple[tuple[type[ClipsearchError], int, str], ...] = (
     (MediaError, 422, "media_error"),
     (DiskFullError, 507, "disk_full"),
     (LibraryError, 503, "library_unavailable"),
+    (EngineError, 503, "engine_unavailable"),
 )
 
 

@@ -440,6 +440,16 @@ class Catalog:
                 out.setdefault(item, {})[tag] = float(score)
         return out
 
+    def tagged_items(self) -> dict[int, tuple[str, ...]]:
+        """item id -> its tags (sorted, over all sources) for every item that has any."""
+        out: dict[int, list[str]] = {}
+        with self._reading("reading tags") as conn:
+            for item, tag in conn.execute(
+                "SELECT DISTINCT item_id, tag FROM tags ORDER BY item_id, tag"
+            ):
+                out.setdefault(int(item), []).append(tag)
+        return {item: tuple(tags) for item, tags in out.items()}
+
     # -- capture times ----------------------------------------------------------------------------
     def capture_times(self, item_ids: Sequence[int]) -> dict[int, CaptureTime]:
         """item id -> when it was taken, for items whose capture time has been read

@@ -122,7 +122,7 @@ def shell_to_glob(pattern: str) -> tuple[str, bool]:
             out.append(c)
             wildcard = True
         elif c == "[":
-            end = _class_end(pattern, i)
+            end = class_end(pattern, i)
             if end < 0:
                 out.append("[[]")
             else:
@@ -138,7 +138,7 @@ def shell_to_glob(pattern: str) -> tuple[str, bool]:
     return "".join(out), wildcard
 
 
-def _class_end(pattern: str, start: int) -> int:
+def class_end(pattern: str, start: int) -> int:
     """Index of the "]" closing the class opened at ``start``, or -1. A "]" right after
     "[" or "[!" belongs to the class."""
     j = start + 1

@@ -15,7 +15,7 @@ import pytest
 from clipsearch import Library
 from clipsearch.errors import UsageError
 from clipsearch.ingest import IndexOptions
-from clipsearch.ingest import pipeline as pipeline_module
+from clipsearch.ingest import decode as decode_module
 from clipsearch.store.texts import squash
 from tests.fakes import ColourEncoder
 from tests.textimages import text_video, write_sign
@@ -118,13 +118,13 @@ def test_phrases_in_a_library_without_text(tmp_path):
 
 def test_reading_is_remembered_and_reads_indexed_files_without_encoding_them(tmp_path, monkeypatch):
     decoded: list[str] = []
-    real_load = pipeline_module.load_image
+    real_load = decode_module.load_image
 
     def counting_load(path, **kw):
         decoded.append(Path(path).name)
         return real_load(path, **kw)
 
-    monkeypatch.setattr(pipeline_module, "load_image", counting_load)
+    monkeypatch.setattr(decode_module, "load_image", counting_load)
     folder = write_signs(
         tmp_path / "photos", {k: SIGNS[k] for k in ("red_pizza.jpg", "red_plain.jpg")}
     )

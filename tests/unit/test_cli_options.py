@@ -15,7 +15,9 @@ import clipsearch
 from clipsearch.errors import LibraryError
 
 ROOT = Path(__file__).resolve().parents[2]
-ALL_COMMANDS = "index, search, status, models, index-info, reindex, train, serve, classify"
+ALL_COMMANDS = (
+    "index, search, status, models, index-info, reindex, export, import, train, serve, classify"
+)
 
 
 def _one_error_line(stderr: str) -> str:
