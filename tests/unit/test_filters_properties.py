@@ -34,6 +34,7 @@ from clipsearch.store.filter_sql import (
     INT64_MIN,
     filter_condition,
     path_condition,
+    shell_to_glob,
 )
 
 PROPERTY = settings(
@@ -567,3 +568,12 @@ def test_any_text_is_a_filter_or_a_clear_refusal(text):
         assert f"bad --where clause {text!r}" in str(e)
     else:
         assert not flt.is_empty
+
+
+def test_a_folder_ending_in_x_keeps_its_name():
+    # a trailing "/" is dropped, and only that: the folder's own last letter stays
+    assert glob_selects("/media/BOX/", "/media/BOX/a.jpg")
+    assert glob_selects("/media/BOX/", "/media/BOX")
+    assert not glob_selects("/media/BOX/", "/media/BO/a.jpg")
+    assert shell_to_glob("/media/BOX/a.jpg") == ("/media/BOX/a.jpg", False)
+    assert shell_to_glob("/media/*.jpg") == ("/media/*.jpg", True)
