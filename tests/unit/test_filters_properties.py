@@ -19,6 +19,7 @@ import math
 import operator
 import re
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
 
@@ -577,3 +578,18 @@ def test_a_folder_ending_in_x_keeps_its_name():
     assert not glob_selects("/media/BOX/", "/media/BO/a.jpg")
     assert shell_to_glob("/media/BOX/a.jpg") == ("/media/BOX/a.jpg", False)
     assert shell_to_glob("/media/*.jpg") == ("/media/*.jpg", True)
+
+
+def test_dates_beyond_local_time_are_beyond_every_mtime(monkeypatch):
+    # west of UTC, 9999-12-31 23:00 local is already year 10000 in UTC: no platform
+    # conversion reaches it, and no stored mtime is that late
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert filter_condition(ItemFilter.parse(["after:9999-12-31T23:00"])) is None
+        assert filter_condition(ItemFilter.parse(["before:9999-12-31T23:00"])) == ("1", [])
+        assert filter_condition(ItemFilter.parse(["before:0001-01-01"])) is None
+        assert filter_condition(ItemFilter.parse(["after:0001-01-01"])) == ("1", [])
+    finally:
+        monkeypatch.undo()
+        time.tzset()
