@@ -388,3 +388,24 @@ def test_error_messages_say_what_is_wrong():
         find_moments([0.5, 1.0], [0.1], duration=2.0)
     with pytest.raises(UsageError, match="the number of moments must be at least 1, got 0"):
         find_moments([0.5], [0.1], duration=1.0, n=0)
+
+
+def test_a_cut_on_the_frame_before_a_moment_is_not_its_start():
+    # a shot starts on frame 11 (the cut at 11.0 is that frame's own time); the match starts
+    # at frame 12 inside that shot: the moment starts at the cell edge, not at the cut
+    s = np.where((FPS1_START >= 12) & (FPS1_START < 18), 0.8, 0.3)
+    m = localize(FPS1_START, s, duration=40.0, shots=[(0.0, 11.0), (11.0, 40.0)])
+    assert (m.start, m.end) == (11.5, 17.5)
+
+
+def test_a_moment_from_the_second_frame_starts_at_its_cut():
+    s = np.where((FPS1 >= 1) & (FPS1 < 6), 0.8, 0.3)  # frames 1-5 (1.5 s to 5.5 s)
+    m = localize(FPS1, s, duration=40.0, shots=[(0.0, 0.8), (0.8, 40.0)])
+    assert (m.start, m.end) == (0.8, 6.0)
+
+
+def test_a_moment_exactly_min_len_long_is_kept_as_it_is():
+    # start snapped to a cut at 12.25, end at the cell edge 14.0: 1.75 s, exactly min_len_s
+    s = np.where((FPS1 > 12) & (FPS1 < 14), 0.8, 0.3)  # frames at 12.5 and 13.5
+    m = localize(FPS1, s, duration=40.0, shots=[(0.0, 12.25), (12.25, 40.0)], min_len_s=1.75)
+    assert (m.start, m.end) == (12.25, 14.0)
