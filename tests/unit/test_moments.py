@@ -10,6 +10,7 @@ import pytest
 from clipsearch.errors import UsageError
 from clipsearch.search.moments import (
     Moment,
+    Segment,
     find_moments,
     frame_cells,
     localize,
@@ -409,3 +410,45 @@ def test_a_moment_exactly_min_len_long_is_kept_as_it_is():
     s = np.where((FPS1 > 12) & (FPS1 < 14), 0.8, 0.3)  # frames at 12.5 and 13.5
     m = localize(FPS1, s, duration=40.0, shots=[(0.0, 12.25), (12.25, 40.0)], min_len_s=1.75)
     assert (m.start, m.end) == (12.25, 14.0)
+
+
+def test_a_cut_after_the_first_frame_counts():
+    # the first frame alone is 0.04 above its scene: worth a segment only at a cut (β/4)
+    s = np.array([1.04] + [1.0] * 14 + [0.0] * 15)
+    m = localize(FPS1[:30], s, duration=30.0, shots=[(0.0, 0.9), (0.9, 30.0)])
+    assert (m.start, m.end, m.best_t) == (0.0, 2.0, 0.5)  # frame 0, widened to 2 s
+    assert (
+        localize(FPS1[:30], s, duration=30.0).start,
+        localize(FPS1[:30], s, duration=30.0).end,
+    ) == (
+        0.0,
+        15.0,
+    )
+
+
+def test_a_moment_with_one_edge_on_a_cut_is_still_widened():
+    s = np.where((FPS1 > 12) & (FPS1 < 14), 0.8, 0.3)  # frames at 12.5 and 13.5
+    m = localize(FPS1, s, duration=40.0, shots=[(0.0, 12.25), (12.25, 40.0)], min_len_s=2.0)
+    assert (m.start, m.end) == (12.0, 14.0)  # 1.75 s from the cut, grown around 13.0
+
+
+def test_a_scene_less_than_half_way_above_background_is_no_moment():
+    # background 0.3, best 0.9: a second scene must reach 0.6; one at 0.52 does not
+    s = np.full(40, 0.3)
+    s[5:10], s[25:30] = 0.9, 0.52
+    assert [(m.start, m.end) for m in find_moments(FPS1, s, duration=40.0, n=3)] == [(5.0, 10.0)]
+    s[25:30] = 0.62
+    assert len(find_moments(FPS1, s, duration=40.0, n=3)) == 2
+
+
+def test_frame_cells_end_at_a_duration_shorter_than_the_frames():
+    starts, ends = frame_cells(np.array([0.0, 2.0, 4.0]), 2.5)
+    np.testing.assert_allclose(starts, [0.0, 1.0, 2.5])
+    np.testing.assert_allclose(ends, [1.0, 2.5, 2.5])
+
+
+def test_contrast_at_or_below_1e9_is_flat_above_it_a_step():
+    for step, segments in [(5e-10, 1), (1e-9, 1), (4e-9, 2)]:
+        s = np.where(FPS1 < 20, 0.0, step)  # noiseless: any step above the floor splits
+        assert len(segment_curve(s)) == segments, step
+    assert segment_curve(np.array([])) == [Segment(0, 0, 0.0)]
