@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -452,3 +453,19 @@ def test_contrast_at_or_below_1e9_is_flat_above_it_a_step():
         s = np.where(FPS1 < 20, 0.0, step)  # noiseless: any step above the floor splits
         assert len(segment_curve(s)) == segments, step
     assert segment_curve(np.array([])) == [Segment(0, 0, 0.0)]
+
+
+def test_noise_variance_from_3_frames_and_rho_from_20_differences():
+    assert noise_variance(np.array([0.0, 1.0, 0.0])) == pytest.approx(1.4826**2 / 2)
+    rng = np.random.default_rng(8)
+    walk = np.cumsum(np.cumsum(rng.standard_normal(21)))  # 20 differences: ρ is estimated
+    d1 = np.diff(walk)
+    v1 = (1.4826 * np.median(np.abs(d1 - np.median(d1)))) ** 2
+    assert noise_variance(walk) == pytest.approx(v1 / 0.4)  # ρ capped at 0.8
+
+
+def test_segmentation_raises_no_numpy_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, s = scenes_curve([(0.3, 12), (0.8, 6), (0.3, 22)], noise=0.01)
+        assert len(segment_curve(s)) == 3
