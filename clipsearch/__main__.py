@@ -1,3 +1,3 @@
-from clipsearch.cli.app import main
+from clipsearch.cli.entry import main
 
 raise SystemExit(main())

@@ -52,6 +52,7 @@ from clipsearch.search.video import DEFAULT_POOLING
 from clipsearch.store import Catalog, ItemFilter, ModelBinding
 from clipsearch.store.exchange import ExchangeReport
 from clipsearch.store.filters import taken_bounds
+from clipsearch.store.location import default_library_path
 from clipsearch.store.texts import CAPTION, OCR
 from clipsearch.store.writer_lock import WriterLock
 
@@ -61,16 +62,7 @@ if TYPE_CHECKING:
     from clipsearch.ingest.captioning import CaptionOptions, CaptionProgress, CaptionReport
     from clipsearch.ingest.ray_engine import RaySettings
     from clipsearch.models.blip import Captioner, ImageTextMatcher
-    from clipsearch.search.itm import ItmScoreRule, Reranker
-
-
-def default_library_path() -> Path:
-    """``$CLIPSEARCH_HOME``, else ``$XDG_DATA_HOME/clipsearch/default`` (~/.local/share)."""
-    env = os.environ.get("CLIPSEARCH_HOME")
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(data) / "clipsearch" / "default"
+    from clipsearch.search.choices import ItmScoreRule, Reranker
 
 
 @dataclass(frozen=True)
@@ -376,7 +368,11 @@ class Library:
             if not report.interrupted:
                 # The ANN cache is built/updated while indexing, so the first search is fast.
                 emit = on_event or (lambda e: None)
-                self.vector_index(progress=lambda stage, frac: emit(AnnProgress(stage, frac)))
+                ann = self.ann_settings
+                if not self._index_cache().is_current(
+                    self.catalog, backend=ann.backend, recall_target=ann.recall_target
+                ):
+                    self.vector_index(progress=lambda s, frac: emit(AnnProgress(s, frac)))
                 if captions is not None:
                     report.captions = self._caption(captions, on_caption, should_stop)
                     report.interrupted = report.captions.interrupted

@@ -26,9 +26,9 @@ from clipsearch.cli import (
     train_cmd,
 )
 from clipsearch.errors import ClipsearchError, UsageError
-from clipsearch.ingest.encode import EngineName
+from clipsearch.ingest.choices import EngineName
 from clipsearch.models.runtime import Quantize, Runtime
-from clipsearch.search.engine import MAX_K, MAX_MOMENTS
+from clipsearch.search.choices import MAX_K, MAX_MOMENTS
 
 app = typer.Typer(
     name="clipsearch",
@@ -407,7 +407,7 @@ def search(
 def _warm_search(library, model, precision, query, **search_options):
     """The hits of a running server of the library, or None (see `clipsearch.cli.warm`)."""
     from clipsearch.cli import warm
-    from clipsearch.library import default_library_path
+    from clipsearch.store.location import default_library_path
 
     return warm.search(
         options.library_path(library) or default_library_path(),
@@ -541,10 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     bad or missing value) one line and exit code 2."""
     import warnings
 
-    from PIL import Image
-
     # Large-but-allowed photos (90–179 MP) are fine; load_image enforces our own limit.
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    # (Pillow's DecompressionBombWarning, matched by its message: Pillow is not imported
+    # by commands that never open an image.)
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     try:
         rv = app(args=argv, prog_name="clipsearch", standalone_mode=False)
     except ClipsearchError as e:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clipsearch.cli import options, render
 
@@ -25,6 +24,14 @@ class CountProgress:
     """A bar over ``done``/``total`` events with a text field (captions, kept/dropped)."""
 
     def __init__(self, description: str, *, quiet: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self.description = description
         self.progress = Progress(
             TextColumn("{task.description}"),

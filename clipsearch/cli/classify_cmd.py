@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from clipsearch.cli import options, render
 from clipsearch.search.templates import TEMPLATE_SETS
@@ -73,6 +72,8 @@ def classify(
     if json_out:
         render.print_json([r.to_dict() for r in results])
         return
+    from rich.table import Table
+
     table = Table(
         title=f"{len(results)} files · {len(clf.labels)} labels · {len(clf.templates)} templates"
     )
@@ -125,6 +126,8 @@ def tag(
         render.print_json(report.to_dict())
         return
     _notes(report.notes)
+    from rich.table import Table
+
     table = Table(title=f"{'dry run: ' if dry_run else ''}{report.n_items} items scored")
     for col in ("tag", "threshold", "items"):
         table.add_column(col, justify="left" if col == "tag" else "right")
@@ -167,6 +170,8 @@ def moderate(
     if not flags:
         render.err.print(f"no item of {n} matches the policy")
         return
+    from rich.table import Table
+
     table = Table(title=f"{len({f.item_id for f in flags})} of {n} items flagged")
     for col in ("file", "reason", "score", "threshold", "at"):
         table.add_column(col, overflow="fold" if col == "file" else "ellipsis")
@@ -207,6 +212,8 @@ def dedup(
     if not report.groups:
         render.err.print(f"no duplicates among {report.n_items} items")
         return
+    from rich.table import Table
+
     table = Table(title=f"{len(report.groups)} groups · {report.removable} files could go")
     for col in ("group", "", "file", "size", "similarity"):
         table.add_column(col, overflow="fold" if col == "file" else "ellipsis")

@@ -11,23 +11,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from clipsearch.cli import options, render
+from clipsearch.cli.render import escape
 from clipsearch.errors import UsageError
-from clipsearch.eval.datasets import DatasetFormat
-from clipsearch.eval.itm import ITM_RERANKERS
-from clipsearch.eval.moments import MomentFormat
-from clipsearch.eval.synthetic import ImageCaptionStyle, VideoCaptionStyle
-from clipsearch.search.engine import POOLINGS
-from clipsearch.search.rerank import METHODS as RERANK_METHODS
+from clipsearch.eval.choices import (
+    ITM_RERANKERS,
+    DatasetFormat,
+    ImageCaptionStyle,
+    MomentFormat,
+    VideoCaptionStyle,
+)
+from clipsearch.search.choices import POOLINGS, RERANK_METHODS
 from clipsearch.search.templates import TEMPLATE_SETS
 
 EVAL_RERANKERS = (*RERANK_METHODS, *ITM_RERANKERS)  # --rerank of `eval retrieval`
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from clipsearch.eval.embed import CacheStats
     from clipsearch.eval.runner import RetrievalReport
 
@@ -103,6 +105,14 @@ def _progress(quiet: bool) -> Iterator:
     if quiet:
         yield None
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     bar = Progress(
         TextColumn("{task.description:>8}"),
         BarColumn(),
@@ -124,6 +134,8 @@ def _progress(quiet: bool) -> Iterator:
 
 def _retrieval_table(report: RetrievalReport) -> Table:
     ks = sorted(report.runs[0].metrics.text_to_media.recall)
+    from rich.table import Table
+
     table = Table(
         title=f"{report.dataset}: {report.n_texts} captions, {report.n_media} {report.kind}s"
     )
@@ -399,6 +411,8 @@ def classify(
         render.print_json(result.to_dict())
         return
     m = result.metrics
+    from rich.table import Table
+
     table = Table(
         title=f"{result.dataset}: {m.n} images, {len(result.classnames)} classes, {result.n_templates} templates"
     )
@@ -530,6 +544,8 @@ def _moments_library(
 
 
 def _moments_table(report) -> Table:
+    from rich.table import Table
+
     from clipsearch.eval.moments import IOU_THRESHOLDS
 
     table = Table(title=f"{report.dataset}: {report.n_queries} queries, {report.n_videos} videos")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from clipsearch.cli import options, render
-from clipsearch.store.exchange import ExportDtype, ExportFormat
+from clipsearch.store.choices import ExportDtype, ExportFormat
 
 
 def _progress(label: str):

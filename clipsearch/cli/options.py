@@ -5,8 +5,8 @@ help and choices live here. Where a command needs its own help text or help pane
 the same option, it calls the factory (``json_option(rich_help_panel=...)``), so the
 flags stay the same everywhere.
 
-Fixed value sets are the ``Literal`` types of the modules that own the concepts
-(``clipsearch.search.engine.Pooling``, ``clipsearch.search.rerank.RerankMethod``...):
+Fixed value sets are the ``Literal`` types of the layers that own the concepts
+(``clipsearch.search.choices.Pooling``, ``clipsearch.search.choices.RerankMethod``...):
 click validates them, ``--help`` lists them, commands never re-check.
 Lists of them (``--pooling mean,softmax``) go through :func:`choice_list`.
 
@@ -26,11 +26,7 @@ import typer
 from clipsearch.errors import UsageError
 from clipsearch.media.scan import MediaKind
 from clipsearch.models.precision import PRECISIONS
-from clipsearch.search.arrange import SortOrder
-from clipsearch.search.compose import Composition
-from clipsearch.search.engine import Pooling
-from clipsearch.search.itm import ItmScoreRule, Reranker
-from clipsearch.search.relevance import parse_min_score
+from clipsearch.search.choices import Composition, ItmScoreRule, Pooling, Reranker, SortOrder
 
 if TYPE_CHECKING:
     from clipsearch.library import Library
@@ -211,6 +207,8 @@ PhrasesOpt = Annotated[
 
 # -- where results end, their order, duplicates, capture dates (docs/search.md) ---------------
 def _checked_min_score(value: str) -> str:
+    from clipsearch.search.relevance import parse_min_score
+
     try:
         parse_min_score(value)
     except UsageError as e:

@@ -1,28 +1,17 @@
-"""Rich rendering for the CLI: progress bars, result tables, status. Only the CLI prints."""
+"""Rich rendering for the CLI: progress bars, result tables, status. Only the CLI prints.
+
+Rich is imported on first use: ``--help``, ``--json`` output and the warm search path do
+not pay for it. ``out`` (stdout) and ``err`` (stderr) are its consoles, made on first use.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
-
-from clipsearch.ingest import (
+from clipsearch.ingest.events import (
     AnnProgress,
     BatchWritten,
     DatesRead,
@@ -34,13 +23,41 @@ from clipsearch.ingest import (
     ScanDone,
     ScanProgress,
 )
-from clipsearch.search.hits import Hit, SearchResults
 
-# When piped (not a terminal), do not fold long paths at 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
-err = Console(
-    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 240
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
+    from rich.table import Table
+    from rich.text import Text
+
+    from clipsearch.search.hits import Hit, SearchResults
+
+_consoles: dict[str, Console] = {}
+
+
+def console(name: str) -> Console:
+    """The ``out`` or ``err`` console. When piped (not a terminal), long paths are not
+    folded at 80 columns."""
+    if name not in _consoles:
+        from rich.console import Console
+
+        stream = sys.stdout if name == "out" else sys.stderr
+        _consoles[name] = Console(
+            stderr=name == "err",
+            highlight=False,
+            soft_wrap=True,
+            width=None if stream.isatty() else 240,
+        )
+    return _consoles[name]
+
+
+_console = console  # for functions whose ``console`` parameter hides this function
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("out", "err"):
+        return console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def print_json(data: Any) -> None:
@@ -49,14 +66,25 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def escape(text: str) -> str:
+    """``text`` with Rich markup characters escaped (shown as is)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def error_line(message: str) -> None:
     """``error: MESSAGE`` in red on stderr; the message is shown as is (no Rich markup)."""
-    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    console("err").print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
 
 
 def warning_line(message: str) -> None:
     """``warning: MESSAGE`` in yellow on stderr (no Rich markup in the message)."""
-    err.print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    console("err").print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False)
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -67,12 +95,27 @@ def fmt_time(seconds: float | None) -> str:
 
 
 class IndexProgress:
-    """Renders indexing events: a scan spinner, then a bar with files/s, ETA and errors."""
+    """Renders indexing events: a scan spinner, then a bar with files/s, ETA and errors.
+    Quiet, it only counts (and Rich is not loaded)."""
 
-    def __init__(self, *, quiet: bool = False, console: Console = err) -> None:
+    def __init__(self, *, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
         self.errors = 0
         self.frames = 0
+        self.task: TaskID | None = None
+        self._start: float | None = None
+        if quiet:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -83,22 +126,26 @@ class IndexProgress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("[red]{task.fields[errors]}"),
-            console=console,
+            console=console or _console("err"),
             transient=False,
-            disable=quiet,
         )
-        self.task: TaskID | None = None
-        self._start: float | None = None
 
     def __enter__(self) -> IndexProgress:
-        self.progress.start()
-        self.task = self.progress.add_task("scanning", total=None, rate="", errors="")
+        if not self.quiet:
+            self.progress.start()
+            self.task = self.progress.add_task("scanning", total=None, rate="", errors="")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if not self.quiet:
+            self.progress.stop()
 
     def __call__(self, event: IndexEvent) -> None:
+        if self.quiet:
+            if isinstance(event, FileDone):
+                self.errors += 0 if event.ok else 1
+                self.frames += event.frames
+            return
         assert self.task is not None
         p = self.progress
         if isinstance(event, ScanProgress):
@@ -137,7 +184,8 @@ class IndexProgress:
             pass
 
 
-def index_summary(report: IndexReport, console: Console = err) -> None:
+def index_summary(report: IndexReport, console: Console | None = None) -> None:
+    console = console or _console("err")
     parts = [
         f"{report.scanned} files seen",
         f"{report.encoded} encoded",
@@ -174,6 +222,8 @@ def hits_table(
 ) -> Table:
     """A results table; ``dates`` adds when each was taken, ``duplicates`` how many
     near-duplicates each result stands for."""
+    from rich.table import Table
+
     table = Table(title=title, show_lines=False, expand=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("score", justify="right")
@@ -218,6 +268,8 @@ def hits_table(
 
 def matched_text(hit: Hit, limit: int = 80) -> Text:
     """The text a hit matched, its matched parts in bold, on one line (cut at ``limit``)."""
+    from rich.text import Text
+
     m = hit.text_match
     if m is None:
         return Text("")
@@ -267,8 +319,9 @@ def search_results(hits: SearchResults, *, dates: bool = False, duplicates: bool
     """The relevant hits as a table on stdout, and on stderr how many fell below the cut."""
     shown = hits.relevant
     below = len(hits) - len(shown)
+    err = console("err")
     if shown:
-        out.print(hits_table(shown, dates=dates, duplicates=duplicates))
+        console("out").print(hits_table(shown, dates=dates, duplicates=duplicates))
     if not hits:
         err.print("no results")
     elif below:
@@ -289,6 +342,8 @@ CAPTURE_SOURCES = (  # status: where capture dates came from
 
 
 def status_tables(status: dict[str, Any]) -> list[Table]:
+    from rich.table import Table
+
     head = Table(show_header=False, box=None)
     head.add_column(style="bold")
     head.add_column()

@@ -34,14 +34,12 @@ import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from clipsearch.errors import DatasetError
+from clipsearch.eval.choices import DatasetFormat
 from clipsearch.media.scan import MediaKind
-
-DatasetFormat = Literal["auto", "karpathy", "pairs", "msrvtt", "wds"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")

@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipsearch.errors import DatasetError, MediaError, UsageError
+from clipsearch.eval.choices import ITM_RERANKERS
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from clipsearch.eval.rerank import RerankContext
     from clipsearch.models.blip import ImageTextMatcher
-
-ITM_RERANKERS = {"itm": "fusion", "itm-prob": "itm"}
 
 
 def register_itm_rerankers(matcher: ImageTextMatcher, *, k: int = 32) -> None:

@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from clipsearch.errors import DatasetError, UsageError
+from clipsearch.eval.choices import MomentFormat
 
 if TYPE_CHECKING:
     from clipsearch.library import Library
 
-MomentFormat = Literal["auto", "charades", "qvhighlights", "pictures"]
 MOMENT_FORMATS: tuple[MomentFormat, ...] = ("auto", "charades", "qvhighlights", "pictures")
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")

@@ -28,12 +28,12 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from clipsearch.errors import LibraryError, UsageError
+from clipsearch.eval.choices import ImageCaptionStyle, VideoCaptionStyle
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 20, 20),
@@ -55,9 +55,6 @@ POSITIONS = {
     "bottom right": (0.75, 0.75),
     "centre": (0.5, 0.5),
 }
-
-ImageCaptionStyle = Literal["full", "background"]
-VideoCaptionStyle = Literal["scene", "all"]
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,16 @@
 Importing this package imports neither torch nor faiss; they load on first use.
 """
 
-from clipsearch.index.autotune import choose_backend
-from clipsearch.index.base import IndexInfo, Matches, VectorIndex
-from clipsearch.index.cache import IndexCache, VectorSource
-from clipsearch.index.exact import ExactIndex
-from clipsearch.index.faiss_backend import FaissIndex
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clipsearch.index.autotune import choose_backend
+    from clipsearch.index.base import IndexInfo, Matches, VectorIndex
+    from clipsearch.index.cache import IndexCache, VectorSource
+    from clipsearch.index.exact import ExactIndex
+    from clipsearch.index.faiss_backend import FaissIndex
 
 __all__ = [
     "ExactIndex",
@@ -25,3 +30,19 @@ __all__ = [
     "VectorSource",
     "choose_backend",
 ]
+
+_LAZY = {
+    **dict.fromkeys(("choose_backend",), "clipsearch.index.autotune"),
+    **dict.fromkeys(("IndexInfo", "Matches", "VectorIndex"), "clipsearch.index.base"),
+    **dict.fromkeys(("IndexCache", "VectorSource"), "clipsearch.index.cache"),
+    **dict.fromkeys(("ExactIndex",), "clipsearch.index.exact"),
+    **dict.fromkeys(("FaissIndex",), "clipsearch.index.faiss_backend"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

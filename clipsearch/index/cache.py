@@ -138,6 +138,33 @@ class IndexCache:
                         raise
             raise AssertionError("unreachable")
 
+    def is_current(
+        self, source: VectorSource, *, backend: str = "auto", recall_target: float = 0.95
+    ) -> bool:
+        """True when the cache on disk is what `get` would return for ``source`` as it is
+        now (same model, catalog, request, generation and vector ids; its files present at
+        their recorded sizes), judged from the stamp without loading the index: a run that
+        changed nothing need not load it. Digests are checked when it is loaded."""
+        stamp = self._read_stamp()
+        if stamp is None or not (
+            stamp.fingerprint == source.fingerprint
+            and stamp.catalog_id == getattr(source, "catalog_id", None)
+            and _same_request(stamp, backend)
+            and stamp.generation == int(source.generation())
+            and (stamp.backend == "exact" or stamp.recall_target == recall_target)
+        ):
+            return False
+        ids = np.asarray(source.vector_ids(), dtype=np.int64)
+        if len(ids) == 0 or stamp.count != len(ids) or stamp.ids_checksum != ids_checksum(ids):
+            return False
+        try:
+            return all(
+                (self.cache_dir / name).stat().st_size == stamp.sizes.get(name)
+                for name in stamp.files.values()
+            )
+        except OSError:
+            return False
+
     def info(self) -> IndexInfo | None:
         """Facts about the cache on disk (no loading), or None when there is no usable stamp."""
         stamp = self._read_stamp()

@@ -1,18 +1,27 @@
-"""Orchestration: scan → decode → encode → store, pipelined and resumable, with events."""
+"""Orchestration: scan → decode → encode → store, pipelined and resumable, with events.
 
-from clipsearch.ingest.events import (
-    AnnProgress,
-    BatchWritten,
-    DatesRead,
-    FileDone,
-    IndexEvent,
-    IndexReport,
-    RuntimeChosen,
-    RuntimeProgress,
-    ScanDone,
-    ScanProgress,
-)
-from clipsearch.ingest.pipeline import Indexer, IndexOptions
+Importing this package imports no submodule; each name below loads its module on
+first use (the command line reads the event types without loading the pipeline).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clipsearch.ingest.events import (
+        AnnProgress,
+        BatchWritten,
+        DatesRead,
+        FileDone,
+        IndexEvent,
+        IndexReport,
+        RuntimeChosen,
+        RuntimeProgress,
+        ScanDone,
+        ScanProgress,
+    )
+    from clipsearch.ingest.pipeline import Indexer, IndexOptions
 
 __all__ = [
     "AnnProgress",
@@ -28,3 +37,30 @@ __all__ = [
     "ScanDone",
     "ScanProgress",
 ]
+
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "AnnProgress",
+            "BatchWritten",
+            "DatesRead",
+            "FileDone",
+            "IndexEvent",
+            "IndexReport",
+            "RuntimeChosen",
+            "RuntimeProgress",
+            "ScanDone",
+            "ScanProgress",
+        ),
+        "clipsearch.ingest.events",
+    ),
+    **dict.fromkeys(("Indexer", "IndexOptions"), "clipsearch.ingest.pipeline"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

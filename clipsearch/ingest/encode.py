@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -28,9 +28,6 @@ from clipsearch.ingest.reading import TextReading
 from clipsearch.models.base import Encoder
 from clipsearch.store import ItemWrite
 from clipsearch.store.records import TextRead
-
-EngineName = Literal["local", "ray"]
-ENGINES: tuple[EngineName, ...] = ("local", "ray")  # `index --engine`: this process, or Ray
 
 
 @dataclass(frozen=True)

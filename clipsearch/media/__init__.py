@@ -10,10 +10,17 @@ Video (imported on demand: it needs PyAV): ``clipsearch.media.video`` decodes th
 a sampler asks for (``FrameReader``, ``decode_frames``); ``video_probe`` opens a container
 and reads its metadata (``probe_video``); ``video_decoder`` is the damage-surviving packet
 decoder under both; ``sampling`` plans frame times and detects shots.
+
+Importing this package imports only the scanner (standard library); the decoding names
+load their module (numpy, Pillow) on first use.
 """
 
-from clipsearch.media.identity import partial_hash
-from clipsearch.media.image import DEFAULT_MAX_PIXELS, DecodedImage, decode_cost, load_image
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+# The scanner imports only the standard library. Imported here, its function ``scan`` is
+# this package's attribute, not the submodule of the same name.
 from clipsearch.media.scan import (
     IMAGE_EXTENSIONS,
     MEDIA_KINDS,
@@ -23,6 +30,10 @@ from clipsearch.media.scan import (
     kind_of,
     scan,
 )
+
+if TYPE_CHECKING:
+    from clipsearch.media.identity import partial_hash
+    from clipsearch.media.image import DEFAULT_MAX_PIXELS, DecodedImage, decode_cost, load_image
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -38,3 +49,19 @@ __all__ = [
     "partial_hash",
     "scan",
 ]
+
+_LAZY = {
+    **dict.fromkeys(("partial_hash",), "clipsearch.media.identity"),
+    **dict.fromkeys(
+        ("DEFAULT_MAX_PIXELS", "DecodedImage", "decode_cost", "load_image"),
+        "clipsearch.media.image",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

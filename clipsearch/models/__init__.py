@@ -8,12 +8,17 @@ Importing this package is cheap: torch and open_clip load on the first `load_enc
     vecs = enc.encode_texts(["a dog on a beach"])          # (1, 512) float32, unit norm
 """
 
-from clipsearch.models.base import Encoder, l2_normalize
-from clipsearch.models.checkpoint import CheckpointInfo, read_checkpoint_info, save_checkpoint
-from clipsearch.models.openclip import OpenClipEncoder, load_encoder
-from clipsearch.models.precision import cpu_has_native_bf16, resolve_precision
-from clipsearch.models.registry import list_models
-from clipsearch.models.spec import DEFAULT_MODEL, ModelSpec, parse_spec
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clipsearch.models.base import Encoder, l2_normalize
+    from clipsearch.models.checkpoint import CheckpointInfo, read_checkpoint_info, save_checkpoint
+    from clipsearch.models.openclip import OpenClipEncoder, load_encoder
+    from clipsearch.models.precision import cpu_has_native_bf16, resolve_precision
+    from clipsearch.models.registry import list_models
+    from clipsearch.models.spec import DEFAULT_MODEL, ModelSpec, parse_spec
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -30,3 +35,23 @@ __all__ = [
     "resolve_precision",
     "save_checkpoint",
 ]
+
+_LAZY = {
+    **dict.fromkeys(("Encoder", "l2_normalize"), "clipsearch.models.base"),
+    **dict.fromkeys(
+        ("CheckpointInfo", "read_checkpoint_info", "save_checkpoint"),
+        "clipsearch.models.checkpoint",
+    ),
+    **dict.fromkeys(("OpenClipEncoder", "load_encoder"), "clipsearch.models.openclip"),
+    **dict.fromkeys(("cpu_has_native_bf16", "resolve_precision"), "clipsearch.models.precision"),
+    **dict.fromkeys(("list_models",), "clipsearch.models.registry"),
+    **dict.fromkeys(("DEFAULT_MODEL", "ModelSpec", "parse_spec"), "clipsearch.models.spec"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,6 +17,7 @@ import html
 import importlib.util
 import itertools
 import os
+import re
 import threading
 from collections.abc import Sequence
 
@@ -26,6 +27,23 @@ from clipsearch.errors import ModelError
 
 _VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 _N_MERGES = 49152 - 256 - 2
+_SPECIAL = ("<start_of_text>", "<end_of_text>")
+# CLIP's split: the special tokens, contractions, runs of letters, single digits, runs of
+# anything else but whitespace (\p{L} / \p{N}: the `regex` module's Unicode classes)...
+_SPLIT = "|".join(_SPECIAL) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+# ...which on ASCII text are these classes of the standard library's `re`.
+_ASCII_SPLIT = re.compile(
+    "|".join(_SPECIAL) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\sa-z0-9]+""",
+    re.IGNORECASE | re.ASCII,
+)
+
+
+def plain_text(text: str) -> bool:
+    """True when CLIP's cleaning (ftfy ``fix_text``, then HTML unescaping twice) leaves
+    ``text`` as it is: printable ASCII without ``&``. ftfy only changes non-ASCII text
+    (mojibake, quotes, ligatures, widths), control characters, line breaks and terminal
+    escapes (neither printable), and HTML entities (which need ``&``)."""
+    return text.isascii() and text.isprintable() and "&" not in text
 
 
 def vocabulary_path() -> str:
@@ -55,33 +73,40 @@ class ClipBpeTokenizer:
     ``SimpleTokenizer(context_length=...)`` with its default cleaning ("lower")."""
 
     def __init__(self, context_length: int = 77, vocabulary: str | None = None) -> None:
-        import ftfy  # open_clip's own dependencies: present wherever open_clip is
-        import regex
-
-        self._fix_text = ftfy.fix_text
         self.context_length = int(context_length)
         self.byte_encoder = _bytes_to_unicode()
         with gzip.open(vocabulary or vocabulary_path()) as f:
-            lines = f.read().decode("utf-8").split("\n")[1 : _N_MERGES + 1]
-        merges = [tuple(line.split()) for line in lines]
+            merges = f.read().decode("utf-8").split("\n")[1 : _N_MERGES + 1]  # "first second"
         vocab = list(self.byte_encoder.values())
         vocab += [v + "</w>" for v in vocab]
-        vocab += ["".join(m) for m in merges]
-        special = ["<start_of_text>", "<end_of_text>"]
-        vocab += special
-        self.encoder = {token: i for i, token in enumerate(vocab)}
-        self.bpe_ranks = {m: i for i, m in enumerate(merges)}
-        self.sot_token_id, self.eot_token_id = (self.encoder[t] for t in special)
-        self._cache = {t: t for t in special}
+        vocab += [m.replace(" ", "") for m in merges]
+        vocab += _SPECIAL
+        self.encoder = dict(zip(vocab, range(len(vocab)), strict=True))
+        # a merge's rank by "first second" (tokens hold no space: bytes map to printable
+        # characters), built without a tuple per merge
+        self.bpe_ranks = dict(zip(merges, range(len(merges)), strict=True))
+        self.sot_token_id, self.eot_token_id = (self.encoder[t] for t in _SPECIAL)
+        self._cache = {t: t for t in _SPECIAL}
         self._cache_lock = threading.Lock()
-        self._pattern = regex.compile(
-            "|".join(special) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-            regex.IGNORECASE,
-        )
+        self._unicode_split = None  # ftfy and `regex` load for the first non-plain text
 
     def _clean(self, text: str) -> str:
-        text = html.unescape(html.unescape(self._fix_text(text))).strip()
+        if not plain_text(text):
+            import ftfy  # open_clip's own dependencies: present wherever open_clip is
+
+            text = html.unescape(html.unescape(ftfy.fix_text(text)))
+        text = text.strip()
         return " ".join(text.split()).strip().lower()
+
+    def _split(self, text: str) -> list[str]:
+        """CLIP's pre-tokenization of cleaned text."""
+        if text.isascii():
+            return _ASCII_SPLIT.findall(text)
+        if self._unicode_split is None:
+            import regex
+
+            self._unicode_split = regex.compile(_SPLIT, regex.IGNORECASE)
+        return self._unicode_split.findall(text)
 
     def _bpe(self, token: str) -> str:
         cached = self._cache.get(token)
@@ -91,11 +116,12 @@ class ClipBpeTokenizer:
         pairs = set(itertools.pairwise(word))
         if not pairs:
             return token + "</w>"
+        ranks = self.bpe_ranks
         while True:
-            bigram = min(pairs, key=lambda p: self.bpe_ranks.get(p, float("inf")))
-            if bigram not in self.bpe_ranks:
-                break
+            bigram = min(pairs, key=lambda p: ranks.get(f"{p[0]} {p[1]}", float("inf")))
             first, second = bigram
+            if f"{first} {second}" not in ranks:
+                break
             merged: list[str] = []
             i = 0
             while i < len(word):
@@ -124,7 +150,7 @@ class ClipBpeTokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without the start/end tokens."""
         ids: list[int] = []
-        for token in self._pattern.findall(self._clean(text)):
+        for token in self._split(self._clean(text)):
             token = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self._bpe(token).split(" "))
         return ids

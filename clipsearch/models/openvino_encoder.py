@@ -5,11 +5,14 @@
   compression), so "openvino fp32" computes what torch fp32 computes.
 - int8: NNCF post-training quantization (``nncf.quantize``, transformer preset: SmoothQuant +
   fast bias correction) calibrated on images from the user's own library.
-- Inference: the ``LATENCY`` performance hint, so one request uses every core. The
-  ``THROUGHPUT`` hint makes one stream per core here, which halves a single synchronous
-  request; ``streams > 1`` instead keeps that many requests in flight over slices of a
-  batch (benchmarks/runtime.py measures both). The inference precision is set explicitly
-  (f32, or bf16 on CPUs with native bf16) so OpenVINO never lowers it on its own.
+- Inference: the ``LATENCY`` hint, one request over every core. ``streams > 1`` keeps that
+  many requests in flight over slices of a batch of at least `MIN_SLICE` images each
+  (the ``THROUGHPUT`` hint alone makes one stream per core, which halves a single
+  synchronous request). One request stays the default: benchmarks/runtime.py measured
+  1 vs 2 in flight for fp32 and int8 on 2 cores, and neither won on both (the same CPU
+  time per image within 3 %, wall times within the machine's noise;
+  docs/performance.md). The inference precision is set explicitly (f32, or bf16 on CPUs
+  with native bf16) so OpenVINO never lowers it on its own.
 
 `OpenVinoImageEncoder` wraps the torch encoder it was built from: preprocessing and text
 encoding are the torch encoder's, only `encode_pixels` runs on OpenVINO. spec, fingerprint
@@ -64,8 +67,8 @@ class OpenVinoImageEncoder(Encoder):
     model: an ``openvino.Model`` of the image tower (input (N, 3, H, W) float32).
     precision: what the weights are, for display: "fp32" | "bf16" | "int8".
     inference_precision: "fp32" | "bf16" | "fp16": precision of the ops that are not int8.
-    streams: 1 = LATENCY hint, one request over every core; n > 1 = n requests in flight
-        over slices of each batch.
+    streams: 1 (default) = the LATENCY hint, one request over every core; n > 1 = n
+        requests in flight over slices of each batch (the THROUGHPUT hint, n streams).
     num_threads: CPU threads for OpenVINO (default: all it may use).
     """
 
@@ -141,7 +144,7 @@ class OpenVinoImageEncoder(Encoder):
         return l2_normalize(np.concatenate(out))
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        if self.streams == 1 or len(x) < 2 * self.streams:
+        if self.streams == 1 or len(x) < MIN_SLICE * self.streams:
             return np.array(self._requests[0].infer({0: x})[0], dtype=np.float32)
         parts = np.array_split(x, self.streams)
         for req, part in zip(self._requests, parts, strict=True):
@@ -151,6 +154,11 @@ class OpenVinoImageEncoder(Encoder):
         return np.concatenate(
             [np.array(req.get_output_tensor(0).data, dtype=np.float32) for req in self._requests]
         )
+
+
+# A request in flight gets at least this many images of a batch: below it, one request over
+# every core (the LATENCY hint) answers sooner than slices too small to fill a core.
+MIN_SLICE = 4
 
 
 def export_image_tower(encoder: OpenClipEncoder) -> Any:

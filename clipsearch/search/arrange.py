@@ -24,19 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clipsearch.media.capture_time import CaptureTime
+from clipsearch.search.choices import SortOrder
 from clipsearch.search.dedup import UnionFind
 from clipsearch.search.hits import Duplicate, Hit
 
 if TYPE_CHECKING:
     from clipsearch.store import Catalog
 
-SortOrder = Literal["relevance", "date", "-date"]  # -date: newest first
-SORT_ORDERS: tuple[SortOrder, ...] = get_args(SortOrder)
 COLLAPSE_WINDOW = 2000  # candidates compared for near-duplicates (a (W, W) product)
 COLLAPSE_WIDEN = 3  # a collapsed page looks at 3× its length in candidates...
 COLLAPSE_FLOOR = 60  # ...and at least 60

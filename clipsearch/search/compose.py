@@ -37,12 +37,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clipsearch.errors import MediaError, QueryError, UsageError
 from clipsearch.models.base import l2_normalize
+from clipsearch.search.choices import COMPOSITIONS, Composition
 from clipsearch.search.engine import decode_side
 from clipsearch.search.query import QueryPlan, plan_from_parts
 
@@ -51,8 +52,7 @@ if TYPE_CHECKING:
 
     from clipsearch.models.base import Encoder
 
-Composition = Literal["slerp", "sum"]  # how --image and --text combine
-METHODS: tuple[Composition, ...] = get_args(Composition)
+METHODS = COMPOSITIONS
 DEFAULT_TEXT_WEIGHT = 0.5
 EMPTY_QUERY = "the query is empty: type some text, drop an image, or pick an item"
 

@@ -20,21 +20,24 @@ from clipsearch.errors import UsageError
 from clipsearch.index.base import VectorIndex
 from clipsearch.models.base import Encoder, l2_normalize
 from clipsearch.search import arrange
-from clipsearch.search.arrange import SORT_ORDERS, SortOrder
+from clipsearch.search.choices import (
+    MAX_K,
+    MAX_MOMENTS,
+    POOLINGS,
+    SORT_ORDERS,
+    Pooling,
+    SortOrder,
+)
 from clipsearch.search.dedup import DEFAULT_THRESHOLD
 from clipsearch.search.hits import FrameCurve, Hit
 from clipsearch.search.moments import Moment, find_moments, shots_from_cuts
 from clipsearch.search.rescore import Query, Rescorer, extra_candidates, vouched
-from clipsearch.search.video import DEFAULT_POOLING, POOL_METHODS, PoolMethod
+from clipsearch.search.video import DEFAULT_POOLING
 
 if TYPE_CHECKING:
     from clipsearch.search.query import QueryPlan
     from clipsearch.store import Catalog, ItemFilter
 
-Pooling = PoolMethod  # how a video's frame scores become its score (search.video)
-POOLINGS: tuple[Pooling, ...] = POOL_METHODS
-MAX_K = 10_000
-MAX_MOMENTS = 20
 DATE_DEPTH = 256  # a date order starts with this many candidates and widens 4× until the cut
 
 

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from clipsearch.media.scan import MediaKind
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from clipsearch.media.capture_time import CaptureTime
     from clipsearch.search.moments import Moment
     from clipsearch.store.texts import TextMatch
@@ -119,17 +119,20 @@ class Hit:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Hit:
         """The hit `to_dict` described; ``to_dict`` of the result gives ``d`` back."""
-        from clipsearch.search.moments import Moment
+        described = d.get("moments") or ([d["moment"]] if d.get("moment") else [])
+        moments: tuple[Moment, ...] = ()
+        if described:  # video hits only: image hits load without numpy
+            from clipsearch.search.moments import Moment
 
-        moments = tuple(
-            Moment(
-                float(m["start"]),
-                float(m["end"]),
-                float(m["best_t"]),
-                float(m.get("score", float("nan"))),
+            moments = tuple(
+                Moment(
+                    float(m["start"]),
+                    float(m["end"]),
+                    float(m["best_t"]),
+                    float(m.get("score", float("nan"))),
+                )
+                for m in described
             )
-            for m in d.get("moments") or ([d["moment"]] if d.get("moment") else [])
-        )
         text_match = None
         if d.get("text_match") is not None:
             from clipsearch.store.texts import TextMatch
@@ -145,6 +148,8 @@ class Hit:
             )
         curve = None
         if d.get("curve") is not None:
+            import numpy as np  # only a video hit's curve: plain hits load without numpy
+
             curve = FrameCurve(
                 np.asarray(d["curve"]["t"], dtype=np.float64),
                 np.asarray(d["curve"]["score"], dtype=np.float32),

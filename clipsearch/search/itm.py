@@ -35,12 +35,12 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clipsearch.errors import MediaError, QueryError, UsageError
-from clipsearch.search.rerank import RerankMethod
+from clipsearch.search.choices import ITM_SCORE_RULES, ItmScoreRule
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -50,10 +50,6 @@ if TYPE_CHECKING:
     from clipsearch.search.query import QueryPlan
     from clipsearch.search.rescore import Query
 
-ItmScoreRule = Literal["fusion", "itm"]
-ITM_SCORE_RULES: tuple[ItmScoreRule, ...] = get_args(ItmScoreRule)
-Reranker = Literal[RerankMethod, "itm"]  # what `search --rerank` takes: hubness or ITM
-RERANKERS: tuple[Reranker, ...] = get_args(Reranker)
 DEFAULT_ITM_K = 32
 MAX_ITM_K = 1024
 _DECODE_THREADS = 4

@@ -51,19 +51,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from clipsearch.errors import UsageError
+from clipsearch.search.choices import RERANK_METHODS, RerankMethod
 from clipsearch.search.rescore import WidenedDepth
 
 if TYPE_CHECKING:
     from clipsearch.search.hits import Hit
     from clipsearch.search.rescore import Query
 
-RerankMethod = Literal["none", "is", "qbnorm", "dbnorm", "dbnorm-dynamic"]
-METHODS: tuple[RerankMethod, ...] = get_args(RerankMethod)
+METHODS = RERANK_METHODS
 DEFAULT_BETA = 20.0  # QB-Norm's inverse temperature for cosine similarities
 GALLERY_BANK_SIZE = 2048  # gallery-bank sample for DBNorm (the paper uses a training gallery)
 _CHUNK = 16_384  # gallery rows per matrix product while precomputing

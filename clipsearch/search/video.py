@@ -39,12 +39,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from clipsearch.errors import UsageError
 from clipsearch.models.base import l2_normalize
+from clipsearch.search.choices import DEFAULT_POOLING, POOL_METHODS, PoolMethod
 from clipsearch.search.moments import Moment, find_moments, frame_cells, localize
 
 __all__ = [
@@ -63,9 +63,6 @@ __all__ = [
     "pool_scores_batch",
 ]
 
-PoolMethod = Literal["peak", "mean", "max", "softmax"]
-POOL_METHODS: tuple[PoolMethod, ...] = ("peak", "mean", "max", "softmax")
-DEFAULT_POOLING: PoolMethod = "peak"
 DEFAULT_TAU = 0.1  # softmax (X-Pool) temperature, Hitchhiker's choice
 PEAK_TAU = 0.01  # peak temperature: 1 / the logit scale trained CLIP models reach (100)
 

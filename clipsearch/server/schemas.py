@@ -10,9 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clipsearch.media.capture_time import TakenSource
 from clipsearch.media.scan import MediaKind
-from clipsearch.search.arrange import SortOrder
-from clipsearch.search.engine import MAX_K, MAX_MOMENTS
-from clipsearch.search.video import DEFAULT_POOLING, PoolMethod
+from clipsearch.search.choices import DEFAULT_POOLING, MAX_K, MAX_MOMENTS, PoolMethod, SortOrder
 
 MAX_OFFSET = MAX_K  # paging deeper than this is not interactive search any more
 MAX_WHERE = 16  # filter clauses per request

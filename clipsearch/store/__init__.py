@@ -2,13 +2,21 @@
 
 ``Catalog`` (SQLite: roots, items, vectors, tags, texts, model binding, generation counter),
 the records it reads and writes, and ``ItemFilter`` for metadata-filtered search.
+
+Importing this package imports no submodule; each name below loads its module on
+first use.
 """
 
-from clipsearch.store.catalog import Catalog
-from clipsearch.store.connection import CATALOG_FILE
-from clipsearch.store.filters import ItemFilter
-from clipsearch.store.migrations import SCHEMA_VERSION
-from clipsearch.store.records import ItemRecord, ItemWrite, ModelBinding, VectorTable
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clipsearch.store.catalog import Catalog
+    from clipsearch.store.connection import CATALOG_FILE
+    from clipsearch.store.filters import ItemFilter
+    from clipsearch.store.migrations import SCHEMA_VERSION
+    from clipsearch.store.records import ItemRecord, ItemWrite, ModelBinding, VectorTable
 
 __all__ = [
     "CATALOG_FILE",
@@ -20,3 +28,21 @@ __all__ = [
     "ModelBinding",
     "VectorTable",
 ]
+
+_LAZY = {
+    **dict.fromkeys(("Catalog",), "clipsearch.store.catalog"),
+    **dict.fromkeys(("CATALOG_FILE",), "clipsearch.store.connection"),
+    **dict.fromkeys(("ItemFilter",), "clipsearch.store.filters"),
+    **dict.fromkeys(("SCHEMA_VERSION",), "clipsearch.store.migrations"),
+    **dict.fromkeys(
+        ("ItemRecord", "ItemWrite", "ModelBinding", "VectorTable"), "clipsearch.store.records"
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -253,20 +253,20 @@ class Catalog:
             row = conn.execute(
                 f"SELECT {ITEM_COLUMNS} FROM items WHERE id = ?", (int(item_id),)
             ).fetchone()
-        return ItemRecord(*row) if row else None
+        return ItemRecord.from_row(row) if row else None
 
     def item_by_path(self, path: str) -> ItemRecord | None:
         with self._reading("reading an item") as conn:
             row = conn.execute(
                 f"SELECT {ITEM_COLUMNS} FROM items WHERE path = ?", (str(path),)
             ).fetchone()
-        return ItemRecord(*row) if row else None
+        return ItemRecord.from_row(row) if row else None
 
     def items(self, ids: Sequence[int]) -> dict[int, ItemRecord]:
         """id -> record for the ids that exist (unknown ids are absent)."""
         sql = f"SELECT {ITEM_COLUMNS} FROM items WHERE id IN ({{ids}})"
         with self._reading("reading items") as conn:
-            return {row[0]: ItemRecord(*row) for row in vector_io.select_in(conn, sql, ids)}
+            return {row[0]: ItemRecord.from_row(row) for row in vector_io.select_in(conn, sql, ids)}
 
     def items_under_root(self, root_id: int) -> dict[str, ItemRecord]:
         """path -> record of every item found under the root (for the incremental diff)."""
@@ -274,7 +274,7 @@ class Catalog:
             cur = conn.execute(
                 f"SELECT {ITEM_COLUMNS} FROM items WHERE root_id = ?", (int(root_id),)
             )
-            return {row[1]: ItemRecord(*row) for row in cur}
+            return {row[1]: ItemRecord.from_row(row) for row in cur}
 
     def find_reusable(self, content_hash: str, size: int, kind: MediaKind) -> ItemRecord | None:
         """An ok item with the same content hash, size and kind (oldest first): a moved or
@@ -285,7 +285,7 @@ class Catalog:
                 "AND kind = ? AND status = 'ok' ORDER BY id LIMIT 1",
                 (content_hash, int(size), kind),
             ).fetchone()
-        return ItemRecord(*row) if row else None
+        return ItemRecord.from_row(row) if row else None
 
     def failures(self, limit: int | None = None) -> list[ItemRecord]:
         """Failed items with their error, by path; at most ``limit``."""
@@ -295,7 +295,7 @@ class Catalog:
             sql += " LIMIT ?"
             params = (max(0, int(limit)),)
         with self._reading("listing failures") as conn:
-            return [ItemRecord(*row) for row in conn.execute(sql, params)]
+            return [ItemRecord.from_row(row) for row in conn.execute(sql, params)]
 
     # -- writes ---------------------------------------------------------------------------------
     def write_items(self, writes: Sequence[ItemWrite]) -> list[int]:
@@ -370,7 +370,7 @@ class Catalog:
                 raise NotFoundError(
                     f"item {src_item_id} is not an indexed item; cannot reuse its vectors"
                 )
-            src = ItemRecord(*row)
+            src = ItemRecord.from_row(row)
             if write.kind != src.kind:
                 raise UsageError(f"cannot reuse the vectors of a {src.kind} for a {write.kind}")
             filled = dataclasses.replace(

@@ -36,16 +36,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from clipsearch.errors import UsageError
+from clipsearch.store.choices import EXPORT_DTYPES, EXPORT_FORMATS
 from clipsearch.store.item_table import import_pyarrow, taken_fields
 from clipsearch.store.records import ModelBinding
-
-ExportFormat = Literal["clip-retrieval", "parquet"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("clip-retrieval", "parquet")
-ExportDtype = Literal["float16", "float32"]
-EXPORT_DTYPES: tuple[ExportDtype, ...] = ("float16", "float32")
 
 EMB_DIR = "img_emb"
 META_DIR = "metadata"

@@ -8,7 +8,9 @@ L2-normalised rows; fp16 keeps ~3 significant digits, which moves cosines by < 1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -48,12 +50,22 @@ class ItemRecord:
     frame_count: int | None  # number of stored frame vectors (videos), None for images
     indexed_at: float  # unix time of the write
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ItemRecord:
+        """The record of an ``ITEM_COLUMNS`` row. A bulk read (every item under a root, on
+        each index run) builds one per file: this skips the frozen ``__init__``'s
+        per-field ``object.__setattr__`` (2-3× faster; the same record)."""
+        record = object.__new__(cls)
+        record.__dict__.update(zip(_ITEM_FIELDS, row, strict=True))
+        return record
+
 
 # Column order of ItemRecord, used by every SELECT that builds one.
 ITEM_COLUMNS = (
     "id, path, root_id, kind, size, mtime_ns, content_hash, status, error, "
     "width, height, duration, frame_count, indexed_at"
 )
+_ITEM_FIELDS = tuple(f.name for f in fields(ItemRecord))  # the same order (tested)
 
 
 @dataclass(frozen=True)

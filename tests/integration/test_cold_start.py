@@ -36,14 +36,37 @@ def indexed(tmp_path_factory, tiny_checkpoint) -> Path:
     return base
 
 
-def _run_cli(*argv: str) -> tuple[dict, subprocess.CompletedProcess]:
-    """Run the CLI in a fresh interpreter; return the heavy modules it imported."""
+# Modules a command must not import (each is a measurable share of start-up time):
+# torch and friends for anything but encoding; what other commands or faces need
+# (the server, evaluation, training, FAISS, video); for --help also numpy, Pillow and the
+# library; for a plain ASCII text query the tokenizer's Unicode cleaning (ftfy, regex).
+NOT_FOR_ANY = (
+    *HEAVY,
+    "fastapi",
+    "uvicorn",
+    "av",
+    "clipsearch.eval.runner",
+    "clipsearch.train.loop",
+)
+WARM_NOT_IMPORTED = (*NOT_FOR_ANY, "typer", "pydantic", "numpy", "PIL", "clipsearch.library")
+NOT_IMPORTED = {
+    "help": (*NOT_FOR_ANY, "numpy", "PIL", "pydantic", "sqlite3", "clipsearch.library"),
+    "status": (*NOT_FOR_ANY, "faiss", "ftfy", "regex", "rich.progress"),
+    "index-info": (*NOT_FOR_ANY, "ftfy", "regex"),
+    "noop-index": (*NOT_FOR_ANY, "faiss", "ftfy", "regex", "rich.progress"),
+    "text-search": (*NOT_FOR_ANY, "faiss", "ftfy", "regex", "rich.progress"),
+}
+
+
+def _run_cli(
+    *argv: str, entry: str = "clipsearch.cli.app"
+) -> tuple[dict, subprocess.CompletedProcess]:
+    """Run the CLI in a fresh interpreter; return which modules it imported."""
     script = (
         "import json, sys\n"
-        "from clipsearch.cli.app import main\n"
+        f"from {entry} import main\n"
         "code = main(sys.argv[1:])\n"
-        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-        "print('@@' + json.dumps({'code': code, 'heavy': heavy}), file=sys.stderr)\n"
+        "print('@@' + json.dumps({'code': code, 'modules': sorted(sys.modules)}), file=sys.stderr)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
@@ -58,6 +81,10 @@ def _run_cli(*argv: str) -> tuple[dict, subprocess.CompletedProcess]:
     return json.loads(line[2:]), proc
 
 
+def _imported(result: dict, names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if n in result["modules"]]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
@@ -65,22 +92,59 @@ def _run_cli(*argv: str) -> tuple[dict, subprocess.CompletedProcess]:
         ("--help",),
         ("status",),
         ("index-info",),
-        ("index", "{photos}"),  # nothing changed: no model
+        ("index", "{photos}", "--quiet"),  # nothing changed: no model
         # the numpy text tower (every hit shown: the tiny random model scores little above the cut)
         ("search", "a red photo", "-k", "3", "--min-score", "none", "--no-server"),
     ],
-    ids=["help", "status", "index-info", "noop-index", "text-search"],
+    ids=list(NOT_IMPORTED),
 )
-def test_commands_that_need_no_torch_never_import_it(indexed, argv):
+def test_commands_import_only_what_they_need(indexed, argv, request):
     lib = str(indexed / "lib")
     args = [a.format(photos=indexed / "photos") for a in argv]
     result, proc = _run_cli(*(args if argv == ("--help",) else ["--library", lib, *args]))
     assert result["code"] == 0, proc.stderr
-    assert result["heavy"] == [], f"{argv} imported {result['heavy']}"
+    forbidden = NOT_IMPORTED[request.node.callspec.id]
+    assert _imported(result, forbidden) == [], f"{argv} imported {_imported(result, forbidden)}"
     if argv[0] == "index":
         assert f"0 encoded, {len(COLOURS)} unchanged" in proc.stdout + proc.stderr
     if argv[0] == "search":
         assert proc.stdout.count("photos/") == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("a red photo", "-k", "3", "--min-score", "none"),
+        ("blue", "--kind", "image", "-k", "2", "--offset", "1", "--json", "--exact"),
+        ("red", "--sort", "-date", "--collapse", "--min-score", "0.01", "--json"),
+    ],
+)
+def test_the_console_script_searches_text_without_typer(indexed, run_cli, argv):
+    """A plain text search with no server: the console script answers in this process
+    without Typer or pydantic, printing what the ``search`` command prints."""
+    lib = str(indexed / "lib")
+    typer_run = run_cli("--library", lib, "search", *argv, "--no-server")
+    assert typer_run.exit_code == 0, typer_run.output
+    result, run = _run_cli(
+        "--library", lib, "search", *argv, "--no-server", entry="clipsearch.cli.entry"
+    )
+    assert result["code"] == 0, run.stderr
+    assert _imported(result, ("typer", "pydantic", *HEAVY)) == []
+    assert run.stdout == typer_run.stdout
+    assert run.stderr.split("@@")[0] == typer_run.stderr
+
+
+def test_the_console_script_leaves_errors_and_other_commands_to_the_app(tmp_path, indexed):
+    missing = str(tmp_path / "no-library")
+    result, run = _run_cli("--library", missing, "search", "red", entry="clipsearch.cli.entry")
+    assert result["code"] == 4 and "no clipsearch library" in run.stderr
+    result, run = _run_cli("search", "red", "-k", "0", entry="clipsearch.cli.entry")
+    assert result["code"] == 2 and "typer" in result["modules"]
+    result, run = _run_cli(
+        "--library", str(indexed / "lib"), "status", entry="clipsearch.cli.entry"
+    )
+    assert result["code"] == 0 and "typer" in result["modules"]
 
 
 def test_noop_index_does_not_load_the_model(indexed):
@@ -167,6 +231,35 @@ def test_search_goes_to_a_running_server_with_identical_results(indexed, run_cli
         warm = run_cli("--library", lib, "search", "a red photo", "-k", "6")
         assert cold.exit_code == warm.exit_code == 0, warm.output
         assert warm.output == cold.output
+        # the console script answers a plain text search before loading Typer, numpy or
+        # the library: the same table, the same JSON
+        for argv, json_out in (
+            (("a red photo", "-k", "6"), False),
+            (("blue", "--kind", "image", "-k", "2", "--offset", "1", "--json"), True),
+            (("red", "--sort", "-date", "--collapse", "--min-score", "none", "--json"), True),
+        ):
+            cold = run_cli("--library", lib, "search", *argv, "--no-server")
+            result, run = _run_cli("--library", lib, "search", *argv, entry="clipsearch.cli.entry")
+            assert result["code"] == 0, run.stderr
+            loaded = _imported(result, WARM_NOT_IMPORTED + (("rich",) if json_out else ()))
+            assert loaded == [], f"the warm path imported {loaded}"
+            if json_out:
+                assert json.loads(run.stdout) == json.loads(cold.stdout)
+            else:
+                assert run.stdout == cold.stdout
+                assert run.stderr.split("@@")[0] == cold.stderr
+        # anything else goes to the Typer app (still warm when it can be)
+        result, run = _run_cli(
+            "--library",
+            lib,
+            "search",
+            "red",
+            "--rerank",
+            "is",
+            "--json",
+            entry="clipsearch.cli.entry",
+        )
+        assert result["code"] == 0 and "typer" in result["modules"], run.stderr
         # a query naming a file is searched here (a server never reads paths)
         photo = str(indexed / "photos" / "red.jpg")
         assert run_cli("--library", lib, "search", photo, "-k", "1").exit_code == 0

@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clipsearch.errors import NotFoundError
 from clipsearch.media import (
@@ -345,3 +347,21 @@ def test_partial_hash_of_a_small_file_covers_every_byte(tmp_path: Path) -> None:
 def test_partial_hash_of_missing_file_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         partial_hash(tmp_path / "gone.jpg")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    name=st.text(alphabet=st.sampled_from(list("aB.jJpPgGmM4-_ ")), max_size=12)
+    | st.sampled_from(["a.JPG", ".jpg", "...jpg", "..a.jpg", "a.", "x.tar.mp4", ".hidden.png"])
+)
+def test_the_walks_extension_check_is_splitexts(name):
+    """The walk reads a file name's kind without os.path.splitext: the same answer."""
+    module = importlib.import_module("clipsearch.media.scan")
+    suffix = os.path.splitext(name)[1].lower()
+    expected = None
+    if suffix in module.IMAGE_EXTENSIONS:
+        expected = "image"
+    elif suffix in module.VIDEO_EXTENSIONS:
+        expected = "video"
+    assert module._kind_of_name(name) == expected
+    assert module.kind_of(f"/some/dir/{name}") == expected

@@ -37,6 +37,9 @@ def test_requests_in_flight_give_the_same_vectors(tiny_encoder, exported, pixels
     one = ovx.OpenVinoImageEncoder(tiny_encoder, exported, precision="fp32")
     two = ovx.OpenVinoImageEncoder(tiny_encoder, exported, precision="fp32", streams=2)
     assert np.allclose(one.encode_pixels(pixels), two.encode_pixels(pixels), atol=1e-6)
+    # a batch too small to give each request MIN_SLICE images goes as one request
+    few = pixels[: 2 * ovx.MIN_SLICE - 1]
+    assert np.allclose(one.encode_pixels(few), two.encode_pixels(few), atol=1e-6)
 
 
 def test_wrong_pixel_shape_is_an_error(tiny_encoder, exported):

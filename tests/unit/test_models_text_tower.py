@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clipsearch.models import load_encoder, text_tower
 from clipsearch.models.clip_bpe import ClipBpeTokenizer
@@ -18,6 +20,9 @@ AWKWARD = [
     "&lt;b&gt;bold&lt;/b&gt; 123,456.78 e=mc²",
     "word " * 100,  # longer than the context: truncated, end token kept
     "x" * 300,
+    "Tabs\tand\nnew\r\nlines\x0b\x1c and \x00\x07 controls \x1b[31mred\x1b[0m",
+    "<start_of_text>inside<end_of_text> 2024-06-30 ;;; ... 's 'LL 'D",
+    "UPPER lower 0123456789 !@#$%^*()_+-=[]{}|\\:;\"'<>,.?/~`",
 ]
 
 
@@ -29,6 +34,28 @@ def test_tokenizer_equals_open_clip(context_length):
     ref = SimpleTokenizer(context_length=context_length)(AWKWARD).numpy()
     assert ours.dtype == np.int64 and ours.shape == (len(AWKWARD), context_length)
     np.testing.assert_array_equal(ours, ref)
+
+
+_OURS = ClipBpeTokenizer()
+
+
+@pytest.fixture(scope="module")
+def open_clip_tokenizer():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(alphabet=st.characters(max_codepoint=0x17F), max_size=40))
+def test_tokenizer_equals_open_clip_on_any_text(open_clip_tokenizer, text):
+    """Plain ASCII text skips ftfy and the `regex` split; any text must still tokenize as
+    open_clip does (ASCII, controls, entities, Latin-1 and Latin Extended-A)."""
+    np.testing.assert_array_equal(
+        _OURS(text), open_clip_tokenizer(text).numpy(), err_msg=repr(text)
+    )
 
 
 def test_text_tower_equals_open_clip_encode_text(tiny_checkpoint):

@@ -620,3 +620,22 @@ def test_vector_ids_fall_back_past_sqlite_string_limit(cat, rng):
         cat.vector_ids_where(ItemFilter.parse(["path:/p/1*"])), fast_where
     )
     assert len(fast) == 300 and len(fast_where) == 111
+
+
+def test_item_records_from_rows_equal_records_built_field_by_field():
+    """Bulk reads build records without the frozen __init__: the same value, hash and
+    fields, in the column order every SELECT uses."""
+    import dataclasses
+
+    from clipsearch.store.records import ITEM_COLUMNS, ItemRecord
+
+    names = [f.name for f in dataclasses.fields(ItemRecord)]
+    assert ", ".join(names) == ITEM_COLUMNS
+    row = (7, "/p/a.jpg", 1, "image", 10, 123, "h", "ok", None, 640, 480, None, None, 1.5)
+    fast, slow = ItemRecord.from_row(row), ItemRecord(*row)
+    assert fast == slow and hash(fast) == hash(slow)
+    assert dataclasses.astuple(fast) == row and dataclasses.replace(fast, size=11).size == 11
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.size = 1  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        ItemRecord.from_row(row[:-1])

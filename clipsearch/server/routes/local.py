@@ -20,9 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from clipsearch.errors import QueryError, QueryFileRefusedError
 from clipsearch.media.scan import MediaKind
-from clipsearch.search.arrange import SortOrder
-from clipsearch.search.engine import MAX_K, MAX_MOMENTS, Pooling
-from clipsearch.search.rerank import RerankMethod
+from clipsearch.search.choices import MAX_K, MAX_MOMENTS, Pooling, RerankMethod, SortOrder
 from clipsearch.server.errors import ApiError
 from clipsearch.server.state import ServerState, get_state
 

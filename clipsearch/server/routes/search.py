@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from clipsearch.errors import MediaError, MediaTooLargeError, QueryError, QueryFileRefusedError
+from clipsearch.search.choices import POOL_METHODS
 from clipsearch.search.engine import decode_side
-from clipsearch.search.video import POOL_METHODS
 from clipsearch.server.errors import ApiError
 from clipsearch.server.schemas import ERROR_RESPONSES, ErrorOut, SearchRequest, SearchResponse
 from clipsearch.server.state import ServerState, get_state

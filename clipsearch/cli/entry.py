@@ -1,0 +1,165 @@
+"""The ``clipsearch`` console script.
+
+A plain text search — ``clipsearch [--library L] [--model M] [--precision P] search QUERY``
+with any of ``-k/--top``, ``--offset``, ``--kind``, ``--min-score``, ``--sort``,
+``--collapse/--no-collapse``, ``--exact``, ``--json``, ``--no-server`` — is answered here
+without Typer: by a running ``clipsearch serve`` of the library when one can answer
+(`clipsearch.cli.warm`: then neither numpy nor the library is imported), else by the
+library in this process, exactly as the ``search`` command would. Typer's option
+handling costs more start-up than the search itself on a small library.
+
+Every other command line, and any doubt (another option, a bad value, an error to
+report), goes to the Typer app (`clipsearch.cli.app.main`), the CLI's one error boundary,
+which then parses, checks and reports as usual.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = text_search(args)
+    except KeyboardInterrupt:
+        from clipsearch.cli import render
+
+        render.err.print("[yellow]Interrupted.[/]")
+        return 130
+    if code is not None:
+        return code
+    from clipsearch.cli.app import main as app_main
+
+    return app_main(args)
+
+
+_ROOT_VALUES = {"--library": "library", "-L": "library", "--model": "model", "-m": "model"}
+_SEARCH_VALUES = {
+    **_ROOT_VALUES,
+    "-k": "k",
+    "--top": "k",
+    "--offset": "offset",
+    "--kind": "kind",
+    "--min-score": "min_score",
+    "--sort": "sort",
+    "--precision": "precision",
+}
+_SEARCH_FLAGS = {
+    "--json": ("json", True),
+    "--collapse": ("collapse", True),
+    "--no-collapse": ("collapse", False),
+    "--exact": ("exact", True),
+    "--no-server": ("no_server", True),
+}
+
+
+def text_search(argv: Sequence[str]) -> int | None:
+    """Answer a plain text search command line and return its exit code; None when the
+    command line is anything else, or when the Typer app should handle it (a value it
+    would reject, an error to report)."""
+    parsed = _parse(list(argv))
+    if parsed is None:
+        return None  # decided before importing anything: other commands pay nothing here
+    from clipsearch.models.precision import PRECISIONS
+    from clipsearch.search.choices import MAX_K, SORT_ORDERS
+
+    precision = parsed.get("precision", "auto")
+    k = _int(parsed.get("k", "20"))
+    offset = _int(parsed.get("offset", "0"))
+    sort = parsed.get("sort", "relevance")
+    kind = parsed.get("kind")
+    if (
+        precision not in PRECISIONS
+        or k is None
+        or not 1 <= k <= MAX_K
+        or offset is None
+        or offset < 0
+        or sort not in SORT_ORDERS
+        or kind not in (None, "image", "video")
+    ):
+        return None  # the app reports the bad value
+    from clipsearch.store.location import default_library_path
+
+    library = Path(parsed["library"]) if "library" in parsed else default_library_path()
+    options: dict[str, Any] = {
+        "k": k,
+        "offset": offset,
+        "kind": kind,
+        "exact": parsed.get("exact", False),
+        "min_score": parsed.get("min_score", "auto"),
+        "sort": sort,
+        "collapse": parsed.get("collapse", False),
+    }
+    query, model = parsed["query"], parsed.get("model")
+    hits = None
+    if not parsed.get("no_server"):
+        from clipsearch.cli import warm
+
+        hits = warm.search(library, query, options, model=model, precision=precision)
+    if hits is None:
+        hits = _search_here(library, query, options, model=model, precision=precision)
+        if hits is None:
+            return None
+    from clipsearch.cli import render
+
+    if parsed.get("json"):
+        render.print_json([h.to_dict() for h in hits])
+    else:
+        render.search_results(hits, dates=sort != "relevance", duplicates=options["collapse"])
+    return 0
+
+
+def _search_here(library: Path, query: str, options: dict[str, Any], *, model, precision):
+    """The ``search`` command's own in-process search, or None when it raises (the app
+    runs it again and reports the error as it reports every error)."""
+    from clipsearch.errors import ClipsearchError
+    from clipsearch.library import Library
+
+    try:
+        with Library(library, model=model, precision=precision, create=False) as lib:
+            # what `search` passes when only these options are given
+            return lib.search(query, image=[], video=[], where=[], **options)
+    except ClipsearchError:
+        return None
+
+
+def _parse(argv: list[str]) -> dict[str, Any] | None:
+    """The options of a plain text search, or None for any other command line."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv) and argv[i] != "search":  # root options: --library, --model, --precision
+        name = {**_ROOT_VALUES, "--precision": "precision"}.get(argv[i])
+        if name is None or i + 1 >= len(argv):
+            return None
+        out[name] = argv[i + 1]
+        i += 2
+    if i >= len(argv):
+        return None
+    rest = argv[i + 1 :]
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg in _SEARCH_VALUES and i + 1 < len(rest):
+            out[_SEARCH_VALUES[arg]] = rest[i + 1]
+            i += 2
+        elif arg in _SEARCH_FLAGS:
+            name, value = _SEARCH_FLAGS[arg]
+            out[name] = value
+            i += 1
+        elif not arg.startswith("-") and "query" not in out:
+            out["query"] = arg
+            i += 1
+        else:
+            return None  # another option, a second argument, --help, "--", "-x=y"...
+    return out if out.get("query") else None
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
