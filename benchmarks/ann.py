@@ -10,8 +10,8 @@ little isotropic noise, L2-normalised, stored as fp16 like the catalog. Queries:
 points of the same clusters, perturbed by isotropic noise of relative norm 0.5.
 
 Per backend: build time, resident bytes per vector, recall@10 against exact search on the
-held-out queries (and "tuned": the recall the index measured on its own sample at build
-time and stores), p50/p99 latency of single queries, queries/s for batches of 256, and the single-query speedup over
+held-out queries (and "stored": the recall the index measured at build time and stores,
+on held-out rows that did not tune it — what ``index-info`` shows), p50/p99 latency of single queries, queries/s for batches of 256, and the single-query speedup over
 the baseline measured in the same run (a plain numpy fp32 ``X @ q`` + ``argpartition``).
 Then a 10M projection from the measured figures. Timings on a shared machine are noisy:
 the load average is printed next to the table.
@@ -119,7 +119,7 @@ class Row:
     p99_ms: float
     batch_qps: float
     params: str = ""
-    tuned: float | None = None  # recall@10 measured at build time (stored in the index)
+    tuned: float | None = None  # recall@10 the index stored at build time (index-info's)
 
 
 def latencies(
@@ -249,7 +249,7 @@ def run_size(n: int, args: argparse.Namespace) -> list[Row]:
 
 
 HEADER = (
-    f"{'backend':<34} {'build s':>8} {'B/vec':>7} {'R@10':>6} {'tuned':>6} {'p50 ms':>8} {'p99 ms':>8}"
+    f"{'backend':<34} {'build s':>8} {'B/vec':>7} {'R@10':>6} {'stored':>6} {'p50 ms':>8} {'p99 ms':>8}"
     f" {'x exact':>8} {'q/s @256':>9}  params"
 )
 

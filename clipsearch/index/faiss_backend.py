@@ -92,9 +92,11 @@ class FaissIndex:
         the ones that missed are listed in ``info().rejected`` with the recall they reached.
     memory_budget_bytes: for "auto" (default: a quarter of RAM).
     recall_target: raise nprobe/efSearch (and k_factor for lossy codes) until recall@10
-        against exact search reaches it, or a cap; the achieved value is stored either way.
+        against exact search reaches it on the tuning queries, or a cap; the recall stored
+        is measured on as many other queries that chose nothing (`autotune.tune_and_check`).
     tune: False skips tuning (FAISS defaults; recall is still measured).
-    tuning_queries: how many sample queries measure recall. seed: sampling seed.
+    tuning_queries: how many sample queries tune (and as many measure) recall. seed:
+        sampling seed.
     threads: set FAISS's OpenMP thread count (process-wide); None leaves it.
     progress: optional callback (stage, fraction).
 
@@ -130,15 +132,16 @@ class FaissIndex:
             candidates = [factory]
         tried: dict[str, float] = {}
         best: FaissIndex | None = None
+        best_recall = 0.0
         for candidate in candidates:
             trial = FaissIndex.__new__(FaissIndex)
-            trial._build_and_tune(
+            # Chosen by the recall of its tuning queries; its stored recall is the check's.
+            recall = trial._build_and_tune(
                 rows, candidate, recall_target if tune else None, tuning_queries, seed, progress
             )
-            recall = float(trial._state.recall_at_10 or 0.0)
             tried[candidate] = recall
-            if best is None or recall > float(best._state.recall_at_10 or 0.0):
-                best = trial  # keep the best so far if none reaches the target
+            if best is None or recall > best_recall:
+                best, best_recall = trial, recall  # keep the best so far if none reaches the target
             del trial
             if not tune or recall >= recall_target:
                 break
@@ -154,10 +157,12 @@ class FaissIndex:
         tuning_queries: int,
         seed: int,
         progress: ProgressFn | None,
-    ) -> None:
-        """Build ``factory`` without a held-out sample of rows, tune on that sample, then add it."""
+    ) -> float:
+        """Build ``factory`` without a held-out sample of rows, tune on half of that sample
+        and measure on the other half (`autotune.tune_and_check`), then add it. Returns the
+        tuning half's recall."""
         faiss = import_faiss()
-        held = autotune.held_out_positions(len(rows), tuning_queries, seed=seed)
+        held = autotune.held_out_positions(len(rows), 2 * tuning_queries, seed=seed)
         index = build_index(faiss, rows, factory, seed=seed, progress=progress, skip=held)
         state = FaissState(factory=factory, trained_on=len(rows), built_at=_now())
         self._init(index, rows, state, np.empty(0, dtype=np.int64))
@@ -166,10 +171,10 @@ class FaissIndex:
             mask[held] = False
             sample = autotune.held_out_queries(rows, held, seed=seed)
             truth = autotune.exact_truth(rows, sample, 10, mask=mask)
-            self._tune_with(sample, truth, target, progress)
+            tuned, _ = self._tune_with(sample, truth, target, progress)
             add_rows(index, rows, held)
-        else:
-            self.tune(target, n_queries=tuning_queries, seed=seed, progress=progress)
+            return tuned
+        return self._tune_and_check(target, tuning_queries, seed, progress)[0]
 
     @classmethod
     def from_parts(
@@ -311,13 +316,19 @@ class FaissIndex:
         seed: int = 0,
         progress: ProgressFn | None = None,
     ) -> float:
-        """Raise search parameters until recall@10 >= ``recall_target`` (None: measure the
-        current parameters only). Stores and returns the measured recall."""
+        """Raise search parameters until recall@10 >= ``recall_target`` on ``n_queries``
+        sample queries (None: keep the current parameters), then measure recall@10 on as
+        many others. Stores and returns that measured recall."""
+        return self._tune_and_check(recall_target, n_queries, seed, progress)[1]
+
+    def _tune_and_check(
+        self, recall_target: float | None, n_queries: int, seed: int, progress: ProgressFn | None
+    ) -> tuple[float, float]:
         with self._lock:
             if len(self._rows) == 0:
                 self._state.recall_at_10, self._state.recall_queries = None, 0
-                return 1.0
-            sample = autotune.tuning_queries(self._rows, n_queries=n_queries, seed=seed)
+                return 1.0, 1.0
+            sample = autotune.tuning_queries(self._rows, n_queries=2 * n_queries, seed=seed)
             truth = autotune.exact_truth(self._rows, sample, 10)
             return self._tune_with(sample, truth, recall_target, progress)
 
@@ -327,17 +338,23 @@ class FaissIndex:
         truth: np.ndarray,
         recall_target: float | None,
         progress: ProgressFn | None,
-    ) -> float:
+    ) -> tuple[float, float]:
+        """Tune on one half of ``sample``, measure on the other (`autotune.tune_and_check`);
+        store the measured recall. Returns (tuning half's recall, measured recall)."""
         with self._lock:
             shape = self._shape
             target = recall_target if recall_target is not None else 0.0
             params = self._state.params
+            tune_rows, check_rows = autotune.tune_and_check(len(sample))
 
-            def evaluate(candidate: dict[str, int]) -> float:
+            def measure(candidate: dict[str, int], rows: np.ndarray) -> float:
                 def run(queries: np.ndarray, k: int) -> np.ndarray:
                     return self._ann(queries, k, None, 1.0, params=candidate, fallback=False).ids
 
-                return autotune.measure_recall(run, sample, truth, 10)
+                return autotune.measure_recall(run, sample.take(rows), truth[rows], 10)
+
+            def evaluate(candidate: dict[str, int]) -> float:
+                return measure(candidate, tune_rows)
 
             if progress:
                 progress("tune", 0.0)
@@ -366,13 +383,14 @@ class FaissIndex:
                 params = {"nprobe": nprobe, "k_factor": kf}
             else:
                 recall = evaluate(params)
+            checked = measure(params, check_rows)
             self._state.params = params
-            self._state.recall_at_10 = float(recall)
-            self._state.recall_queries = len(sample.queries)
+            self._state.recall_at_10 = float(checked)
+            self._state.recall_queries = len(check_rows)
             self._state.recall_target = recall_target
             if progress:
                 progress("tune", 1.0)
-            return float(recall)
+            return float(recall), float(checked)
 
     # -- facts -------------------------------------------------------------------------------
     @property

@@ -53,7 +53,10 @@ PATH_MAX = 65535
 TAGS_MAX = 4096  # Milvus's array capacity limit
 DEFAULT_BUILD = {"HNSW": {"M": 16, "efConstruction": 80}, "IVF_FLAT": {"nlist": 1024}, "FLAT": {}}
 SCALAR_FIELDS = ("item_id", "t", "kind", "path", "size", "mtime_ns", "root", "tags")
-LITE_LOAD_PAUSES = (0.2, 0.5, 1.0, 2.0, 4.0)  # seconds between Milvus Lite load attempts
+# Seconds between Milvus Lite load attempts while its background index build writes files.
+LITE_LOAD_PAUSES = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+# How Milvus Lite says it read a file while it was being written.
+LITE_PARTIAL_READ = ("read error", "not fully written")
 MILVUS_LOGGERS = ("pymilvus", "milvus_lite")
 
 
@@ -262,15 +265,17 @@ class MilvusIndex:
     def _load_lite(self) -> None:
         """Load a Milvus Lite collection. After a flush Milvus Lite also builds segment
         indexes in a background thread and writes each index file in place; a load that
-        reads such a file while it is being written fails with a read error, and succeeds
-        once the file is complete: retried after a pause, the failed attempts unlogged."""
+        reads such a file while it is being written fails ("read error", "file seems not
+        fully written"), and succeeds once the file is complete: retried after a pause, the
+        failed attempts unlogged."""
         for pause in (*LITE_LOAD_PAUSES, None):
             try:
                 with _silenced(*MILVUS_LOGGERS) if pause is not None else contextlib.nullcontext():
                     self.client.load_collection(self.state.collection)
                 return
             except Exception as e:
-                if pause is None or not _is_milvus_error(e) or "read error" not in str(e):
+                partial = any(m in str(e) for m in LITE_PARTIAL_READ)
+                if pause is None or not _is_milvus_error(e) or not partial:
                     raise
                 time.sleep(pause)
 
@@ -401,6 +406,11 @@ class MilvusIndex:
             fix = self._exact_search(q[short], k, allowed, expression)
             found.ids[short], found.scores[short] = fix.ids, fix.scores
         return found
+
+    def search_ann(self, queries: np.ndarray, k: int) -> Matches:
+        """The collection's own top-``k`` with the current search parameters, no query
+        redone exactly (what recall is measured on)."""
+        return self._ann(as_queries(queries, self.dim), check_k(k), "", 1.0)
 
     def ids_matching(self, expression: str) -> np.ndarray:
         """(n,) int64 ascending ids of the rows an expression selects."""

@@ -15,10 +15,15 @@ is missing or holds another number of rows, or an update was cut short. Before t
 the collection the stamp is rewritten as ``dirty``, and only a completed update clears it,
 so a crash at any point leads to a rebuild, never to a collection trusted wrongly.
 
-Recall@10 is measured at build time on sample queries (half stored rows left out of their
-own answer, half perturbed rows, as `clipsearch.index.autotune.tuning_queries`) against an
-exact top-k computed while the rows stream into Milvus (memory: one chunk), and the
-search parameter (HNSW ``ef``, IVF ``nprobe``) is raised until it meets the target.
+Recall@10 is measured at build time as for FAISS (`clipsearch.index.autotune`): a new
+collection is first filled without a random sample of rows, whose queries (as they are
+and perturbed) get an exact top-k computed while the other rows stream into Milvus
+(memory: one chunk); the search parameter (HNSW ``ef``, IVF ``nprobe``) is raised until
+half of those queries meet the target, the recall stored is the other half's, and only
+then are the held-out rows inserted. Recall is the collection's own answers' (no query
+redone exactly), and an answer scoring as high as the 10th exact one counts as right
+(duplicate pictures tie). Re-tuning a full collection for a new target uses stored rows
+left out of their own answer, half perturbed, split the same way.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from clipsearch.index import autotune
 from clipsearch.index.base import IndexInfo, ProgressFn
 from clipsearch.index.exact import top_k_by_score_then_id
 from clipsearch.index.milvus_backend import MilvusIndex, MilvusState, connect
-from clipsearch.index.rows import ids_checksum
+from clipsearch.index.rows import VectorRows, ids_checksum
 from clipsearch.index.stamp import cache_lock, file_digest, now, write_npy
 
 STAMP_NAME = "milvus.json"
@@ -201,13 +206,24 @@ class MilvusCache:
         client = self._client(uri)
         index = MilvusIndex.create(client, state, rows=source)
         self._current = index
-        sample = _Sample.draw(source, ids, self.tuning_queries, self.seed)
-        for _, chunk, vectors in _chunks(source, ids, progress, "add"):
+        # Rows held out of the collection while its recall is measured, inserted after.
+        held = autotune.held_out_positions(len(ids), 2 * self.tuning_queries, seed=self.seed)
+        if held.size:
+            first = np.delete(ids, held)
+            sample = _Sample.held_out(source, ids[held], self.seed)
+        else:  # too few rows to hold any out: leave-one-out
+            first = ids
+            sample = _Sample.draw(source, ids, 2 * self.tuning_queries, self.seed)
+        for _, chunk, vectors in _chunks(source, first, progress, "add"):
             index.insert(chunk, vectors, source.vector_metadata(chunk))
             sample.observe(chunk, vectors)
         index.flush()
         state.built_at = now()
         self._measure(index, sample, recall_target, progress)
+        if held.size:
+            for _, chunk, vectors in _chunks(source, ids[held], None, "add"):
+                index.insert(chunk, vectors, source.vector_metadata(chunk))
+            index.flush()
         self._write(index, source, ids, generation, generation)
         return index
 
@@ -257,7 +273,7 @@ class MilvusCache:
         progress: ProgressFn | None,
     ) -> None:
         """Measure recall again (and re-tune) for a new target: one pass over the rows."""
-        sample = _Sample.draw(source, ids, self.tuning_queries, self.seed)
+        sample = _Sample.draw(source, ids, 2 * self.tuning_queries, self.seed)
         for _, chunk, vectors in _chunks(source, ids, progress, "fetch"):
             sample.observe(chunk, vectors)
         self._measure(index, sample, recall_target, progress)
@@ -283,19 +299,29 @@ class MilvusCache:
         )
         if name == "nprobe":
             ladder = tuple(v for v in ladder if v <= state.build.get("nlist", 1024))
+        tune_rows, check_rows = autotune.tune_and_check(sample.size)
+
+        def recall(value: int, rows: np.ndarray) -> float:
+            state.search = {name: value} if name else {}
+            found = index.search_ann(sample.queries[rows], 11)
+            # A query the collection leaves short of answers is redone exactly by searches
+            # (`MilvusIndex.search`): its exact answer here, over the rows measured.
+            short = (found.ids >= 0).sum(axis=1) < (sample.best_ids[rows] >= 0).sum(axis=1)
+            found.ids[short] = sample.best_ids[rows][short]
+            found.scores[short] = sample.best_scores[rows][short]
+            ids, scores = _drop_excluded(found.ids, found.scores, sample.exclude[rows], 10)
+            return autotune.recall_with_ties(ids, scores, truth[rows])
 
         def evaluate(value: int) -> float:
-            state.search = {name: value} if name else {}
-            found = index.search(sample.queries, 11).ids
-            r = autotune.recall_at_k(autotune.drop_excluded(found, sample.exclude, 10), truth)
+            r = recall(value, tune_rows)
             if r < recall_target and name:
                 state.rejected[f"{name}={value}"] = round(r, 4)
             return r
 
-        value, recall, _ = autotune.raise_until(ladder, evaluate, recall_target)
-        state.search = {name: value} if name else {}
+        value, _, _ = autotune.raise_until(ladder, evaluate, recall_target)
         state.rejected.pop(f"{name}={value}", None)
-        state.recall_at_10, state.recall_queries = recall, sample.size
+        # Stored: the recall of the queries that chose nothing (what searches will see).
+        state.recall_at_10, state.recall_queries = recall(value, check_rows), len(check_rows)
         if progress:
             progress("tune", 1.0)
 
@@ -430,6 +456,22 @@ class _Sample:
             best_scores=np.full((m, 11), -np.inf, dtype=np.float32),
         )
 
+    @classmethod
+    def held_out(cls, source: MetadataSource, held: np.ndarray, seed: int) -> _Sample:
+        """Queries from rows kept out of the collection while it is measured
+        (`autotune.held_out_queries`): nothing to leave out of their answers."""
+        vectors = np.asarray(source.fetch_vectors(held), dtype=np.float32)
+        sample = autotune.held_out_queries(
+            VectorRows(held, vectors), np.arange(len(held)), seed=seed
+        )
+        m = len(sample)
+        return cls(
+            queries=sample.queries,
+            exclude=sample.exclude,
+            best_ids=np.full((m, 11), -1, dtype=np.int64),
+            best_scores=np.full((m, 11), -np.inf, dtype=np.float32),
+        )
+
     def observe(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Fold a chunk of rows (ids (c,), vectors (c, D) float32) into the running top-11."""
         if self.size == 0 or len(ids) == 0:
@@ -440,5 +482,18 @@ class _Sample:
         self.best_ids, self.best_scores = top_k_by_score_then_id(all_ids, all_scores, 11)
 
     def truth(self) -> np.ndarray:
-        """(m, 10) exact top-10 ids, each query's own row left out."""
-        return autotune.drop_excluded(self.best_ids, self.exclude, 10)
+        """(m, 10) exact top-10 scores (-inf: none), each query's own row left out."""
+        return _drop_excluded(self.best_ids, self.best_scores, self.exclude, 10)[1]
+
+
+def _drop_excluded(
+    ids: np.ndarray, scores: np.ndarray, exclude: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m, k+1) answers without each row's excluded id, the first k kept (ids, scores)."""
+    out_ids = np.full((len(ids), k), -1, dtype=np.int64)
+    out_scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
+    for i, (row, sc, ex) in enumerate(zip(ids, scores, exclude, strict=True)):
+        keep = (row >= 0) & (row != ex)
+        kept_ids, kept_scores = row[keep][:k], sc[keep][:k]
+        out_ids[i, : len(kept_ids)], out_scores[i, : len(kept_scores)] = kept_ids, kept_scores
+    return out_ids, out_scores

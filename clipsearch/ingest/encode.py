@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -27,18 +27,10 @@ from clipsearch.ingest.decode import DecodedFile, FileDecoder, FileTask
 from clipsearch.ingest.reading import TextReading
 from clipsearch.models.base import Encoder
 from clipsearch.store import ItemWrite
-from clipsearch.store.records import TextRead
+from clipsearch.store.records import TextWrite
 
-
-@dataclass(frozen=True)
-class TextWrite:
-    """The text read in an already indexed item (nothing encoded); ``text`` None when the
-    reader failed on it (it is tried again next run)."""
-
-    item_id: int
-    path: str
-    kind: str
-    text: TextRead | None
+if TYPE_CHECKING:
+    from clipsearch.ingest.runtime_choice import RuntimeChoice
 
 
 Sink = Callable[[list[ItemWrite | TextWrite]], None]
@@ -51,6 +43,9 @@ class LoopResult:
 
     interrupted: bool = False  # stopped early; the files not handed to the sink are redone next run
     encode_s: float = 0.0  # seconds spent inside the encoder
+    # Engines whose workers load their own image encoder: what encoded the pixels, as label
+    # -> why it is not the one chosen (None: as chosen). Empty: the chosen one, here.
+    image_encoders: dict[str, str | None] = field(default_factory=dict)
 
 
 class EncodeEngine(Protocol):
@@ -67,6 +62,14 @@ class EncodeEngine(Protocol):
         self, tasks: Sequence[FileTask], sink: Sink, *, should_stop: Callable[[], bool]
     ) -> LoopResult:
         """Decode and encode ``tasks``, handing batches of finished files to ``sink``."""
+        ...
+
+    def use_image_encoder(self, choice: RuntimeChoice) -> None:
+        """Encode pixels with the chosen image encoder (`clipsearch.ingest.runtime_choice`)."""
+        ...
+
+    def use_reading(self, reading: TextReading | None) -> None:
+        """Read the text in pictures as ``reading`` says (None: read none)."""
         ...
 
 
@@ -107,6 +110,12 @@ class EncodeLoop:
     def resume(self, sink: Sink) -> int:
         """Nothing to resume: every batch this loop finishes is handed on at once."""
         return 0
+
+    def use_image_encoder(self, choice: RuntimeChoice) -> None:
+        self.image_encoder = choice.encoder
+
+    def use_reading(self, reading: TextReading | None) -> None:
+        self.decoder.reading = reading
 
     def run(
         self,

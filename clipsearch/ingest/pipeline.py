@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
+from clipsearch.errors import ModelMismatchError, NotFoundError
 from clipsearch.ingest.dating import date_items, read_capture
 from clipsearch.ingest.decode import FileTask
 from clipsearch.ingest.encode import EncodeEngine, EncodeLoop, TextWrite, frames_in, item_write
@@ -69,15 +69,17 @@ class Indexer:
     should_stop: polled between files; returning True stops after the batch in flight
         (the run is resumable).
     engine: where files are decoded and encoded (default: threads in this process with
-        ``encoder``). ``encoder`` binds the library to its model either way. Text is read
-        (OCR) only by the default engine: another one with text reading on is a UsageError.
+        ``encoder``). ``encoder`` binds the library to its model either way. Every engine
+        reads the text in pictures when the run does (`EncodeEngine.use_reading`).
     text_reader: the OCR reader when the run reads text (default: PP-OCRv4 through
-        rapidocr-onnxruntime, `clipsearch.models.ocr`).
+        rapidocr-onnxruntime, `clipsearch.models.ocr`). Engines whose workers build their
+        own (Ray) use the default reader with the run's settings.
     choose_encoder: called once, with the files about to be encoded, before decoding starts;
         returns the `RuntimeChoice` whose encoder encodes this run's pixels (an accelerated
         image encoder of the same model, see `clipsearch.ingest.runtime_choice`). Default:
-        ``encoder`` itself. Preprocessing is always ``encoder``'s. Only the default engine
-        uses it: another engine's workers build their own model.
+        ``encoder`` itself. Preprocessing is always ``encoder``'s. An engine whose workers
+        build their own model loads the choice's ``images`` there (or says why it could not:
+        `LoopResult.image_encoders`, shown in the report).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class Indexer:
             self.options.video_sampler, max_frames=self.options.max_frames
         )  # UsageError early
         self._reading = self._text_reading()
+        self.engine.use_reading(self._reading)
         self.catalog.bind_model(
             ModelBinding(
                 spec=self.encoder.spec, fingerprint=self.encoder.fingerprint, dim=self.encoder.dim
@@ -181,6 +184,7 @@ class Indexer:
             )
             report.encode_s += result.encode_s
             report.interrupted |= result.interrupted
+            _workers_encoders(result.image_encoders, report)
         elif todo:
             report.interrupted = True
         if undated and not report.interrupted:
@@ -205,11 +209,6 @@ class Indexer:
         )
         reader = None
         if settings.ocr:
-            if self._engine is not None and not isinstance(self._engine, EncodeLoop):
-                raise UsageError(
-                    "reading text in pictures (--ocr, or remembered by this library) runs in "
-                    "this process: index with --engine local, or add --no-ocr"
-                )
             if self._text_reader is None:
                 from clipsearch.models.ocr import text_reader
 
@@ -347,13 +346,14 @@ class Indexer:
     # -- decode + encode ---------------------------------------------------------------------
     def _pick_image_encoder(self, todo: list[FileTask], report: IndexReport) -> None:
         engine = self.engine
-        if self._choose_encoder is None or not todo or not isinstance(engine, EncodeLoop):
-            report.image_encoder = encoder_label(self.encoder)  # nothing to choose
+        if self._choose_encoder is None or not todo:
+            if isinstance(engine, EncodeLoop):  # other engines say what their workers used
+                report.image_encoder = encoder_label(self.encoder)  # nothing to choose
             return
         choice = self._choose_encoder([t.media for t in todo])
         if choice.encoder.fingerprint != self.encoder.fingerprint:
             raise ModelMismatchError("an image encoder must belong to the model being indexed")
-        engine.image_encoder = choice.encoder
+        engine.use_image_encoder(choice)
         report.image_encoder, report.image_encoder_reason = choice.label, choice.reason
         report.image_encoder_fell_back = choice.fell_back
 
@@ -388,6 +388,20 @@ class Indexer:
             self._emit(
                 BatchWritten(progress.done, progress.total, progress.failed, progress.frames)
             )
+
+
+def _workers_encoders(used: dict[str, str | None], report: IndexReport) -> None:
+    """Report what an engine's workers encoded images with (label -> why not the chosen
+    one): every label they used, and each reason a worker could not use the chosen one."""
+    if not used:
+        return
+    notes = sorted({note for note in used.values() if note})
+    if list(used) == [report.image_encoder] and not notes:
+        return  # as chosen
+    report.image_encoder = " + ".join(sorted(used))
+    if notes:
+        report.image_encoder_reason = "; ".join(notes)
+        report.image_encoder_fell_back = True
 
 
 _BAD_NAME = "file name is not valid UTF-8: rename the file to index it"

@@ -14,6 +14,15 @@ through the same `Indexer` write path, a Ray run stores the same rows as a local
 records failures the same way, and resumes the same way: committed files are unchanged
 on the next scan and are not sent again.
 
+What a local run does besides encoding, the actors do too: when the run reads the text in
+pictures (``--ocr``), each actor builds the OCR reader and reads it from the pictures it
+decodes (the text travels in the item table); when the library indexes with an
+accelerated image encoder (``index --runtime openvino``), the driver chooses (and, once,
+builds and gates) it as a local run does, and each actor loads that build from the
+library's runtime cache. An actor that cannot reach the build (another machine without
+the library's folder) encodes on torch — same model, same vector space — and the run
+report says so.
+
 Very large runs can write the results as Parquet shards instead (``shards``): the workers
 write them straight to a shared folder (``Dataset.write_parquet``) and the catalog ingests
 them afterwards, deleting each shard once committed; shards left by an interrupted run
@@ -38,9 +47,12 @@ from typing import Any
 from clipsearch.errors import ClipsearchError, EngineError, MissingDependencyError, UsageError
 from clipsearch.ingest.decode import FileTask
 from clipsearch.ingest.encode import EncodeLoop, LoopResult, Sink
+from clipsearch.ingest.reading import TextReading
+from clipsearch.ingest.runtime_choice import AcceleratedImages, RuntimeChoice, encoder_label
 from clipsearch.media import MediaFile
 from clipsearch.models.base import Encoder
 from clipsearch.store import item_table
+from clipsearch.store.texts import ReadingSettings
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,9 @@ class RayEngine:
         self.fingerprint = fingerprint
         self.settings = settings
         self.loop = loop
+        self.images: AcceleratedImages | None = None  # the chosen accelerated image encoder
+        self.reading: ReadingSettings | None = None  # text reading, when the run reads text
+        self._encoders: dict[str, str | None] = {}  # what workers encoded with (see LoopResult)
         self._started_here = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -132,6 +147,14 @@ class RayEngine:
             self._started_here = False
 
     # -- EncodeEngine -------------------------------------------------------------------------
+    def use_image_encoder(self, choice: RuntimeChoice) -> None:
+        """Actors load ``choice.images`` (None: they encode on torch, as chosen)."""
+        self.images = choice.images
+
+    def use_reading(self, reading: TextReading | None) -> None:
+        """Actors read text with the default reader and these settings (None: no text)."""
+        self.reading = None if reading is None else reading.settings
+
     def resume(self, sink: Sink) -> int:
         """Ingest the Parquet shards a previous run left in ``settings.shards`` (each is
         deleted once committed; an unreadable one — cut short by a crash — is deleted
@@ -141,7 +164,7 @@ class RayEngine:
         done = 0
         for path in item_table.shard_files(self.settings.shards):
             try:
-                for writes in item_table.read_shard(path):
+                for writes in item_table.read_shard(path, encoders=self._encoders):
                     sink(writes)
                     done += len(writes)
             except item_table.DamagedShardError:
@@ -153,7 +176,7 @@ class RayEngine:
         self, tasks: Sequence[FileTask], sink: Sink, *, should_stop: Callable[[], bool]
     ) -> LoopResult:
         """Encode ``tasks`` on the cluster, handing each finished block to ``sink``."""
-        result = LoopResult()
+        result = LoopResult(image_encoders=self._encoders)
         if not tasks:
             return result
         ray = self._connect()
@@ -165,6 +188,8 @@ class RayEngine:
                 self.resume(sink)
                 return result
             for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for label, note in item_table.image_encoders(block).items():
+                    self._encoders[label] = self._encoders.get(label) or note
                 sink(item_table.table_to_writes(block))
                 if should_stop():
                     result.interrupted = True
@@ -217,6 +242,8 @@ class RayEngine:
                 "model": self.model,
                 "fingerprint": self.fingerprint,
                 "loop": self.loop,
+                "images": self.images,
+                "reading": self.reading,
             },
             batch_size=None,
             batch_format="pyarrow",
@@ -238,6 +265,7 @@ def _task_block(pa: Any, part: Sequence[FileTask]) -> Any:
         "mtime_ns": pa.array([t.media.mtime_ns for t in part], pa.int64()),
         "root_id": pa.array([t.root_id for t in part], pa.int64()),
         "content_hash": pa.array([t.content_hash for t in part], pa.string()),
+        "item_id": pa.array([t.item_id for t in part], pa.int64()),  # set: read its text only
     }
     taken = [item_table.taken_values(t.taken) for t in part]
     for col, (name, kind) in enumerate(item_table.taken_fields()):
@@ -246,9 +274,22 @@ def _task_block(pa: Any, part: Sequence[FileTask]) -> Any:
 
 
 class EncodeActor:
-    """One Ray actor: a model and an `EncodeLoop`; block of file records → item table."""
+    """One Ray actor: a model and an `EncodeLoop`; block of file records → item table.
 
-    def __init__(self, model: Callable[[], Encoder], fingerprint: str, loop: LoopSettings) -> None:
+    images: the accelerated image encoder to load from the library's runtime cache (None:
+        torch). When it cannot be loaded here, the actor encodes on torch and every row it
+        returns says so (``image_encoder_note``).
+    reading: the run's text-reading settings (None: no text is read).
+    """
+
+    def __init__(
+        self,
+        model: Callable[[], Encoder],
+        fingerprint: str,
+        loop: LoopSettings,
+        images: AcceleratedImages | None = None,
+        reading: ReadingSettings | None = None,
+    ) -> None:
         from clipsearch.errors import ModelMismatchError
 
         encoder = model()
@@ -258,13 +299,30 @@ class EncodeActor:
                 f"but the library is bound to fingerprint {fingerprint}: install the same "
                 "model weights (and clipsearch version) on every node"
             )
+        text = None
+        if reading is not None and reading.ocr:
+            from clipsearch.models.ocr import text_reader
+
+            text = TextReading(reading, text_reader())
         self.loop = EncodeLoop(
             encoder,
             batch_size=loop.batch_size,
             workers=loop.decode_threads,
             video_sampler=loop.video_sampler,
             max_frames=loop.max_frames,
+            reading=text,
         )
+        self.note: str | None = None
+        if images is not None:
+            try:
+                self.loop.image_encoder = images.load(encoder)
+            except ClipsearchError as e:
+                self.note = (
+                    f"a Ray worker could not load {images.label} ({e}): it encoded on "
+                    f"{encoder_label(encoder)}; index from a machine sharing the library's "
+                    "folder with the workers to use it"
+                )
+        self.label = encoder_label(self.loop.image_encoder)
 
     def __call__(self, block: Any) -> Any:
         tasks = [
@@ -272,13 +330,16 @@ class EncodeActor:
                 media=MediaFile(Path(r["path"]), r["kind"], r["size"], r["mtime_ns"]),
                 root_id=r["root_id"],
                 content_hash=r["content_hash"],
+                item_id=r.get("item_id"),
                 taken=item_table.taken_from_row(r),  # read by the driver, stored with the rows
             )
             for r in block.to_pylist()
         ]
         done = []
         self.loop.run(tasks, done.extend)
-        return item_table.writes_to_table(done)
+        return item_table.writes_to_table(
+            done, image_encoder=self.label, image_encoder_note=self.note
+        )
 
 
 def _driver_path() -> str:

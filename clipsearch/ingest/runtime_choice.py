@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, MissingDependencyError, ModelError
 from clipsearch.ingest.events import IndexEvent, RuntimeChosen, RuntimeProgress
 from clipsearch.media import MediaFile, load_image
 from clipsearch.models.agreement import AgreementReport, measure_agreement
@@ -60,6 +62,60 @@ class RuntimeChoice:
     # True when an accelerated encoder was asked for and could not be used (worth telling);
     # False for torch by setting, by "auto"'s size threshold or speed measurement.
     fell_back: bool = False
+    # The accelerated build chosen, for processes that load it themselves (Ray workers).
+    images: AcceleratedImages | None = None
+
+
+@dataclass(frozen=True)
+class AcceleratedImages:
+    """A built accelerated image encoder as another process (a Ray worker) loads it: the
+    files of the library's build cache and what they must be. Picklable."""
+
+    runtime: str  # "openvino"
+    precision: str  # of the weights: "fp32" | "bf16" | "int8"
+    inference_precision: str  # of the ops that are not int8
+    xml: str
+    bin: str
+    sizes: tuple[int, int]  # of xml and bin, as built (another file at the path is refused)
+
+    @classmethod
+    def of(cls, entry: CacheEntry, inference_precision: str) -> AcceleratedImages:
+        sizes = (entry.xml.stat().st_size, entry.bin.stat().st_size)
+        return cls(
+            entry.key.runtime,
+            entry.key.precision,
+            inference_precision,
+            str(entry.xml),
+            str(entry.bin),
+            sizes,
+        )
+
+    @property
+    def label(self) -> str:
+        return f"{self.runtime} {self.precision}"
+
+    def load(self, base: Encoder) -> Encoder:
+        """The image encoder over ``base`` (its preprocessing and text tower). Raises
+        ModelError when the build is not reachable from this machine (or is another file),
+        MissingDependencyError when OpenVINO is not installed here."""
+        host = socket.gethostname()
+        for path, size in ((self.xml, self.sizes[0]), (self.bin, self.sizes[1])):
+            try:
+                found = os.stat(path).st_size
+            except OSError as e:
+                raise ModelError(f"{path} is not reachable on {host} ({e.strerror})") from None
+            if found != size:
+                raise ModelError(f"{path} on {host} is not the library's build (size differs)")
+        if not openvino_available():
+            raise MissingDependencyError("openvino", "openvino")
+        from clipsearch.models import openvino_encoder as ovx
+
+        return ovx.OpenVinoImageEncoder(
+            base,
+            ovx.read_model(Path(self.xml), Path(self.bin)),
+            precision=self.precision,
+            inference_precision=self.inference_precision,
+        )
 
 
 def encoder_label(encoder: Encoder) -> str:
@@ -104,10 +160,12 @@ class ImageRuntimeChooser:
         self._emit = emit or (lambda e: None)
 
     # -- public -----------------------------------------------------------------------------------
-    def choose(self, pending: Sequence[MediaFile]) -> RuntimeChoice:
+    def choose(self, pending: Sequence[MediaFile], *, load: bool = True) -> RuntimeChoice:
         """The encoder for a run about to encode ``pending`` files (never raises for a
-        candidate that cannot be built or checked: it falls back to torch and says why)."""
-        choice = self._choose(pending)
+        candidate that cannot be built or checked: it falls back to torch and says why).
+        load=False: an accelerated choice is not loaded here (its encoder is ``base``; its
+        ``images`` are loaded by the processes that encode, e.g. Ray workers)."""
+        choice = self._choose(pending, load)
         self._emit(
             RuntimeChosen(
                 choice.label,
@@ -118,7 +176,7 @@ class ImageRuntimeChooser:
         )
         return choice
 
-    def _choose(self, pending: Sequence[MediaFile]) -> RuntimeChoice:
+    def _choose(self, pending: Sequence[MediaFile], load: bool = True) -> RuntimeChoice:
         s = self.settings
         if s.is_plain_torch:
             return self._torch("the library's runtime is torch", expected=True)
@@ -156,15 +214,17 @@ class ImageRuntimeChooser:
                     gate,
                     expected=True,
                 )
-            encoder = self._load(entry)
-        except ClipsearchError as e:
+            images = AcceleratedImages.of(entry, self._inference_precision())
+            encoder = self._load(entry) if load else self.base
+        except (ClipsearchError, OSError) as e:
             return self._torch(f"{wanted} is unavailable: {e}")
         speed = f", {speedup:.1f}× torch" if speedup else ""
         return RuntimeChoice(
             encoder,
-            encoder_label(encoder),
+            encoder_label(encoder) if load else images.label,
             f"passed the accuracy gate ({gate.summary()}{speed})",
             gate,
+            images=images,
         )
 
     # -- building and checking -------------------------------------------------------------------
@@ -235,15 +295,7 @@ class ImageRuntimeChooser:
         )
 
     def _load(self, entry: CacheEntry) -> Encoder:
-        from clipsearch.models import openvino_encoder as ovx
-
-        model = ovx.read_model(entry.xml, entry.bin)
-        return ovx.OpenVinoImageEncoder(
-            self.base,
-            model,
-            precision=entry.key.precision,
-            inference_precision=self._inference_precision(),
-        )
+        return AcceleratedImages.of(entry, self._inference_precision()).load(self.base)
 
     # -- sampling the library's own images --------------------------------------------------------
     def _sample(self, images: Sequence[MediaFile], n: int) -> np.ndarray:

@@ -69,11 +69,6 @@ class LibraryIndexing:
         reading = resolve_settings(
             self.catalog.texts.settings(), ocr=options.ocr, ocr_frames=options.ocr_frames
         )
-        if reading.ocr and ray is not None:
-            raise UsageError(
-                "reading text in pictures (--ocr, or remembered by this library) runs in "
-                "this process, not on Ray: index with --engine local, or add --no-ocr"
-            )
         if reading.ocr:  # a missing `ocr` extra fails before the lock and the model
             from clipsearch.models.ocr import text_reader
 
@@ -90,16 +85,16 @@ class LibraryIndexing:
                 self.catalog.choose_model(self.models.model_spec)
             encoder = self.loading.for_indexing(lambda: self.models.encoder)
             self.runtime.remember_given()
-            # Ray workers build their own model (ray.model): the runtime choice is local,
-            # and the model is loaded here only when some file needs encoding.
+            # The model is loaded here only when some file needs encoding. Ray workers load
+            # the chosen image encoder themselves (torch needs no choice made here).
             choose = (
                 None
-                if ray is not None
+                if ray is not None and self.runtime.settings.is_plain_torch
                 else lambda files: self.runtime.chooser(
                     self.models.encoder, self.catalog, on_event
-                ).choose(files)
+                ).choose(files, load=ray is None)
             )
-            with self._engine(options, ray) as engine:
+            with self._engine(options, ray, encoder.fingerprint) as engine:
                 indexer = Indexer(
                     self.catalog,
                     encoder,
@@ -120,7 +115,7 @@ class LibraryIndexing:
                     report.interrupted = report.captions.interrupted
         return report
 
-    def _engine(self, options: IndexOptions, ray: RaySettings | None):
+    def _engine(self, options: IndexOptions, ray: RaySettings | None, fingerprint: str):
         """The encode engine for a run: None (local threads) or a `RayEngine`."""
         if ray is None:
             return contextlib.nullcontext()
@@ -140,7 +135,7 @@ class LibraryIndexing:
             video_sampler=options.video_sampler,
             max_frames=options.max_frames,
         )
-        return RayEngine(model, self.models.encoder.fingerprint, ray, loop)
+        return RayEngine(model, fingerprint, ray, loop)
 
     def caption(
         self,

@@ -35,9 +35,10 @@ ordered by score, the first is the best, and they never overlap.
 neighbouring frames; the first cell starts at 0, the last ends at the video's end). A
 segment covers its frames' cells, except that an edge snaps to a shot boundary lying
 between the segment's edge frame and its neighbour outside (the start of the shot holding
-the first frame, the end of the shot holding the last). A moment shorter than
-``min_len_s`` is widened around its centre, unless both its edges sit on shot boundaries
-(then the shot is the moment).
+the first frame, the end of the shot holding the last; a frame exactly on a boundary is the
+first frame of the new shot). A moment shorter than ``min_len_s`` is widened around its
+centre, unless both its edges sit on shot boundaries (then the shot is the moment), and
+never more than half-way to the next moment returned, so moments stay disjoint.
 
 Why not the earlier rule (smooth the curve, take the run above half height over the 10th
 percentile)? When another scene of the same video scores nearly as high as the match, the
@@ -232,7 +233,14 @@ def find_moments(
     peaks.sort(key=lambda g: (-g.level, g.lo))
     starts, ends = frame_cells(t, duration)
     starts[0], ends[-1] = 0.0, duration
-    return [_moment(g, t, s, starts, ends, cuts, duration, min_len_s) for g in peaks[:n]]
+    peaks = peaks[:n]
+    spans = [_span(g, t, starts, ends, cuts) for g in peaks]
+    # a short moment grows at most half-way to the next one: moments never overlap
+    lows, highs = [0.0] * len(peaks), [duration] * len(peaks)
+    by_time = sorted(range(len(peaks)), key=lambda i: peaks[i].lo)
+    for a, b in itertools.pairwise(by_time):
+        highs[a] = lows[b] = (spans[a].end + spans[b].start) / 2
+    return [_moment(g, t, s, spans[i], lows[i], highs[i], min_len_s) for i, g in enumerate(peaks)]
 
 
 def localize(
@@ -270,40 +278,54 @@ def _cut_times(shots: Sequence[Shot] | None, duration: float) -> np.ndarray:
     return np.array(sorted(c for c in edges if _EPS < c < duration - _EPS))
 
 
-def _moment(
-    g: Segment,
-    t: np.ndarray,
-    s: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    cuts: np.ndarray,
-    duration: float,
-    min_len_s: float,
-) -> Moment:
+@dataclass(frozen=True)
+class _Span:
+    """A peak's stretch before widening: its edges, and whether each sits on a cut."""
+
+    start: float
+    end: float
+    centre: float  # of the frames' cells, around which a short moment grows
+    snapped_start: bool = False
+    snapped_end: bool = False
+
+
+def _span(g: Segment, t: np.ndarray, starts: np.ndarray, ends: np.ndarray, cuts: np.ndarray):
+    """Where segment ``g`` lies in time: its frames' cells, an edge snapped to the shot
+    boundary between its edge frame and the neighbour outside. A cut c with
+    t[i-1] < c <= t[i] lies before frame i (a frame on a boundary starts the new shot)."""
     start, end = float(starts[g.lo]), float(ends[g.hi - 1])
+    centre = (start + end) / 2
     snapped_start = snapped_end = False
-    if g.lo > 0 and len(cuts):  # the last cut in (t[lo-1], t[lo]] starts the shot of frame lo
+    if g.lo > 0 and len(cuts):  # the last cut before frame lo starts its shot
         inside = cuts[(cuts > t[g.lo - 1]) & (cuts <= t[g.lo])]
         if len(inside):
             start, snapped_start = float(inside[-1]), True
-    if g.hi < len(t) and len(cuts):  # the first cut in [t[hi-1], t[hi]) ends its shot
-        inside = cuts[(cuts >= t[g.hi - 1]) & (cuts < t[g.hi])]
+    if g.hi < len(t) and len(cuts):  # the first cut before frame hi ends the shot of hi-1
+        inside = cuts[(cuts > t[g.hi - 1]) & (cuts <= t[g.hi])]
         if len(inside):
             end, snapped_end = float(inside[0]), True
-    if not (snapped_start and snapped_end):
-        centre = (float(starts[g.lo]) + float(ends[g.hi - 1])) / 2
-        start, end = _widen(start, end, centre, min_len_s, duration)
+    return _Span(start, end, centre, snapped_start, snapped_end)
+
+
+def _moment(
+    g: Segment, t: np.ndarray, s: np.ndarray, span: _Span, lo: float, hi: float, min_len_s: float
+) -> Moment:
+    """The moment of peak ``g``: its span, widened to ``min_len_s`` inside [lo, hi] unless
+    both its edges are shot boundaries (then the shot is the moment)."""
+    start, end = span.start, span.end
+    if not (span.snapped_start and span.snapped_end):
+        start, end = _widen(start, end, span.centre, min_len_s, lo, hi)
     best = g.lo + int(np.argmax(s[g.lo : g.hi]))
     return Moment(start, end, float(t[best]), g.level)
 
 
-def _widen(start: float, end: float, centre: float, min_len: float, duration: float):
-    """Grow [start, end] to min_len around ``centre``, inside [0, duration]."""
+def _widen(start: float, end: float, centre: float, min_len: float, lo: float, hi: float):
+    """Grow [start, end] to min_len around ``centre``, inside [lo, hi]."""
     if end - start >= min_len:
         return start, end
-    length = min(min_len, duration)
-    start = min(start, max(0.0, centre - length / 2))
+    length = min(min_len, hi - lo)
+    start = min(start, max(lo, centre - length / 2))
     end = max(end, start + length)
-    if end > duration:
-        end, start = duration, max(0.0, duration - length)
+    if end > hi:
+        end, start = hi, max(lo, hi - length)
     return float(start), float(end)

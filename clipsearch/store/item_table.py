@@ -9,12 +9,19 @@ One row per file, the columns of `ItemWrite`:
     timestamps list<float64>?  (n values, NaN for the item-level row; null for an image),
     cuts list<float64>?  (a video's shot cut times found while decoding; null: not known),
     taken_ns int64?, taken_offset_min int32?, taken_source string?  (its capture time)
+    text_source string?, text_reader string?, text_frames bool?,
+    text_rows list<struct<t float64?, text string>>?  (the text read in it; null: not read)
+    item_id int64?  (set: an indexed item only read for its text, a `TextWrite`)
+    image_encoder string?, image_encoder_note string?  (what encoded its pixels, and why
+        not the encoder asked for, when a worker could not use it)
 
 Vectors travel as the float16 the catalog stores (``encode_vectors``), so a row read back
 gives the catalog exactly the bytes a local run would have written. Failed files have
 null vectors and their error. The capture-time columns are optional when reading (a
 shard written before they existed): its items get theirs on the next index run; so is
-``cuts`` (such a video's moments follow the frame-score segmentation alone). pyarrow is imported on first use (extra ``parquet``).
+``cuts`` (such a video's moments follow the frame-score segmentation alone), and so are
+the text, ``item_id`` and image-encoder columns (no text read, every row encoded as
+asked). pyarrow is imported on first use (extra ``parquet``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy as np
 
 from clipsearch.errors import LibraryError, MissingDependencyError
 from clipsearch.media.capture_time import TAKEN_SOURCES, CaptureTime
-from clipsearch.store.records import VECTOR_DTYPE, ItemWrite
+from clipsearch.store.records import VECTOR_DTYPE, ItemWrite, TextRead, TextWrite
 
 SHARD_BATCH = 256  # files per catalog transaction when ingesting shards
 
@@ -68,11 +75,22 @@ def item_schema() -> Any:
             ("timestamps", pa.list_(pa.float64())),
             ("cuts", pa.list_(pa.float64())),
             *taken_fields(),
+            ("text_source", pa.string()),
+            ("text_reader", pa.string()),
+            ("text_frames", pa.bool_()),
+            ("text_rows", pa.list_(pa.struct([("t", pa.float64()), ("text", pa.string())]))),
+            ("item_id", pa.int64()),
+            ("image_encoder", pa.string()),
+            ("image_encoder_note", pa.string()),
         ]
     )
 
 
 TAKEN_COLUMNS = ("taken_ns", "taken_offset_min", "taken_source")
+TEXT_COLUMNS = ("text_source", "text_reader", "text_frames", "text_rows")
+ENCODER_COLUMNS = ("image_encoder", "image_encoder_note")
+# Columns a table written before they existed lacks (read as "not known").
+OPTIONAL_COLUMNS = frozenset({*TAKEN_COLUMNS, "cuts", *TEXT_COLUMNS, "item_id", *ENCODER_COLUMNS})
 
 
 def taken_fields() -> list[tuple[str, Any]]:
@@ -96,11 +114,21 @@ def taken_from_row(row: dict[str, Any]) -> CaptureTime | None:
     return CaptureTime(int(ns), row.get("taken_offset_min"), source)
 
 
-def writes_to_table(writes: Sequence[ItemWrite]) -> Any:
-    """A pyarrow Table of ``writes`` (vectors converted to float16, as the catalog stores them)."""
+def writes_to_table(
+    writes: Sequence[ItemWrite | TextWrite],
+    *,
+    image_encoder: str | None = None,
+    image_encoder_note: str | None = None,
+) -> Any:
+    """A pyarrow Table of ``writes`` (vectors converted to float16, as the catalog stores
+    them); ``image_encoder`` (and why it is not the one asked for: ``image_encoder_note``)
+    is recorded on every row encoded here."""
     pa = import_pyarrow()
     cols: dict[str, list[Any]] = {name: [] for name in item_schema().names}
     for w in writes:
+        if isinstance(w, TextWrite):
+            _text_only_row(cols, w)
+            continue
         vecs = None if w.vectors is None else np.atleast_2d(np.asarray(w.vectors))
         cols["path"].append(str(w.path))
         cols["root_id"].append(w.root_id)
@@ -123,14 +151,51 @@ def writes_to_table(writes: Sequence[ItemWrite]) -> Any:
         cols["cuts"].append(None if w.cuts is None else np.asarray(w.cuts, np.float64).tolist())
         for name, value in zip(TAKEN_COLUMNS, taken_values(w.taken), strict=True):
             cols[name].append(value)
+        _append_text(cols, w.text)
+        cols["item_id"].append(None)
+        encoded = vecs is not None
+        cols["image_encoder"].append(image_encoder if encoded else None)
+        cols["image_encoder_note"].append(image_encoder_note if encoded else None)
     return pa.table(cols, schema=item_schema())
 
 
-def table_to_writes(table: Any) -> list[ItemWrite]:
-    """The `ItemWrite`s of an item table (any object with ``to_pylist``, e.g. a RecordBatch).
-    Raises LibraryError for a row whose vectors do not match its ``dim``."""
-    out: list[ItemWrite] = []
+def _text_only_row(cols: dict[str, list[Any]], w: TextWrite) -> None:
+    """The row of an item only read for its text: its id, path, kind and text."""
+    values = {"path": w.path, "kind": w.kind, "size": 0, "mtime_ns": 0, "status": "ok"}
+    values["item_id"] = int(w.item_id)
+    for name in cols:
+        if name not in TEXT_COLUMNS:
+            cols[name].append(values.get(name))
+    _append_text(cols, w.text)
+
+
+def _append_text(cols: dict[str, list[Any]], text: TextRead | None) -> None:
+    cols["text_source"].append(None if text is None else text.source)
+    cols["text_reader"].append(None if text is None else text.reader)
+    cols["text_frames"].append(None if text is None else bool(text.frames))
+    cols["text_rows"].append(
+        None if text is None else [{"t": t, "text": line} for t, line in text.rows]
+    )
+
+
+def _text_from_row(row: dict[str, Any]) -> TextRead | None:
+    """The text read in a row's item (None when not read, or read by no reader)."""
+    reader = row.get("text_reader")
+    if reader is None:
+        return None
+    rows = tuple((r["t"], r["text"]) for r in row.get("text_rows") or ())
+    return TextRead(row["text_source"], reader, bool(row.get("text_frames")), rows)
+
+
+def table_to_writes(table: Any) -> list[ItemWrite | TextWrite]:
+    """The `ItemWrite`s (and `TextWrite`s: items only read for their text) of an item table
+    (any object with ``to_pylist``, e.g. a RecordBatch). Raises LibraryError for a row
+    whose vectors do not match its ``dim``."""
+    out: list[ItemWrite | TextWrite] = []
     for row in table.to_pylist():
+        if row.get("item_id") is not None:
+            out.append(TextWrite(row["item_id"], row["path"], row["kind"], _text_from_row(row)))
+            continue
         vectors = None
         if row["vectors"] is not None:
             dim = int(row["dim"] or 0)
@@ -161,8 +226,24 @@ def table_to_writes(table: Any) -> list[ItemWrite]:
                 else np.array([math.nan if t is None else t for t in ts], dtype=np.float64),
                 cuts=None if cuts is None else np.array(cuts, dtype=np.float64),
                 taken=taken_from_row(row),
+                text=_text_from_row(row),
             )
         )
+    return out
+
+
+def image_encoders(table: Any) -> dict[str, str | None]:
+    """The image encoders that encoded a table's rows: label -> why it is not the one
+    asked for (None: as asked). Empty for a table without the columns."""
+    names = set(getattr(table, "schema", table).names)
+    if not set(ENCODER_COLUMNS) <= names:
+        return {}
+    labels = table.column("image_encoder").to_pylist()
+    notes = table.column("image_encoder_note").to_pylist()
+    out: dict[str, str | None] = {}
+    for label, note in zip(labels, notes, strict=True):
+        if label is not None:
+            out[label] = out.get(label) or note
     return out
 
 
@@ -174,21 +255,26 @@ def shard_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and p.is_file())
 
 
-def read_shard(path: Path, *, batch: int = SHARD_BATCH) -> Iterator[list[ItemWrite]]:
-    """The writes of one Parquet shard, ``batch`` files at a time. Raises DamagedShardError
-    when the file is not a readable item table (e.g. cut short by a crash)."""
+def read_shard(
+    path: Path, *, batch: int = SHARD_BATCH, encoders: dict[str, str | None] | None = None
+) -> Iterator[list[ItemWrite | TextWrite]]:
+    """The writes of one Parquet shard, ``batch`` files at a time (``encoders``, when
+    given, is updated with `image_encoders` of each batch). Raises DamagedShardError when
+    the file is not a readable item table (e.g. cut short by a crash)."""
     import_pyarrow()
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
-        optional = {*TAKEN_COLUMNS, "cuts"}
-        missing = set(item_schema().names) - optional - set(pf.schema_arrow.names)
+        missing = set(item_schema().names) - OPTIONAL_COLUMNS - set(pf.schema_arrow.names)
         if missing:
             raise DamagedShardError(
                 f"{path} is not a clipsearch item shard (no {', '.join(sorted(missing))})"
             )
         for rb in pf.iter_batches(batch_size=batch):
+            if encoders is not None:
+                for label, note in image_encoders(rb).items():
+                    encoders[label] = encoders.get(label) or note
             yield table_to_writes(rb)
     except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
         raise DamagedShardError(f"cannot read the shard {path}: {e}") from e

@@ -86,6 +86,17 @@ class TextRead:
     rows: tuple[tuple[float | None, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class TextWrite:
+    """The text read in an already indexed item (nothing encoded); ``text`` None when the
+    reader failed on it (it is tried again next run)."""
+
+    item_id: int
+    path: str
+    kind: str
+    text: TextRead | None
+
+
 @dataclass
 class ItemWrite:
     """What ingest hands over for one file (see ``Catalog.write_items``)."""

@@ -54,6 +54,7 @@ NOT_IMPORTED = {
     "status": (*NOT_FOR_ANY, "faiss", "ftfy", "regex", "rich.progress"),
     "index-info": (*NOT_FOR_ANY, "ftfy", "regex"),
     "noop-index": (*NOT_FOR_ANY, "faiss", "ftfy", "regex", "rich.progress"),
+    "noop-index-ray": (*NOT_FOR_ANY, "ray", "faiss", "ftfy", "regex", "rich.progress"),
     "text-search": (*NOT_FOR_ANY, "faiss", "ftfy", "regex", "rich.progress"),
 }
 
@@ -93,6 +94,7 @@ def _imported(result: dict, names: tuple[str, ...]) -> list[str]:
         ("status",),
         ("index-info",),
         ("index", "{photos}", "--quiet"),  # nothing changed: no model
+        ("index", "{photos}", "--quiet", "--engine", "ray"),  # nor on Ray (no cluster either)
         # the numpy text tower (every hit shown: the tiny random model scores little above the cut)
         ("search", "a red photo", "-k", "3", "--min-score", "none", "--no-server"),
     ],
@@ -359,3 +361,15 @@ def test_the_port_answers_while_the_model_loads_and_queries_wait(indexed):
             headers={"Authorization": "Bearer local-token-123"},
         )
         assert refused.status_code == 400
+
+
+def test_noop_ray_index_does_not_load_the_model(indexed):
+    """`index --engine ray` over unchanged files sends nothing to a cluster: the library's
+    model binding gives the workers' fingerprint, so the model is not loaded here either."""
+    pytest.importorskip("ray")
+    from clipsearch.ingest.ray_engine import RaySettings
+
+    with Library(indexed / "lib") as lib:
+        report = lib.index([indexed / "photos"], ray=RaySettings(workers=1))
+        assert (report.encoded, report.unchanged) == (0, len(COLOURS))
+        assert not lib.model_loaded

@@ -23,6 +23,7 @@ from PIL import Image
 from clipsearch.ingest import BatchWritten
 from clipsearch.ingest.ray_engine import RayEngine, RaySettings
 from clipsearch.library import Library
+from clipsearch.media import load_image
 from clipsearch.media.capture_time import CaptureTime
 from clipsearch.store import item_table
 from tests.fakes import COLOURS, ColourEncoder, make_image
@@ -274,14 +275,106 @@ def test_shards_left_by_an_interrupted_run_are_ingested_first(media, tmp_path):
     lib.close()
 
 
-def test_text_reading_is_refused_on_ray_before_any_work(media, tmp_path):
-    """OCR runs in the indexing process only: asked for (or remembered) with --engine ray,
-    the run stops at once with what to do instead, and the library is left untouched."""
-    from clipsearch.errors import UsageError
+def test_ray_run_reads_the_text_in_pictures_as_a_local_run(ray_cluster, tmp_path):
+    """`--ocr` on Ray: workers read the text of the pictures they decode (new files) and of
+    indexed ones read for their text alone; the catalog stores what a local run stores."""
+    pytest.importorskip("rapidocr_onnxruntime")
     from clipsearch.ingest import IndexOptions
+    from clipsearch.store.texts import squash
+    from tests.textimages import write_sign
 
-    with Library(tmp_path / "lib", encoder=ColourEncoder()) as lib:
-        with pytest.raises(UsageError, match="--no-ocr"):
-            lib.index([media], options=IndexOptions(ocr=True), ray=RaySettings())
-        assert lib.catalog.vector_ids().size == 0
-        assert not lib.catalog.texts.settings().ocr  # not remembered either
+    photos = tmp_path / "photos"
+    write_sign(photos / "red_pizza.jpg", "PIZZA", "red")
+    write_sign(photos / "green_plain.jpg", None, "green")
+    settings = RaySettings(workers=2, files_per_task=1, model=ColourEncoder)
+    with Library(tmp_path / "ray", encoder=ColourEncoder()) as remote:
+        first = remote.index([photos], ray=settings)
+        assert (first.encoded, first.read) == (2, 0)  # no text asked for yet
+        write_sign(photos / "yellow_exit.jpg", "EXIT", "yellow")
+        report = remote.index([photos], options=IndexOptions(ocr=True), ray=settings)
+        # One new file encoded and read, two indexed ones read without encoding them again.
+        assert (report.encoded, report.unchanged, report.read) == (1, 2, 3)
+        assert remote.catalog.texts.settings().ocr  # remembered, as locally
+        with Library(tmp_path / "local", encoder=ColourEncoder()) as local:
+            local.index([photos], options=IndexOptions(ocr=True))
+            texts = {lib: stored_texts(lib) for lib in (local, remote)}
+            assert texts[remote] == texts[local]
+            assert squash(texts[remote]["red_pizza.jpg"][0][2]) == "pizza"
+            assert squash(texts[remote]["yellow_exit.jpg"][0][2]) == "exit"
+            assert texts[remote]["green_plain.jpg"] == []
+            for lib in (local, remote):
+                assert Path(lib.search("a sign saying exit", k=1)[0].path).name == "yellow_exit.jpg"
+            assert remote.status().to_dict()["ocr"] == local.status().to_dict()["ocr"]
+
+
+def stored_texts(lib: Library) -> dict[str, list[tuple]]:
+    """file name -> (source, t, text) rows read in it."""
+    ids = sorted(set(lib.catalog.load_vectors().item_ids.tolist()))
+    records = lib.catalog.items(ids)
+    return {Path(records[i].path).name: lib.catalog.texts.texts(i) for i in ids}
+
+
+def _photos(folder: Path, make_image, n: int, start: int = 0) -> Path:
+    for i in range(start, start + n):
+        make_image(folder / f"img_{i:03d}.jpg", COLOURS[i % 9], size=(48, 40), seed=i)
+    return folder
+
+
+def test_ray_workers_encode_with_the_librarys_openvino_build(
+    ray_cluster, tmp_path, tiny_checkpoint, tiny_encoder, make_image
+):
+    """A library indexing on OpenVINO (`index --runtime openvino`) does so on Ray too: the
+    driver builds and gates the encoder once, the workers load that build from the
+    library's runtime cache, and the vectors are a local OpenVINO run's. A worker that
+    cannot reach the build encodes on torch and the report says so."""
+    pytest.importorskip("openvino")
+    from clipsearch.ingest import Indexer
+    from clipsearch.ingest.ray_engine import LoopSettings, ModelLoader
+    from clipsearch.ingest.runtime_choice import AcceleratedImages, RuntimeChoice
+
+    media = _photos(tmp_path / "media", make_image, 60)
+    spec = str(tiny_checkpoint)
+    settings = RaySettings(workers=2, files_per_task=16)
+    with (
+        Library(tmp_path / "local", model=spec, precision="fp32", runtime="openvino") as local,
+        Library(tmp_path / "ray", model=spec, precision="fp32", runtime="openvino") as remote,
+    ):
+        assert local.index([media]).image_encoder == "openvino fp32"
+        report = remote.index([media], ray=settings)
+        assert report.encoded == 60
+        assert report.image_encoder == "openvino fp32", report.image_encoder_reason
+        assert report.image_encoder_reason.startswith("passed the accuracy gate")
+        assert not report.image_encoder_fell_back
+        (build,) = remote.runtime_info()["builds"]
+        assert build["gate"]["passed"] is True
+        rows_l, rows_r = catalog_rows(local), catalog_rows(remote)
+        assert sorted(rows_l) == sorted(rows_r)
+        for path, row in rows_r.items():
+            v1, v2 = row[5].astype(np.float32), rows_l[path][5].astype(np.float32)
+            cos = (v1 * v2).sum(1) / np.linalg.norm(v1, axis=1) / np.linalg.norm(v2, axis=1)
+            assert cos.min() >= 0.999, (path, cos.min())
+
+        # The build where the workers cannot see it (another machine's path): they encode
+        # on torch, same model and vector space, and the report says why.
+        _photos(media, make_image, 3, start=60)
+        elsewhere = AcceleratedImages(
+            "openvino", "fp32", "fp32", "/elsewhere/model.xml", "/elsewhere/model.bin", (1, 1)
+        )
+        engine = RayEngine(
+            ModelLoader(spec, "fp32"), tiny_encoder.fingerprint, settings, LoopSettings()
+        )
+        choice = RuntimeChoice(tiny_encoder, "openvino fp32", "passed", images=elsewhere)
+        with engine:
+            report = Indexer(
+                remote.catalog, tiny_encoder, engine=engine, choose_encoder=lambda files: choice
+            ).run([media])
+        assert report.encoded == 3 and report.image_encoder == "torch fp32"
+        assert report.image_encoder_fell_back
+        assert "could not load openvino fp32" in report.image_encoder_reason
+        assert "/elsewhere/model.xml is not reachable" in report.image_encoder_reason
+        rows = catalog_rows(remote)
+        for name in ("img_060.jpg", "img_061.jpg", "img_062.jpg"):
+            path = str(media / name)
+            want = tiny_encoder.encode_images([load_image(path, min_side=32).image])[0]
+            got = rows[path][5][0].astype(np.float32)
+            assert float(got @ want) / float(np.linalg.norm(got)) > 0.999

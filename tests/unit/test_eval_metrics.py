@@ -185,3 +185,10 @@ def test_classification_class_without_samples_is_left_out_of_the_mean():
     assert np.isnan(m.per_class_recall[2])
     assert m.per_class_recall[:2].tolist() == [50.0, 100.0]
     assert m.mean_per_class_recall == 75.0
+
+
+def test_ranks_and_tie_counts_are_integers_whatever_the_input():
+    m = rank_metrics(np.array([1.0, 4.0]), tied=np.array([0.0, 2.0]))
+    assert m.ranks.dtype == np.int64 and m.ties.dtype == np.int64
+    assert m.ranks.tolist() == [1, 4] and m.ties.tolist() == [0, 2] and m.n_tied == 1
+    assert rank_metrics([1, 2]).ties.dtype == np.int64

@@ -19,6 +19,7 @@ import math
 import operator
 import re
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
 
@@ -34,6 +35,7 @@ from clipsearch.store.filter_sql import (
     INT64_MIN,
     filter_condition,
     path_condition,
+    shell_to_glob,
 )
 
 PROPERTY = settings(
@@ -474,6 +476,10 @@ def test_a_leading_wildcard_cannot_use_the_path_index(paths_catalog):
 
 
 # -- bounds the catalog cannot hold -------------------------------------------------------------
+# when an item was taken: its capture time, or its file time where none was read
+TAKEN = "COALESCE((SELECT c.taken_ns FROM capture_times c WHERE c.item_id = i.id), i.mtime_ns)"
+
+
 @pytest.mark.parametrize(
     ("flt", "condition"),
     [
@@ -490,6 +496,12 @@ def test_a_leading_wildcard_cannot_use_the_path_index(paths_catalog):
         (ItemFilter(mtime_before_ns=INT64_MIN), None),  # nothing is below the smallest
         (ItemFilter(mtime_after_ns=INT64_MAX), ("i.mtime_ns >= ?", [INT64_MAX])),
         (ItemFilter(mtime_after_ns=INT64_MIN - 1), ("1", [])),
+        (ItemFilter(taken_before_ns=INT64_MIN), None),  # the capture-time bound: exclusive
+        (ItemFilter(taken_before_ns=INT64_MAX), (f"{TAKEN} < ?", [INT64_MAX])),
+        (ItemFilter(taken_before_ns=INT64_MAX + 1), ("1", [])),
+        (ItemFilter(taken_after_ns=INT64_MAX + 1), None),
+        (ItemFilter(taken_after_ns=INT64_MIN), (f"{TAKEN} >= ?", [INT64_MIN])),
+        (ItemFilter(taken_after_ns=INT64_MIN - 1), ("1", [])),
         (ItemFilter(size_min=3, size_max=2), None),
         (
             ItemFilter(kinds={"video", "image"}, tags=("a",), size_max=2**70),
@@ -557,3 +569,27 @@ def test_any_text_is_a_filter_or_a_clear_refusal(text):
         assert f"bad --where clause {text!r}" in str(e)
     else:
         assert not flt.is_empty
+
+
+def test_a_folder_ending_in_x_keeps_its_name():
+    # a trailing "/" is dropped, and only that: the folder's own last letter stays
+    assert glob_selects("/media/BOX/", "/media/BOX/a.jpg")
+    assert glob_selects("/media/BOX/", "/media/BOX")
+    assert not glob_selects("/media/BOX/", "/media/BO/a.jpg")
+    assert shell_to_glob("/media/BOX/a.jpg") == ("/media/BOX/a.jpg", False)
+    assert shell_to_glob("/media/*.jpg") == ("/media/*.jpg", True)
+
+
+def test_dates_beyond_local_time_are_beyond_every_mtime(monkeypatch):
+    # west of UTC, 9999-12-31 23:00 local is already year 10000 in UTC: no platform
+    # conversion reaches it, and no stored mtime is that late
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert filter_condition(ItemFilter.parse(["after:9999-12-31T23:00"])) is None
+        assert filter_condition(ItemFilter.parse(["before:9999-12-31T23:00"])) == ("1", [])
+        assert filter_condition(ItemFilter.parse(["before:0001-01-01"])) is None
+        assert filter_condition(ItemFilter.parse(["after:0001-01-01"])) == ("1", [])
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -74,20 +74,28 @@ def test_recall_reaches_target_and_the_stored_value_is_what_we_measure(request, 
     index: FaissIndex = request.getfixturevalue(name)
     info = index.info()
     assert info.backend == "faiss" and info.recall_target == 0.95
-    assert info.recall_at_10 is not None and info.recall_at_10 >= 0.95
     assert info.recall_queries == 500
     assert set(info.params) & {"efSearch", "nprobe"}
-    # recompute the stored figure through the public search path: the same held-out
-    # rows as queries, answers restricted to the rows that were indexed while tuning
-    held = autotune.held_out_positions(N, 500, seed=0)
+    # Recompute both halves through the public search path: the held-out rows as queries,
+    # answers restricted to the rows that were indexed while tuning.
+    held = autotune.held_out_positions(N, 1000, seed=0)
     indexed = np.setdiff1d(ids, ids[held])
     sample = autotune.held_out_queries(index.rows, held, seed=0)
-    truth = exact.search(sample.queries, 10, allowed=indexed).ids
+    truth = autotune.exact_truth(index.rows, sample, 10, mask=np.isin(ids, indexed))
     # the FAISS path with those rows filtered out and the tuned parameters unboosted
-    found = index._ann(sample.queries, 10, np.searchsorted(ids, indexed), 1.0).ids
-    again = autotune.recall_at_k(found, truth)
-    # IVF scans the same lists: identical; HNSW now also walks through the added nodes
-    assert again == pytest.approx(info.recall_at_10, abs=0.0 if name == "ivf" else 0.015)
+    positions = np.searchsorted(ids, indexed)
+    found = index._ann(sample.queries, 11, positions, 1.0, fallback=False).ids[:, :10]
+    tune_rows, check_rows = autotune.tune_and_check(len(sample))
+    assert not set(tune_rows) & set(check_rows)
+    tuned = autotune.recall_at_k(found[tune_rows], truth[tune_rows])
+    checked = autotune.recall_at_k(found[check_rows], truth[check_rows])
+    # The parameters reach the target on the queries that tuned them; what is stored is
+    # the recall of the others (IVF scans the same lists: identical; HNSW now also walks
+    # through the added nodes).
+    tol = 0.0 if name == "ivf" else 0.015
+    assert tuned >= 0.95 - tol
+    assert checked == pytest.approx(info.recall_at_10, abs=tol)
+    assert info.recall_at_10 >= 0.92  # near the target, measured, not assumed
     # and it generalises to held-out queries
     assert recall(index.search(queries, 10).ids, exact.search(queries, 10).ids) >= 0.9
 

@@ -103,3 +103,49 @@ def test_a_shard_written_without_shot_cuts_still_reads(tmp_path):
     pq.write_table(table, path)
     (back,) = list(item_table.read_shard(path))
     assert back[0].path == "/m/v.mp4" and back[0].cuts is None
+
+
+def test_text_read_in_pictures_survives_a_shard(tmp_path):
+    """What OCR read travels with the vectors (an image, a video's frames, a picture with
+    no text, a failed reading), and an indexed item read only for its text travels as
+    its own row."""
+    from clipsearch.store.records import TextRead, TextWrite
+
+    image, video, empty, failed = writes()[0], a_video(None), writes()[1], a_video(None)
+    image.text = TextRead("ocr", "rapidocr-v4", rows=((None, "PIZZA\nopen late"),))
+    video.text = TextRead("ocr", "rapidocr-v4", frames=True, rows=((0.0, "EXIT"), (1.5, "ÉTÉ")))
+    empty.text = TextRead("ocr", "rapidocr-v4")
+    failed.text = None
+    only = TextWrite(42, "/m/old.jpg", "image", TextRead("ocr", "rapidocr-v4", rows=((None, "X"),)))
+    path = tmp_path / "part-0.parquet"
+    pq.write_table(item_table.writes_to_table([image, video, empty, failed, only]), path)
+    (back,) = list(item_table.read_shard(path))
+    assert [w.text for w in back[:4]] == [image.text, video.text, empty.text, None]
+    assert back[4] == only
+    assert all(not isinstance(w, TextWrite) for w in back[:4])
+
+
+def test_a_shard_written_without_text_columns_still_reads(tmp_path):
+    table = item_table.writes_to_table(writes()).drop_columns(
+        [*item_table.TEXT_COLUMNS, "item_id", *item_table.ENCODER_COLUMNS]
+    )
+    path = tmp_path / "old.parquet"
+    pq.write_table(table, path)
+    encoders: dict = {}
+    (back,) = list(item_table.read_shard(path, encoders=encoders))
+    assert [w.path for w in back] == ["/m/a.jpg", "/m/b.jpg", "/m/c.jpg"]
+    assert all(w.text is None for w in back) and encoders == {}
+
+
+def test_rows_say_which_image_encoder_encoded_them(tmp_path):
+    table = item_table.writes_to_table(
+        writes(), image_encoder="torch fp32", image_encoder_note="openvino int8 not reachable"
+    )
+    assert item_table.image_encoders(table) == {"torch fp32": "openvino int8 not reachable"}
+    # A failed file was encoded by nothing.
+    assert table.column("image_encoder").to_pylist() == ["torch fp32", "torch fp32", None]
+    path = tmp_path / "part-0.parquet"
+    pq.write_table(table, path)
+    encoders: dict = {}
+    list(item_table.read_shard(path, encoders=encoders))
+    assert encoders == {"torch fp32": "openvino int8 not reachable"}

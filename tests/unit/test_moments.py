@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -10,11 +11,13 @@ import pytest
 from clipsearch.errors import UsageError
 from clipsearch.search.moments import (
     Moment,
+    Segment,
     find_moments,
     frame_cells,
     localize,
     noise_variance,
     segment_curve,
+    shots_from_cuts,
 )
 
 FPS1 = np.arange(40) + 0.5  # fps:1 over a 40 s video
@@ -138,6 +141,10 @@ def test_short_moments_are_widened_inside_the_video():
     s[40] = 1.0  # in the middle: widened around it
     m = localize(t, s, duration=20.0, min_len_s=2.0)
     assert m.end - m.start == pytest.approx(2.0) and m.start < 10.125 < m.end
+    m = localize(t, s, duration=20.0, min_len_s=5.0)
+    assert (m.start, m.end) == (7.625, 12.625)  # 5 s centred on the frame's cell [10, 10.25]
+    m = localize(t, s, duration=20.0, min_len_s=0.0)
+    assert (m.start, m.end) == (10.0, 10.25)  # the frame's own cell
 
 
 # --- shots ----------------------------------------------------------------------------------------
@@ -210,3 +217,255 @@ def test_unsorted_frames_are_sorted():
     t, s = scenes_curve([(0.3, 10), (0.9, 5), (0.3, 25)], noise=0.001)
     order = np.random.default_rng(0).permutation(len(t))
     assert localize(t[order], s[order], duration=40.0) == localize(t, s, duration=40.0)
+
+
+# --- edges, shots and ties ------------------------------------------------------------------------
+FPS1_START = np.arange(40.0)  # fps:1 sampled at the start of each second, not its centre
+
+
+def test_frame_cells_with_start_sampling_reach_the_video_edges():
+    starts, ends = frame_cells(np.array([0.0, 2.0, 4.0]), 6.0)
+    np.testing.assert_allclose(starts, [0.0, 1.0, 3.0])
+    np.testing.assert_allclose(ends, [1.0, 3.0, 5.0])  # the last cell: as wide as its neighbour
+    starts, ends = frame_cells(np.array([1.0, 2.0, 4.0]), 4.5)
+    np.testing.assert_allclose(starts, [0.5, 1.5, 3.0])
+    np.testing.assert_allclose(ends, [1.5, 3.0, 4.5])  # clipped to the video
+    starts, ends = frame_cells(np.array([3.0]), 2.0)  # one frame past a wrong duration
+    np.testing.assert_allclose([*starts, *ends], [0.0, 3.0])
+
+
+def test_moments_at_the_edges_with_start_sampling():
+    s = np.where(FPS1_START < 5, 0.9, 0.3)  # frames 0-4 s
+    assert (
+        localize(FPS1_START, s, duration=40.0).start,
+        localize(FPS1_START, s, duration=40.0).end,
+    ) == (
+        0.0,
+        4.5,
+    )
+    s = np.where(FPS1_START >= 34, 0.9, 0.3)  # the last frame is at 39 s of a 40 s video
+    m = localize(FPS1_START, s, duration=40.0)
+    assert (m.start, m.end, m.best_t) == (33.5, 40.0, 34.0)
+    t = FPS1_START + 1.0  # frames at 1..40 s: the first cell still starts the video
+    m = localize(t, np.where(t <= 4, 0.9, 0.3), duration=40.0)
+    assert (m.start, m.end) == (0.0, 4.5)
+
+
+def test_a_frame_exactly_on_a_shot_boundary_starts_the_new_shot():
+    # the match is the shot [12 s, 18 s); frames at whole seconds, so frames 12 and 18 sit on
+    # the boundaries: frame 12 is the shot's first, frame 18 the next shot's first
+    s = np.where((FPS1_START >= 12) & (FPS1_START < 18), 0.8, 0.3)
+    shots = [(0.0, 12.0), (12.0, 18.0), (18.0, 40.0)]
+    m = localize(FPS1_START, s, duration=40.0, shots=shots)
+    assert (m.start, m.end) == (12.0, 18.0)
+    # frames 5-12 match, and a cut at 12 s starts frame 12's shot: that cut does not end the
+    # moment at frame 12's own time; the moment ends with frame 12's cell
+    s = np.where((FPS1_START >= 5) & (FPS1_START <= 12), 0.8, 0.3)
+    m = localize(FPS1_START, s, duration=40.0, shots=[(0.0, 12.0), (12.0, 40.0)])
+    assert (m.start, m.end) == (4.5, 12.5)
+
+
+def test_close_moments_are_widened_without_overlapping():
+    t = np.arange(80) * 0.25 + 0.125  # fps:4 over 20 s
+    s = np.zeros(80)
+    s[40], s[44] = 1.0, 0.9  # one-frame peaks at 10.125 s and 11.125 s, 1 s apart
+    first, second = find_moments(t, s, duration=20.0, n=2, min_len_s=2.0)
+    # each grows to 2 s, up to half-way between the two frames' cells (10.625 s)
+    assert (first.start, first.end, first.best_t) == (8.625, 10.625, 10.125)
+    assert (second.start, second.end, second.best_t) == (10.625, 12.625, 11.125)
+    # alone, the best moment grows around its centre
+    assert localize(t, s, duration=20.0, min_len_s=2.0) == pytest.approx(
+        Moment(9.125, 11.125, 10.125, 1.0)
+    )
+
+
+def test_tied_scenes_come_in_time_order():
+    s = np.full(40, 0.3)
+    s[5:10] = s[25:30] = 0.9  # two equally good scenes, no noise
+    ms = find_moments(FPS1, s, duration=40.0, n=3)
+    assert [(m.start, m.end, m.score) for m in ms] == [(5.0, 10.0, 0.9), (25.0, 30.0, 0.9)]
+    assert localize(FPS1, s, duration=40.0) == ms[0]
+
+
+def test_empty_and_whole_video_shots_change_nothing():
+    t, s = scenes_curve([(0.3, 12), (0.8, 6), (0.3, 22)], noise=0.001)
+    plain = find_moments(t, s, duration=40.0, n=2)
+    assert find_moments(t, s, duration=40.0, n=2, shots=[]) == plain
+    assert find_moments(t, s, duration=40.0, n=2, shots=[(0.0, 40.0)]) == plain
+    # boundaries at or outside the video's ends are not cuts
+    assert find_moments(t, s, duration=40.0, n=2, shots=[(-3.0, 0.0), (40.0, 45.0)]) == plain
+
+
+def test_shots_from_cuts_drops_cuts_outside_the_video_and_repeats():
+    assert shots_from_cuts([12.0, 5.0, 5.0, 0.0, 40.0, -1.0, 55.0], 40.0) == [
+        (0.0, 5.0),
+        (5.0, 12.0),
+        (12.0, 40.0),
+    ]
+    assert shots_from_cuts([], 9.5) == [(0.0, 9.5)]
+    assert shots_from_cuts([0.4, 9.1], 9.5) == [(0.0, 0.4), (0.4, 9.1), (9.1, 9.5)]
+
+
+# --- parameters -----------------------------------------------------------------------------------
+def test_min_step_sets_the_smallest_change_worth_a_segment():
+    # no noise: a 0.1 step is 10 % of the curve's range
+    s = np.concatenate([np.zeros(20), np.full(10, 1.0), np.full(10, 0.9)])
+    assert (localize(FPS1, s, duration=40.0).start, localize(FPS1, s, duration=40.0).end) == (
+        20.0,
+        30.0,
+    )
+    m = localize(FPS1, s, duration=40.0, min_step=0.3)  # 0.1 is not worth a segment
+    assert (m.start, m.end, m.score) == (20.0, 40.0, pytest.approx(0.95))
+    assert len(segment_curve(s, min_step=0.3)) == 2
+    assert len(segment_curve(s)) == 3
+
+
+def test_a_cut_lowers_the_evidence_a_change_needs_to_a_quarter():
+    # noiseless, range C ≈ 1: β = (0.05·C)² ≈ 0.0026. Splitting 20 frames at a step d
+    # saves 20·(d/2)² = 5d²: d = 0.2 saves 0.2 > β (always split); d = 0.015 saves 0.0011,
+    # less than β but more than β/4 (split only where a cut lies)
+    s = np.concatenate([np.zeros(10), np.full(10, 1.0), np.full(10, 1.2)])
+    assert [(g.lo, g.hi) for g in segment_curve(s)] == [(0, 10), (10, 20), (20, 30)]
+    s = np.concatenate([np.zeros(10), np.full(10, 1.0), np.full(10, 1.015)])
+    cut = np.zeros(30, dtype=bool)
+    cut[20] = True
+    assert [(g.lo, g.hi) for g in segment_curve(s)] == [(0, 10), (10, 30)]
+    assert [(g.lo, g.hi) for g in segment_curve(s, cut_before=cut)] == [(0, 10), (10, 20), (20, 30)]
+    cut[:] = False
+    cut[5] = True  # a cut elsewhere does not help
+    assert [(g.lo, g.hi) for g in segment_curve(s, cut_before=cut)] == [(0, 10), (10, 30)]
+
+
+def test_a_curve_flatter_than_rounding_is_one_segment():
+    s = 0.3 + 1e-10 * np.sin(np.arange(40))  # contrast 2e-10: below 1e-9
+    (g,) = segment_curve(s)
+    assert (g.lo, g.hi, g.level) == (0, 40, pytest.approx(0.3))
+    m = localize(FPS1, s, duration=40.0)
+    assert (m.start, m.end, m.best_t) == (0.0, 40.0, FPS1[int(np.argmax(s))])
+    s = np.where(FPS1 < 10, 0.3 + 1e-7, 0.3)  # a tiny but noiseless step is still a step
+    assert [(g.lo, g.hi) for g in segment_curve(s)] == [(0, 10), (10, 40)]
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("sigma", [1e-4, 0.01, 0.3])
+def test_noise_alone_is_one_segment(seed, sigma):
+    s = 0.25 + sigma * np.random.default_rng(seed).standard_normal(120)
+    assert len(segment_curve(s)) == 1
+    m = localize(np.arange(120) + 0.5, s, duration=120.0)
+    assert (m.start, m.end) == (0.0, 120.0) and m.score == pytest.approx(s.mean())
+
+
+def test_noise_variance_edge_cases():
+    assert noise_variance(np.array([0.1, 0.9])) == 0.0  # fewer than 3 frames
+    assert noise_variance(np.full(30, 0.4)) == 0.0
+    assert noise_variance(np.repeat([0.0, 1.0, 0.2], 15)) == 0.0  # jumps are not noise
+    # below 20 differences ρ is taken as 0: σ² = Var(Δ₁)/2
+    rng = np.random.default_rng(4)
+    short = np.cumsum(rng.standard_normal(20))  # a random walk: strongly correlated
+    d1 = np.diff(short)
+    v1 = (1.4826 * np.median(np.abs(d1 - np.median(d1)))) ** 2
+    assert noise_variance(short) == pytest.approx(v1 / 2)
+
+    # from 20 differences on, ρ is estimated from lag-2 differences and capped at 0.8
+    def robust_var(x):
+        return (1.4826 * np.median(np.abs(x - np.median(x)))) ** 2
+
+    for n, wander in [(21, 0.0), (200, 0.5), (400, 3.0)]:
+        e = rng.standard_normal(n)
+        s = e + wander * np.cumsum(e)  # white noise plus a random walk: ρ grows with wander
+        v1, v2 = robust_var(np.diff(s)), robust_var(s[2:] - s[:-2])
+        rho = min(max(v2 / v1 - 1, 0.0), 0.8)
+        assert noise_variance(s) == pytest.approx(v1 / (2 * (1 - rho)))
+    smooth = np.cumsum(np.cumsum(rng.standard_normal(400)))  # Var(Δ₂)/Var(Δ₁) ≈ 4: ρ capped
+    d1 = np.diff(smooth)
+    assert noise_variance(smooth) == pytest.approx(robust_var(d1) / 0.4)
+
+
+def test_error_messages_say_what_is_wrong():
+    with pytest.raises(
+        UsageError, match=r"moments need F >= 1 frames with one score each \(0, 0\)"
+    ):
+        find_moments([], [], duration=1.0)
+    with pytest.raises(UsageError, match=r"one score each \(2, 1\)"):
+        find_moments([0.5, 1.0], [0.1], duration=2.0)
+    with pytest.raises(UsageError, match="the number of moments must be at least 1, got 0"):
+        find_moments([0.5], [0.1], duration=1.0, n=0)
+
+
+def test_a_cut_on_the_frame_before_a_moment_is_not_its_start():
+    # a shot starts on frame 11 (the cut at 11.0 is that frame's own time); the match starts
+    # at frame 12 inside that shot: the moment starts at the cell edge, not at the cut
+    s = np.where((FPS1_START >= 12) & (FPS1_START < 18), 0.8, 0.3)
+    m = localize(FPS1_START, s, duration=40.0, shots=[(0.0, 11.0), (11.0, 40.0)])
+    assert (m.start, m.end) == (11.5, 17.5)
+
+
+def test_a_moment_from_the_second_frame_starts_at_its_cut():
+    s = np.where((FPS1 >= 1) & (FPS1 < 6), 0.8, 0.3)  # frames 1-5 (1.5 s to 5.5 s)
+    m = localize(FPS1, s, duration=40.0, shots=[(0.0, 0.8), (0.8, 40.0)])
+    assert (m.start, m.end) == (0.8, 6.0)
+
+
+def test_a_moment_exactly_min_len_long_is_kept_as_it_is():
+    # start snapped to a cut at 12.25, end at the cell edge 14.0: 1.75 s, exactly min_len_s
+    s = np.where((FPS1 > 12) & (FPS1 < 14), 0.8, 0.3)  # frames at 12.5 and 13.5
+    m = localize(FPS1, s, duration=40.0, shots=[(0.0, 12.25), (12.25, 40.0)], min_len_s=1.75)
+    assert (m.start, m.end) == (12.25, 14.0)
+
+
+def test_a_cut_after_the_first_frame_counts():
+    # the first frame alone is 0.04 above its scene: worth a segment only at a cut (β/4)
+    s = np.array([1.04] + [1.0] * 14 + [0.0] * 15)
+    m = localize(FPS1[:30], s, duration=30.0, shots=[(0.0, 0.9), (0.9, 30.0)])
+    assert (m.start, m.end, m.best_t) == (0.0, 2.0, 0.5)  # frame 0, widened to 2 s
+    assert (
+        localize(FPS1[:30], s, duration=30.0).start,
+        localize(FPS1[:30], s, duration=30.0).end,
+    ) == (
+        0.0,
+        15.0,
+    )
+
+
+def test_a_moment_with_one_edge_on_a_cut_is_still_widened():
+    s = np.where((FPS1 > 12) & (FPS1 < 14), 0.8, 0.3)  # frames at 12.5 and 13.5
+    m = localize(FPS1, s, duration=40.0, shots=[(0.0, 12.25), (12.25, 40.0)], min_len_s=2.0)
+    assert (m.start, m.end) == (12.0, 14.0)  # 1.75 s from the cut, grown around 13.0
+
+
+def test_a_scene_less_than_half_way_above_background_is_no_moment():
+    # background 0.3, best 0.9: a second scene must reach 0.6; one at 0.52 does not
+    s = np.full(40, 0.3)
+    s[5:10], s[25:30] = 0.9, 0.52
+    assert [(m.start, m.end) for m in find_moments(FPS1, s, duration=40.0, n=3)] == [(5.0, 10.0)]
+    s[25:30] = 0.62
+    assert len(find_moments(FPS1, s, duration=40.0, n=3)) == 2
+
+
+def test_frame_cells_end_at_a_duration_shorter_than_the_frames():
+    starts, ends = frame_cells(np.array([0.0, 2.0, 4.0]), 2.5)
+    np.testing.assert_allclose(starts, [0.0, 1.0, 2.5])
+    np.testing.assert_allclose(ends, [1.0, 2.5, 2.5])
+
+
+def test_contrast_at_or_below_1e9_is_flat_above_it_a_step():
+    for step, segments in [(5e-10, 1), (1e-9, 1), (4e-9, 2)]:
+        s = np.where(FPS1 < 20, 0.0, step)  # noiseless: any step above the floor splits
+        assert len(segment_curve(s)) == segments, step
+    assert segment_curve(np.array([])) == [Segment(0, 0, 0.0)]
+
+
+def test_noise_variance_from_3_frames_and_rho_from_20_differences():
+    assert noise_variance(np.array([0.0, 1.0, 0.0])) == pytest.approx(1.4826**2 / 2)
+    rng = np.random.default_rng(8)
+    walk = np.cumsum(np.cumsum(rng.standard_normal(21)))  # 20 differences: ρ is estimated
+    d1 = np.diff(walk)
+    v1 = (1.4826 * np.median(np.abs(d1 - np.median(d1)))) ** 2
+    assert noise_variance(walk) == pytest.approx(v1 / 0.4)  # ρ capped at 0.8
+
+
+def test_segmentation_raises_no_numpy_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, s = scenes_curve([(0.3, 12), (0.8, 6), (0.3, 22)], noise=0.01)
+        assert len(segment_curve(s)) == 3

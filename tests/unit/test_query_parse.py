@@ -71,6 +71,13 @@ def test_plan_from_parts(tmp_path):
         plan_from_parts()
 
 
+def test_a_plan_of_example_files_only_has_no_phrases(tmp_path):
+    img = tmp_path / "a.png"
+    img.write_bytes(b"not really a png")
+    plan = plan_from_parts(images=(str(img),))
+    assert plan.phrases == () and plan.terms == (Term("image", str(img), 1.0),)
+
+
 # -- quoted phrases: what a picture's text must contain (docs/ocr.md) -------------------------
 def test_a_quoted_term_is_also_a_phrase():
     plan = parse_query('"happy birthday"')
@@ -121,3 +128,11 @@ def test_a_nul_character_is_text_never_a_crash():
     assert [(t.kind, t.value) for t in plan.terms] == [("text", "~\x00")]
     with pytest.raises(QueryError, match="not found"):
         parse_query("~\x00/a.jpg")
+
+
+def test_an_apostrophe_inside_a_word_is_no_quote():
+    # French elision at the start of the query: the apostrophe follows a letter
+    assert parse_query("l'eau.").terms == (Term("text", "l'eau.", 1.0),)
+    assert parse_query("l'eau claire").terms == (Term("text", "l'eau claire", 1.0),)
+    with pytest.raises(QueryError, match="""unclosed quote " in query: 'cat -"'"""):
+        parse_query('cat -"')

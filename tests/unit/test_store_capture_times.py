@@ -14,6 +14,7 @@ import pytest
 from clipsearch.errors import QueryError
 from clipsearch.media.capture_time import CaptureTime
 from clipsearch.store import Catalog, ItemFilter, ItemWrite, ModelBinding, migrations
+from clipsearch.store.filters import taken_bounds
 
 DIM = 8
 BINDING = ModelBinding(spec="t", fingerprint="fp", dim=DIM)
@@ -82,11 +83,29 @@ def items_where(cat: Catalog, clauses: list[str]) -> set[int]:
         ("taken=2023-06-30T14:00Z", ns(2023, 6, 30, 14), ns(2023, 6, 30, 14, 1)),
         ("taken > 2023-06-30T14:00:05+00:00", ns(2023, 6, 30, 14, 0, 6), None),
         ("TAKEN:2023", ns(2023, 1, 1), ns(2024, 1, 1)),
+        ("taken:20230630", ns(2023, 6, 30), ns(2023, 7, 1)),  # ISO basic format: a day
+        ("taken:2023-06-30T14:00:05Z", ns(2023, 6, 30, 14, 0, 5), ns(2023, 6, 30, 14, 0, 6)),
+        # a fraction of a second names that microsecond
+        ("taken:2023-06-30T14:00:05.25Z", ns(2023, 6, 30, 14, 0, 5) + 250_000_000, None),
     ],
 )
 def test_taken_clauses_compare_with_whole_periods(clause, after, before, utc_zone):
     f = ItemFilter.parse([clause])
+    if before is None and clause.startswith("taken:"):
+        before = after + 1000  # one microsecond
     assert (f.taken_after_ns, f.taken_before_ns) == (after, before)
+
+
+def test_bad_taken_clauses_are_named_as_written():
+    with pytest.raises(
+        QueryError, match=r"bad --where clause 'TAKEN : 2023-13': '2023-13' is not a"
+    ):
+        ItemFilter.parse(["TAKEN : 2023-13"])
+    with pytest.raises(QueryError, match=r"'taken>=': expected taken>DATE, taken>=DATE, taken<"):
+        ItemFilter.parse(["taken>="])
+    # the bound on its own (the library's taken-after/before options) names the comparison
+    with pytest.raises(QueryError, match=r"clause 'taken>=2023-13': '2023-13' is not a date"):
+        taken_bounds(">=", "2023-13")
 
 
 @pytest.mark.parametrize("clause", ["taken>", "taken>yesterday", "taken~2023", "taken:2023-13"])

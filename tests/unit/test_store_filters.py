@@ -11,6 +11,8 @@ import pytest
 
 from clipsearch.errors import QueryError, UsageError
 from clipsearch.store import Catalog, ItemFilter, ItemWrite, ModelBinding
+from clipsearch.store.records import TextRead
+from clipsearch.store.texts import OCR
 
 DIM = 8
 DAY_NS = 86_400 * 10**9
@@ -382,3 +384,33 @@ def test_direct_construction_normalises_containers():
     assert ItemFilter(kinds="image").kinds == frozenset({"image"})
     assert (f & ItemFilter(kinds=("video", "image"))).kinds == frozenset({"video"})
     assert hash(f) == hash(ItemFilter(paths=("/a/*",), kinds=frozenset({"video"}), tags=("dog",)))
+
+
+def test_text_phrases_keep_only_items_whose_text_has_each(tmp_path):
+    def write(path: str, text: str | None, n: int) -> ItemWrite:
+        vec = np.zeros((1, 4), dtype=np.float32)
+        vec[0, n] = 1
+        return ItemWrite(
+            path=path,
+            root_id=None,
+            kind="image",
+            size=100,
+            mtime_ns=1,
+            content_hash=f"h:{path}",
+            status="ok",
+            vectors=vec,
+            text=TextRead(OCR, "reader-1", rows=((None, text),) if text else ()),
+        )
+
+    cat = Catalog.open(tmp_path / "lib")
+    try:
+        cat.bind_model(ModelBinding("fake", "fp", 4))
+        items = [("/a.jpg", "Happy Birthday!"), ("/b.jpg", "BIRTHDAY PARTY"), ("/c.jpg", None)]
+        a, b, c = cat.write_items([write(p, text, n) for n, (p, text) in enumerate(items)])
+        assert cat.items_where([a, b, c], ItemFilter.parse(["text:happy birthday"])) == [a]
+        assert cat.items_where([a, b, c], ItemFilter.parse(["text:birthday"])) == [a, b]
+        both = ItemFilter.parse(["text:birthday", "text:party"])
+        assert cat.items_where([a, b, c], both) == [b]
+        assert cat.items_where([a, b, c], ItemFilter.parse(["text:cake"])) == []
+    finally:
+        cat.close()

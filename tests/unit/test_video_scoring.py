@@ -96,6 +96,29 @@ def test_peak_is_the_default_at_clips_temperature():
     )
 
 
+def test_softmax_defaults_to_hitchhikers_temperature():
+    rng = np.random.default_rng(6)
+    q, frames = rng.standard_normal((2, 16)), rng.standard_normal((30, 16))
+    default = pool_scores(q, frames, "softmax")
+    np.testing.assert_allclose(default, pool_scores(q, frames, "softmax", tau=0.1), rtol=1e-6)
+    assert not np.allclose(default, pool_scores(q, frames, "softmax", tau=0.01), rtol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["peak", "mean", "max", "softmax"])
+def test_scores_and_frame_sets_are_float32_whatever_the_input(method):
+    rng = np.random.default_rng(7)
+    q, frames = rng.standard_normal((2, 8)), rng.standard_normal((5, 8))  # float64
+    assert pool_scores(q, frames, method).dtype == np.float32
+    assert FrameSets.from_counts(frames, [2, 3]).vectors.dtype == np.float32
+
+
+def test_a_video_of_one_frame_vector():
+    frame = np.array([3.0, 4.0])
+    sets = FrameSets.from_list([frame, np.ones((2, 2))])  # (D,): one frame
+    assert sets.counts.tolist() == [1, 2]
+    np.testing.assert_allclose(sets.video(0), [[0.6, 0.8]], rtol=1e-6)
+
+
 def test_peak_finds_a_short_moment_that_mean_pooling_dilutes():
     # video A: 60 frames of background, 5 frames that match; video B: uniformly so-so
     rng = np.random.default_rng(5)
@@ -135,22 +158,58 @@ def test_batch_single_query_vector_and_frame_counts():
     vecs = rng.standard_normal((6, 8))
     sets = FrameSets.from_counts(vecs, [2, 4])
     assert len(sets) == 2 and sets.counts.tolist() == [2, 4]
-    np.testing.assert_allclose(np.linalg.norm(sets.video(1), axis=1), 1.0, rtol=1e-6)
+    assert sets.video(0).shape == (2, vecs.shape[1]) and sets.video(1).shape == (4, vecs.shape[1])
+    np.testing.assert_allclose(
+        sets.video(1), vecs[2:] / np.linalg.norm(vecs[2:], axis=1)[:, None], rtol=1e-6
+    )
     assert pool_scores_batch(vecs[0], sets, "max").shape == (1, 2)
 
 
-def test_pooling_errors_are_usage_errors():
+def test_padded_frames_with_a_mask_of_zeros_and_ones():
+    rng = np.random.default_rng(3)
+    padded = rng.standard_normal((2, 3, 4))
+    sets = FrameSets.from_padded(padded, np.array([[1, 1, 0], [1, 0, 0]]))  # not bool
+    assert sets.counts.tolist() == [2, 1]
+    np.testing.assert_allclose(
+        sets.video(1)[0], padded[1, 0] / np.linalg.norm(padded[1, 0]), rtol=1e-6
+    )
+
+
+def test_meanp_is_float32_whatever_the_input():
+    v = meanp(np.array([[3.0, 4.0], [1.0, 0.0]], dtype=np.float64))
+    assert v.dtype == np.float32
+
+
+def test_pooling_errors_say_what_is_wrong():
     f = np.eye(3)
-    with pytest.raises(UsageError, match="pooling"):
+    with pytest.raises(
+        UsageError, match="unknown pooling 'median'; use one of peak, mean, max, softmax"
+    ):
         pool_scores(f[0], f, "median")
-    with pytest.raises(UsageError, match="tau"):
+    with pytest.raises(UsageError, match=r"softmax pooling needs tau > 0, got 0\.0"):
         pool_scores(f[0], f, "softmax", tau=0.0)
-    with pytest.raises(UsageError, match="dim"):
+    with pytest.raises(UsageError, match="peak pooling needs tau > 0, got -1"):
+        pool_scores(f[0], f, "peak", tau=-1)
+    with pytest.raises(UsageError, match="needs tau > 0, got nan"):
+        pool_scores(f[0], f, "peak", tau=float("nan"))
+    with pytest.raises(UsageError, match="query dim 4 != frame dim 3"):
         pool_scores(np.ones(4), f, "mean")
-    with pytest.raises(UsageError, match="at least one frame"):
+    with pytest.raises(UsageError, match="every video needs at least one frame vector"):
         FrameSets.from_counts(f, [3, 0])
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="every video needs at least one frame vector"):
+        FrameSets.from_counts(f, [])
+    with pytest.raises(UsageError, match="3 frame vectors for 4 counted frames"):
+        FrameSets.from_counts(f, [2, 2])
+    with pytest.raises(UsageError, match=r"\? frame vectors for 3 counted frames"):
+        FrameSets.from_counts(np.ones(3), [3])
+    with pytest.raises(UsageError, match="no videos to score"):
+        FrameSets.from_list([])
+    with pytest.raises(
+        UsageError, match=r"meanp needs a \(F, D\) matrix with F >= 1, got shape \(0, 3\)"
+    ):
         meanp(np.zeros((0, 3)))
+    with pytest.raises(UsageError, match=r"got shape \(3,\)"):
+        meanp(np.ones(3))
 
 
 # --- end to end with the colour encoder ----------------------------------------------------------
