@@ -35,43 +35,9 @@ from ann import NumpyBaseline, latencies, load_average, make_data, recall_at_k
 
 from clipsearch.index import IndexCache
 from clipsearch.index.milvus_cache import MilvusCache
+from tests.fakes import MemoryVectorSource
 
 K = 10
-
-
-class MemorySource:
-    """Vectors and their metadata held in memory: what the catalog gives the caches."""
-
-    def __init__(self, vectors: np.ndarray) -> None:
-        self.vectors = vectors  # (n, D) float16
-        self.ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
-        self.fingerprint = "bench"
-        self.catalog_id = "bench"
-
-    def generation(self) -> int:
-        return 1
-
-    def vector_ids(self) -> np.ndarray:
-        return self.ids
-
-    def fetch_vectors(self, ids: np.ndarray) -> np.ndarray:
-        return self.vectors[np.asarray(ids, dtype=np.int64) - 1]
-
-    def tagged_items(self) -> dict[int, tuple[str, ...]]:
-        return {}
-
-    def vector_metadata(self, ids: np.ndarray) -> dict[str, list]:
-        ids = np.asarray(ids, dtype=np.int64).tolist()
-        return {
-            "item_id": ids,
-            "t": [-1.0] * len(ids),
-            "kind": ["image" if i % 2 else "video" for i in ids],
-            "path": [f"/archive/{i % 100:02d}/{i}.jpg" for i in ids],
-            "size": [100_000 + i for i in ids],
-            "mtime_ns": [i * 10**9 for i in ids],
-            "root": ["/archive"] * len(ids),
-            "tags": [[] for _ in ids],
-        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n = 10_000 if args.quick else args.n
     stored, queries = make_data(n, args.queries, 512, seed=0)
-    source = MemorySource(stored)
+    source = MemoryVectorSource(stored)
     print(f"{n} vectors x 512, {len(queries)} held-out queries; load average {load_average()}")
 
     base = NumpyBaseline(stored)

@@ -320,6 +320,45 @@ def make_image(
 
 
 # --- catalogs without ingest ---------------------------------------------------------------------
+class MemoryVectorSource:
+    """Vectors and their metadata held in memory: what the catalog hands the ANN caches
+    (`clipsearch.index.IndexCache`, `MilvusCache`), without a catalog. Item ids are 1..n;
+    odd ids are images, even ones videos, in 100 folders under /archive."""
+
+    def __init__(
+        self, vectors: np.ndarray, *, fingerprint: str = "fake-model", catalog_id: str = "memory"
+    ) -> None:
+        self.vectors = np.asarray(vectors).astype(np.float16)  # (n, D), as the catalog stores
+        self.ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
+        self.fingerprint = fingerprint
+        self.catalog_id = catalog_id
+
+    def generation(self) -> int:
+        return 1
+
+    def vector_ids(self) -> np.ndarray:
+        return self.ids
+
+    def fetch_vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self.vectors[np.asarray(ids, dtype=np.int64) - 1]
+
+    def tagged_items(self) -> dict[int, tuple[str, ...]]:
+        return {}
+
+    def vector_metadata(self, ids: np.ndarray) -> dict[str, list]:
+        ids = np.asarray(ids, dtype=np.int64).tolist()
+        return {
+            "item_id": ids,
+            "t": [-1.0] * len(ids),
+            "kind": ["image" if i % 2 else "video" for i in ids],
+            "path": [f"/archive/{i % 100:02d}/{i}.jpg" for i in ids],
+            "size": [100_000 + i for i in ids],
+            "mtime_ns": [i * 10**9 for i in ids],
+            "root": ["/archive"] * len(ids),
+            "tags": [[] for _ in ids],
+        }
+
+
 def write_catalog(
     folder: str | Path,
     encoder: Encoder,

@@ -17,7 +17,7 @@ after the item's vectors were written: a copy in the collection could go stale).
 
 from __future__ import annotations
 
-from clipsearch.store.filter_sql import clamp_to_int64, class_end, unescape
+from clipsearch.store.filter_sql import clamp_to_int64, glob_parts, unescape
 from clipsearch.store.filters import ItemFilter
 
 
@@ -84,24 +84,12 @@ def like_escape(text: str) -> str:
 
 def _glob_to_like(pattern: str) -> tuple[str | None, bool]:
     """Shell glob -> (LIKE pattern or None when it has a character class, has wildcard)."""
+    like = {"any": "%", "one": "_"}
     out: list[str] = []
     wildcard = False
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\" and i + 1 < n:
-            out.append(like_escape(pattern[i + 1]))
-            i += 2
-            continue
-        if c == "*":
-            out.append("%")
-            wildcard = True
-        elif c == "?":
-            out.append("_")
-            wildcard = True
-        elif c == "[" and class_end(pattern, i) >= 0:
+    for part, text in glob_parts(pattern):
+        if part == "class":
             return None, True
-        else:
-            out.append(like_escape(c))
-        i += 1
+        wildcard = wildcard or part != "text"
+        out.append(like_escape(text) if part == "text" else like[part])
     return "".join(out), wildcard

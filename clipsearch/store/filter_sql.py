@@ -9,6 +9,8 @@ range-scan the unique index on ``items.path`` instead of scanning every item.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from typing import Literal
 
 from clipsearch.store.capture_times import TAKEN_SQL
 from clipsearch.store.filters import ItemFilter
@@ -111,31 +113,42 @@ def shell_to_glob(pattern: str) -> tuple[str, bool]:
     "[" (as in bash and Python's fnmatch)."""
     out: list[str] = []
     wildcard = False
+    for part, text in glob_parts(pattern):
+        if part == "text":
+            out.append(glob_escape(text))
+            continue
+        wildcard = True
+        if part == "class":
+            out.append("[^" + text[1:] + "]" if text.startswith("!") else f"[{text}]")
+        else:
+            out.append(text)
+    return "".join(out), wildcard
+
+
+GlobPart = Literal["text", "any", "one", "class"]
+
+
+def glob_parts(pattern: str) -> Iterator[tuple[GlobPart, str]]:
+    """The parts of a shell glob, in order: ("text", c) for one literal character (``\\c``,
+    or a "[" that no "]" closes), ("any", "*"), ("one", "?"), and ("class", body) for
+    ``[body]`` (body as written, a leading ``!`` included). The one reading of ``path:``
+    patterns that every filter translation (SQLite GLOB, Milvus LIKE) starts from."""
     i, n = 0, len(pattern)
     while i < n:
         c = pattern[i]
         if c == "\\" and i + 1 < n:
-            out.append(glob_escape(pattern[i + 1]))
-            i += 2
-            continue
-        if c in "*?":
-            out.append(c)
-            wildcard = True
-        elif c == "[":
-            end = class_end(pattern, i)
-            if end < 0:
-                out.append("[[]")
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                wildcard = True
-                i = end
+            yield "text", pattern[i + 1]
+            i += 1
+        elif c == "*":
+            yield "any", c
+        elif c == "?":
+            yield "one", c
+        elif c == "[" and (end := class_end(pattern, i)) >= 0:
+            yield "class", pattern[i + 1 : end]
+            i = end
         else:
-            out.append(c)
+            yield "text", c
         i += 1
-    return "".join(out), wildcard
 
 
 def class_end(pattern: str, start: int) -> int:

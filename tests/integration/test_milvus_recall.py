@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from clipsearch.index.milvus_cache import MilvusCache
+from tests.fakes import MemoryVectorSource
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -46,42 +47,6 @@ def clip_like(n: int, rng: np.random.Generator, extra_noise: float = 0.0) -> np.
     return x
 
 
-class Rows:
-    """Vectors and metadata as the catalog hands them to the cache."""
-
-    fingerprint = "test-model"
-    catalog_id = "recall"
-
-    def __init__(self, vectors: np.ndarray) -> None:
-        self.vectors = vectors.astype(np.float16)
-        self.ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
-
-    def generation(self) -> int:
-        return 1
-
-    def vector_ids(self) -> np.ndarray:
-        return self.ids
-
-    def fetch_vectors(self, ids: np.ndarray) -> np.ndarray:
-        return self.vectors[np.asarray(ids, dtype=np.int64) - 1]
-
-    def tagged_items(self) -> dict[int, tuple[str, ...]]:
-        return {}
-
-    def vector_metadata(self, ids: np.ndarray) -> dict[str, list]:
-        ids = np.asarray(ids, dtype=np.int64).tolist()
-        return {
-            "item_id": ids,
-            "t": [-1.0] * len(ids),
-            "kind": ["image"] * len(ids),
-            "path": [f"/photos/{i}.jpg" for i in ids],
-            "size": [1000] * len(ids),
-            "mtime_ns": [0] * len(ids),
-            "root": ["/photos"] * len(ids),
-            "tags": [[] for _ in ids],
-        }
-
-
 def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(
         np.mean([len(np.intersect1d(f, t)) / 10 for f, t in zip(found, truth, strict=True)])
@@ -90,7 +55,7 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
 
 def test_stored_hnsw_recall_does_not_overstate_what_new_queries_get(tmp_path: Path):
     rng = np.random.default_rng(1)
-    rows = Rows(clip_like(N, rng))
+    rows = MemoryVectorSource(clip_like(N, rng))
     queries = clip_like(1000, rng, extra_noise=0.5)  # new pictures/texts near the clusters
     stored = rows.vectors.astype(np.float32)
     truth = np.argsort(-(queries @ stored.T), axis=1, kind="stable")[:, :10] + 1

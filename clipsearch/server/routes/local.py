@@ -75,26 +75,8 @@ async def local_search(
     await run_in_threadpool(check)
     state.require_model()
     hits = await state.run_search(
-        lambda: library.search(
-            req.q,
-            k=req.k,
-            offset=req.offset,
-            kind=req.kind,
-            where=list(req.where),
-            pooling=req.pooling,
-            tau=req.tau,
-            moments=req.moments,
-            exact=req.exact,
-            rerank=req.rerank,
-            gap_correction=req.gap_correction,
-            text_match=req.text_match,
-            phrases=req.phrases,
-            min_score=req.min_score,
-            sort=req.sort,
-            collapse=req.collapse,
-            taken_after=req.taken_after,
-            taken_before=req.taken_before,
-        )
+        # the request's fields are Library.search's keyword arguments, by name
+        lambda: library.search(req.q, **req.model_dump(exclude={"q"}))
     )
     # to_dict carries every field Hit.from_dict needs (moments with their scores included)
     return {"hits": [h.to_dict() for h in hits], "min_score": hits.min_score}
