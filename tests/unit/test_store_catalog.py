@@ -181,8 +181,9 @@ def test_write_and_read_items(cat, rng):
     assert cat.item_by_path("/photos/b.jpg").id == ids[1]
     assert cat.item(99999) is None and cat.item_by_path("/nope") is None
     assert set(cat.items([ids[0], ids[2], 12345])) == {ids[0], ids[2]}
-    under = cat.items_under_root(root)
-    assert set(under) == {"/photos/a.jpg", "/photos/b.jpg"}
+    under = cat.file_states_under_root(root)  # what the incremental diff compares
+    a_state = (a.id, a.size, a.mtime_ns, "ok")
+    assert set(under) == {"/photos/a.jpg", "/photos/b.jpg"} and under[a.path] == a_state
     bad = cat.item(ids[2])
     assert bad.status == "failed" and bad.error == "cannot identify image file"
     vecs = cat.item_vectors(ids)
