@@ -220,6 +220,15 @@ def test_upsert_keeps_item_id_and_replaces_vectors(cat, rng):
     assert len(cat.vector_ids()) == 0
 
 
+def test_vector_id_array_lists_the_vector_ids_without_numpy(cat, rng):
+    v = unit(rng, 6)
+    cat.write_items([image(f"/p/{i}.jpg", v[i]) for i in range(5)])
+    cat.write_items([image("/p/0.jpg", v[5])])  # its row replaced: ids are not contiguous
+    ids = cat.vector_id_array()
+    assert ids.typecode == "q" and ids.tolist() == cat.vector_ids().tolist()
+    assert len(ids) == 5 and ids.tolist() == sorted(ids.tolist()) and ids[-1] > 5
+
+
 def test_video_frames_sorted_by_time_with_meanp_item_vector(cat, rng):
     frames = unit(rng, 5)
     ts = np.array([4.0, 0.0, 2.0, 1.0, 3.0])
