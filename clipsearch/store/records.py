@@ -56,9 +56,9 @@ class ItemRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ItemRecord:
-        """The record of an ``ITEM_COLUMNS`` row. A bulk read (every item under a root, on
-        each index run) builds one per file: this skips the frozen ``__init__``'s
-        per-field ``object.__setattr__`` (2-3× faster; the same record)."""
+        """The record of an ``ITEM_COLUMNS`` row. A bulk read builds one per row: this
+        skips the frozen ``__init__``'s per-field ``object.__setattr__`` (2-3× faster; the
+        same record)."""
         record = object.__new__(cls)
         record.__dict__.update(zip(_ITEM_FIELDS, row, strict=True))
         return record
