@@ -44,8 +44,6 @@ from clipsearch.store import capture_times, meta, statistics, vector_io
 from clipsearch.store import tags as tag_rows
 from clipsearch.store import writes as item_writes
 from clipsearch.store.connection import CATALOG_FILE, connect, translate
-from clipsearch.store.filter_sql import filter_condition
-from clipsearch.store.filters import ItemFilter
 from clipsearch.store.migrations import (
     check_version,
     migrate,
@@ -61,10 +59,13 @@ from clipsearch.store.records import (
 from clipsearch.store.texts import TextStore
 from clipsearch.store.writes import check_item, prepare
 
-# numpy is imported by the functions that read or write vectors: opening the catalog and
-# comparing files with it (an index run over unchanged files) does not import it.
+# numpy is imported by the functions that read or write vectors, the filter grammar by
+# those that filter: opening the catalog and comparing files with it (an index run over
+# unchanged files) imports neither.
 if TYPE_CHECKING:
     import numpy as np
+
+    from clipsearch.store.filters import ItemFilter
 
 
 class Catalog:
@@ -450,6 +451,8 @@ class Catalog:
         filter returns every id; an unsatisfiable one an empty array."""
         import numpy as np
 
+        from clipsearch.store.filter_sql import filter_condition
+
         cond = filter_condition(flt)
         if cond is None:
             return np.empty(0, dtype=np.int64)
@@ -459,6 +462,9 @@ class Catalog:
 
     def items_where(self, ids: Sequence[int], flt: ItemFilter | None) -> list[int]:
         """The indexed (ok) items among ``ids`` that match ``flt`` (None: any), in order."""
+        from clipsearch.store.filter_sql import filter_condition
+        from clipsearch.store.filters import ItemFilter
+
         cond = filter_condition(flt or ItemFilter())
         if cond is None:
             return []

@@ -50,8 +50,8 @@ NOT_FOR_ANY = (
 )
 # What a run over unchanged files does without (each was imported by it once): vectors
 # and pictures, decoding, encoding, capture dates and the runtime choice, captions, the
-# search stack the library facade wires, export/import, and the ANN backends behind the
-# stamp check.
+# search stack the library facade wires, export/import, the ANN backends behind the
+# stamp check, and the catalog's filter grammar.
 NOOP_INDEX_SKIPS = (
     "numpy",
     "PIL",
@@ -72,6 +72,7 @@ NOOP_INDEX_SKIPS = (
     "clipsearch.index.base",
     "clipsearch.index.cache",
     "clipsearch.index.exact",
+    "clipsearch.store.filters",
 )
 WARM_NOT_IMPORTED = (*NOT_FOR_ANY, "typer", "pydantic", "numpy", "PIL", "clipsearch.library")
 NOT_IMPORTED = {
