@@ -20,7 +20,10 @@ The ready copy (``<cache>/text-towers/<fingerprint>.safetensors``, float32, ~250
 ViT-B-32) is written by `load_encoder` from the fp32 weights it has just loaded and checked,
 and is keyed by the model fingerprint, so a library bound to that fingerprint can use it
 without loading or hashing the original weights. It is read through a memory map: pages
-are read on first use and shared between processes. Vectors equal open_clip's fp32
+are read on first use and shared between processes. Its linear layers' weights are stored
+transposed, (in, out), so each product reads a contiguous (in, out) matrix: for a query's
+few rows BLAS streams the weights, and this layout ran ~1.35× faster than torch's (out, in)
+read through a transposed view (one BLAS thread, OpenBLAS on AVX2). Vectors equal open_clip's fp32
 ``encode_text`` to float32 rounding (tested: cosine >= 0.99999).
 """
 
@@ -45,7 +48,14 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = "clipsearch.text-tower"
-VERSION = "1"
+VERSION = "2"  # 2: linear weights stored (in, out); a copy of another version is rewritten
+# the nn.Linear weights of a block, stored transposed in the ready copy
+_LINEAR_WEIGHTS = (
+    "attn.in_proj_weight",
+    "attn.out_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
 
 # text_cfg fields the numpy tower implements, with the only values it supports (None: any).
 _TEXT_CFG: dict[str, tuple[Any, ...] | None] = {
@@ -115,19 +125,20 @@ def save_ready_copy(
     context_length: int,
 ) -> Path | None:
     """Write the fp32 text weights of a `supports`-ed CLIP model as the ready copy for
-    ``fingerprint`` (once: an existing copy is kept). Returns the path, or None when the
-    cache folder cannot be written (the text tower then runs on torch; nothing else changes).
+    ``fingerprint`` (once: a current copy is kept; one of another version is replaced).
+    Returns the path, or None when the cache folder cannot be written (the text tower then
+    runs on torch; nothing else changes).
     """
     from safetensors.torch import save_file
 
     from clipsearch.atomic import atomic_write
 
     path = ready_copy_path(fingerprint)
-    if path.exists():
+    if _is_current(path):
         return path
     text_keys = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.")
     tensors = {
-        k: v.detach().to("cpu", dtype=_float32()).contiguous()
+        k: _stored(k, v.detach().to("cpu", dtype=_float32()))
         for k, v in model.state_dict().items()
         if k.startswith(text_keys) or k == "text_projection"
     }
@@ -149,6 +160,24 @@ def save_ready_copy(
     except OSError:
         return None
     return path
+
+
+def _stored(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A weight as the ready copy stores it: linear layers' (out, in) weights transposed."""
+    if name.startswith("transformer.resblocks.") and name.endswith(_LINEAR_WEIGHTS):
+        tensor = tensor.t()
+    return tensor.contiguous()
+
+
+def _is_current(path: Path) -> bool:
+    """Is there a ready copy of this format and version at ``path``?"""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            meta = json.loads(f.read(size)).get("__metadata__") or {}
+    except (OSError, ValueError, struct.error, AttributeError):
+        return False
+    return meta.get("format") == FORMAT and meta.get("version") == VERSION
 
 
 def _float32() -> torch.dtype:
@@ -341,7 +370,8 @@ _BLOCK_KEYS = (
 
 
 def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    return x @ weight.T + bias  # torch's nn.Linear: weight is (out, in)
+    """torch's nn.Linear, with its weight stored transposed: ``weight`` is (in, out)."""
+    return x @ weight + bias
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -357,36 +387,33 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _gelu(x: np.ndarray) -> np.ndarray:
     """Exact GELU, x·Φ(x) = x/2·erfc(-x/√2), computed in float64 with the Chebyshev erfc of
-    Numerical Recipes (§6.2, fractional error < 1.2e-7 everywhere), returned as float32."""
-    z = -x.astype(np.float64) / np.sqrt(2.0)
+    Numerical Recipes (§6.2, fractional error < 1.2e-7 everywhere), returned as float32.
+    In place, Horner's rule: a query's activations are small, so temporaries cost most."""
+    z = x.astype(np.float64)
+    z *= -1.0 / np.sqrt(2.0)  # z = -x/√2
     a = np.abs(z)
-    t = 1.0 / (1.0 + 0.5 * a)
-    poly = (
-        -a * a
-        - 1.26551223
-        + t
-        * (
-            1.00002368
-            + t
-            * (
-                0.37409196
-                + t
-                * (
-                    0.09678418
-                    + t
-                    * (
-                        -0.18628806
-                        + t
-                        * (
-                            0.27886807
-                            + t
-                            * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))
-                        )
-                    )
-                )
-            )
-        )
-    )
-    erfc = t * np.exp(poly)
-    erfc = np.where(z >= 0, erfc, 2.0 - erfc)
-    return (0.5 * x * erfc).astype(np.float32)
+    t = a * 0.5
+    t += 1.0
+    np.reciprocal(t, out=t)  # t = 1 / (1 + |z|/2)
+    p = t * 0.17087277
+    for c in (
+        -0.82215223,
+        1.48851587,
+        -1.13520398,
+        0.27886807,
+        -0.18628806,
+        0.09678418,
+        0.37409196,
+        1.00002368,
+    ):
+        p += c
+        p *= t
+    p -= 1.26551223
+    a *= a
+    p -= a  # p = -z² - 1.26551223 + t·(1.00002368 + t·(…))
+    np.exp(p, out=p)
+    p *= t  # erfc(|z|)
+    np.subtract(2.0, p, out=p, where=z < 0)  # erfc(z) = 2 - erfc(-z)
+    p *= x
+    p *= 0.5
+    return p.astype(np.float32)
