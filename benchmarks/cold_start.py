@@ -269,14 +269,16 @@ class Server:
 
 
 def round_trip_ms(library: Path, n: int = 15) -> float:
-    """Median of the warm route's HTTP round trip alone (what the CLI waits for), each a
-    query not asked before."""
+    """Median of the warm route's HTTP round trip alone (what the CLI waits for: the search
+    and the table rendered for its terminal), each a query not asked before."""
+    from clipsearch.cli import terminal
     from clipsearch.server import discovery
 
     server = discovery.read(library)
+    render = terminal.describe(json=False, dates=False, duplicates=False)
     times = []
     for i in range(n):
-        body = json.dumps({"q": f"{QUERY} {i} rtt", "k": 20}).encode()
+        body = json.dumps({"q": f"{QUERY} {i} rtt", "k": 20, "render": render}).encode()
         req = urllib.request.Request(
             f"http://{server.host}:{server.port}/api/local/search",
             data=body,

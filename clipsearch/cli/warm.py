@@ -100,7 +100,9 @@ def post(
         f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode("ascii")
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    # an ASCII address as bytes: a str is encoded with the IDNA codec (another import)
+    address = host.encode("ascii") if host.isascii() else host
+    with socket.create_connection((address, port), timeout=timeout) as sock:
         sock.sendall(head + body)
         chunks = []
         while data := sock.recv(1 << 16):
