@@ -33,6 +33,7 @@ import functools
 import json
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +91,7 @@ _TEXT_CFG: dict[str, tuple[Any, ...] | None] = {
 }
 _MODEL_CFG = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale"}
 _MODEL_CFG_IGNORED = {"init_logit_bias", "nonscalar_logit_scale", "cast_dtype"}
+RECENT_QUERIES = 256  # single query texts whose vectors a tower keeps (2 KB each)
 _LN_EPS = 1e-5  # nn.LayerNorm's default, which open_clip's text tower uses
 
 
@@ -260,17 +262,34 @@ class TextTowerEncoder(Encoder):
         self._images = images
         self._image_encoder: Encoder | None = None
         self._image_lock = threading.Lock()
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # query text -> vector
+        self._recent_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"TextTowerEncoder({self.spec!r}, dim={self.dim})"
 
     # -- texts --------------------------------------------------------------------------------
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(B, dim) unit vectors. A single text asked again (the next page of a search,
+        another sort order) is answered from the vectors of the last `RECENT_QUERIES`
+        single texts: the same vector, without the ~40 ms forward pass."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) == 1:
+            with self._recent_lock:
+                known = self._recent.get(texts[0])
+                if known is not None:
+                    self._recent.move_to_end(texts[0])
+                    return known[None].copy()
         tokens = self.tokenizer(texts)  # (B, L) int64
-        return l2_normalize(self.encode_tokens(tokens))
+        vectors = l2_normalize(self.encode_tokens(tokens))
+        if len(texts) == 1:
+            with self._recent_lock:
+                self._recent[texts[0]] = vectors[0].copy()
+                while len(self._recent) > RECENT_QUERIES:
+                    self._recent.popitem(last=False)
+        return vectors
 
     def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
         """(B, L) token ids -> (B, dim) float32 text features (not normalised)."""
