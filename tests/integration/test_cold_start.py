@@ -470,6 +470,12 @@ def test_the_port_answers_while_the_model_loads_and_queries_wait(indexed):
             headers={"Authorization": "Bearer local-token-123"},
         )
         assert asked.status_code == 200 and set(asked.json()) == {"hits", "min_score"}
+        absurd = client.post(
+            "/api/local/search",
+            json={**body, "render": {"size": [10**9, 24]}},
+            headers={"Authorization": "Bearer local-token-123"},
+        )
+        assert absurd.status_code == 422  # a terminal size no terminal has
         refused = client.post(
             "/api/local/search",
             json={"q": str(indexed / "photos" / "red.jpg")},

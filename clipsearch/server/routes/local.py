@@ -32,6 +32,9 @@ from clipsearch.server.state import ServerState, get_state
 router = APIRouter(include_in_schema=False)
 
 
+TerminalSide = Annotated[int, Field(ge=0, le=10_000)]
+
+
 class RenderRequest(BaseModel):
     """How the command prints and on what terminal (`clipsearch.cli.terminal.describe`)."""
 
@@ -44,8 +47,10 @@ class RenderRequest(BaseModel):
     stderr_tty: bool = False
     stdout_encoding: str = Field("utf-8", max_length=64)
     stderr_encoding: str = Field("utf-8", max_length=64)
-    size: tuple[int, int] | None = None
-    environ: dict[str, str] = Field(default_factory=dict, max_length=32)
+    size: tuple[TerminalSide, TerminalSide] | None = None  # columns, rows (0: unknown)
+    environ: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = (
+        Field(default_factory=dict, max_length=32)
+    )
 
 
 class LocalSearchRequest(BaseModel):
