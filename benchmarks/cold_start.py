@@ -14,7 +14,9 @@ Rows (each a new process; median of --repeats, the baseline interleaved with the
 - ``search`` warm: a query while ``clipsearch serve`` runs for the library, through the
   console script (``python -m clipsearch``: the fast path that asks the server before
   loading Typer, numpy or the library), as a table and as --json; each repeat a query not
-  asked before (nothing is cached); and the HTTP round trip alone;
+  asked before (nothing is cached); the same from the ``clipsearch`` script of a new
+  virtual environment with only a wheel of clipsearch installed (what a user's install
+  runs, without the development install's import hook); and the HTTP round trip alone;
 - ``serve`` on a --serve-items library: start → port answering, start → first query
   answered, and the server's peak resident memory after a few queries.
 
@@ -269,14 +271,16 @@ class Server:
 
 
 def round_trip_ms(library: Path, n: int = 15) -> float:
-    """Median of the warm route's HTTP round trip alone (what the CLI waits for), each a
-    query not asked before."""
+    """Median of the warm route's HTTP round trip alone (what the CLI waits for: the search
+    and the table rendered for its terminal), each a query not asked before."""
+    from clipsearch.cli import terminal
     from clipsearch.server import discovery
 
     server = discovery.read(library)
+    render = terminal.describe(json=False, dates=False, duplicates=False)
     times = []
     for i in range(n):
-        body = json.dumps({"q": f"{QUERY} {i} rtt", "k": 20}).encode()
+        body = json.dumps({"q": f"{QUERY} {i} rtt", "k": 20, "render": render}).encode()
         req = urllib.request.Request(
             f"http://{server.host}:{server.port}/api/local/search",
             data=body,
@@ -287,6 +291,38 @@ def round_trip_ms(library: Path, n: int = 15) -> float:
             r.read()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
+
+
+# The installed package: no PYTHONPATH to the checkout, its own bytecode (compiled by pip).
+WHEEL_ENV = {k: v for k, v in ENV.items() if k not in ("PYTHONPATH", "PYTHONPYCACHEPREFIX")}
+
+
+def installed_console_script() -> Path:
+    """The ``clipsearch`` script of a new virtual environment holding clipsearch alone,
+    installed from a wheel of this checkout: what ``pip install clipsearch`` gives a user
+    (not the development install's editable-import hook), and proof that the warm path
+    needs nothing but the standard library (no dependency is installed)."""
+    venv, wheels, source = OUT / "wheel-venv", OUT / "wheel", OUT / "wheel-source"
+    for folder in (venv, wheels, source):
+        shutil.rmtree(folder, ignore_errors=True)
+    # built from a copy: setuptools leaves build/ and *.egg-info next to the sources
+    shutil.copytree(
+        ROOT / "clipsearch", source / "clipsearch", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+        check=True,
+    )
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    wheel = next(wheels.glob("clipsearch-*.whl"))
+    subprocess.run(
+        [*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps", str(wheel)],
+        check=True,
+    )
+    return venv / "bin" / "clipsearch"
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -369,6 +405,16 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         rtt = round_trip_ms(lib)
+        installed = installed_console_script()
+        warm_installed = median_run(
+            [
+                run(
+                    [str(installed), "--library", str(lib), "search", f"{QUERY} {i} wheel"],
+                    env=WHEEL_ENV,
+                )
+                for i in range(max(3, args.repeats))
+            ]
+        )
     finally:
         server.stop()
     big_backend = json.loads((big / "ann" / "stamp.json").read_text()).get("factory", "?")
@@ -388,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(name, median_run(runs)) for name, runs in results.items()]
     rows.insert(6, ("search, warm (console script)", warm))
     rows.insert(7, ("search --json, warm (console script)", warm_json))
+    rows.insert(8, ("search, warm (console script of an installed wheel)", warm_installed))
     print()
     print("| command | wall s | CPU s | peak MB | wall ratio | CPU ratio |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -4,8 +4,9 @@ A plain text search — ``clipsearch [--library L] [--model M] [--precision P] s
 with any of ``-k/--top``, ``--offset``, ``--kind``, ``--min-score``, ``--sort``,
 ``--collapse/--no-collapse``, ``--exact``, ``--json``, ``--no-server`` — is answered here
 without Typer: by a running ``clipsearch serve`` of the library when one can answer
-(`clipsearch.cli.warm`: then neither numpy nor the library is imported), else by the
-library in this process, exactly as the ``search`` command would. Typer's option
+(`clipsearch.cli.warm`; it also renders the output for this terminal,
+`clipsearch.cli.terminal`: then neither numpy, Rich nor the library is imported), else by
+the library in this process, exactly as the ``search`` command would. Typer's option
 handling costs more start-up than the search itself on a small library.
 
 Every other command line, and any doubt (another option, a bad value, an error to
@@ -18,7 +19,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clipsearch.search.hits import SearchResults
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,22 +99,60 @@ def text_search(argv: Sequence[str]) -> int | None:
         "collapse": parsed.get("collapse", False),
     }
     query, model = parsed["query"], parsed.get("model")
-    hits = None
-    if not parsed.get("no_server"):
-        from clipsearch.cli import warm
-
-        hits = warm.search(library, query, options, model=model, precision=precision)
+    as_json, dates, duplicates = bool(parsed.get("json")), sort != "relevance", options["collapse"]
+    if not parsed.get("no_server") and _printed_by_server(
+        library, query, options, model, precision, json=as_json, dates=dates, duplicates=duplicates
+    ):
+        return 0
+    hits = _search_here(library, query, options, model=model, precision=precision)
     if hits is None:
-        hits = _search_here(library, query, options, model=model, precision=precision)
-        if hits is None:
-            return None
+        return None
+    _print(hits, json=as_json, dates=dates, duplicates=duplicates)
+    return 0
+
+
+def _printed_by_server(
+    library: Path,
+    query: str,
+    options: dict[str, Any],
+    model: str | None,
+    precision: str,
+    *,
+    json: bool,
+    dates: bool,
+    duplicates: bool,
+) -> bool:
+    """Ask a running server of the library for the output (`clipsearch.cli.terminal`: it
+    renders for this terminal, so Rich is not imported here) and print it; False when
+    this process should search itself."""
+    from clipsearch.cli import terminal, warm
+
+    described = terminal.describe(json=json, dates=dates, duplicates=duplicates)
+    request = {"q": query, **options, **({"render": described} if described else {})}
+    answer = warm.ask(library, request, model=model, precision=precision)
+    if answer is None:
+        return False
+    stdout, stderr = answer.get("stdout"), answer.get("stderr")
+    if isinstance(stdout, str) and isinstance(stderr, str):
+        sys.stdout.write(stdout)
+        sys.stdout.flush()
+        sys.stderr.write(stderr)
+        sys.stderr.flush()
+        return True
+    hits = warm.results(answer)  # a server made without the CLI's renderer sends hits
+    if hits is None:
+        return False
+    _print(hits, json=json, dates=dates, duplicates=duplicates)
+    return True
+
+
+def _print(hits: SearchResults, *, json: bool, dates: bool, duplicates: bool) -> None:
     from clipsearch.cli import render
 
-    if parsed.get("json"):
+    if json:
         render.print_json([h.to_dict() for h in hits])
     else:
-        render.search_results(hits, dates=sort != "relevance", duplicates=options["collapse"])
-    return 0
+        render.search_results(hits, dates=dates, duplicates=duplicates)
 
 
 def _search_here(library: Path, query: str, options: dict[str, Any], *, model, precision):

@@ -11,44 +11,32 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from clipsearch.ingest.events import (
-    AnnProgress,
-    BatchWritten,
-    DatesRead,
-    FileDone,
-    IndexEvent,
-    IndexReport,
-    RuntimeChosen,
-    RuntimeProgress,
-    ScanDone,
-    ScanProgress,
-)
-
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import TaskID
     from rich.table import Table
     from rich.text import Text
 
+    from clipsearch.ingest.events import IndexEvent, IndexReport
     from clipsearch.search.hits import Hit, SearchResults
 
 _consoles: dict[str, Console] = {}
 
 
 def console(name: str) -> Console:
-    """The ``out`` or ``err`` console. When piped (not a terminal), long paths are not
-    folded at 80 columns."""
+    """The ``out`` or ``err`` console (see `console_options`)."""
     if name not in _consoles:
         from rich.console import Console
 
         stream = sys.stdout if name == "out" else sys.stderr
-        _consoles[name] = Console(
-            stderr=name == "err",
-            highlight=False,
-            soft_wrap=True,
-            width=None if stream.isatty() else 240,
-        )
+        _consoles[name] = Console(**console_options(stderr=name == "err", tty=stream.isatty()))
     return _consoles[name]
+
+
+def console_options(*, stderr: bool, tty: bool) -> dict[str, Any]:
+    """How the CLI's consoles are made, for a stream that is (``tty``) a terminal or not.
+    When piped, long paths are not folded at 80 columns."""
+    return {"stderr": stderr, "highlight": False, "soft_wrap": True, "width": None if tty else 240}
 
 
 _console = console  # for functions whose ``console`` parameter hides this function
@@ -62,8 +50,13 @@ def __getattr__(name: str) -> Any:
 
 def print_json(data: Any) -> None:
     """Plain JSON on stdout (no colour codes) for scripts."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_text(data))
     sys.stdout.flush()
+
+
+def json_text(data: Any) -> str:
+    """What `print_json` prints."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def escape(text: str) -> str:
@@ -141,6 +134,16 @@ class IndexProgress:
             self.progress.stop()
 
     def __call__(self, event: IndexEvent) -> None:
+        from clipsearch.ingest.events import (
+            AnnProgress,
+            DatesRead,
+            FileDone,
+            RuntimeChosen,
+            RuntimeProgress,
+            ScanDone,
+            ScanProgress,
+        )
+
         if self.quiet:
             if isinstance(event, FileDone):
                 self.errors += 0 if event.ok else 1
@@ -180,8 +183,6 @@ class IndexProgress:
             p.update(self.task, description=f"image encoder: {event.stage} {event.fraction:.0%}")
         elif isinstance(event, RuntimeChosen):
             p.update(self.task, description="indexing")
-        elif isinstance(event, BatchWritten):
-            pass
 
 
 def index_summary(report: IndexReport, console: Console | None = None) -> None:
@@ -315,13 +316,21 @@ def runtime_line(runtime: dict[str, Any]) -> str:
     return line
 
 
-def search_results(hits: SearchResults, *, dates: bool = False, duplicates: bool = False) -> None:
-    """The relevant hits as a table on stdout, and on stderr how many fell below the cut."""
+def search_results(
+    hits: SearchResults,
+    *,
+    dates: bool = False,
+    duplicates: bool = False,
+    out: Console | None = None,
+    err: Console | None = None,
+) -> None:
+    """The relevant hits as a table on stdout, and on stderr how many fell below the cut
+    (on the ``out`` and ``err`` consoles, by default this process's)."""
     shown = hits.relevant
     below = len(hits) - len(shown)
-    err = console("err")
+    err = err or console("err")
     if shown:
-        console("out").print(hits_table(shown, dates=dates, duplicates=duplicates))
+        (out or console("out")).print(hits_table(shown, dates=dates, duplicates=duplicates))
     if not hits:
         err.print("no results")
     elif below:

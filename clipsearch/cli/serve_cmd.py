@@ -61,6 +61,7 @@ def serve(
         import uvicorn  # noqa: F401 - the [server] extra's check, before anything starts
     except ImportError:
         raise MissingDependencyError("uvicorn", "server") from None
+    from clipsearch.cli import terminal
     from clipsearch.server import create_app, listen
 
     if token == "auto":
@@ -87,6 +88,7 @@ def serve(
             allow_new_roots=loopback or token is not None,
             load_in_background=True,
             local_token=local_token,
+            render_search=terminal.search_output,  # `search` prints what this renders
         )
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"

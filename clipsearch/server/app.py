@@ -20,10 +20,10 @@ memory budget, `decode_budget`); indexing runs in its own thread
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clipsearch.errors import ClipsearchError, MissingDependencyError
 
@@ -53,6 +53,7 @@ from clipsearch.server.worker import ModelWorker
 
 if TYPE_CHECKING:
     from clipsearch.library import Library
+    from clipsearch.search.hits import SearchResults
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
@@ -103,6 +104,7 @@ def create_app(
     preload_model: bool = True,
     load_in_background: bool = False,
     local_token: str | None = None,
+    render_search: Callable[[SearchResults, dict[str, Any]], dict[str, str]] | None = None,
 ) -> FastAPI:
     """Build the app. The caller owns ``library`` (and closes it after the server stops).
 
@@ -123,6 +125,9 @@ def create_app(
         (`/api/status` says ``model_loading``; queries wait for the model) instead of
         holding the start-up until it is loaded.
     local_token: enables ``POST /api/local/search`` (the CLI's warm path) with this token.
+    render_search: renders hits as ``clipsearch search`` prints them for the terminal a
+        warm-path request describes (the ``serve`` command passes
+        `clipsearch.cli.terminal.search_output`); without it that route answers with hits.
     """
     from clipsearch import __version__
 
@@ -138,6 +143,7 @@ def create_app(
         allow_new_roots=allow_new_roots,
         search_threads=search_threads,
         local_token=local_token,
+        render_search=render_search,
         decode_budget=DecodeBudget(
             per_decode_bytes=max_decode_bytes, total_bytes=decode_budget_bytes
         ),

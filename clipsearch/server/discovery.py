@@ -17,18 +17,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from clipsearch.atomic import atomic_write
+from typing import NamedTuple
 
 FILE = "server.json"
 VERSION = 1
 
 
-@dataclass(frozen=True)
-class ServerAnnouncement:
-    """What the discovery file records (see the module docstring)."""
+class ServerAnnouncement(NamedTuple):
+    """What the discovery file records (see the module docstring). A named tuple: the
+    warm path reads it before importing anything it does not need (`dataclasses` costs a
+    search from the command line more than reading the file)."""
 
     pid: int
     host: str  # the address to connect to (loopback for a server on every interface)
@@ -45,8 +44,10 @@ def path_for(library: Path | str) -> Path:
 def announce(library: Path | str, announcement: ServerAnnouncement) -> Path:
     """Write the discovery file (mode 0600, atomically). Raises OSError when the library
     folder cannot be written."""
+    from clipsearch.atomic import atomic_write
+
     path = path_for(library)
-    payload = json.dumps({"version": VERSION, **asdict(announcement)}).encode()
+    payload = json.dumps({"version": VERSION, **announcement._asdict()}).encode()
 
     def write(tmp: Path) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -18,6 +18,7 @@ from clipsearch.server.worker import ModelWorker
 
 if TYPE_CHECKING:
     from clipsearch.library import Library
+    from clipsearch.search.hits import SearchResults
 
 T = TypeVar("T")
 
@@ -33,6 +34,8 @@ class ServerState:
     model_error: str | None = None  # why the model failed to load at startup, if it did
     model_loading: bool = False  # the start-up load runs (in the background)
     local_token: str | None = None  # the token of POST /api/local/search (discovery file)
+    # renders hits for the terminal a warm-path request describes (create_app's argument)
+    render_search: Callable[[SearchResults, dict[str, Any]], dict[str, str]] | None = None
     search_threads: int = 1  # library searches allowed to run at once (see run_search)
     decode_budget: DecodeBudget = field(default_factory=DecodeBudget)  # image decode memory
     _search_limiter: Any = field(default=None, repr=False)

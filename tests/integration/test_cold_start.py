@@ -4,6 +4,7 @@ and a running server answers `clipsearch search` with the same results."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from clipsearch.cli import terminal
 from clipsearch.library import Library
 from clipsearch.server import discovery
 from tests.fakes import make_image
@@ -74,7 +76,19 @@ NOOP_INDEX_SKIPS = (
     "clipsearch.index.exact",
     "clipsearch.store.filters",
 )
-WARM_NOT_IMPORTED = (*NOT_FOR_ANY, "typer", "pydantic", "numpy", "PIL", "clipsearch.library")
+# the server renders what a warm search prints (clipsearch.cli.terminal): no Rich either
+WARM_NOT_IMPORTED = (
+    *NOT_FOR_ANY,
+    "typer",
+    "pydantic",
+    "numpy",
+    "PIL",
+    "clipsearch.library",
+    "rich",
+    "http.client",
+    "dataclasses",
+    "clipsearch.search.hits",
+)
 NOT_IMPORTED = {
     "help": (*NOT_FOR_ANY, "numpy", "PIL", "pydantic", "sqlite3", "clipsearch.library"),
     "status": (*NOT_FOR_ANY, "faiss", "ftfy", "regex", "rich.progress"),
@@ -215,9 +229,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_search_goes_to_a_running_server_with_identical_results(indexed, run_cli, monkeypatch):
-    lib = str(indexed / "lib")
+@contextlib.contextmanager
+def _serving(lib: str):
+    """A ``clipsearch serve`` of ``lib`` in its own process, announced in its discovery file."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -234,6 +248,21 @@ def test_search_goes_to_a_running_server_with_identical_results(indexed, run_cli
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "the server did not announce itself"
             time.sleep(0.2)
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    assert discovery.read(lib) is None
+
+
+@pytest.mark.slow
+def test_search_goes_to_a_running_server_with_identical_results(indexed, run_cli, monkeypatch):
+    lib = str(indexed / "lib")
+    with _serving(lib):
         for argv in (
             ("a red photo", "-k", "4"),
             ("blue", "--kind", "image", "--exact", "-k", "2", "--offset", "1"),
@@ -269,7 +298,7 @@ def test_search_goes_to_a_running_server_with_identical_results(indexed, run_cli
             cold = run_cli("--library", lib, "search", *argv, "--no-server")
             result, run = _run_cli("--library", lib, "search", *argv, entry="clipsearch.cli.entry")
             assert result["code"] == 0, run.stderr
-            loaded = _imported(result, WARM_NOT_IMPORTED + (("rich",) if json_out else ()))
+            loaded = _imported(result, WARM_NOT_IMPORTED)
             assert loaded == [], f"the warm path imported {loaded}"
             if json_out:
                 assert json.loads(run.stdout) == json.loads(cold.stdout)
@@ -291,14 +320,93 @@ def test_search_goes_to_a_running_server_with_identical_results(indexed, run_cli
         # a query naming a file is searched here (a server never reads paths)
         photo = str(indexed / "photos" / "red.jpg")
         assert run_cli("--library", lib, "search", photo, "-k", "1").exit_code == 0
-    finally:
-        proc.send_signal(signal.SIGINT)
+
+
+_REPORTING = (
+    "import json, os, sys\n"
+    "from clipsearch.cli.entry import main\n"
+    "code = main(sys.argv[1:])\n"
+    "with open(os.environ['MODULES_OUT'], 'w') as f:\n"
+    "    json.dump(sorted(sys.modules), f)\n"
+    "sys.exit(code)\n"
+)
+
+
+def _on_terminal(
+    argv: list[str], env: dict[str, str], size: tuple[int, int], modules: Path
+) -> bytes:
+    """What the console script writes on a pseudo-terminal of ``size`` (columns, rows):
+    stdout and stderr as the user sees them. The modules it imported go to ``modules``."""
+    import fcntl
+    import struct
+    import termios
+
+    controller, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _REPORTING, *argv],
+        cwd=ROOT,
+        env={**env, "MODULES_OUT": str(modules)},
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    while True:
         try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-    assert discovery.read(lib) is None
+            data = os.read(controller, 1 << 16)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+    assert proc.wait(120) == 0, seen.decode(errors="replace")
+    os.close(controller)
+    return seen
+
+
+@pytest.mark.slow
+def test_the_server_renders_for_the_terminal_of_the_command(indexed, tmp_path):
+    """The warm console script prints what the server rendered for its terminal: on a
+    terminal or a pipe, narrow or wide, with the environment variables Rich reads, the
+    bytes are those of the same command searching in its own process."""
+    lib = str(indexed / "lib")
+    argv = ["--library", lib, "search", "a red photo", "-k", "4", "--min-score", "0.01"]
+    base = {k: v for k, v in os.environ.items() if k not in terminal.RICH_ENVIRON}
+    base["PYTHONPATH"] = str(ROOT)
+    with _serving(lib):
+        for extra, size in (
+            ({"TERM": "xterm-256color"}, (120, 40)),
+            ({"TERM": "xterm-256color"}, (44, 20)),  # paths folded to the width
+            ({"TERM": "xterm", "COLORTERM": "truecolor", "COLUMNS": "70"}, (120, 40)),
+            ({"TERM": "xterm-256color", "NO_COLOR": "1"}, (100, 30)),
+            ({"TERM": "dumb"}, (150, 30)),
+        ):
+            env = {**base, **extra}
+            warm = _on_terminal(argv, env, size, tmp_path / "warm.json")
+            here = _on_terminal([*argv, "--no-server"], env, size, tmp_path / "here.json")
+            assert warm == here, (extra, size)
+            assert warm.count(b".jpg") >= 1
+            assert "rich" not in json.loads((tmp_path / "warm.json").read_text())  # served
+            assert "rich" in json.loads((tmp_path / "here.json").read_text())
+        colours = {**base, "FORCE_COLOR": "1", "TERM": "xterm-256color"}
+        for env in (base, colours):  # a pipe; FORCE_COLOR makes Rich colour it anyway
+            warm = subprocess.run(
+                [sys.executable, "-m", "clipsearch", *argv], env=env, cwd=ROOT, capture_output=True
+            )
+            here = subprocess.run(
+                [sys.executable, "-m", "clipsearch", *argv, "--no-server"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+            )
+            assert (warm.returncode, warm.stdout, warm.stderr) == (
+                here.returncode,
+                here.stdout,
+                here.stderr,
+            )
+            assert (b"\x1b[" in warm.stdout) == (env is colours)
 
 
 def test_a_stale_discovery_file_is_ignored_and_removed(indexed, run_cli):
@@ -381,6 +489,19 @@ def test_the_port_answers_while_the_model_loads_and_queries_wait(indexed):
             "/api/local/search", json=body, headers={"Authorization": "Bearer local-token-123"}
         )
         assert ok.status_code == 200 and len(ok.json()["hits"]) == 2
+        # a server made without the CLI's renderer answers a render request with the hits
+        asked = client.post(
+            "/api/local/search",
+            json={**body, "render": {"json": False, "stdout_tty": True, "size": [80, 24]}},
+            headers={"Authorization": "Bearer local-token-123"},
+        )
+        assert asked.status_code == 200 and set(asked.json()) == {"hits", "min_score"}
+        absurd = client.post(
+            "/api/local/search",
+            json={**body, "render": {"size": [10**9, 24]}},
+            headers={"Authorization": "Bearer local-token-123"},
+        )
+        assert absurd.status_code == 422  # a terminal size no terminal has
         refused = client.post(
             "/api/local/search",
             json={"q": str(indexed / "photos" / "red.jpg")},

@@ -123,6 +123,54 @@ def test_damaged_or_foreign_ready_copy_is_ignored(tiny_checkpoint):
         path.write_bytes(saved)
 
 
+def test_ready_copy_of_another_version_is_ignored_then_rewritten(tiny_checkpoint):
+    """A copy written by an older clipsearch (linear weights stored (out, in)) must not be
+    read with this layout, and the next full load replaces it with a current one."""
+    import json
+    import struct
+
+    enc = load_encoder(str(tiny_checkpoint), precision="fp32")
+    path = text_tower.ready_copy_path(enc.fingerprint)
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"]["version"] = "1"
+    old = json.dumps(header).encode().ljust(size)  # same length: offsets stay valid
+    path.write_bytes(data[:8] + old + data[8 + size :])
+    assert text_tower.load_ready_copy(enc.fingerprint, images=lambda: enc, spec="x") is None
+    load_encoder(str(tiny_checkpoint), precision="fp32")  # the torch path writes it again
+    tower = text_tower.load_ready_copy(enc.fingerprint, images=lambda: enc, spec=enc.spec)
+    assert tower is not None
+    assert (
+        float(np.abs(tower.encode_texts(AWKWARD[:3]) - enc.encode_texts(AWKWARD[:3])).max()) < 1e-5
+    )
+
+
+def test_a_query_asked_again_is_answered_without_encoding_it_again(tiny_checkpoint, monkeypatch):
+    """The next page of a search asks for the same text: same vector, no forward pass; a
+    caller changing the array it got changes nothing; old texts are forgotten."""
+    enc = load_encoder(str(tiny_checkpoint), precision="fp32")
+    tower = text_tower.load_ready_copy(enc.fingerprint, images=lambda: enc, spec=enc.spec)
+    passes = []
+    forward = tower.encode_tokens
+    monkeypatch.setattr(tower, "encode_tokens", lambda t: passes.append(len(t)) or forward(t))
+    first = tower.encode_texts(["a red car"])
+    again = tower.encode_texts(["a red car"])
+    np.testing.assert_array_equal(first, again)
+    assert passes == [1]
+    again[0] = 0.0
+    np.testing.assert_array_equal(tower.encode_texts("a red car"), first)
+    tower.encode_texts(["a red car", "a blue car"])  # a batch is always encoded
+    assert passes == [1, 2]
+    monkeypatch.setattr(text_tower, "RECENT_QUERIES", 3)
+    for text in ("one", "two", "three"):
+        tower.encode_texts([text])
+    passes.clear()
+    tower.encode_texts(["a red car"])  # forgotten: encoded again, to the same vector
+    assert passes == [1]
+    np.testing.assert_allclose(tower.encode_texts(["a red car"]), first, atol=1e-7)
+
+
 def test_deferred_encoder_loads_once_and_only_when_used(fake_encoder):
     loads = []
     deferred = DeferredEncoder(

@@ -7,6 +7,11 @@ process (`Library.search` with the query text), so the answer is the same; only 
 model and the index are already in memory. It needs the discovery file's token (the
 server's ``--token`` when it has one, else one made for the file), is left out of the
 OpenAPI schema, and never reads files named in the query.
+
+With ``render`` (the command's terminal, `clipsearch.cli.terminal.describe`) and a server
+started by ``clipsearch serve``, the answer is what the command prints,
+``{"stdout": ..., "stderr": ...}``, so the command need not import Rich to draw the table;
+otherwise ``{"hits": [...], "min_score": ...}``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,27 @@ from clipsearch.server.errors import ApiError
 from clipsearch.server.state import ServerState, get_state
 
 router = APIRouter(include_in_schema=False)
+
+
+TerminalSide = Annotated[int, Field(ge=0, le=10_000)]
+
+
+class RenderRequest(BaseModel):
+    """How the command prints and on what terminal (`clipsearch.cli.terminal.describe`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    json_: bool = Field(False, alias="json")
+    dates: bool = False
+    duplicates: bool = False
+    stdout_tty: bool = False
+    stderr_tty: bool = False
+    stdout_encoding: str = Field("utf-8", max_length=64)
+    stderr_encoding: str = Field("utf-8", max_length=64)
+    size: tuple[TerminalSide, TerminalSide] | None = None  # columns, rows (0: unknown)
+    environ: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = (
+        Field(default_factory=dict, max_length=32)
+    )
 
 
 class LocalSearchRequest(BaseModel):
@@ -50,6 +76,7 @@ class LocalSearchRequest(BaseModel):
     collapse: bool = False
     taken_after: str | None = Field(None, max_length=64)
     taken_before: str | None = Field(None, max_length=64)
+    render: RenderRequest | None = None
 
 
 @router.post("/api/local/search")
@@ -74,9 +101,14 @@ async def local_search(
 
     await run_in_threadpool(check)
     state.require_model()
-    hits = await state.run_search(
+    render = state.render_search if req.render is not None else None
+
+    def search() -> dict[str, Any]:
         # the request's fields are Library.search's keyword arguments, by name
-        lambda: library.search(req.q, **req.model_dump(exclude={"q"}))
-    )
-    # to_dict carries every field Hit.from_dict needs (moments with their scores included)
-    return {"hits": [h.to_dict() for h in hits], "min_score": hits.min_score}
+        hits = library.search(req.q, **req.model_dump(exclude={"q", "render"}))
+        if render is not None:
+            return render(hits, req.render.model_dump(by_alias=True))
+        # to_dict carries every field Hit.from_dict needs (moments with their scores included)
+        return {"hits": [h.to_dict() for h in hits], "min_score": hits.min_score}
+
+    return await state.run_search(search)
