@@ -189,7 +189,6 @@ def index(
 ) -> None:
     """Index folders of images and videos (incremental: only new or changed files are encoded)."""
     from clipsearch.ingest import IndexOptions
-    from clipsearch.ingest.captioning import CaptionOptions
 
     if engine != "ray" and (ray_address or parquet_shards or gpus_per_worker):
         raise UsageError("--ray-address, --gpus-per-worker and --parquet-shards need --engine ray")
@@ -233,7 +232,7 @@ def index(
             on_event=progress,
             should_stop=stop.event.is_set,
             ray=ray,
-            captions=CaptionOptions() if captions else None,
+            captions=_caption_options() if captions else None,
         )
     if json_out:
         render.print_json(report.to_dict())
@@ -241,6 +240,13 @@ def index(
         render.index_summary(report)
     if report.interrupted:
         raise typer.Exit(130)
+
+
+def _caption_options():
+    """`index --captions`: caption with the defaults (imported only then: numpy)."""
+    from clipsearch.ingest.captioning import CaptionOptions
+
+    return CaptionOptions()
 
 
 @app.command()

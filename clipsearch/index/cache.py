@@ -41,14 +41,18 @@ from clipsearch.index.base import IndexInfo, ProgressFn, VectorIndex
 from clipsearch.index.exact import ExactIndex
 from clipsearch.index.faiss_backend import FaissIndex, FaissState
 from clipsearch.index.faiss_build import import_faiss
-from clipsearch.index.rows import VectorRows, ids_checksum
+from clipsearch.index.rows import VectorRows
 from clipsearch.index.stamp import (
     OWN_FILE,
     STAMP_NAME,
     Stamp,
     cache_lock,
     file_digest,
+    ids_checksum,
+    is_current,
     now,
+    read_stamp,
+    same_request,
     stamp_info,
     write_npy,
 )
@@ -145,25 +149,7 @@ class IndexCache:
         now (same model, catalog, request, generation and vector ids; its files present at
         their recorded sizes), judged from the stamp without loading the index: a run that
         changed nothing need not load it. Digests are checked when it is loaded."""
-        stamp = self._read_stamp()
-        if stamp is None or not (
-            stamp.fingerprint == source.fingerprint
-            and stamp.catalog_id == getattr(source, "catalog_id", None)
-            and _same_request(stamp, backend)
-            and stamp.generation == int(source.generation())
-            and (stamp.backend == "exact" or stamp.recall_target == recall_target)
-        ):
-            return False
-        ids = np.asarray(source.vector_ids(), dtype=np.int64)
-        if len(ids) == 0 or stamp.count != len(ids) or stamp.ids_checksum != ids_checksum(ids):
-            return False
-        try:
-            return all(
-                (self.cache_dir / name).stat().st_size == stamp.sizes.get(name)
-                for name in stamp.files.values()
-            )
-        except OSError:
-            return False
+        return is_current(self.cache_dir, source, backend=backend, recall_target=recall_target)
 
     def info(self) -> IndexInfo | None:
         """Facts about the cache on disk (no loading), or None when there is no usable stamp."""
@@ -197,7 +183,7 @@ class IndexCache:
         usable = stamp is not None and (
             stamp.fingerprint == fingerprint
             and stamp.catalog_id == catalog_id
-            and _same_request(stamp, requested)
+            and same_request(stamp, requested)
         )
         if not usable or stamp is None:
             return self._rebuild(source, ids, generation, requested, recall_target, progress)
@@ -489,11 +475,7 @@ class IndexCache:
         return True
 
     def _read_stamp(self) -> Stamp | None:
-        try:
-            data = json.loads((self.cache_dir / STAMP_NAME).read_text())
-            return Stamp.from_json(data)
-        except (OSError, ValueError, TypeError):
-            return None
+        return read_stamp(self.cache_dir)
 
     def _collect_garbage(self, keep: Stamp) -> None:
         referenced = set(keep.files.values())
@@ -520,14 +502,6 @@ class IndexCache:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _same_request(stamp: Stamp, requested: str) -> bool:
-    if requested == "auto":
-        return stamp.requested == "auto"
-    if requested == "exact":
-        return stamp.backend == "exact"
-    return stamp.backend == "faiss" and stamp.factory == requested
-
-
 def _family(factory: str) -> str:
     if factory.startswith("exact"):
         return "exact"

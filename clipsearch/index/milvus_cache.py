@@ -43,8 +43,8 @@ from clipsearch.index import autotune
 from clipsearch.index.base import IndexInfo, ProgressFn
 from clipsearch.index.exact import top_k_by_score_then_id
 from clipsearch.index.milvus_backend import MilvusIndex, MilvusState, connect
-from clipsearch.index.rows import VectorRows, ids_checksum
-from clipsearch.index.stamp import cache_lock, file_digest, now, write_npy
+from clipsearch.index.rows import VectorRows
+from clipsearch.index.stamp import cache_lock, file_digest, ids_checksum, now, write_npy
 
 STAMP_NAME = "milvus.json"
 IDS_NAME = "milvus-ids.npy"

@@ -9,19 +9,11 @@ never reuses ids), so ``add`` is an amortised O(new rows) append.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from clipsearch.errors import UsageError
 
 VECTOR_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
-
-
-def ids_checksum(ids: np.ndarray) -> str:
-    """Order-independent fingerprint of an id set: blake2b-128 of the sorted int64 ids."""
-    arr = np.sort(np.asarray(ids, dtype="<i8"))
-    return hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest()
 
 
 def as_id_array(ids: np.ndarray | list[int], *, name: str = "ids") -> np.ndarray:

@@ -10,17 +10,25 @@ fsync of the directory), so a reader sees either the old or the new file, never 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
+import sys
 import time
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+# Reading and judging a stamp needs neither numpy nor an index backend: an index run that
+# changed nothing checks its cache with this module alone.
+if TYPE_CHECKING:
+    import numpy as np
 
-from clipsearch.index.base import IndexInfo
+    from clipsearch.index.base import IndexInfo
+    from clipsearch.index.cache import VectorSource
 
 FORMAT = 2  # 2: per-file payload digests
 STAMP_NAME = "stamp.json"
@@ -60,6 +68,73 @@ class Stamp:
         if data.get("format") != FORMAT or not names.issuperset(data) or "files" not in data:
             raise ValueError("unknown stamp format")
         return cls(**data)
+
+
+def read_stamp(cache_dir: Path) -> Stamp | None:
+    """The stamp in ``cache_dir``, or None when there is none or it cannot be read."""
+    try:
+        data = json.loads((cache_dir / STAMP_NAME).read_text())
+        return Stamp.from_json(data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def same_request(stamp: Stamp, requested: str) -> bool:
+    """Whether the cache was built for what is asked now ("auto", "exact" or a factory)."""
+    if requested == "auto":
+        return stamp.requested == "auto"
+    if requested == "exact":
+        return stamp.backend == "exact"
+    return stamp.backend == "faiss" and stamp.factory == requested
+
+
+def ids_checksum(ids: np.ndarray | Sequence[int]) -> str:
+    """Order-independent fingerprint of an id set: blake2b-128 of the sorted ids as
+    little-endian int64. ``ids``: a numpy array, or any sequence of ints (read without
+    numpy)."""
+    if hasattr(ids, "dtype"):
+        import numpy as np
+
+        raw = np.sort(np.asarray(ids, dtype="<i8")).tobytes()
+    else:
+        arr = array("q", sorted(ids))
+        if sys.byteorder != "little":
+            arr.byteswap()
+        raw = arr.tobytes()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def is_current(
+    cache_dir: Path,
+    source: VectorSource,
+    *,
+    backend: str,
+    recall_target: float,
+    vector_ids: Callable[[], np.ndarray | Sequence[int]] | None = None,
+) -> bool:
+    """Whether the cache in ``cache_dir`` is what `IndexCache.get` would return for
+    ``source`` as it is now (same model, catalog, request, generation and vector ids; its
+    files present at their recorded sizes), judged from the stamp without loading the
+    index. ``vector_ids``: how to list the source's ids (default its ``vector_ids``)."""
+    stamp = read_stamp(cache_dir)
+    if stamp is None or not (
+        stamp.fingerprint == source.fingerprint
+        and stamp.catalog_id == getattr(source, "catalog_id", None)
+        and same_request(stamp, backend)
+        and stamp.generation == int(source.generation())
+        and (stamp.backend == "exact" or stamp.recall_target == recall_target)
+    ):
+        return False
+    ids = (vector_ids or source.vector_ids)()
+    if len(ids) == 0 or stamp.count != len(ids) or stamp.ids_checksum != ids_checksum(ids):
+        return False
+    try:
+        return all(
+            (cache_dir / name).stat().st_size == stamp.sizes.get(name)
+            for name in stamp.files.values()
+        )
+    except OSError:
+        return False
 
 
 LOCK_NAME = ".lock"
@@ -103,6 +178,8 @@ def file_digest(path: Path) -> str:
 
 def write_npy(path: Path, array: np.ndarray, dtype: Any) -> None:
     """Save ``array`` as ``dtype`` in .npy format, converting in chunks."""
+    import numpy as np
+
     out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=array.shape)
     step = 65536
     for s in range(0, len(array), step):
@@ -112,6 +189,8 @@ def write_npy(path: Path, array: np.ndarray, dtype: Any) -> None:
 
 
 def stamp_info(stamp: Stamp) -> IndexInfo:
+    from clipsearch.index.base import IndexInfo
+
     params = dict((stamp.faiss or {}).get("params", {})) if stamp.backend == "faiss" else {}
     if stamp.backend == "exact":
         params = {"precision": stamp.factory.removeprefix("exact-")}

@@ -16,23 +16,11 @@ import numpy as np
 
 from clipsearch.errors import MediaError
 from clipsearch.ingest.reading import FRAME_SIDE, TextReading
-from clipsearch.media import MediaFile, load_image
-from clipsearch.media.capture_time import CaptureTime
+from clipsearch.ingest.tasks import FileTask
+from clipsearch.media import load_image
 from clipsearch.models.base import Encoder
 from clipsearch.search.engine import decode_side
 from clipsearch.store.records import TextRead
-
-
-@dataclass
-class FileTask:
-    """A file to (re)encode: what the scan found, the root it belongs to, and its partial
-    content hash (None when it could not be read)."""
-
-    media: MediaFile
-    root_id: int | None
-    content_hash: str | None = None
-    item_id: int | None = None  # set for an indexed item that only needs its text read
-    taken: CaptureTime | None = None  # when it was taken (read with the content hash)
 
 
 @dataclass

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from clipsearch.ingest.decode import DecodedFile, FileDecoder, FileTask
+from clipsearch.ingest.decode import DecodedFile, FileDecoder
 from clipsearch.ingest.reading import TextReading
+from clipsearch.ingest.tasks import FileTask
 from clipsearch.models.base import Encoder
 from clipsearch.store import ItemWrite
 from clipsearch.store.records import TextWrite

@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipsearch.errors import ModelMismatchError, NotFoundError
-from clipsearch.ingest.dating import date_items, read_capture
-from clipsearch.ingest.decode import FileTask
-from clipsearch.ingest.encode import EncodeEngine, EncodeLoop, TextWrite, frames_in, item_write
 from clipsearch.ingest.events import (
     BatchWritten,
     FileDone,
@@ -34,13 +31,19 @@ from clipsearch.ingest.events import (
     ScanProgress,
 )
 from clipsearch.ingest.reading import TextReading, resolve_settings
-from clipsearch.ingest.runtime_choice import RuntimeChoice, encoder_label
-from clipsearch.media import MediaFile, partial_hash, scan
-from clipsearch.models.base import Encoder
-from clipsearch.store import Catalog, ItemWrite, ModelBinding
+from clipsearch.ingest.tasks import FileTask
+from clipsearch.media import MediaFile, scan_paths
+from clipsearch.store import Catalog, ModelBinding
 
+# Decoding, encoding, the runtime choice and capture-time reading (numpy, Pillow, the
+# search engine's decode sizes) are imported when a run has files to work on: a run over
+# unchanged files needs none of them.
 if TYPE_CHECKING:
+    from clipsearch.ingest.encode import EncodeEngine, TextWrite
+    from clipsearch.ingest.runtime_choice import RuntimeChoice
+    from clipsearch.models.base import Encoder
     from clipsearch.models.ocr import TextReader
+    from clipsearch.store import ItemWrite
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ class Indexer:
         """The engine of the run (the local loop is built once the run's text reading is
         known)."""
         if self._engine is None:
+            from clipsearch.ingest.encode import EncodeLoop
+
             opts = self.options
             self._engine = EncodeLoop(
                 self.encoder,
@@ -138,7 +143,8 @@ class Indexer:
             self.options.video_sampler, max_frames=self.options.max_frames
         )  # UsageError early
         self._reading = self._text_reading()
-        self.engine.use_reading(self._reading)
+        if self._engine is not None:  # the local loop is built with it, on first use
+            self._engine.use_reading(self._reading)
         self.catalog.bind_model(
             ModelBinding(
                 spec=self.encoder.spec, fingerprint=self.encoder.fingerprint, dim=self.encoder.dim
@@ -146,8 +152,10 @@ class Indexer:
         )
         report = IndexReport(roots=[str(p) for p in paths])
         # Results an interrupted run left outside the catalog go in first, so the scan
-        # below counts those files as done instead of encoding them again.
-        self.engine.resume(lambda writes: self._write_batch(writes, report, _Progress(0)))
+        # below counts those files as done instead of encoding them again (the local loop
+        # hands every batch on at once: it has nothing to resume).
+        if self._engine is not None:
+            self._engine.resume(lambda writes: self._write_batch(writes, report, _Progress(0)))
         todo: list[FileTask] = []
         gone: list[int] = []
         undated: list[tuple[int, MediaFile]] = []  # unchanged items without a capture time
@@ -188,6 +196,8 @@ class Indexer:
         elif todo:
             report.interrupted = True
         if undated and not report.interrupted:
+            from clipsearch.ingest.dating import date_items
+
             report.dated, report.interrupted = date_items(
                 self.catalog,
                 undated,
@@ -246,7 +256,7 @@ class Indexer:
         really gone are removed.
         """
         root_id = self.catalog.add_root(str(root))
-        known = self.catalog.items_under_root(root_id)
+        known = self.catalog.file_states_under_root(root_id)
         no_date = self.catalog.undated_items(root_id)
         todo: list[FileTask] = []
         unreadable: list[str] = []
@@ -256,7 +266,10 @@ class Indexer:
             unreadable.append(str(p).rstrip("/") + "/")
 
         opts = self.options
-        files = scan(
+        retry_failed = opts.retry_failed
+        # Paths stay strings, compared with the catalog's: records are made only for the
+        # files that need work (10,000 unchanged files cost a stat and a lookup each).
+        files = scan_paths(
             [root],
             include=opts.include,
             exclude=opts.exclude,
@@ -264,33 +277,37 @@ class Indexer:
             follow_symlinks=opts.follow_symlinks,
             on_error=on_error,
         )
-        found = 0
-        for media in files:
-            path = str(media.path)
-            if not _utf8_ok(path):
+        found = unchanged = 0
+        for path, kind, size, mtime_ns in files:
+            if not path.isascii() and not _utf8_ok(path):
                 # SQLite stores text as UTF-8; a name with undecodable bytes cannot be a key.
                 report.scan_errors.append((path.encode("utf-8", "replace").decode(), _BAD_NAME))
                 continue
             if path in seen:
                 continue
             found += 1
-            report.scanned += 1
             seen.add(path)
-            rec = known.get(path) or self.catalog.item_by_path(path)
-            unchanged = (
-                rec is not None and rec.size == media.size and rec.mtime_ns == media.mtime_ns
-            )
-            if unchanged and (rec.status == "ok" or not opts.retry_failed):
-                report.unchanged += 1
-                if rec.id in no_date:
-                    undated.append((rec.id, media))
+            state = known.get(path) or self._state_elsewhere(path)
+            if (
+                state is not None
+                and state[1] == size
+                and state[2] == mtime_ns
+                and (state[3] == "ok" or not retry_failed)
+            ):
+                unchanged += 1
+                if state[0] in no_date:
+                    undated.append((state[0], MediaFile(Path(path), kind, size, mtime_ns)))
             else:
-                todo.append(FileTask(media, root_id))
+                todo.append(FileTask(MediaFile(Path(path), kind, size, mtime_ns), root_id))
             if found % 500 == 0:
                 self._emit(ScanProgress(str(root), found))
                 if self._should_stop():
+                    report.scanned += found
+                    report.unchanged += unchanged
                     report.interrupted = True
                     return todo, []  # an incomplete walk must not sweep anything
+        report.scanned += found
+        report.unchanged += unchanged
         self._emit(ScanProgress(str(root), found))
         if found == 0 and known:
             report.scan_errors.append(
@@ -298,17 +315,27 @@ class Indexer:
             )
             return todo, []
         gone = [
-            rec.id
-            for path, rec in known.items()
+            state[0]
+            for path, state in known.items()
             if path not in seen
             and not os.path.lexists(path)
             and not any(path.startswith(u) for u in unreadable)
         ]
         return todo, gone
 
+    def _state_elsewhere(self, path: str) -> tuple[int, int, int, str] | None:
+        """(id, size, mtime_ns, status) of a file indexed under another root, or None."""
+        rec = self.catalog.item_by_path(path)
+        return None if rec is None else (rec.id, rec.size, rec.mtime_ns, rec.status)
+
     def _reuse(self, todo: list[FileTask], report: IndexReport) -> list[FileTask]:
         """Hash new/changed files and read their capture times (in threads: it is I/O) and reuse the vectors of an
         identical file already in the catalog (a move or a copy): nothing is encoded twice."""
+        if not todo:
+            return []
+        from clipsearch.ingest.dating import read_capture
+        from clipsearch.ingest.encode import item_write
+        from clipsearch.media import partial_hash
 
         def hash_one(t: FileTask) -> FileTask:
             try:
@@ -345,6 +372,9 @@ class Indexer:
 
     # -- decode + encode ---------------------------------------------------------------------
     def _pick_image_encoder(self, todo: list[FileTask], report: IndexReport) -> None:
+        from clipsearch.ingest.encode import EncodeLoop
+        from clipsearch.ingest.runtime_choice import encoder_label
+
         engine = self.engine
         if self._choose_encoder is None or not todo:
             if isinstance(engine, EncodeLoop):  # other engines say what their workers used
@@ -362,6 +392,8 @@ class Indexer:
     ) -> None:
         """Commit one batch of finished files in one transaction (and the text read from
         already indexed files in a second one) and report them."""
+        from clipsearch.ingest.encode import TextWrite, frames_in
+
         read_only = [w for w in writes if isinstance(w, TextWrite)]
         if read_only:
             self.catalog.texts.write({w.item_id: w.text for w in read_only if w.text is not None})

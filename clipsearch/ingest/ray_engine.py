@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ClipsearchError, EngineError, MissingDependencyError, UsageError
-from clipsearch.ingest.decode import FileTask
 from clipsearch.ingest.encode import EncodeLoop, LoopResult, Sink
 from clipsearch.ingest.reading import TextReading
 from clipsearch.ingest.runtime_choice import AcceleratedImages, RuntimeChoice, encoder_label
+from clipsearch.ingest.tasks import FileTask
 from clipsearch.media import MediaFile
 from clipsearch.models.base import Encoder
 from clipsearch.store import item_table

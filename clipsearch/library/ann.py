@@ -8,10 +8,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clipsearch.index.base import IndexInfo, VectorIndex
 from clipsearch.library.settings import AnnSettings
 from clipsearch.store import Catalog
+
+if TYPE_CHECKING:
+    from clipsearch.index.base import IndexInfo, VectorIndex
 
 Progress = Callable[[str, float], None]
 
@@ -67,9 +70,15 @@ class LibraryAnn:
     def cache_is_current(self) -> bool:
         """Whether the exact/FAISS cache on disk already reflects the catalog with these
         settings (checked from its stamp, without loading it)."""
+        from clipsearch.index.stamp import is_current
+
         ann = self.settings
-        return self._index_cache().is_current(
-            self.catalog, backend=ann.backend, recall_target=ann.recall_target
+        return is_current(
+            self.path / "ann",
+            self.catalog,
+            backend=ann.backend,
+            recall_target=ann.recall_target,
+            vector_ids=self.catalog.vector_id_array,  # no numpy for a run that changed nothing
         )
 
     def info(self) -> IndexInfo | None:

@@ -24,44 +24,57 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from clipsearch.index.base import IndexInfo, VectorIndex
-from clipsearch.ingest import IndexEvent, IndexOptions, IndexReport
-from clipsearch.library import searching
+from clipsearch.ingest import IndexOptions
 from clipsearch.library.ann import LibraryAnn
-from clipsearch.library.exchange import export_library, import_into_library
 from clipsearch.library.indexing import LibraryIndexing
 from clipsearch.library.models import LibraryModels
 from clipsearch.library.runtime import LibraryRuntime
-from clipsearch.library.searching import LibrarySearch
 from clipsearch.library.settings import AnnSettings
 from clipsearch.library.status import LibraryStatus, library_status
-from clipsearch.models.base import Encoder
-from clipsearch.models.runtime import RuntimeSettings
-from clipsearch.search import classify, dedup, moderation
-from clipsearch.search.arrange import SortOrder
-from clipsearch.search.banks import BankCache
-from clipsearch.search.compose import DEFAULT_TEXT_WEIGHT, Composition, QueryParts
-from clipsearch.search.engine import Pooling, Searcher
-from clipsearch.search.gap import GapMode
-from clipsearch.search.hits import SearchResults
-from clipsearch.search.query import QueryPlan
-from clipsearch.search.relevance import BackgroundCache, MinScore
-from clipsearch.search.rerank import RerankMethod
-from clipsearch.search.rescore import Rescorer
-from clipsearch.search.video import DEFAULT_POOLING
-from clipsearch.store import Catalog, ItemFilter
-from clipsearch.store.exchange import ExchangeReport
+from clipsearch.search.choices import (
+    AUTO_THRESHOLD,
+    DEFAULT_POOLING,
+    DEFAULT_TEXT_WEIGHT,
+    DUPLICATE_NEIGHBOURS,
+    DUPLICATE_THRESHOLD,
+)
+from clipsearch.store import Catalog
 from clipsearch.store.location import default_library_path
 
+# The search stack (numpy, the engine, rescorers, composition), classification, duplicates
+# and export/import are imported on first use: opening a library to index or to show its
+# status does not load them.
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
+    from clipsearch.index.base import IndexInfo, VectorIndex
+    from clipsearch.ingest import IndexEvent, IndexReport
     from clipsearch.ingest.captioning import CaptionOptions, CaptionProgress, CaptionReport
     from clipsearch.ingest.ray_engine import RaySettings
+    from clipsearch.library.searching import LibrarySearch
+    from clipsearch.models.base import Encoder
     from clipsearch.models.blip import Captioner, ImageTextMatcher
-    from clipsearch.search.choices import ItmScoreRule, Reranker
+    from clipsearch.models.runtime import RuntimeSettings
+    from clipsearch.search import classify, dedup, moderation
+    from clipsearch.search.banks import BankCache
+    from clipsearch.search.choices import (
+        Composition,
+        ItmScoreRule,
+        Pooling,
+        Reranker,
+        RerankMethod,
+        SortOrder,
+    )
+    from clipsearch.search.compose import QueryParts
+    from clipsearch.search.engine import Searcher
+    from clipsearch.search.gap import GapMode
+    from clipsearch.search.hits import SearchResults
+    from clipsearch.search.query import QueryPlan
+    from clipsearch.search.relevance import BackgroundCache, MinScore
+    from clipsearch.search.rescore import Rescorer
+    from clipsearch.store import ItemFilter
+    from clipsearch.store.exchange import ExchangeReport
 
 __all__ = ["AnnSettings", "Library", "LibraryStatus", "default_library_path"]
 
@@ -121,7 +134,19 @@ class Library:
         self._indexing = LibraryIndexing(
             self.path, self.catalog, self, self._models, self._runtime, self._ann
         )
-        self._search = LibrarySearch(self.path, self.catalog, self, self.vector_index, self._lock)
+        self._searching: LibrarySearch | None = None
+
+    @property
+    def _search(self) -> LibrarySearch:
+        """Search over this library, set up on first use."""
+        with self._lock:
+            if self._searching is None:
+                from clipsearch.library.searching import LibrarySearch
+
+                self._searching = LibrarySearch(
+                    self.path, self.catalog, self, self.vector_index, self._lock
+                )
+            return self._searching
 
     # -- model ----------------------------------------------------------------------------------
     @property
@@ -277,7 +302,9 @@ class Library:
         image: str | Path | Sequence[str | Path] | None = None,
         video: str | Path | Sequence[str | Path] | None = None,
     ) -> QueryPlan:
-        return searching.query_plan(query, image=image, video=video)
+        from clipsearch.library.searching import query_plan
+
+        return query_plan(query, image=image, video=video)
 
     def search(
         self,
@@ -463,6 +490,8 @@ class Library:
         per_moment: bool = False,
     ) -> list[classify.ItemResult]:
         """Classify indexed items from their stored vectors (`classify.classify_items`)."""
+        from clipsearch.search import classify
+
         return classify.classify_items(
             self.catalog, clf, where=where, top_k=top_k, per_moment=per_moment
         )
@@ -471,12 +500,14 @@ class Library:
         self,
         clf: classify.Classifier,
         *,
-        threshold: float | str = classify.AUTO,
+        threshold: float | str = AUTO_THRESHOLD,
         where: Sequence[str] = (),
         source: str = "zeroshot",
         dry_run: bool = False,
     ) -> classify.TagReport:
         """Tag indexed items with the classifier's labels (`classify.tag_items`)."""
+        from clipsearch.search import classify
+
         return classify.tag_items(
             self.catalog, clf, threshold=threshold, where=where, source=source, dry_run=dry_run
         )
@@ -485,13 +516,15 @@ class Library:
         self, policy: moderation.ModerationPolicy, *, where: Sequence[str] = (), tag: bool = False
     ) -> tuple[list[moderation.Flag], int]:
         """Flag indexed items against a policy (`moderation.moderate`)."""
+        from clipsearch.search import moderation
+
         return moderation.moderate(self.catalog, self.encoder, policy, where=where, tag=tag)
 
     def find_duplicates(
         self,
         *,
-        threshold: float = dedup.DEFAULT_THRESHOLD,
-        k: int = dedup.DEFAULT_K,
+        threshold: float = DUPLICATE_THRESHOLD,
+        k: int = DUPLICATE_NEIGHBOURS,
         where: Sequence[str] = (),
         near: bool = True,
         verify: bool = True,
@@ -499,6 +532,8 @@ class Library:
     ) -> dedup.DedupReport:
         """Exact and near-duplicate groups (`dedup.find_duplicates`); ``use_index``: find
         neighbours with the ANN index (else an exact blockwise search)."""
+        from clipsearch.search import dedup
+
         return dedup.find_duplicates(
             self.catalog,
             index=self.vector_index if use_index else None,
@@ -521,6 +556,8 @@ class Library:
     ) -> ExchangeReport:
         """Write the library's vectors in clip-retrieval's layout (a folder) or as one
         Parquet table (a file); see `clipsearch.store.exchange`."""
+        from clipsearch.library.exchange import export_library
+
         return export_library(
             self.catalog, out, fmt=fmt, dtype=dtype, items_only=items_only, progress=progress
         )
@@ -532,6 +569,8 @@ class Library:
         `clipsearch.store.importing`). A source that does not record its model needs the
         library to be opened with that model (``model=`` or ``encoder=``), which is loaded
         to learn its fingerprint; a recorded model must match the library's."""
+        from clipsearch.library.exchange import import_into_library
+
         return import_into_library(
             self.path,
             self.catalog,

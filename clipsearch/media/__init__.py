@@ -29,6 +29,7 @@ from clipsearch.media.scan import (
     MediaKind,
     kind_of,
     scan,
+    scan_paths,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ __all__ = [
     "load_image",
     "partial_hash",
     "scan",
+    "scan_paths",
 ]
 
 _LAZY = {

@@ -39,10 +39,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from clipsearch.errors import MissingDependencyError, UsageError
+
+# numpy is imported by the functions that compute frame times: parsing a sampler's
+# spelling (every index run checks it, even one with no video to decode) needs none.
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_MAX_FRAMES = 512
 AUTO_UNIFORM_MAX_S = 12.0  # `auto`: uniform:12 up to this duration, fps:1 beyond
@@ -140,6 +144,8 @@ class FrameSampler:
         Raises:
             UsageError: ``shots`` strategy without shot boundaries.
         """
+        import numpy as np
+
         if not (duration > 0 and math.isfinite(duration)):
             return np.zeros(1)
         s = self.resolve(duration)
@@ -166,12 +172,16 @@ class FrameSampler:
 def _capped_indices(n: int, max_frames: int) -> np.ndarray:
     """Which of ``n`` evenly spread targets the cap keeps: all of them up to
     ``max_frames``, else i_j = floor((j + 1/2) · n / max_frames). (K,) float64."""
+    import numpy as np
+
     if n <= max_frames:
         return np.arange(n, dtype=np.float64)
     return np.floor((np.arange(max_frames) + 0.5) * (n / max_frames))
 
 
 def _cap(t: np.ndarray, max_frames: int) -> np.ndarray:
+    import numpy as np
+
     return t[_capped_indices(len(t), max_frames).astype(np.int64)]
 
 
@@ -244,6 +254,8 @@ def seek_cost(targets: np.ndarray, keyframes: np.ndarray, fps: float) -> float:
     it) lies more than ``SEEK_COST_FRAMES`` frames ahead of the decoder costs a seek plus
     the frames from that keyframe to it; otherwise the frames from the previous target.
     """
+    import numpy as np
+
     cost, cur = 0.0, -math.inf
     for t in targets:
         if t <= cur:

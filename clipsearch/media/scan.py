@@ -125,6 +125,41 @@ def scan(
         NotFoundError: a root does not exist or is neither a folder nor a regular file.
             All roots are checked when ``scan`` is called, before anything is yielded.
     """
+    walk = _walk(roots, include, exclude, hidden, follow_symlinks, on_error)
+    return (
+        MediaFile(Path(path) if folder is None else folder / name, kind, st.st_size, st.st_mtime_ns)
+        for path, name, folder, kind, st in walk
+    )
+
+
+def scan_paths(
+    roots: Sequence[Path | str],
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    hidden: bool = False,
+    follow_symlinks: bool = True,
+    on_error: ErrorCallback | None = None,
+) -> Iterator[tuple[str, MediaKind, int, int]]:
+    """`scan` as plain tuples: ``(path, kind, size, mtime_ns)`` per media file, ``path``
+    the absolute path as a string (``str`` of the record's ``path``). Same files, order,
+    errors and arguments as `scan`; for a caller that compares many files with what it
+    knows and makes records only of the few it keeps (an index run over unchanged files
+    keeps none).
+    """
+    walk = _walk(roots, include, exclude, hidden, follow_symlinks, on_error)
+    return ((path, kind, st.st_size, st.st_mtime_ns) for path, _, _, kind, st in walk)
+
+
+def _walk(
+    roots: Sequence[Path | str],
+    include: Sequence[str],
+    exclude: Sequence[str],
+    hidden: bool,
+    follow_symlinks: bool,
+    on_error: ErrorCallback | None,
+) -> Iterator[_Found]:
+    """Check every root now (NotFoundError), then walk them lazily."""
     checked: list[tuple[str, os.stat_result]] = []
     for root in roots:
         path = os.path.abspath(os.fsdecode(root))
@@ -209,6 +244,12 @@ def _reason(e: OSError) -> str:
     return (e.strerror or str(e)).lower()
 
 
+# What the walk finds of a media file: (path, name, the Path of its folder or None for a
+# root that is a file, kind, stat). Plain tuples: a walk over 10,000 unchanged files makes
+# no object it does not need.
+_Found = tuple[str, str, Path | None, MediaKind, os.stat_result]
+
+
 @dataclass
 class _Walker:
     include: list[_Matcher]
@@ -221,26 +262,24 @@ class _Walker:
         self._dirs_seen: set[tuple[int, int]] = set()
         self._files_seen: set[tuple[int, int]] = set()
 
-    def walk_all(self, roots: list[tuple[str, os.stat_result]]) -> Iterator[MediaFile]:
+    def walk_all(self, roots: list[tuple[str, os.stat_result]]) -> Iterator[_Found]:
         for path, st in roots:
             if stat.S_ISDIR(st.st_mode):
                 yield from self._walk_dir(path, st)
             else:
                 name = os.path.basename(path)
-                found = self._file(path, name, name, st)
-                if found is not None:
-                    yield found
+                kind = self._media_kind(name, name, st)
+                if kind is not None:
+                    yield path, name, None, kind, st
 
     def _report(self, path: str, reason: str) -> None:
         log.debug("scan: skipping %s: %s", path, reason)
         if self.on_error is not None:
             self.on_error(Path(path), reason)
 
-    def _file(
-        self, path: str, rel: str, name: str, st: os.stat_result, folder: Path | None = None
-    ) -> MediaFile | None:
-        """The record of a file at ``path`` (``folder / name`` when its folder's Path is
-        given: 3× cheaper than parsing the whole path, on every file of every run)."""
+    def _media_kind(self, rel: str, name: str, st: os.stat_result) -> MediaKind | None:
+        """The kind of a regular file the walk yields, or None: not media, filtered out
+        by the patterns, or already yielded under another path."""
         kind = _kind_of_name(name)
         if kind is None:
             return None
@@ -252,12 +291,7 @@ class _Walker:
         if key in self._files_seen:
             return None
         self._files_seen.add(key)
-        return MediaFile(
-            path=Path(path) if folder is None else folder / name,
-            kind=kind,
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-        )
+        return kind
 
     def _listing(self, path: str) -> list[os.DirEntry[str]] | None:
         try:
@@ -267,7 +301,7 @@ class _Walker:
             self._report(path, f"cannot read folder: {_reason(e)}")
             return None
 
-    def _walk_dir(self, root: str, root_st: os.stat_result) -> Iterator[MediaFile]:
+    def _walk_dir(self, root: str, root_st: os.stat_result) -> Iterator[_Found]:
         key = (root_st.st_dev, root_st.st_ino)
         if key in self._dirs_seen:  # an earlier root already covered it
             return
@@ -275,51 +309,57 @@ class _Walker:
         entries = self._listing(root)
         if entries is None:
             return
+        hidden, follow, patterns = self.hidden, self.follow_symlinks, self.exclude or self.include
         # Depth-first with an explicit stack (no recursion limit on deep trees): each
         # frame is (relative folder path, its sorted entries, position of the next one,
-        # the folder's Path).
+        # the folder's Path). A folder's entries are read in one loop; a subfolder
+        # suspends it (its frame goes back on the stack) until the subfolder is done.
         stack: list[tuple[str, list[os.DirEntry[str]], int, Path]] = [("", entries, 0, Path(root))]
         while stack:
             rel_dir, entries, i, folder = stack.pop()
-            if i >= len(entries):
-                continue
-            stack.append((rel_dir, entries, i + 1, folder))
-            entry = entries[i]
-            name = entry.name
-            if not self.hidden and name.startswith("."):
-                continue
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            try:
-                is_link = entry.is_symlink()
-            except OSError as e:
-                self._report(entry.path, _reason(e))
-                continue
-            if is_link and not self.follow_symlinks:
-                continue
-            try:
-                st = entry.stat(follow_symlinks=True)
-            except FileNotFoundError:
-                reason = "broken symbolic link" if is_link else "vanished during the scan"
-                self._report(entry.path, reason)
-                continue
-            except OSError as e:
-                # ELOOP (a symlink pointing at itself) lands here too.
-                self._report(entry.path, _reason(e))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if self.exclude and (
-                    _matches(self.exclude, rel, name) or _matches(self.exclude, rel + "/", name)
-                ):
+            n = len(entries)
+            while i < n:
+                entry = entries[i]
+                i += 1
+                name = entry.name
+                if not hidden and name.startswith("."):
                     continue
-                key = (st.st_dev, st.st_ino)
-                if key in self._dirs_seen:  # a symlink loop, or a folder reached twice
+                try:
+                    is_link = entry.is_symlink()
+                except OSError as e:
+                    self._report(entry.path, _reason(e))
                     continue
-                self._dirs_seen.add(key)
-                children = self._listing(entry.path)
-                if children:
-                    stack.append((rel, children, 0, folder / name))
-            elif stat.S_ISREG(st.st_mode):
-                found = self._file(entry.path, rel, name, st, folder)
-                if found is not None:
-                    yield found
-            # sockets, FIFOs and devices are not media: skipped silently.
+                if is_link and not follow:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=True)
+                except FileNotFoundError:
+                    reason = "broken symbolic link" if is_link else "vanished during the scan"
+                    self._report(entry.path, reason)
+                    continue
+                except OSError as e:
+                    # ELOOP (a symlink pointing at itself) lands here too.
+                    self._report(entry.path, _reason(e))
+                    continue
+                mode = st.st_mode
+                if stat.S_ISREG(mode):
+                    rel = (f"{rel_dir}/{name}" if rel_dir else name) if patterns else name
+                    kind = self._media_kind(rel, name, st)
+                    if kind is not None:
+                        yield entry.path, name, folder, kind, st
+                elif stat.S_ISDIR(mode):
+                    rel = f"{rel_dir}/{name}" if rel_dir else name
+                    if self.exclude and (
+                        _matches(self.exclude, rel, name) or _matches(self.exclude, rel + "/", name)
+                    ):
+                        continue
+                    key = (st.st_dev, st.st_ino)
+                    if key in self._dirs_seen:  # a symlink loop, or a folder reached twice
+                        continue
+                    self._dirs_seen.add(key)
+                    children = self._listing(entry.path)
+                    if children:
+                        stack.append((rel_dir, entries, i, folder))
+                        stack.append((rel, children, 0, folder / name))
+                        break
+                # sockets, FIFOs and devices are not media: skipped silently.

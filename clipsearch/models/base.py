@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
+# numpy is imported where vectors are made: code that only names the model (its binding,
+# a run over unchanged files) imports neither numpy nor Pillow.
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
     """Return ``x`` scaled to unit L2 norm along ``axis`` as float32 (zero rows stay zero)."""
+    import numpy as np
+
     x = np.asarray(x, dtype=np.float32)
     norm = np.linalg.norm(x, axis=axis, keepdims=True)
     return x / np.maximum(norm, eps)
@@ -53,6 +59,8 @@ class Encoder(ABC):
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """N RGB PIL images -> (N, dim) float32, L2-normalised."""
+        import numpy as np
+
         if len(images) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_pixels(np.stack([self.preprocess(im) for im in images]))

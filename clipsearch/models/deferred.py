@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from clipsearch.models.base import Encoder
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 
 class DeferredEncoder(Encoder):

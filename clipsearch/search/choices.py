@@ -36,5 +36,16 @@ SORT_ORDERS: tuple[SortOrder, ...] = get_args(SortOrder)
 Composition = Literal["slerp", "sum"]
 COMPOSITIONS: tuple[Composition, ...] = get_args(Composition)
 
+# how much the text counts when it modifies an example image (search.compose)
+DEFAULT_TEXT_WEIGHT = 0.5
+
+# near-duplicates (search.dedup): the cosine from which two items are near-duplicates, and
+# how many neighbours of each item are compared
+DUPLICATE_THRESHOLD = 0.95
+DUPLICATE_NEIGHBOURS = 10
+
+# tags (search.classify): each label's threshold read from the scores
+AUTO_THRESHOLD = "auto"
+
 MAX_K = 10_000  # results one search may return
 MAX_MOMENTS = 20  # moments one video hit may carry

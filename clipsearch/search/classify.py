@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipsearch.errors import MediaError, UsageError
+from clipsearch.search.choices import AUTO_THRESHOLD
 from clipsearch.search.templates import fill_template, resolve_templates
 from clipsearch.search.zeroshot import build_classifier as _ensemble
 from clipsearch.search.zeroshot import softmax
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from clipsearch.models.base import Encoder
     from clipsearch.store import Catalog
 
-AUTO = "auto"
+AUTO = AUTO_THRESHOLD
 AUTO_MIN_ITEMS = 8
 AUTO_MIN_SEPARABILITY = 0.8
 ProgressCallback = Callable[[int, int], None]  # (done, total)

@@ -43,7 +43,7 @@ import numpy as np
 
 from clipsearch.errors import MediaError, QueryError, UsageError
 from clipsearch.models.base import l2_normalize
-from clipsearch.search.choices import COMPOSITIONS, Composition
+from clipsearch.search.choices import COMPOSITIONS, DEFAULT_TEXT_WEIGHT, Composition
 from clipsearch.search.engine import decode_side
 from clipsearch.search.query import QueryPlan, plan_from_parts
 
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from clipsearch.models.base import Encoder
 
 METHODS = COMPOSITIONS
-DEFAULT_TEXT_WEIGHT = 0.5
 EMPTY_QUERY = "the query is empty: type some text, drop an image, or pick an item"
 
 

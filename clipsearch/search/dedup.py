@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from clipsearch.errors import UsageError
+from clipsearch.search.choices import DUPLICATE_NEIGHBOURS, DUPLICATE_THRESHOLD
 from clipsearch.search.classify import check_threshold
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
 # (queries (Q, D), k) -> (positions (Q, k) int64 with -1 padding, scores (Q, k))
 NeighbourSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-DEFAULT_THRESHOLD = 0.95
-DEFAULT_K = 10
+DEFAULT_THRESHOLD = DUPLICATE_THRESHOLD
+DEFAULT_K = DUPLICATE_NEIGHBOURS
 
 
 class UnionFind:

@@ -26,12 +26,11 @@ import os
 import sqlite3
 import threading
 import time
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from clipsearch.errors import (
     LibraryError,
@@ -45,8 +44,6 @@ from clipsearch.store import capture_times, meta, statistics, vector_io
 from clipsearch.store import tags as tag_rows
 from clipsearch.store import writes as item_writes
 from clipsearch.store.connection import CATALOG_FILE, connect, translate
-from clipsearch.store.filter_sql import filter_condition
-from clipsearch.store.filters import ItemFilter
 from clipsearch.store.migrations import (
     check_version,
     migrate,
@@ -61,6 +58,14 @@ from clipsearch.store.records import (
 )
 from clipsearch.store.texts import TextStore
 from clipsearch.store.writes import check_item, prepare
+
+# numpy is imported by the functions that read or write vectors, the filter grammar by
+# those that filter: opening the catalog and comparing files with it (an index run over
+# unchanged files) imports neither.
+if TYPE_CHECKING:
+    import numpy as np
+
+    from clipsearch.store.filters import ItemFilter
 
 
 class Catalog:
@@ -260,13 +265,16 @@ class Catalog:
         with self._reading("reading items") as conn:
             return {row[0]: ItemRecord.from_row(row) for row in vector_io.select_in(conn, sql, ids)}
 
-    def items_under_root(self, root_id: int) -> dict[str, ItemRecord]:
-        """path -> record of every item found under the root (for the incremental diff)."""
+    def file_states_under_root(self, root_id: int) -> dict[str, tuple[int, int, int, str]]:
+        """path -> (id, size, mtime_ns, status) of every item found under the root: what
+        the incremental diff compares a scan with (plain tuples: no record is built for
+        the thousands of files a run leaves alone)."""
         with self._reading("reading items") as conn:
             cur = conn.execute(
-                f"SELECT {ITEM_COLUMNS} FROM items WHERE root_id = ?", (int(root_id),)
+                "SELECT path, id, size, mtime_ns, status FROM items WHERE root_id = ?",
+                (int(root_id),),
             )
-            return {row[1]: ItemRecord.from_row(row) for row in cur}
+            return {row[0]: row[1:] for row in cur}
 
     def find_reusable(self, content_hash: str, size: int, kind: MediaKind) -> ItemRecord | None:
         """An ok item with the same content hash, size and kind (oldest first): a moved or
@@ -388,6 +396,8 @@ class Catalog:
     def cuts(self, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
         """video item -> its shot cut times (s, ascending; empty: one shot). Videos whose
         shots are not known (indexed by an older clipsearch) and other items are absent."""
+        import numpy as np
+
         sql = "SELECT item_id, cuts FROM shots WHERE item_id IN ({ids})"
         with self._reading("reading shot boundaries") as conn:
             return {
@@ -418,6 +428,12 @@ class Catalog:
         with self._reading("listing vector ids") as conn:
             return vector_io.vector_ids(conn)
 
+    def vector_id_array(self) -> array:
+        """The ids of `vector_ids` as a standard-library ``array("q")``, read without
+        numpy (for checks that only compare id sets)."""
+        with self._reading("listing vector ids") as conn:
+            return vector_io.vector_id_array(conn)
+
     def item_vector_ids(self) -> np.ndarray:
         """(N,) int64 ascending ids of the item-level vector rows (an image's vector, a
         video's meanP vector). Cheap: reads an index, no blobs."""
@@ -433,6 +449,10 @@ class Catalog:
     def vector_ids_where(self, flt: ItemFilter) -> np.ndarray:
         """(n,) int64 ascending ids of the vector rows whose item matches ``flt``. An empty
         filter returns every id; an unsatisfiable one an empty array."""
+        import numpy as np
+
+        from clipsearch.store.filter_sql import filter_condition
+
         cond = filter_condition(flt)
         if cond is None:
             return np.empty(0, dtype=np.int64)
@@ -442,6 +462,9 @@ class Catalog:
 
     def items_where(self, ids: Sequence[int], flt: ItemFilter | None) -> list[int]:
         """The indexed (ok) items among ``ids`` that match ``flt`` (None: any), in order."""
+        from clipsearch.store.filter_sql import filter_condition
+        from clipsearch.store.filters import ItemFilter
+
         cond = filter_condition(flt or ItemFilter())
         if cond is None:
             return []

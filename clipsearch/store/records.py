@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from clipsearch.errors import LibraryError
 from clipsearch.media.capture_time import CaptureTime
 from clipsearch.media.scan import MediaKind
 
+# numpy is imported by the functions that read or write vectors: opening the catalog and
+# comparing files with it (an index run over unchanged files) does not import it.
+if TYPE_CHECKING:
+    import numpy as np
+
 STATUSES = ("ok", "failed")
-VECTOR_DTYPE = np.dtype("<f2")  # on-disk element type, whatever the host byte order
+# On-disk element type, whatever the host byte order (a numpy dtype spelling).
+VECTOR_DTYPE = "<f2"
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,9 @@ class ItemRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ItemRecord:
-        """The record of an ``ITEM_COLUMNS`` row. A bulk read (every item under a root, on
-        each index run) builds one per file: this skips the frozen ``__init__``'s
-        per-field ``object.__setattr__`` (2-3× faster; the same record)."""
+        """The record of an ``ITEM_COLUMNS`` row. A bulk read builds one per row: this
+        skips the frozen ``__init__``'s per-field ``object.__setattr__`` (2-3× faster; the
+        same record)."""
         record = object.__new__(cls)
         record.__dict__.update(zip(_ITEM_FIELDS, row, strict=True))
         return record
@@ -147,6 +151,8 @@ def bad_width(dim: int) -> LibraryError:
 
 def encode_vectors(vectors: np.ndarray) -> list[bytes]:
     """(n, D) float array -> n little-endian float16 blobs of 2·D bytes each."""
+    import numpy as np
+
     a = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)  # (n, D)
     raw = a.tobytes()
     step = 2 * a.shape[1]
@@ -155,6 +161,8 @@ def encode_vectors(vectors: np.ndarray) -> list[bytes]:
 
 def decode_vectors(blobs: list[bytes] | tuple[bytes, ...], dim: int) -> np.ndarray:
     """n blobs -> (n, D) native, writable float16. Raises LibraryError on a wrong blob size."""
+    import numpy as np
+
     raw = b"".join(blobs)
     if len(raw) != 2 * dim * len(blobs):
         raise bad_width(dim)

@@ -8,13 +8,17 @@ are sent in chunks of bound parameters; a dense run of ids is read as one range 
 from __future__ import annotations
 
 import sqlite3
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, TypeVar
 
 from clipsearch.errors import NotFoundError
 from clipsearch.store.records import VECTOR_DTYPE, VectorTable, bad_width, decode_vectors
+
+# numpy is imported by the functions that read or write vectors: opening the catalog and
+# comparing files with it (an index run over unchanged files) does not import it.
+if TYPE_CHECKING:
+    import numpy as np
 
 CHUNK = 500  # bound parameters per IN (...) list; below every SQLite build's limit
 FETCH_ROWS = 8192  # rows per fetchmany when streaming the whole table
@@ -43,6 +47,8 @@ def rows_for_vector_ids(conn: sqlite3.Connection, columns: str, ids: np.ndarray)
     Sorted unique ids are taken in runs: a run whose ids fill at least half of its id
     range is one ``BETWEEN`` range scan (new rows of an incremental update are such a
     run); sparse ids go through IN lists. Rows come back in ascending id order."""
+    import numpy as np
+
     uniq = np.unique(np.asarray(ids, dtype=np.int64))  # (U,) sorted
     run = 4 * CHUNK
     for start in range(0, len(uniq), run):
@@ -66,6 +72,8 @@ def rows_for_vector_ids(conn: sqlite3.Connection, columns: str, ids: np.ndarray)
 def fetch_vectors(conn: sqlite3.Connection, ids: np.ndarray, dim: int) -> np.ndarray:
     """(n, D) float16 vectors in the order of ``ids``. Raises NotFoundError if an id has
     no row (deleted since the caller listed it)."""
+    import numpy as np
+
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     if len(ids) == 0:
         return np.empty((0, dim), dtype=np.float16)
@@ -91,6 +99,8 @@ def fetch_vectors(conn: sqlite3.Connection, ids: np.ndarray, dim: int) -> np.nda
 
 def items_for_vectors(conn: sqlite3.Connection, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(item_ids, timestamps) aligned with ``ids``; item -1 and NaN for unknown ids."""
+    import numpy as np
+
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     item_ids = np.full(len(ids), -1, dtype=np.int64)
     ts = np.full(len(ids), np.nan, dtype=np.float64)
@@ -118,6 +128,8 @@ def vector_ids(
     The ids come back as ONE ``group_concat`` string parsed by numpy, 3-4x less CPU than
     a Python object per row (0.1 s vs 0.35 s for 1M ids, measured); past SQLite's
     string-length limit (~100M ids) it falls back to row-by-row reading."""
+    import numpy as np
+
     if where:
         sql = f"SELECT v.id FROM items i JOIN vectors v ON v.item_id = i.id WHERE {where}"
     else:
@@ -134,7 +146,14 @@ def vector_ids(
     return out
 
 
+def vector_id_array(conn: sqlite3.Connection) -> array:
+    """`vector_ids` without numpy: ascending ids of every vector row as ``array("q")``."""
+    return array("q", [r[0] for r in conn.execute("SELECT id FROM vectors ORDER BY id")])
+
+
 def _parse_ints(text: str | None) -> np.ndarray:
+    import numpy as np
+
     if not text:
         return np.empty(0, dtype=np.int64)
     out = np.fromstring(text, dtype=np.int64, sep=",")
@@ -146,6 +165,8 @@ def _parse_ints(text: str | None) -> np.ndarray:
 def load_table(conn: sqlite3.Connection, dim: int, generation: int) -> VectorTable:
     """Every vector row, ascending by id. Call inside a read transaction so the count
     and the rows come from one snapshot."""
+    import numpy as np
+
     n = int(conn.execute("SELECT count(*) FROM vectors").fetchone()[0])
     ids = np.empty(n, dtype=np.int64)
     item_ids = np.empty(n, dtype=np.int64)
@@ -179,6 +200,8 @@ def per_item_vectors(
     """item -> (timestamps (F,) float64 ascending, vectors (F, D) float32) for frame rows
     (``frames=True``) or item-level rows (``frames=False``, F = 1, timestamp NaN).
     Items without such rows are absent."""
+    import numpy as np
+
     cond = "t IS NOT NULL" if frames else "t IS NULL"
     sql = (
         f"SELECT item_id, t, vector FROM vectors WHERE item_id IN ({{ids}}) AND {cond} "

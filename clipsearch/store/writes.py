@@ -11,8 +11,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from clipsearch.errors import ModelMismatchError, NotFoundError, UsageError
 from clipsearch.media.capture_time import CaptureTime
 from clipsearch.media.scan import MEDIA_KINDS
@@ -25,6 +23,9 @@ from clipsearch.store.records import (
     encode_vectors,
 )
 from clipsearch.store.texts import copy_texts, replace_texts
+
+# numpy is imported by the functions that check vectors: opening the catalog (an index run
+# over unchanged files) does not import it.
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ def prepare(w: ItemWrite, dim: int | None) -> PreparedWrite:
 
 def _cut_blob(w: ItemWrite) -> bytes | None:
     """The shot cuts of an ok video as a blob; UsageError for cuts on anything else."""
+    import numpy as np
+
     if w.cuts is None:
         return None
     if w.kind != "video" or w.status != "ok":
@@ -105,6 +108,8 @@ def _vector_rows(
 ) -> tuple[list[tuple[float | None, bytes]], int | None]:
     """(rows, frame_count): the item-level row first, then frames by time, so vector
     ids ascend with t within an item. frame_count is None except for ok videos."""
+    import numpy as np
+
     where = f"item {w.path!r}"
     if w.status == "failed":
         if w.vectors is not None:

@@ -251,8 +251,8 @@ def test_shards_left_by_an_interrupted_run_are_ingested_first(media, tmp_path):
     import pyarrow.parquet as pq
 
     from clipsearch.ingest import Indexer
-    from clipsearch.ingest.decode import FileTask
     from clipsearch.ingest.encode import EncodeLoop
+    from clipsearch.ingest.tasks import FileTask
     from clipsearch.media import scan
 
     lib = Library(tmp_path / "lib", encoder=ColourEncoder())

@@ -452,3 +452,41 @@ def test_old_files_are_swept_after_updates(tmp_path):
     stamp = json.loads((tmp_path / "ann" / "stamp.json").read_text())
     on_disk = {p.name for p in (tmp_path / "ann").iterdir()} - {"stamp.json", ".lock"}
     assert on_disk == set(stamp["files"].values())
+
+
+def test_the_stamp_check_agrees_with_get_and_reads_ids_without_numpy(tmp_path):
+    """An index run that changed nothing asks `stamp.is_current` (ids as plain ints, no
+    numpy) whether to touch the cache: it must say what `IndexCache.is_current` says, and
+    be False exactly when `get` would have work to do."""
+    from array import array
+
+    from clipsearch.index.stamp import ids_checksum, is_current
+
+    src = FakeSource(500)
+    c = cache(tmp_path)
+
+    def both() -> tuple[bool, bool, bool]:
+        plain = lambda: array("q", src.vector_ids().tolist())  # noqa: E731 - no numpy
+        return (
+            c.is_current(src),
+            is_current(c.cache_dir, src, backend="auto", recall_target=0.95),
+            is_current(c.cache_dir, src, backend="auto", recall_target=0.95, vector_ids=plain),
+        )
+
+    assert both() == (False, False, False)  # no cache yet
+    c.get(src)
+    assert both() == (True, True, True)
+    assert is_current(c.cache_dir, src, backend="exact", recall_target=0.95)  # it is exact
+    assert not is_current(c.cache_dir, src, backend="HNSW16", recall_target=0.95)
+    src.add(3, seed=5)
+    assert both() == (False, False, False)  # the catalog moved on
+    c.get(src)
+    assert both() == (True, True, True)
+    # Same generation, other ids (a catalog rewritten behind the stamp's back): not current.
+    src._ids[-1] += 1000
+    assert both() == (False, False, False)
+
+    ids = np.array([9, 2**40, 3, 1], dtype=np.int64)
+    assert ids_checksum(ids.tolist()) == ids_checksum(ids)  # the same sum without numpy
+    assert ids_checksum(array("q", [1, 3, 9, 2**40])) == ids_checksum(ids)
+    assert ids_checksum([1, 2]) != ids_checksum([1, 3])

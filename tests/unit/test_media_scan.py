@@ -21,6 +21,7 @@ from clipsearch.media import (
     kind_of,
     partial_hash,
     scan,
+    scan_paths,
 )
 from clipsearch.media.identity import WINDOW
 
@@ -40,7 +41,26 @@ def rels(files: list[MediaFile], root: Path) -> list[str]:
 
 
 def run(root: Path, **kwargs: object) -> list[str]:
-    return rels(list(scan([root], **kwargs)), root)  # type: ignore[arg-type]
+    """The relative paths `scan` yields. `scan_paths` (the walk of an index run) must
+    yield the same files as plain tuples and report the same errors, so every walk below
+    checks both."""
+    given = kwargs.pop("on_error", None)
+    reported: list[tuple[Path, str]] = []
+    again: list[tuple[Path, str]] = []
+
+    def first(p: Path, why: str) -> None:
+        reported.append((p, why))
+        given(p, why)  # type: ignore[operator]
+
+    files = list(scan([root], on_error=given and first, **kwargs))  # type: ignore[arg-type]
+    tuples = scan_paths([root], on_error=given and (lambda p, w: again.append((p, w))), **kwargs)  # type: ignore[arg-type]
+    assert list(tuples) == as_tuples(files)
+    assert again == reported
+    return rels(files, root)
+
+
+def as_tuples(files: list[MediaFile]) -> list[tuple[str, str, int, int]]:
+    return [(str(f.path), f.kind, f.size, f.mtime_ns) for f in files]
 
 
 # --- kinds ---------------------------------------------------------------------------------
@@ -101,8 +121,30 @@ def test_file_root(tmp_path: Path) -> None:
 
 def test_overlapping_roots_yield_each_file_once(tmp_path: Path) -> None:
     make(tmp_path, "a.jpg", "sub/b.jpg")
-    files = list(scan([tmp_path, tmp_path / "sub", tmp_path / "a.jpg"]))
+    roots = [tmp_path, tmp_path / "sub", tmp_path / "a.jpg"]
+    files = list(scan(roots))
     assert rels(files, tmp_path) == ["a.jpg", "sub/b.jpg"]
+    assert list(scan_paths(roots)) == as_tuples(files)
+
+
+def test_scan_paths_are_the_records_paths_for_file_roots_relative_roots_and_slash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index run compares the catalog with `scan_paths` strings and stores records made
+    from them: each must be the ``str`` of the path `scan` gives the same file."""
+    make(tmp_path, "photos/a.jpg", "photos/sub/b.mp4")
+    monkeypatch.chdir(tmp_path)
+    for roots in (
+        ["photos"],
+        ["photos/sub/"],
+        [tmp_path / "photos" / "a.jpg"],
+        ["//" + str(tmp_path)[1:]],
+    ):
+        files = list(scan(roots))
+        assert files and list(scan_paths(roots)) == as_tuples(files)
+        assert [Path(t[0]) for t in scan_paths(roots)] == [f.path for f in files]
+    with pytest.raises(NotFoundError, match="not found"):
+        scan_paths([tmp_path / "photos", tmp_path / "missing"])  # at the call, as scan
 
 
 # --- include / exclude / hidden ------------------------------------------------------------
@@ -298,6 +340,7 @@ def test_odd_file_names(tmp_path: Path) -> None:
     for f in files:
         assert f.path.exists()  # each path round-trips to the same file on disk
     assert raw in {os.fsencode(f.path) for f in files}
+    assert list(scan_paths([tmp_path])) == as_tuples(files)
 
 
 # --- partial_hash --------------------------------------------------------------------------

@@ -181,8 +181,9 @@ def test_write_and_read_items(cat, rng):
     assert cat.item_by_path("/photos/b.jpg").id == ids[1]
     assert cat.item(99999) is None and cat.item_by_path("/nope") is None
     assert set(cat.items([ids[0], ids[2], 12345])) == {ids[0], ids[2]}
-    under = cat.items_under_root(root)
-    assert set(under) == {"/photos/a.jpg", "/photos/b.jpg"}
+    under = cat.file_states_under_root(root)  # what the incremental diff compares
+    a_state = (a.id, a.size, a.mtime_ns, "ok")
+    assert set(under) == {"/photos/a.jpg", "/photos/b.jpg"} and under[a.path] == a_state
     bad = cat.item(ids[2])
     assert bad.status == "failed" and bad.error == "cannot identify image file"
     vecs = cat.item_vectors(ids)
@@ -217,6 +218,15 @@ def test_upsert_keeps_item_id_and_replaces_vectors(cat, rng):
     cat.write_items([failed("/p/a.jpg", "truncated")])
     assert cat.item(item).status == "failed" and cat.item_vectors([item]) == {}
     assert len(cat.vector_ids()) == 0
+
+
+def test_vector_id_array_lists_the_vector_ids_without_numpy(cat, rng):
+    v = unit(rng, 6)
+    cat.write_items([image(f"/p/{i}.jpg", v[i]) for i in range(5)])
+    cat.write_items([image("/p/0.jpg", v[5])])  # its row replaced: ids are not contiguous
+    ids = cat.vector_id_array()
+    assert ids.typecode == "q" and ids.tolist() == cat.vector_ids().tolist()
+    assert len(ids) == 5 and ids.tolist() == sorted(ids.tolist()) and ids[-1] > 5
 
 
 def test_video_frames_sorted_by_time_with_meanp_item_vector(cat, rng):
