@@ -6,6 +6,10 @@
 - ``options``: the options several commands share (library, model, precision, JSON,
   where, top), declared once, with choices taken from the modules that own each concept;
 - ``render``: Rich progress bars, result tables and status — the only printing;
+- ``entry``: the console script: a plain text search or ``index`` run without building
+  Typer's parser (``warm`` hands a search to a running server, which renders the output
+  for this terminal with ``terminal``; ``index_run`` is the ``index`` command's body),
+  everything else to ``app``;
 - ``ann_cmd``: ``index-info``, ``reindex``; ``classify_cmd``: ``classify``, ``tag``,
   ``moderate``, ``dedup``; ``eval_cmd``: ``eval retrieval | classify | synth``;
   ``serve_cmd``: ``serve``; ``train_cmd``: ``train``.

@@ -7,8 +7,6 @@ interrupted (Ctrl-C; the run can be resumed).
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +23,7 @@ from clipsearch.cli import (
     serve_cmd,
     train_cmd,
 )
+from clipsearch.cli.index_run import run_index
 from clipsearch.errors import ClipsearchError, UsageError
 from clipsearch.ingest.choices import EngineName
 from clipsearch.models.runtime import Quantize, Runtime
@@ -66,31 +65,6 @@ def _root(
 ) -> None:
     """Options given before the command apply to every command."""
     options.root = options.RootOptions(library, model, precision)
-
-
-class _StopFlag:
-    """First Ctrl-C asks the run to stop after the batch in flight; the second aborts."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def __enter__(self) -> _StopFlag:
-        self._old = signal.getsignal(signal.SIGINT)
-
-        def handler(signum, frame):
-            if self.event.is_set():
-                signal.signal(signal.SIGINT, self._old)
-                raise KeyboardInterrupt
-            self.event.set()
-            render.err.print(
-                "[yellow]Stopping after the batch in flight (Ctrl-C again to abort)…[/]"
-            )
-
-        signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._old)
 
 
 @app.command()
@@ -214,39 +188,20 @@ def index(
         ocr=ocr,
         ocr_frames=ocr_frames,
     )
-    with (
-        options.open_library(
-            library,
-            model,
-            precision,
-            caption_model=caption_model,
-            runtime=runtime,
-            quantize=quantize,
-        ) as lib,
-        _StopFlag() as stop,
-        render.IndexProgress(quiet=quiet or json_out) as progress,
-    ):
-        report = lib.index(
-            folders,
-            options=index_options,
-            on_event=progress,
-            should_stop=stop.event.is_set,
-            ray=ray,
-            captions=_caption_options() if captions else None,
-        )
-    if json_out:
-        render.print_json(report.to_dict())
-    else:
-        render.index_summary(report)
-    if report.interrupted:
-        raise typer.Exit(130)
-
-
-def _caption_options():
-    """`index --captions`: caption with the defaults (imported only then: numpy)."""
-    from clipsearch.ingest.captioning import CaptionOptions
-
-    return CaptionOptions()
+    code = run_index(
+        folders,
+        library=options.library_path(library),
+        model=options.model_spec(model),
+        precision=options.precision_of(precision),
+        options=index_options,
+        quiet=quiet,
+        json_out=json_out,
+        ray=ray,
+        captions=captions,
+        library_options={"caption_model": caption_model, "runtime": runtime, "quantize": quantize},
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -541,12 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point and the CLI's one error boundary: a ClipsearchError
     becomes one red line and its exit code; a usage error (unknown command or option, a
     bad or missing value) one line and exit code 2."""
-    import warnings
-
-    # Large-but-allowed photos (90–179 MP) are fine; load_image enforces our own limit.
-    # (Pillow's DecompressionBombWarning, matched by its message: Pillow is not imported
-    # by commands that never open an image.)
-    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
+    render.quiet_large_image_warning()
     try:
         rv = app(args=argv, prog_name="clipsearch", standalone_mode=False)
     except ClipsearchError as e:

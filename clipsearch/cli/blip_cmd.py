@@ -85,7 +85,7 @@ def caption(
 
     Captions are searchable with --where text:WORDS and shown by search --captions.
     Resumable: items already captioned by the same model are skipped."""
-    from clipsearch.cli.app import _StopFlag
+    from clipsearch.cli.index_run import StopFlag
     from clipsearch.ingest.captioning import CaptionOptions
 
     caption_options = CaptionOptions(
@@ -100,7 +100,7 @@ def caption(
         options.open_library(
             library, None, precision, create=False, caption_model=caption_model
         ) as lib,
-        _StopFlag() as stop,
+        StopFlag() as stop,
         CountProgress("captioning", quiet=quiet or json_out) as progress,
     ):
         report = lib.caption(caption_options, on_event=progress, should_stop=stop.event.is_set)
@@ -147,7 +147,7 @@ def make_pairs(
 
     CapFilt (BLIP): caption each image, keep the captions the ITM head accepts, and write
     the (image, caption) CSV that `clipsearch train --pairs` reads."""
-    from clipsearch.cli.app import _StopFlag
+    from clipsearch.cli.index_run import StopFlag
     from clipsearch.models.blip import load_captioner, load_matcher
     from clipsearch.train.capfilt import CapFiltOptions, find_images
     from clipsearch.train.capfilt import make_pairs as run_capfilt
@@ -165,7 +165,7 @@ def make_pairs(
     precision = options.precision_of(precision)
     captioner = load_captioner(caption_model, precision=precision)
     matcher = load_matcher(itm_model, precision=precision)
-    with _StopFlag() as stop, CountProgress("CapFilt", quiet=quiet or json_out) as progress:
+    with StopFlag() as stop, CountProgress("CapFilt", quiet=quiet or json_out) as progress:
         report = run_capfilt(
             folder, out, captioner, matcher, capfilt, on_event=progress,
             should_stop=stop.event.is_set,

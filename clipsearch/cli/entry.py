@@ -6,8 +6,10 @@ with any of ``-k/--top``, ``--offset``, ``--kind``, ``--min-score``, ``--sort``,
 without Typer: by a running ``clipsearch serve`` of the library when one can answer
 (`clipsearch.cli.warm`; it also renders the output for this terminal,
 `clipsearch.cli.terminal`: then neither numpy, Rich nor the library is imported), else by
-the library in this process, exactly as the ``search`` command would. Typer's option
-handling costs more start-up than the search itself on a small library.
+the library in this process, exactly as the ``search`` command would. A plain
+``clipsearch [root options] index FOLDER... [--quiet] [--json]`` runs the ``index``
+command's own code (`clipsearch.cli.index_run`) the same way. Typer's option handling
+costs more start-up than a search on a small library, or an index run over unchanged files.
 
 Every other command line, and any doubt (another option, a bad value, an error to
 report), goes to the Typer app (`clipsearch.cli.app.main`), the CLI's one error boundary,
@@ -29,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = text_search(args)
+        if code is None:
+            code = plain_index(args)
     except KeyboardInterrupt:
         from clipsearch.cli import render
 
@@ -52,6 +56,7 @@ _SEARCH_VALUES = {
     "--sort": "sort",
     "--precision": "precision",
 }
+_INDEX_FLAGS = {"--quiet": "quiet", "-q": "quiet", "--json": "json"}
 _SEARCH_FLAGS = {
     "--json": ("json", True),
     "--collapse": ("collapse", True),
@@ -155,6 +160,75 @@ def _print(hits: SearchResults, *, json: bool, dates: bool, duplicates: bool) ->
         render.search_results(hits, dates=dates, duplicates=duplicates)
 
 
+def plain_index(argv: Sequence[str]) -> int | None:
+    """Run a plain ``index FOLDER... [--quiet] [--json]`` command line (with root options)
+    as the ``index`` command does, and return its exit code; None for any other command
+    line (the Typer app's). Errors are reported as the app reports them."""
+    parsed = _parse_index(list(argv))
+    if parsed is None:
+        return None
+    from clipsearch.models.precision import PRECISIONS
+
+    precision = parsed.get("precision", "auto")
+    if precision not in PRECISIONS:
+        return None  # the app reports the bad value
+    from clipsearch.cli import index_run, render
+    from clipsearch.errors import ClipsearchError
+    from clipsearch.ingest import IndexOptions
+
+    render.quiet_large_image_warning()
+    try:
+        return index_run.run_index(
+            [Path(f) for f in parsed["folders"]],
+            library=Path(parsed["library"]) if "library" in parsed else None,
+            model=parsed.get("model"),
+            precision=precision,
+            options=IndexOptions(),
+            quiet=parsed.get("quiet", False),
+            json_out=parsed.get("json", False),
+            ray=None,
+            captions=False,
+            library_options={"caption_model": None, "runtime": None, "quantize": None},
+        )
+    except ClipsearchError as e:  # what the app's error boundary prints
+        render.error_line(str(e))
+        return e.exit_code
+
+
+def _parse_index(argv: list[str]) -> dict[str, Any] | None:
+    """The root options, folders and flags of a plain ``index`` command line, or None."""
+    out: dict[str, Any] = {}
+    i = _root_options(argv, "index", out)
+    if i is None:
+        return None
+    folders = []
+    for arg in argv[i + 1 :]:
+        if arg in _INDEX_FLAGS:
+            out[_INDEX_FLAGS[arg]] = True
+        elif arg.startswith("-") or not arg:
+            return None  # another option, --help, "--", "-": the app's
+        else:
+            folders.append(arg)
+    if not folders:
+        return None  # the app says a folder is missing
+    out["folders"] = folders
+    return out
+
+
+def _root_options(argv: list[str], command: str, out: dict[str, Any]) -> int | None:
+    """Read the root options (--library, --model, --precision) before ``command`` into
+    ``out``; the index of ``command`` in ``argv``, or None when anything else comes first
+    or the command is missing."""
+    i = 0
+    while i < len(argv) and argv[i] != command:
+        name = {**_ROOT_VALUES, "--precision": "precision"}.get(argv[i])
+        if name is None or i + 1 >= len(argv):
+            return None
+        out[name] = argv[i + 1]
+        i += 2
+    return i if i < len(argv) else None
+
+
 def _search_here(library: Path, query: str, options: dict[str, Any], *, model, precision):
     """The ``search`` command's own in-process search, or None when it raises (the app
     runs it again and reports the error as it reports every error)."""
@@ -172,14 +246,8 @@ def _search_here(library: Path, query: str, options: dict[str, Any], *, model, p
 def _parse(argv: list[str]) -> dict[str, Any] | None:
     """The options of a plain text search, or None for any other command line."""
     out: dict[str, Any] = {}
-    i = 0
-    while i < len(argv) and argv[i] != "search":  # root options: --library, --model, --precision
-        name = {**_ROOT_VALUES, "--precision": "precision"}.get(argv[i])
-        if name is None or i + 1 >= len(argv):
-            return None
-        out[name] = argv[i + 1]
-        i += 2
-    if i >= len(argv):
+    i = _root_options(argv, "search", out)
+    if i is None:
         return None
     rest = argv[i + 1 :]
     i = 0

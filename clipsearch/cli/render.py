@@ -48,6 +48,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def quiet_large_image_warning() -> None:
+    """Large-but-allowed photos (90–179 MP) are fine (load_image enforces clipsearch's own
+    limit): no Pillow DecompressionBombWarning, matched by its message, so Pillow is not
+    imported by commands that never open an image."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
+
+
 def print_json(data: Any) -> None:
     """Plain JSON on stdout (no colour codes) for scripts."""
     sys.stdout.write(json_text(data))

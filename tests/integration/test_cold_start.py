@@ -177,6 +177,43 @@ def test_the_console_script_searches_text_without_typer(indexed, run_cli, argv):
     assert run.stderr.split("@@")[0] == typer_run.stderr
 
 
+def _timeless(text: str) -> str:
+    """Output with its elapsed times and rates masked."""
+    import re
+
+    text = re.sub(r"\d+(\.\d+)? (s|files/s)\b", "T", text)
+    return re.sub(r'"(elapsed_s|encode_s)": [0-9.e-]+', r'"\1": T', text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [("--quiet",), ("--json",), ()])
+def test_the_console_script_indexes_without_typer(indexed, flags):
+    """A plain ``index FOLDER`` runs the index command's code without Typer or pydantic
+    (over unchanged files: no numpy either) and prints what the command prints."""
+    lib, photos = str(indexed / "lib"), str(indexed / "photos")
+    typer_result, typer_run = _run_cli("--library", lib, "index", photos, *flags)
+    result, run = _run_cli("--library", lib, "index", photos, *flags, entry="clipsearch.cli.entry")
+    assert result["code"] == typer_result["code"] == 0, run.stderr
+    loaded = _imported(result, ("typer", "pydantic", *NOOP_INDEX_SKIPS))
+    assert loaded == [], f"the console script's index imported {loaded}"
+    assert _timeless(run.stdout) == _timeless(typer_run.stdout)
+    assert _timeless(run.stderr.split("@@")[0]) == _timeless(typer_run.stderr.split("@@")[0])
+    assert f"0 encoded, {len(COLOURS)} unchanged" in run.stdout + run.stderr or (
+        json.loads(run.stdout)["unchanged"] == len(COLOURS)
+    )
+
+
+def test_the_console_script_reports_index_errors_as_the_app_does(tmp_path, indexed):
+    missing = str(tmp_path / "no-such-folder")
+    lib = str(indexed / "lib")
+    typer_result, typer_run = _run_cli("--library", lib, "index", missing)
+    result, run = _run_cli("--library", lib, "index", missing, entry="clipsearch.cli.entry")
+    assert result["code"] == typer_result["code"] == 4
+    assert "typer" not in result["modules"]
+    assert run.stderr.split("@@")[0] == typer_run.stderr.split("@@")[0]
+    assert "not found" in run.stderr
+
+
 def test_the_console_script_leaves_errors_and_other_commands_to_the_app(tmp_path, indexed):
     missing = str(tmp_path / "no-library")
     result, run = _run_cli("--library", missing, "search", "red", entry="clipsearch.cli.entry")

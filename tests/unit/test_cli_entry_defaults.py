@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 
 import click
+import pytest
 import typer.main
 
 from clipsearch.cli import entry
@@ -79,3 +80,63 @@ def test_options_the_fast_path_leaves_out_default_to_what_the_library_does():
     for name in ("taken_after", "taken_before"):
         assert typer_defaults[name] is None and library[name].default is None, name
     assert typer_defaults["where"] in ([], ()) and typer_defaults["tag"] in ([], ())
+
+
+# -- index -------------------------------------------------------------------------------------
+
+
+def _index_calls(monkeypatch, argv: list[str]) -> tuple[dict, dict]:
+    """What Typer's ``index`` and the console script's fast path hand to
+    `index_run.run_index` for the same command line."""
+    import clipsearch.cli.app as app_module
+    from clipsearch.cli import index_run
+
+    calls = []
+
+    def record(folders, **kwargs):
+        calls.append({"folders": [str(f) for f in folders], **kwargs})
+        return 0
+
+    monkeypatch.setattr(app_module, "run_index", record)
+    monkeypatch.setattr(index_run, "run_index", record)
+    assert app_module.main(argv) == 0
+    assert entry.plain_index(argv) == 0
+    typer_call, fast_call = calls
+    return typer_call, fast_call
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["index", "photos"],
+        ["index", "a", "b c", "--quiet"],
+        ["--library", "lib", "index", "photos", "-q", "--json"],
+        ["--model", "ViT-B-32", "--precision", "fp32", "--library", "L", "index", "x"],
+        ["--library", "index", "index", "index"],  # names that look like the command
+    ],
+)
+def test_the_index_fast_path_runs_what_typers_index_runs(monkeypatch, argv):
+    """Every option the fast path does not read (include, sampler, workers, runtime...) is
+    left at Typer's default: the two calls, IndexOptions included, are equal."""
+    from clipsearch.cli import options
+
+    monkeypatch.setattr(options, "root", options.RootOptions(None, None, "auto"))
+    typer_call, fast_call = _index_calls(monkeypatch, argv)
+    assert fast_call == typer_call
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["index"],  # no folder: the app says so
+        ["index", "photos", "--workers", "4"],
+        ["index", "photos", "--help"],
+        ["index", "--", "photos"],
+        ["--precision", "fp64", "index", "photos"],  # a bad value: the app reports it
+        ["--verbose", "index", "photos"],
+        ["status"],
+        ["search", "red"],
+    ],
+)
+def test_other_command_lines_are_left_to_the_app(argv):
+    assert entry.plain_index(argv) is None
