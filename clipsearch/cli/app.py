@@ -199,6 +199,7 @@ def index(
         ray=ray,
         captions=captions,
         library_options={"caption_model": caption_model, "runtime": runtime, "quantize": quantize},
+        open_library=options.open_library,
     )
     if code:
         raise typer.Exit(code)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from clipsearch.cli import render
 if TYPE_CHECKING:
     from clipsearch.ingest import IndexOptions
     from clipsearch.ingest.ray_engine import RaySettings
+    from clipsearch.library import Library
 
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C (run it again to resume)
 
@@ -60,15 +61,20 @@ def run_index(
     ray: RaySettings | None = None,
     captions: bool = False,
     library_options: dict[str, Any] | None = None,
+    open_library: Callable[..., Library] | None = None,
 ) -> int:
     """Index ``folders`` into ``library`` (None: the default one) and print what happened;
     returns the exit code (0, or `INTERRUPTED`). Raises ClipsearchError for the CLI's error
     boundary to report. ``library_options``: more `Library` arguments (caption model,
-    runtime, quantize)."""
-    from clipsearch.library import Library
+    runtime, quantize). ``open_library``: how the library is opened, called like `Library`
+    (the Typer command passes `clipsearch.cli.options.open_library`, every command's way)."""
+    if open_library is None:
+        from clipsearch.library import Library
+
+        open_library = Library
 
     with (
-        Library(library, model=model, precision=precision, **(library_options or {})) as lib,
+        open_library(library, model=model, precision=precision, **(library_options or {})) as lib,
         StopFlag() as stop,
         render.IndexProgress(quiet=quiet or json_out) as progress,
     ):

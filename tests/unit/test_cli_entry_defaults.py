@@ -122,6 +122,10 @@ def test_the_index_fast_path_runs_what_typers_index_runs(monkeypatch, argv):
 
     monkeypatch.setattr(options, "root", options.RootOptions(None, None, "auto"))
     typer_call, fast_call = _index_calls(monkeypatch, argv)
+    # Typer's index opens the library the way every command does; the fast path with
+    # `Library` itself, from the same arguments (compared here)
+    assert typer_call.pop("open_library") is options.open_library
+    assert fast_call.pop("open_library", None) is None
     assert fast_call == typer_call
 
 
