@@ -8,9 +8,10 @@ with Library("~/lib") as lib:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.lazy import lazy_names
 
 if TYPE_CHECKING:
     from clipsearch.ingest import IndexOptions, IndexReport
@@ -37,10 +38,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy, so `import clipsearch` (e.g. for the CLI's --help) does not import numpy/torch.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'clipsearch' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -45,7 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return app_main(args)
 
 
-_ROOT_VALUES = {"--library": "library", "-L": "library", "--model": "model", "-m": "model"}
+# options with a value, before the command (root options) and after ``search``
+_ROOT_VALUES = {
+    "--library": "library",
+    "-L": "library",
+    "--model": "model",
+    "-m": "model",
+    "--precision": "precision",
+}
 _SEARCH_VALUES = {
     **_ROOT_VALUES,
     "-k": "k",
@@ -54,7 +61,6 @@ _SEARCH_VALUES = {
     "--kind": "kind",
     "--min-score": "min_score",
     "--sort": "sort",
-    "--precision": "precision",
 }
 _INDEX_FLAGS = {"--quiet": "quiet", "-q": "quiet", "--json": "json"}
 _SEARCH_FLAGS = {
@@ -221,7 +227,7 @@ def _root_options(argv: list[str], command: str, out: dict[str, Any]) -> int | N
     or the command is missing."""
     i = 0
     while i < len(argv) and argv[i] != command:
-        name = {**_ROOT_VALUES, "--precision": "precision"}.get(argv[i])
+        name = _ROOT_VALUES.get(argv[i])
         if name is None or i + 1 >= len(argv):
             return None
         out[name] = argv[i + 1]

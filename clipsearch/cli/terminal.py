@@ -20,6 +20,7 @@ the command renders them itself.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import sys
@@ -126,13 +127,9 @@ def _client_console(stream: _Captured, *, stderr: bool, described: dict[str, Any
     )
 
 
-_CLASS: list[type] = []
-
-
+@functools.cache
 def _console_class() -> type:
     """Rich's Console, sized from the client's terminal instead of this process's."""
-    if _CLASS:
-        return _CLASS[0]
     from rich.console import Console, ConsoleDimensions
 
     class ClientConsole(Console):
@@ -166,5 +163,4 @@ def _console_class() -> type:
         def size(self, new_size: tuple[int, int]) -> None:
             self._width, self._height = new_size
 
-    _CLASS.append(ClientConsole)
     return ClientConsole

@@ -14,7 +14,9 @@ line reads the value sets of ``datasets`` and ``synthetic``) does not import the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from clipsearch.lazy import lazy_names
 
 if TYPE_CHECKING:
     from clipsearch.eval.datasets import (
@@ -83,12 +85,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'clipsearch.eval' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

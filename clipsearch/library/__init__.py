@@ -17,7 +17,9 @@ not import the search stack.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from clipsearch.lazy import lazy_names
 
 if TYPE_CHECKING:
     from clipsearch.library.facade import Library
@@ -34,9 +36,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'clipsearch.library' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -17,7 +17,9 @@ load their module (numpy, Pillow) on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from clipsearch.lazy import lazy_names
 
 # The scanner imports only the standard library. Imported here, its function ``scan`` is
 # this package's attribute, not the submodule of the same name.
@@ -61,9 +63,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

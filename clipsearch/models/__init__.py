@@ -10,7 +10,9 @@ Importing this package is cheap: torch and open_clip load on the first `load_enc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from clipsearch.lazy import lazy_names
 
 if TYPE_CHECKING:
     from clipsearch.models.base import Encoder, l2_normalize
@@ -49,9 +51,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -11,8 +11,9 @@ training loop (and torch) on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from clipsearch.lazy import lazy_names
 from clipsearch.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -28,9 +29,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'clipsearch.train' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

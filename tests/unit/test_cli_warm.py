@@ -96,20 +96,36 @@ def test_a_token_that_cannot_be_a_header_is_not_sent():
         warm.post("127.0.0.1", 9, "/", b"{}", token="abc\r\nX-Evil: 1")
 
 
-def test_a_server_answering_nonsense_means_a_search_here(tmp_path):
-    port, _ = _one_answer_server(b'HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{"hits": [')
+def _announce(library, port: int, model: str | None = None) -> None:
     discovery.announce(
-        tmp_path,
+        library,
         discovery.ServerAnnouncement(
             pid=os.getpid(),
             host="127.0.0.1",
             port=port,
             token="t" * 20,
-            model=None,
+            model=model,
             precision="auto",
         ),
     )
+
+
+def test_a_server_answering_nonsense_means_a_search_here(tmp_path):
+    port, received = _one_answer_server(b'HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{"hits": [')
+    _announce(tmp_path, port)
     assert warm.ask(tmp_path, {"q": "red"}, model=None, precision="auto") is None
-    # another model or precision than the server's: not asked at all
+    assert len(received) == 1  # it was asked
+
+
+def test_a_server_of_another_model_or_precision_is_not_asked(tmp_path):
+    answer = b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"hits":[]}'
+    port, received = _one_answer_server(answer)
+    _announce(tmp_path, port, model="ViT-B-32:openai")
     assert warm.ask(tmp_path, {"q": "red"}, model="ViT-L-14", precision="auto") is None
     assert warm.ask(tmp_path, {"q": "red"}, model=None, precision="fp32") is None
+    assert received == []  # neither was sent
+    # its own model (or none named) and precision: asked, and its answer returned
+    assert warm.ask(tmp_path, {"q": "red"}, model="ViT-B-32:openai", precision="auto") == {
+        "hits": []
+    }
+    assert len(received) == 1

@@ -31,8 +31,10 @@ def scenes_curve(levels_and_lengths, *, noise=0.0, seed=0):
 
 
 # --- the segmentation -----------------------------------------------------------------------------
-def _brute_force(s, penalty):
-    """Every partition of s into contiguous segments; the least penalised SSE wins."""
+def brute_force_segments(s, penalty):
+    """Every partition of s into contiguous segments; the least penalised SSE wins (the
+    first found among equal costs: fewest changepoints, earliest). Returns the segments as
+    (lo, hi) pairs and their cost (also the reference of test_moments_properties.py)."""
     n, best, arg = len(s), np.inf, None
     for k in range(n):
         for cuts in itertools.combinations(range(1, n), k):
@@ -41,7 +43,7 @@ def _brute_force(s, penalty):
             cost += sum(penalty[c] for c in cuts)
             if cost < best - 1e-12:
                 best, arg = cost, list(itertools.pairwise(edges))
-    return arg
+    return arg, best
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -56,7 +58,7 @@ def test_segmentation_is_the_exact_optimum(seed):
     contrast = s.max() - s.min()
     beta = max(3 * noise_variance(s) * np.log(n), (MIN_STEP * contrast) ** 2, 1e-18)
     penalty = np.where(cut_before, beta * CUT_PENALTY_FACTOR, beta)
-    assert got == _brute_force(s, penalty)
+    assert got == brute_force_segments(s, penalty)[0]
 
 
 def test_noise_variance_ignores_jumps_and_sees_correlated_noise():

@@ -26,6 +26,7 @@ from clipsearch.search.moments import (
     noise_variance,
     segment_curve,
 )
+from tests.unit.test_moments import brute_force_segments
 
 PROPERTY = settings(
     max_examples=150,
@@ -60,20 +61,6 @@ def curves(draw, max_frames: int = 40):
     return t, s, duration, shots
 
 
-def _brute_force(s, penalty):
-    """Every partition of s into contiguous segments; the least penalised SSE wins
-    (the first found among equal costs: fewest changepoints, earliest)."""
-    n, best, arg = len(s), np.inf, None
-    for k in range(n):
-        for cuts in itertools.combinations(range(1, n), k):
-            edges = [0, *cuts, n]
-            cost = sum(((s[a:b] - s[a:b].mean()) ** 2).sum() for a, b in itertools.pairwise(edges))
-            cost += sum(penalty[c] for c in cuts)
-            if cost < best - 1e-9:
-                best, arg = cost, list(itertools.pairwise(edges))
-    return arg, best
-
-
 def _cost(s, segments, penalty):
     sse = sum(((s[g.lo : g.hi] - g.level) ** 2).sum() for g in segments)
     return sse + sum(penalty[g.lo] for g in segments[1:])
@@ -106,7 +93,7 @@ def test_segmentation_is_the_exact_optimum_for_any_min_step(
         return
     beta = max(3 * noise_variance(s) * np.log(length), (min_step * contrast) ** 2, 1e-18)
     penalty = np.where(cut_before, beta * CUT_PENALTY_FACTOR, beta)
-    _, best = _brute_force(s, penalty)
+    _, best = brute_force_segments(s, penalty)
     assert _cost(s, got, penalty) == pytest.approx(best, rel=1e-9, abs=1e-12)
 
 
